@@ -1,0 +1,90 @@
+"""Forward-time ratio HookedViT / Hugging Face SigLIP tower, measured side by side.
+
+Builds a random mid-size tower (12 layers, d_model 768, 256 patches by default), runs the
+Hugging Face tower and HookedViT over the same weights in alternation, and prints the median
+time of each and their ratio: with no hooks, and with a cache of every ``hook_resid_post``.
+Target: ratio <= 1.05 with no hooks.
+
+    python benchmarks/hook_overhead.py [--layers 12] [--d-model 768] [--batch 8] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import SiglipVisionConfig, SiglipVisionModel
+
+from vis_steer_lens import HookedViT
+
+
+def timed(fn, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--image-size", type=int, default=256, help="with --patch-size 16: 256 patches")
+    parser.add_argument("--patch-size", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    dtype = getattr(torch, args.dtype)
+    config = SiglipVisionConfig(
+        hidden_size=args.d_model,
+        intermediate_size=4 * args.d_model,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        vision_use_head=False,
+        attn_implementation="sdpa",
+    )
+    hf_tower = SiglipVisionModel(config).to(args.device, dtype).eval()
+    vit = HookedViT.from_hf(hf_tower)
+    pixels = torch.randn(args.batch, 3, args.image_size, args.image_size, device=args.device, dtype=dtype)
+    resid_post = [f"blocks.{i}.hook_resid_post" for i in range(args.layers)]
+
+    runs = {
+        "hf": lambda: hf_tower(pixel_values=pixels).last_hidden_state,
+        "hooked": lambda: vit(pixels),
+        "hooked+cache": lambda: vit.run_with_cache(pixels, names_filter=resid_post),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.inference_mode():
+        for fn in runs.values():  # warm up
+            fn()
+        for _ in range(args.repeats):  # alternate so drifts in machine load hit all three alike
+            for name, fn in runs.items():
+                times[name].append(timed(fn, args.device))
+        diff = (runs["hooked"]() - runs["hf"]()).abs().max().item()
+
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(
+        f"tower: {args.layers} layers, d_model {args.d_model}, {vit.cfg.n_patches} patches, batch {args.batch}, "
+        f"{args.dtype} on {args.device}, {torch.get_num_threads()} threads, {args.repeats} repeats"
+    )
+    print(f"max |HookedViT - HF| = {diff:.2e}")
+    for name, value in median.items():
+        print(f"  {name:<14} median {value * 1000:8.1f} ms")
+    print(f"ratio HookedViT / HF, no hooks:              {median['hooked'] / median['hf']:.3f}  (target <= 1.05)")
+    print(f"ratio HookedViT / HF, caching resid_post x{args.layers}: {median['hooked+cache'] / median['hf']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""vis_steer_lens: explain vision SAE features of vision-language models by steering.
+
+The public API lives here; everything else is private unless a submodule documents it.
+"""
+
+from vis_steer_lens.adapters import UnsupportedModelError, VLMAdapter, register_adapter
+from vis_steer_lens.hook_names import UnknownHookNameError, canonical_hook_name, equivalent_names
+from vis_steer_lens.hooked_vit import HookedViT, HookedViTConfig
+from vis_steer_lens.hooked_vlm import HookedVLM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HookedViT",
+    "HookedViTConfig",
+    "HookedVLM",
+    "UnknownHookNameError",
+    "UnsupportedModelError",
+    "VLMAdapter",
+    "canonical_hook_name",
+    "equivalent_names",
+    "register_adapter",
+]

@@ -1,0 +1,392 @@
+"""HookedVLM: a whole vision-language model whose vision side runs through HookedViT."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformer_lens.ActivationCache import ActivationCache
+from transformer_lens.hook_points import HookPoint
+from transformer_lens.HookedRootModule import HookedRootModule
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from vis_steer_lens.adapters import VLMAdapter, adapter_for
+from vis_steer_lens.hook_names import UnknownHookNameError
+from vis_steer_lens.hooked_vit import HookedViT
+
+logger = logging.getLogger(__name__)
+
+# Names of the projector's hooks in the other two conventions.
+_PROJECTOR_ALIASES = {
+    "vision_projector.hook_in": "projector.hook_in",
+    "vision_projector.hook_out": "projector.hook_out",
+    "model.multi_modal_projector": "projector.hook_out",
+}
+
+
+class HookedProjector(nn.Module):
+    """The multi-modal projector with hooks on its input and its output.
+
+    ``hook_in`` is the vision tower's last hidden state ``[batch, patches, d_vision]``;
+    ``hook_out`` is one vector per soft image token ``[batch, soft_tokens, d_lm]``, exactly what
+    the language model receives in place of the image placeholder tokens.
+    """
+
+    def __init__(self, projector: nn.Module):
+        super().__init__()
+        self.projector = projector
+        self.hook_in = HookPoint()
+        self.hook_out = HookPoint()
+
+    def forward(self, vision_out: torch.Tensor) -> torch.Tensor:
+        return self.hook_out(self.projector(self.hook_in(vision_out)))
+
+
+class HookedVLM(HookedRootModule):
+    """A Hugging Face VLM with a hooked vision tower, a hooked projector and the language model.
+
+    The vision tower runs as a :class:`HookedViT` (``.vision``) over the model's own
+    weights, so caching and editing vision activations work through TransformerLens hook
+    names; the language model is the Hugging Face one, untouched. Hook names at this level
+    are the vision tower's (``blocks.3.hook_resid_post``; ``vision.``-prefixed, Bridge and
+    Hugging Face names are accepted too) plus ``projector.hook_in`` and ``projector.hook_out``.
+
+    Vision hooks fire once per prompt: :meth:`generate` encodes the images once under the
+    active hooks and hands the soft tokens to Hugging Face ``generate``.
+
+    Example:
+        >>> vlm = HookedVLM.from_pretrained("google/gemma-3-4b-it", device="cuda", dtype=torch.bfloat16)  # doctest: +SKIP
+        >>> inputs = vlm.prompt_inputs([image], "Describe the image.")  # doctest: +SKIP
+        >>> logits, cache = vlm.run_with_cache(**inputs, names_filter="blocks.16.hook_resid_post")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        processor: Any = None,
+        adapter: VLMAdapter | None = None,
+        model_name: str | None = None,
+    ):
+        super().__init__()
+        self.adapter = adapter or adapter_for(model)
+        self.model_name = model_name or getattr(model.config, "_name_or_path", "") or "unnamed"
+        self.hf_model = model
+        self.processor = processor
+        self.vision = HookedViT.from_hf(
+            self.adapter.vision_tower(model),
+            model_name=self.model_name,
+            hf_prefix=self.adapter.hf_vision_prefix,
+        )
+        self.projector = HookedProjector(self.adapter.projector(model))
+        self.setup()
+
+    def setup(self) -> None:
+        """Collect the hook points of the vision tower and the projector (not of the HF modules)."""
+        self.hook_dict = dict(self.vision.hook_dict)
+        for name in ("hook_in", "hook_out"):
+            hook_point = getattr(self.projector, name)
+            hook_point.name = f"projector.{name}"
+            self.hook_dict[hook_point.name] = hook_point
+        self.mod_dict = dict(self.hook_dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_hf(cls, model: nn.Module, processor: Any = None, model_name: str | None = None) -> HookedVLM:
+        """Wrap a Hugging Face VLM already in memory (weights are shared, not copied).
+
+        Args:
+            model: E.g. a ``Gemma3ForConditionalGeneration``.
+            processor: Its processor, needed by :meth:`prompt_inputs` and :meth:`generate_text`.
+            model_name: Name recorded in SAE metadata and results. Defaults to the config's
+                ``_name_or_path``.
+
+        Raises:
+            UnsupportedModelError: If no adapter knows the model's architecture.
+        """
+        return cls(model.eval(), processor=processor, model_name=model_name)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        revision: str | None = None,
+        load_processor: bool = True,
+    ) -> HookedVLM:
+        """Load a VLM and its processor from a hub id (``"google/gemma-3-4b-it"``) or a local folder.
+
+        Args:
+            name_or_path: Hub id or folder written by ``save_pretrained``.
+            device: Device for the weights. Defaults to CPU.
+            dtype: Weight dtype. Defaults to the checkpoint's.
+            revision: Hub revision.
+            load_processor: Load the processor saved beside the model. A folder without one
+                gives ``processor=None`` (with a warning).
+
+        Raises:
+            UnsupportedModelError: If no adapter knows the checkpoint's architecture.
+        """
+        adapter = adapter_for(name_or_path, revision=revision)
+        model = adapter.load_model(name_or_path, device=device, dtype=dtype, revision=revision)
+        processor = None
+        if load_processor:
+            from transformers import AutoProcessor
+
+            try:
+                processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
+            except (OSError, ValueError, TypeError) as err:
+                logger.warning(
+                    "No processor loaded from %r (%s); pass one to HookedVLM.from_hf.", name_or_path, err
+                )
+        return cls(model, processor=processor, adapter=adapter, model_name=name_or_path)
+
+    @property
+    def device(self) -> torch.device:
+        return self.vision.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vision.dtype
+
+    @property
+    def image_token_id(self) -> int:
+        return self.adapter.image_token_id(self.hf_model)
+
+    # ------------------------------------------------------------------ forward passes
+    def encode_images(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        *,
+        resid: torch.Tensor | None = None,
+        start_at_layer: int | None = None,
+    ) -> torch.Tensor:
+        """Soft image tokens for the language model, under the active hooks.
+
+        Args:
+            pixel_values: ``[batch, channels, H, W]`` from the processor.
+            resid: Instead of pixels, the residual stream ``[batch, patches, d_vision]``
+                entering block ``start_at_layer`` (to reuse activations computed earlier).
+            start_at_layer: First vision block to run when ``resid`` is given.
+
+        Returns:
+            ``[batch, soft_tokens, d_lm]``.
+        """
+        if (pixel_values is None) == (resid is None):
+            raise ValueError("Pass exactly one of pixel_values or resid (with start_at_layer).")
+        if resid is not None:
+            if start_at_layer is None:
+                raise ValueError("resid needs start_at_layer: the block the residual stream enters.")
+            vision_out = self.vision(resid, start_at_layer=start_at_layer)
+        else:
+            vision_out = self.vision(pixel_values)
+        return self.projector(vision_out)
+
+    def _language_kwargs(
+        self, pixel_values: torch.Tensor | None, image_features: torch.Tensor | None, kwargs: dict
+    ) -> dict:
+        if pixel_values is not None and image_features is not None:
+            raise ValueError("Pass pixel_values or image_features, not both.")
+        if pixel_values is not None:
+            image_features = self.encode_images(pixel_values)
+        if image_features is not None:
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=image_features)}
+        return kwargs
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        image_features: torch.Tensor | None = None,
+        return_type: str = "logits",
+        **kwargs: Any,
+    ) -> Any:
+        """Run the whole model once.
+
+        Args:
+            input_ids: ``[batch, seq]`` with the image placeholder tokens in place.
+            pixel_values: ``[n_images, channels, H, W]``, encoded through the hooked tower.
+            attention_mask: ``[batch, seq]``.
+            image_features: Precomputed soft tokens ``[n_images, soft_tokens, d_lm]`` instead
+                of ``pixel_values``.
+            return_type: ``"logits"`` (``[batch, seq, vocab]``) or ``"output"`` (the Hugging Face
+                output object).
+            **kwargs: Passed to the Hugging Face model (e.g. ``token_type_ids``).
+        """
+        kwargs = self._language_kwargs(pixel_values, image_features, kwargs)
+        output = self.hf_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if return_type == "logits":
+            return output.logits
+        if return_type == "output":
+            return output
+        raise ValueError(f"return_type must be 'logits' or 'output', got {return_type!r}.")
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        image_features: torch.Tensor | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Hugging Face ``generate`` with the images encoded once through the hooked tower.
+
+        Hooks active when this is called (``with vlm.hooks(...)``) act on the image encoding;
+        decoding is greedy unless ``generate_kwargs`` say otherwise.
+
+        Args:
+            input_ids: ``[batch, seq]`` prompt tokens (left-padded for batches).
+            pixel_values: ``[n_images, channels, H, W]``.
+            attention_mask: ``[batch, seq]``.
+            image_features: Precomputed soft tokens instead of ``pixel_values``.
+            **generate_kwargs: ``max_new_tokens``, ``token_type_ids``, ``stopping_criteria``, ...
+
+        Returns:
+            ``[batch, seq + new_tokens]`` token ids.
+        """
+        generate_kwargs.setdefault("do_sample", False)
+        generate_kwargs = self._language_kwargs(pixel_values, image_features, generate_kwargs)
+        return self.hf_model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
+
+    # ------------------------------------------------------------------ text convenience
+    def _require_processor(self) -> Any:
+        if self.processor is None:
+            raise ValueError(
+                "This HookedVLM has no processor. Load it with HookedVLM.from_pretrained(...) from a folder "
+                "that has one, or pass processor= to HookedVLM.from_hf."
+            )
+        return self.processor
+
+    def prompt_inputs(
+        self, images: Sequence[Any] | None, instruction: str | Sequence[str]
+    ) -> dict[str, torch.Tensor]:
+        """Chat-templated model inputs: one user turn per row, with its images then the instruction.
+
+        Args:
+            images: One PIL image per row (or a list of images per row; ``None`` for text only).
+            instruction: The user's text, one string for all rows or one per row.
+
+        Returns:
+            A dict with ``input_ids``, ``attention_mask``, ``pixel_values`` and
+            ``token_type_ids``, on the model's device, left-padded for generation.
+        """
+        processor = self._require_processor()
+        n_rows = (
+            len(images) if images is not None else (1 if isinstance(instruction, str) else len(instruction))
+        )
+        texts = [instruction] * n_rows if isinstance(instruction, str) else list(instruction)
+        if len(texts) != n_rows:
+            raise ValueError(f"Got {n_rows} image rows but {len(texts)} instructions.")
+        conversations = []
+        for row in range(n_rows):
+            row_images = [] if images is None else images[row]
+            row_images = row_images if isinstance(row_images, (list, tuple)) else [row_images]
+            content = [{"type": "image", "image": image} for image in row_images]
+            content.append({"type": "text", "text": texts[row]})
+            conversations.append([{"role": "user", "content": content}])
+        tokenizer = getattr(processor, "tokenizer", processor)
+        tokenizer.padding_side = "left"
+        inputs = processor.apply_chat_template(
+            conversations,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            padding=True,
+        )
+        return {
+            key: value.to(self.device) if hasattr(value, "to") else value for key, value in inputs.items()
+        }
+
+    def generate_text(
+        self,
+        images: Sequence[Any] | None,
+        instruction: str | Sequence[str],
+        *,
+        max_new_tokens: int = 64,
+        fwd_hooks: Sequence[tuple[str | Callable, Callable]] = (),
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Generate an answer per row and decode only the new tokens.
+
+        Args:
+            images: One image (or list of images) per row.
+            instruction: The user's text.
+            max_new_tokens: Tokens to generate at most.
+            fwd_hooks: ``(hook_name, fn)`` pairs active while the images are encoded.
+            **generate_kwargs: Passed to :meth:`generate`.
+        """
+        inputs = self.prompt_inputs(images, instruction)
+        with self.hooks(fwd_hooks=list(fwd_hooks)):
+            tokens = self.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
+        new_tokens = tokens[:, inputs["input_ids"].shape[1] :]
+        return self._require_processor().batch_decode(new_tokens, skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ hooks
+    def resolve_hook_name(self, name: str) -> str:
+        """The hook name used at this level for a name in any convention.
+
+        Raises:
+            UnknownHookNameError: With the closest valid names, if the name is unknown.
+        """
+        if name in self.hook_dict:
+            return name
+        if name in _PROJECTOR_ALIASES:
+            return _PROJECTOR_ALIASES[name]
+        if name.startswith("vision."):
+            name = name[len("vision.") :]
+        try:
+            return self.vision.resolve_hook_name(name)
+        except UnknownHookNameError as err:
+            raise UnknownHookNameError(
+                f"{err} The projector's hooks are 'projector.hook_in' and 'projector.hook_out'."
+            ) from None
+
+    def _enable_hook_with_name(self, name: str, hook: Callable, dir: Any) -> None:
+        super()._enable_hook_with_name(self.resolve_hook_name(name), hook, dir)
+
+    def add_hook(
+        self,
+        name: Any,
+        hook: Callable,
+        dir: Any = "fwd",
+        is_permanent: bool = False,
+        level=None,
+        prepend=False,
+    ):
+        """Add a hook as ``HookedRootModule.add_hook``; names may be in any convention."""
+        if isinstance(name, str):
+            name = self.resolve_hook_name(name)
+        super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
+
+    def get_caching_hooks(self, names_filter=None, *args: Any, **kwargs: Any):
+        """As ``HookedRootModule.get_caching_hooks``, resolving names in any convention."""
+        if isinstance(names_filter, str):
+            names_filter = self.resolve_hook_name(names_filter)
+        elif isinstance(names_filter, (list, tuple)):
+            names_filter = [self.resolve_hook_name(n) for n in names_filter]
+        return super().get_caching_hooks(names_filter, *args, **kwargs)
+
+    def run_with_cache(self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any):
+        """Run :meth:`forward` and cache activations; the cache is a TransformerLens ``ActivationCache``."""
+        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
+        if return_cache_object:
+            cache = ActivationCache(
+                cache_dict, self.vision, has_batch_dim=not kwargs.get("remove_batch_dim", False)
+            )
+            return out, cache
+        return out, cache_dict
+
+    def __repr__(self) -> str:
+        return f"HookedVLM({self.model_name!r}, adapter={self.adapter.name!r}, vision={self.vision!r})"
+
+
+__all__ = ["HookedProjector", "HookedVLM"]
