@@ -1,0 +1,52 @@
+"""Vision SAEs as ``sae_lens.SAE`` objects: metadata, loading, conversion, a release registry, training."""
+
+from vis_steer_lens.saes.dictionary_learning import (
+    DictionaryLearningFormatError,
+    hook_name_from_submodule,
+    is_dictionary_learning_folder,
+    load_dictionary_learning_sae,
+)
+from vis_steer_lens.saes.loading import (
+    SAESourceError,
+    load_sae,
+    register_converter,
+    registered_converters,
+    unregister_converter,
+)
+from vis_steer_lens.saes.metadata import set_vision_metadata, vision_sae_metadata
+from vis_steer_lens.saes.registry import (
+    UnknownVisionReleaseError,
+    VisionSAERelease,
+    get_release,
+    list_vision_releases,
+)
+from vis_steer_lens.saes.trainer import (
+    ActivationStreamError,
+    rebatch_activations,
+    sae_quality,
+    to_inference_sae,
+    train_sae_on_activations,
+)
+
+__all__ = [
+    "ActivationStreamError",
+    "DictionaryLearningFormatError",
+    "SAESourceError",
+    "UnknownVisionReleaseError",
+    "VisionSAERelease",
+    "get_release",
+    "hook_name_from_submodule",
+    "is_dictionary_learning_folder",
+    "list_vision_releases",
+    "load_dictionary_learning_sae",
+    "load_sae",
+    "rebatch_activations",
+    "register_converter",
+    "registered_converters",
+    "sae_quality",
+    "set_vision_metadata",
+    "to_inference_sae",
+    "train_sae_on_activations",
+    "unregister_converter",
+    "vision_sae_metadata",
+]

@@ -1,0 +1,230 @@
+"""Load any SAE the library can use as a ``sae_lens.SAE``.
+
+:func:`load_sae` accepts, detected in this order:
+
+1. a local folder in SAELens format (``cfg.json`` + ``sae_weights.safetensors``);
+2. a local folder in ``dictionary_learning`` format (``ae.pt`` + ``config.json``), or any folder
+   a converter added with :func:`register_converter` recognises;
+3. a release of this library's vision registry (:func:`vis_steer_lens.saes.list_vision_releases`),
+   downloaded from the hub and converted according to the release's format;
+4. a release of SAELens' own registry (``SAE.from_pretrained``);
+5. a hub repository id ``owner/name`` with ``sae_id`` naming a folder inside it, downloaded and
+   then read as in 1 or 2.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import huggingface_hub
+import torch
+from sae_lens import SAE
+from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
+from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+from sae_lens.util import dtype_to_str, str_to_dtype
+
+from vis_steer_lens.saes.dictionary_learning import (
+    is_dictionary_learning_folder,
+    load_dictionary_learning_sae,
+)
+from vis_steer_lens.saes.registry import get_release, is_vision_release
+
+#: A function that turns a local folder into an SAE.
+ConvertFn = Callable[[Path], SAE]
+#: A function that says whether a local folder is in a converter's format.
+DetectFn = Callable[[Path], bool]
+
+_HUB_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class SAESourceError(ValueError):
+    """An SAE source that :func:`load_sae` cannot interpret."""
+
+
+@dataclass(frozen=True)
+class SAEConverter:
+    """A named on-disk SAE format: how to recognise a folder and how to load it."""
+
+    name: str
+    detect: DetectFn
+    convert: ConvertFn
+
+
+def _is_saelens_folder(folder: Path) -> bool:
+    return (folder / SAE_CFG_FILENAME).is_file() and (folder / SAE_WEIGHTS_FILENAME).is_file()
+
+
+def _load_saelens_folder(folder: Path) -> SAE:
+    return SAE.load_from_disk(folder)
+
+
+def _load_dictionary_learning_folder(folder: Path) -> SAE:
+    return load_dictionary_learning_sae(folder)
+
+
+# Built-ins first, so that detection order is SAELens, then dictionary_learning, then user formats.
+_CONVERTERS: dict[str, SAEConverter] = {
+    "saelens": SAEConverter("saelens", _is_saelens_folder, _load_saelens_folder),
+    "dictionary_learning": SAEConverter(
+        "dictionary_learning", is_dictionary_learning_folder, _load_dictionary_learning_folder
+    ),
+}
+_BUILTIN_CONVERTERS = frozenset(_CONVERTERS)
+
+
+def register_converter(
+    name: str, detect_fn: DetectFn, convert_fn: ConvertFn, *, overwrite: bool = False
+) -> None:
+    """Teach :func:`load_sae` a new on-disk SAE format.
+
+    Args:
+        name: Format name; usable as ``load_sae(..., converter=name)`` and as a release's
+            ``format`` in the vision registry.
+        detect_fn: ``(folder: Path) -> bool``, whether a local folder is in this format. Called
+            on folders that are neither SAELens nor ``dictionary_learning`` folders.
+        convert_fn: ``(folder: Path) -> sae_lens.SAE``.
+        overwrite: Replace an existing converter of the same name (built-ins cannot be replaced).
+
+    Raises:
+        ValueError: If ``name`` is taken and ``overwrite`` is false, or names a built-in.
+    """
+    if name in _BUILTIN_CONVERTERS:
+        raise ValueError(f"{name!r} is a built-in converter and cannot be replaced; choose another name.")
+    if name in _CONVERTERS and not overwrite:
+        raise ValueError(
+            f"A converter named {name!r} is already registered; pass overwrite=True to replace it."
+        )
+    _CONVERTERS[name] = SAEConverter(name, detect_fn, convert_fn)
+
+
+def unregister_converter(name: str) -> None:
+    """Remove a converter added with :func:`register_converter` (no error if absent)."""
+    if name in _BUILTIN_CONVERTERS:
+        raise ValueError(f"{name!r} is a built-in converter and cannot be removed.")
+    _CONVERTERS.pop(name, None)
+
+
+def registered_converters() -> list[str]:
+    """Names of all converters, in detection order."""
+    return list(_CONVERTERS)
+
+
+def _resolve_converter(converter: str | ConvertFn) -> ConvertFn:
+    if callable(converter):
+        return converter
+    if converter not in _CONVERTERS:
+        raise SAESourceError(
+            f"Unknown converter {converter!r}; registered converters: {registered_converters()}."
+        )
+    return _CONVERTERS[converter].convert
+
+
+def _convert_folder(folder: Path, converter: str | ConvertFn | None) -> SAE:
+    if converter is not None:
+        return _resolve_converter(converter)(folder)
+    for entry in _CONVERTERS.values():
+        if entry.detect(folder):
+            return entry.convert(folder)
+    present = sorted(p.name for p in folder.iterdir())[:20]
+    raise SAESourceError(
+        f"Folder {str(folder)!r} is in no known SAE format. Expected {SAE_CFG_FILENAME} + "
+        f"{SAE_WEIGHTS_FILENAME} (SAELens) or ae.pt + config.json (dictionary_learning); found "
+        f"{present}. For another format pass converter=... or call register_converter()."
+    )
+
+
+def _download_folder(repo_id: str, folder: str) -> Path:
+    """Download one folder of a hub repository; returns its local path."""
+    folder = folder.strip("/")
+    root = huggingface_hub.snapshot_download(repo_id, allow_patterns=[f"{folder}/*"])
+    local = Path(root) / folder
+    if not local.is_dir():
+        raise SAESourceError(
+            f"Hub repository {repo_id!r} has no folder {folder!r} (nothing was downloaded there). "
+            "Check sae_id against the repository's file list."
+        )
+    return local
+
+
+def _finish(sae: SAE, device: str, dtype: str | torch.dtype | None) -> SAE:
+    torch_dtype = str_to_dtype(dtype) if isinstance(dtype, str) else dtype
+    return sae.to(device=device, dtype=torch_dtype) if torch_dtype is not None else sae.to(device=device)
+
+
+def load_sae(
+    source: str | Path,
+    sae_id: str | None = None,
+    *,
+    device: str = "cpu",
+    dtype: str | torch.dtype | None = None,
+    converter: str | ConvertFn | None = None,
+) -> SAE:
+    """Load an SAE from a local folder, a vision release, a SAELens release or a hub repository.
+
+    Args:
+        source: A local folder, a release name (vision registry or SAELens registry) or a hub
+            repository id ``"owner/name"``. See the module docstring for the detection order.
+        sae_id: For a release, the SAE's id (for vision releases a hook name in any convention);
+            for a hub repository, the folder inside it. Ignored for local folders.
+        device: Device of the returned SAE.
+        dtype: dtype of the returned SAE (``"float32"``, ``torch.bfloat16``, ...); ``None`` keeps
+            the stored dtype (SAELens releases load as float32).
+        converter: A callable ``(folder: Path) -> sae_lens.SAE`` or the name of a registered
+            converter, used instead of format detection for the (local or downloaded) folder.
+            Not used for SAELens releases, which carry their own loader.
+
+    Returns:
+        A ``sae_lens.SAE`` on ``device``.
+
+    Raises:
+        SAESourceError: If the source matches none of the accepted kinds, or a local folder is
+            in no known format.
+        vis_steer_lens.saes.registry.UnknownVisionReleaseError: If ``sae_id`` is not in the
+            vision release.
+    """
+    path = Path(source)
+    if path.is_dir():
+        return _finish(_convert_folder(path, converter), device, dtype)
+    if path.exists():
+        raise SAESourceError(f"{str(source)!r} is a file; pass the folder that contains the SAE's files.")
+
+    name = str(source)
+    if is_vision_release(name):
+        release = get_release(name)
+        if sae_id is None:
+            raise SAESourceError(
+                f"Release {name!r} holds several SAEs; pass sae_id, one of {list(release.saes)}."
+            )
+        folder = _download_folder(release.repo_id, release.folder(sae_id))
+        return _finish(_convert_folder(folder, converter or release.format), device, dtype)
+
+    saelens_releases = get_pretrained_saes_directory()
+    if name in saelens_releases:
+        if sae_id is None:
+            valid = list(saelens_releases[name].saes_map)
+            raise SAESourceError(
+                f"SAELens release {name!r} needs an sae_id, e.g. one of {valid[:5]}{' ...' if len(valid) > 5 else ''}."
+            )
+        sae = SAE.from_pretrained(name, sae_id, device=device, dtype=_dtype_name(dtype) or "float32")
+        return _finish(sae, device, dtype)
+
+    if _HUB_REPO_RE.match(name):
+        if sae_id is None:
+            raise SAESourceError(
+                f"{name!r} looks like a hub repository id; pass sae_id naming the SAE's folder inside it."
+            )
+        folder = _download_folder(name, sae_id)
+        return _finish(_convert_folder(folder, converter), device, dtype)
+
+    raise SAESourceError(
+        f"Cannot load an SAE from {name!r}: it is not a local folder, not a release of the vision "
+        "registry (list_vision_releases()), not a SAELens release, and not a hub repository id "
+        "('owner/name' with sae_id naming a folder). Check the spelling or the path."
+    )
+
+
+def _dtype_name(dtype: str | torch.dtype | None) -> str | None:
+    return dtype if dtype is None or isinstance(dtype, str) else dtype_to_str(dtype)
