@@ -31,7 +31,9 @@ def timed(fn, device: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--heads", type=int, default=12)
@@ -82,8 +84,12 @@ def main() -> None:
     print(f"max |HookedViT - HF| = {diff:.2e}")
     for name, value in median.items():
         print(f"  {name:<14} median {value * 1000:8.1f} ms")
-    print(f"ratio HookedViT / HF, no hooks:              {median['hooked'] / median['hf']:.3f}  (target <= 1.05)")
-    print(f"ratio HookedViT / HF, caching resid_post x{args.layers}: {median['hooked+cache'] / median['hf']:.3f}")
+    print(
+        f"ratio HookedViT / HF, no hooks:              {median['hooked'] / median['hf']:.3f}  (target <= 1.05)"
+    )
+    print(
+        f"ratio HookedViT / HF, caching resid_post x{args.layers}: {median['hooked+cache'] / median['hf']:.3f}"
+    )
 
 
 if __name__ == "__main__":

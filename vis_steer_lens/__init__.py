@@ -7,17 +7,31 @@ from vis_steer_lens.adapters import UnsupportedModelError, VLMAdapter, register_
 from vis_steer_lens.hook_names import UnknownHookNameError, canonical_hook_name, equivalent_names
 from vis_steer_lens.hooked_vit import HookedViT, HookedViTConfig
 from vis_steer_lens.hooked_vlm import HookedVLM
+from vis_steer_lens.saes import (
+    FeatureIndexError,
+    SAEModelMismatchError,
+    check_sae_fits,
+    list_vision_releases,
+    load_sae,
+    train_sae,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "HookedViT",
     "HookedViTConfig",
+    "FeatureIndexError",
     "HookedVLM",
+    "SAEModelMismatchError",
     "UnknownHookNameError",
     "UnsupportedModelError",
     "VLMAdapter",
     "canonical_hook_name",
+    "check_sae_fits",
     "equivalent_names",
+    "list_vision_releases",
+    "load_sae",
     "register_adapter",
+    "train_sae",
 ]

@@ -20,6 +20,7 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
 from vis_steer_lens.hook_names import GEMMA3_HF_PREFIX, canonical_hook_name, hooked_vit_names
+from vis_steer_lens.saes.splicing import SAESplicingMixin
 
 
 @dataclass
@@ -65,7 +66,10 @@ class HookedViTConfig:
         return self.grid_size**2
 
 
-def _is_hooked(hook_point: HookPoint) -> bool:
+def _is_hooked(hook_point: nn.Module) -> bool:
+    """Whether anything reads or edits this hook (a spliced SAE counts)."""
+    if not isinstance(hook_point, HookPoint):
+        return True
     return bool(hook_point.fwd_hooks or hook_point.bwd_hooks)
 
 
@@ -178,7 +182,7 @@ class HookedViTBlock(nn.Module):
         return self.hook_resid_post(resid_mid + mlp_out)
 
 
-class HookedViT(HookedRootModule):
+class HookedViT(SAESplicingMixin, HookedRootModule):
     """A SigLIP-style vision tower with TransformerLens hook points.
 
     The module wraps a Hugging Face vision tower (e.g. ``SiglipVisionModel``, the tower of

@@ -16,6 +16,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from vis_steer_lens.adapters import VLMAdapter, adapter_for
 from vis_steer_lens.hook_names import UnknownHookNameError
 from vis_steer_lens.hooked_vit import HookedViT
+from vis_steer_lens.saes.splicing import SAESplicingMixin
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class HookedProjector(nn.Module):
         return self.hook_out(self.projector(self.hook_in(vision_out)))
 
 
-class HookedVLM(HookedRootModule):
+class HookedVLM(SAESplicingMixin, HookedRootModule):
     """A Hugging Face VLM with a hooked vision tower, a hooked projector and the language model.
 
     The vision tower runs as a :class:`HookedViT` (``.vision``) over the model's own

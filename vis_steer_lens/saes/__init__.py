@@ -9,6 +9,7 @@ from vis_steer_lens.saes.dictionary_learning import (
 from vis_steer_lens.saes.loading import (
     SAESourceError,
     load_sae,
+    load_sae_unchecked,
     register_converter,
     registered_converters,
     unregister_converter,
@@ -20,6 +21,7 @@ from vis_steer_lens.saes.registry import (
     get_release,
     list_vision_releases,
 )
+from vis_steer_lens.saes.splicing import SAESplicingMixin, SplicedSAE
 from vis_steer_lens.saes.trainer import (
     ActivationStreamError,
     rebatch_activations,
@@ -27,8 +29,25 @@ from vis_steer_lens.saes.trainer import (
     to_inference_sae,
     train_sae_on_activations,
 )
+from vis_steer_lens.saes.training import train_sae
+from vis_steer_lens.saes.validation import (
+    FeatureIndexError,
+    SAEModelMismatchError,
+    check_feature_ids,
+    check_sae_fits,
+    sae_hook_name,
+)
 
 __all__ = [
+    "FeatureIndexError",
+    "SAEModelMismatchError",
+    "SAESplicingMixin",
+    "SplicedSAE",
+    "check_feature_ids",
+    "check_sae_fits",
+    "load_sae_unchecked",
+    "sae_hook_name",
+    "train_sae",
     "ActivationStreamError",
     "DictionaryLearningFormatError",
     "SAESourceError",

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import huggingface_hub
 import torch
@@ -31,6 +32,7 @@ from vis_steer_lens.saes.dictionary_learning import (
     load_dictionary_learning_sae,
 )
 from vis_steer_lens.saes.registry import get_release, is_vision_release
+from vis_steer_lens.saes.validation import check_sae_fits
 
 #: A function that turns a local folder into an SAE.
 ConvertFn = Callable[[Path], SAE]
@@ -155,6 +157,36 @@ def _finish(sae: SAE, device: str, dtype: str | torch.dtype | None) -> SAE:
 
 
 def load_sae(
+    source: str | Path,
+    sae_id: str | None = None,
+    *,
+    model: Any = None,
+    device: str = "cpu",
+    dtype: str | torch.dtype | None = None,
+    converter: str | ConvertFn | None = None,
+) -> SAE:
+    """Load an SAE and, if a model is given, check that it fits the model.
+
+    Args:
+        source: See :func:`load_sae_unchecked`.
+        sae_id: See :func:`load_sae_unchecked`.
+        model: A HookedViT or HookedVLM. When given, the SAE's hook must exist in it (any naming
+            convention) and be ``d_in`` wide.
+        device: Device of the returned SAE.
+        dtype: dtype of the returned SAE.
+        converter: See :func:`load_sae_unchecked`.
+
+    Raises:
+        SAESourceError: If the source cannot be interpreted.
+        vis_steer_lens.saes.SAEModelMismatchError: If the SAE does not fit ``model``.
+    """
+    sae = load_sae_unchecked(source, sae_id, device=device, dtype=dtype, converter=converter)
+    if model is not None:
+        check_sae_fits(sae, model)
+    return sae
+
+
+def load_sae_unchecked(
     source: str | Path,
     sae_id: str | None = None,
     *,

@@ -1,0 +1,107 @@
+"""Images in, vision activations out: the plumbing shared by SAE training, mining and scoring."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+
+
+def vision_model(model: Any) -> Any:
+    """The :class:`~vis_steer_lens.HookedViT` of a HookedVLM, or the model itself."""
+    return getattr(model, "vision", model)
+
+
+def image_processor_of(model: Any, processor: Any = None) -> Any:
+    """The image processor to use: the one given, else the model's (a HookedVLM's processor)."""
+    processor = processor if processor is not None else getattr(model, "processor", None)
+    if processor is None:
+        raise ValueError(
+            "Turning images into pixel_values needs an image processor: pass processor=, use a HookedVLM "
+            "loaded with its processor, or pass pixel_values tensors instead of images."
+        )
+    return getattr(processor, "image_processor", processor)
+
+
+def iter_images(source: Any) -> Iterator[Any]:
+    """Iterate over the images of a folder, a ``datasets.Dataset`` (column ``image``) or any iterable.
+
+    Items may be PIL images or ``[channels, H, W]`` pixel tensors; folders yield PIL images in
+    sorted file order.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise ValueError(f"Image source {str(folder)!r} is not a folder.")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"No image files ({', '.join(sorted(_IMAGE_SUFFIXES))}) under {str(folder)!r}.")
+        for path in files:
+            with Image.open(path) as image:
+                yield image.convert("RGB")
+        return
+    column_names = getattr(source, "column_names", None)
+    if column_names is not None:  # a datasets.Dataset
+        column = "image" if "image" in column_names else "img" if "img" in column_names else None
+        if column is None:
+            raise ValueError(f"The dataset has no 'image' column (columns: {column_names}).")
+        for row in source:
+            yield row[column]
+        return
+    yield from source
+
+
+def batched(items: Iterable[Any], batch_size: int) -> Iterator[list[Any]]:
+    """Group an iterable into lists of ``batch_size`` (the last may be shorter)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def to_pixel_values(images: list[Any], image_processor: Any | None) -> torch.Tensor:
+    """Stack PIL images (through the processor) or pixel tensors into ``[batch, channels, H, W]``."""
+    if all(isinstance(image, torch.Tensor) for image in images):
+        return torch.stack(images)
+    if image_processor is None:
+        raise ValueError("PIL images need an image processor; pass processor= or pixel tensors.")
+    return image_processor(images=[image.convert("RGB") for image in images], return_tensors="pt")[
+        "pixel_values"
+    ]
+
+
+def hook_activations(model: Any, hook_name: str, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Activations at one vision hook, running the tower only as far as needed.
+
+    Args:
+        model: A HookedViT or HookedVLM (its hooks, including spliced SAEs, stay active).
+        hook_name: Any vision hook name (all naming conventions accepted).
+        pixel_values: ``[batch, channels, H, W]``.
+
+    Returns:
+        The activation, e.g. ``[batch, patches, d_model]`` for residual hooks.
+    """
+    vit = vision_model(model)
+    name = vit.resolve_hook_name(hook_name)
+    parts = name.split(".")
+    stop_at_layer = int(parts[1]) + 1 if parts[0] == "blocks" else None
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(act: torch.Tensor, hook: Any) -> None:
+        captured["act"] = act.detach()
+
+    with torch.no_grad():
+        vit.run_with_hooks(pixel_values, fwd_hooks=[(name, capture)], stop_at_layer=stop_at_layer)
+    return captured["act"]

@@ -1,0 +1,171 @@
+"""Training an SAE on a vision hook of a HookedViT / HookedVLM, from images."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import torch
+from sae_lens import SAE
+from tqdm.auto import tqdm
+
+from vis_steer_lens.activations import (
+    batched,
+    hook_activations,
+    image_processor_of,
+    iter_images,
+    to_pixel_values,
+    vision_model,
+)
+from vis_steer_lens.saes.metadata import vision_sae_metadata
+from vis_steer_lens.saes.trainer import sae_quality, train_sae_on_activations
+
+logger = logging.getLogger(__name__)
+
+
+def _activation_stream(
+    model: Any,
+    hook_name: str,
+    image_batches: Iterator[list[Any]],
+    image_processor: Any,
+    patches_per_image: int | None,
+    generator: torch.Generator,
+    progress: tqdm | None,
+) -> Iterator[torch.Tensor]:
+    """Patch-token activations ``[n, d_in]``, one item per image batch."""
+    for images in image_batches:
+        acts = hook_activations(model, hook_name, to_pixel_values(images, image_processor))
+        acts = acts.flatten(-2) if acts.ndim == 4 else acts  # per-head hooks: heads side by side
+        if patches_per_image is not None and patches_per_image < acts.shape[1]:
+            keep = torch.rand(acts.shape[:2], generator=generator).argsort(dim=1)[:, :patches_per_image]
+            acts = torch.gather(acts, 1, keep.unsqueeze(-1).expand(-1, -1, acts.shape[-1]))
+        rows = acts.reshape(-1, acts.shape[-1]).float()
+        if progress is not None:
+            progress.update(rows.shape[0])
+        yield rows
+
+
+def train_sae(
+    model: Any,
+    hook_name: str,
+    images: Any,
+    *,
+    architecture: str = "topk",
+    d_sae: int,
+    k: int | None = None,
+    total_training_samples: int,
+    batch_size: int = 4096,
+    image_batch_size: int = 32,
+    patches_per_image: int | None = None,
+    n_eval_images: int = 64,
+    processor: Any = None,
+    dataset_name: str | None = None,
+    lr: float = 3e-4,
+    seed: int = 0,
+    progress: bool = True,
+    **trainer_kwargs: Any,
+) -> tuple[SAE, pd.DataFrame]:
+    """Train an SAE on the patch tokens of a vision hook, streaming images through the tower.
+
+    Images are read once, in order; activations are never all held in memory. The first
+    ``n_eval_images`` images are held out and measure the trained SAE; the report (explained
+    variance, mean L0, dead-feature fraction) is stored in ``sae.cfg.metadata.training_report``
+    and logged.
+
+    Args:
+        model: A HookedViT or HookedVLM. Hooks and spliced SAEs active on it stay active.
+        hook_name: The vision hook to read, in any naming convention (e.g.
+            ``"blocks.2.hook_resid_post"`` or ``"blocks.2.mlp.hook_post"``).
+        images: PIL images or ``[channels, H, W]`` pixel tensors: an iterable (may be
+            infinite), a folder, or a ``datasets.Dataset`` with an ``image`` column.
+        architecture: ``"topk"``, ``"batchtopk"`` or ``"standard"``.
+        d_sae: Number of features.
+        k: Active features per token (TopK architectures).
+        total_training_samples: Patch tokens to train on.
+        batch_size: Tokens per optimisation step.
+        image_batch_size: Images per forward pass of the tower.
+        patches_per_image: Keep this many random patches of each image (``None``: all).
+        n_eval_images: Held-out images for the quality report.
+        processor: Image processor for PIL images; defaults to the HookedVLM's.
+        dataset_name: Recorded as ``cfg.metadata.dataset_path``.
+        lr: Learning rate.
+        seed: Seeds SAE initialisation, shuffling and patch subsampling.
+        progress: Show a tqdm bar over training tokens.
+        **trainer_kwargs: Passed to :func:`vis_steer_lens.saes.train_sae_on_activations`.
+
+    Returns:
+        ``(sae, log)``: the trained ``sae_lens.SAE`` with full vision metadata, and the training log.
+    """
+    vit = vision_model(model)
+    hook = vit.resolve_hook_name(hook_name)
+    d_in = vit.hook_width(hook)
+    try:
+        image_processor = image_processor_of(model, processor)
+    except ValueError:
+        image_processor = None  # fine for pixel tensors; PIL images then fail with a clear message
+    generator = torch.Generator().manual_seed(seed)
+    image_iter = iter(images) if isinstance(images, torch.Tensor) else iter_images(images)
+
+    eval_images = list(itertools.islice(image_iter, n_eval_images))
+    eval_acts = None
+    if eval_images:
+        eval_acts = torch.cat(
+            list(
+                _activation_stream(
+                    model,
+                    hook,
+                    batched(eval_images, image_batch_size),
+                    image_processor,
+                    None,
+                    generator,
+                    None,
+                )
+            )
+        )
+
+    bar = tqdm(total=total_training_samples, desc=f"SAE {hook}", unit="tok", disable=not progress)
+    stream = _activation_stream(
+        model, hook, batched(image_iter, image_batch_size), image_processor, patches_per_image, generator, bar
+    )
+    metadata = vision_sae_metadata(
+        hook,
+        vit.cfg.model_name,
+        n_layers=vit.cfg.n_layers,
+        hf_prefix=vit.cfg.hf_prefix,
+        image_size=vit.cfg.image_size,
+        patch_size=vit.cfg.patch_size,
+        context_size=vit.cfg.n_patches,
+        dataset_path=dataset_name,
+    )
+    try:
+        sae, log = train_sae_on_activations(
+            stream,
+            d_in,
+            architecture=architecture,
+            d_sae=d_sae,
+            k=k,
+            total_training_samples=total_training_samples,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=str(vit.device),
+            metadata=metadata,
+            **trainer_kwargs,
+        )
+    finally:
+        bar.close()
+    if eval_acts is not None:
+        report = sae_quality(sae, eval_acts.to(sae.device))
+        sae.cfg.metadata.training_report = report
+        logger.info(
+            "SAE at %s: explained variance %.4f, mean L0 %.1f, dead features %.1f%% (on %d held-out tokens)",
+            hook,
+            report["explained_variance"],
+            report["mean_l0"],
+            100 * report["dead_fraction"],
+            eval_acts.shape[0],
+        )
+    return sae, log

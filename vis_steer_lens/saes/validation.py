@@ -1,0 +1,87 @@
+"""Checks that an SAE fits a model, and that feature ids fit an SAE."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from sae_lens import SAE
+
+from vis_steer_lens.hook_names import UnknownHookNameError
+
+
+class SAEModelMismatchError(ValueError):
+    """An SAE whose hook or input width does not fit the model it is used with."""
+
+
+class FeatureIndexError(IndexError, ValueError):
+    """Feature ids outside ``0 .. d_sae - 1``."""
+
+
+def sae_hook_name(sae: SAE) -> str:
+    """The hook an SAE reads, from its metadata (``cfg.metadata.hook_name``)."""
+    hook_name = sae.cfg.metadata.hook_name
+    if not hook_name:
+        raise SAEModelMismatchError(
+            "The SAE's cfg.metadata has no hook_name, so where it belongs is unknown. Set it, e.g. "
+            "sae.cfg.metadata.hook_name = 'blocks.16.hook_resid_post'."
+        )
+    return hook_name
+
+
+def check_sae_fits(sae: SAE, model: Any) -> str:
+    """Check that an SAE can read and replace the activation at its hook of ``model``.
+
+    Args:
+        sae: A ``sae_lens.SAE`` with ``cfg.metadata.hook_name`` in any naming convention.
+        model: A HookedViT or HookedVLM.
+
+    Returns:
+        The SAE's hook as a HookedViT hook name.
+
+    Raises:
+        SAEModelMismatchError: If the hook does not exist in the model or its width is not
+            the SAE's ``d_in``.
+    """
+    vit = getattr(model, "vision", model)
+    hook_name = sae_hook_name(sae)
+    try:
+        resolved = vit.resolve_hook_name(hook_name)
+    except UnknownHookNameError as err:
+        raise SAEModelMismatchError(
+            f"The SAE's hook does not exist in {vit.cfg.model_name!r}: {err}"
+        ) from None
+    width = vit.hook_width(resolved)
+    if sae.cfg.d_in != width:
+        raise SAEModelMismatchError(
+            f"The SAE reads {resolved!r} with d_in={sae.cfg.d_in}, but that activation of "
+            f"{vit.cfg.model_name!r} is {width} wide. Was the SAE trained on another model "
+            f"(its metadata says model_name={sae.cfg.metadata.model_name!r})?"
+        )
+    return resolved
+
+
+def check_feature_ids(sae: SAE, features: Iterable[int] | int | torch.Tensor) -> list[int]:
+    """Validate feature ids against an SAE's width.
+
+    Returns:
+        The ids as a list of Python ints.
+
+    Raises:
+        FeatureIndexError: Naming the offending ids and the valid range.
+    """
+    if isinstance(features, torch.Tensor):
+        ids = [int(f) for f in features.flatten().tolist()]
+    elif isinstance(features, int):
+        ids = [features]
+    else:
+        ids = [int(f) for f in features]
+    d_sae = sae.cfg.d_sae
+    bad = [f for f in ids if not 0 <= f < d_sae]
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        raise FeatureIndexError(
+            f"Feature ids out of range for an SAE with d_sae={d_sae} (valid 0..{d_sae - 1}): {shown}."
+        )
+    return ids
