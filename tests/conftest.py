@@ -88,3 +88,48 @@ def tiny_checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-gemma3")
     build_tiny_gemma3(seed=3).save_pretrained(folder)
     return str(folder)
+
+
+def build_tiny_toy_vlm(seed: int = 0, vision_layers: int = 2):
+    """A random tiny Gemma 3 with the toy world's processor (64x64 images, 16-px patches, word tokenizer).
+
+    Untrained, so its answers are arbitrary but deterministic: enough to test the machinery.
+    """
+    from vis_steer_lens import HookedVLM
+    from vis_steer_lens.toy import build_processor, build_tokenizer
+    from vis_steer_lens.toy.model import build_toy_model, toy_model_config
+
+    tokenizer = build_tokenizer()
+    config = toy_model_config(
+        tokenizer,
+        vision_hidden_size=32,
+        vision_intermediate_size=64,
+        vision_num_hidden_layers=vision_layers,
+        text_hidden_size=32,
+        text_intermediate_size=64,
+        text_num_hidden_layers=1,
+        text_head_dim=8,
+        text_query_pre_attn_scalar=8,
+    )
+    model = build_toy_model(config, seed=seed)
+    torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=0.5)
+    return HookedVLM.from_hf(model, processor=build_processor(tokenizer), model_name="tiny-toy")
+
+
+def random_sae(
+    d_in: int, d_sae: int, hook_name: str, k: int = 4, seed: int = 0, model_name: str = "tiny-toy"
+):
+    """A random SAELens TopK SAE with vision metadata (unit-norm decoder rows)."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    from vis_steer_lens.saes import vision_sae_metadata
+
+    torch.manual_seed(seed)
+    sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k))
+    with torch.no_grad():
+        for param in sae.parameters():
+            param.normal_(std=0.3)
+        sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
+    for key, value in vision_sae_metadata(hook_name, model_name).items():
+        sae.cfg.metadata[key] = value
+    return sae

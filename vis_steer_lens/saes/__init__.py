@@ -14,7 +14,7 @@ from vis_steer_lens.saes.loading import (
     registered_converters,
     unregister_converter,
 )
-from vis_steer_lens.saes.metadata import set_vision_metadata, vision_sae_metadata
+from vis_steer_lens.saes.metadata import sae_identity, set_vision_metadata, vision_sae_metadata
 from vis_steer_lens.saes.registry import (
     UnknownVisionReleaseError,
     VisionSAERelease,
@@ -47,6 +47,7 @@ __all__ = [
     "check_sae_fits",
     "load_sae_unchecked",
     "sae_hook_name",
+    "sae_identity",
     "train_sae",
     "ActivationStreamError",
     "DictionaryLearningFormatError",

@@ -78,3 +78,17 @@ def set_vision_metadata(sae: SAE, metadata: dict[str, Any] | SAEMetadata) -> SAE
     for key, value in fields.items():
         sae.cfg.metadata[key] = value
     return sae
+
+
+def sae_identity(sae: SAE) -> str:
+    """A stable id for an SAE: model, hook, width and a fingerprint of its decoder.
+
+    Recorded in every result row and checked when a run resumes, so results of one SAE are
+    never appended to another's. A release's ``sae_id`` is used when the metadata has one.
+    """
+    import hashlib
+
+    meta = sae.cfg.metadata
+    fingerprint = hashlib.sha1(sae.W_dec.detach()[:16].float().cpu().numpy().tobytes()).hexdigest()[:10]
+    name = meta.get("sae_id") or f"{meta.get('model_name', 'unknown')}/{meta.get('hook_name', 'unknown')}"
+    return f"{name}/d{sae.cfg.d_sae}/{fingerprint}"

@@ -1,0 +1,24 @@
+"""Explainers of SAE features: Steering, Top-k and Steering-informed Top-k, with one interface."""
+
+from vis_steer_lens.explain.base import DIRECTIONS, RESULT_COLUMNS, Explainer, parse_features
+from vis_steer_lens.explain.prompts import PromptSet, get_prompt, list_prompts, register_prompt
+from vis_steer_lens.explain.results import ResultsFile, ResumeMismatchError, read_results
+from vis_steer_lens.explain.steering import SteeringExplainer
+from vis_steer_lens.explain.text import SentenceEndStop, clean_explanation
+
+__all__ = [
+    "DIRECTIONS",
+    "RESULT_COLUMNS",
+    "Explainer",
+    "PromptSet",
+    "ResultsFile",
+    "ResumeMismatchError",
+    "SentenceEndStop",
+    "SteeringExplainer",
+    "clean_explanation",
+    "get_prompt",
+    "list_prompts",
+    "parse_features",
+    "read_results",
+    "register_prompt",
+]

@@ -1,0 +1,180 @@
+"""What every explainer shares: feature validation, batching, resumable result files, timing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from sae_lens import SAE
+from tqdm.auto import tqdm
+
+from vis_steer_lens.activations import batched
+from vis_steer_lens.explain.prompts import PromptSet
+from vis_steer_lens.explain.results import ResultsFile
+from vis_steer_lens.saes.metadata import sae_identity
+from vis_steer_lens.saes.validation import check_feature_ids
+
+#: Columns of every explainer's results, in this order.
+RESULT_COLUMNS = [
+    "sae_id",
+    "feature",
+    "method",
+    "direction",
+    "direction_feature",
+    "explanation",
+    "raw_generation",
+    "coefficient",
+    "empty_image",
+    "image_ids",
+    "prompt_id",
+    "model_name",
+    "seconds",
+]
+
+DIRECTIONS = ("sae", "random_norm_matched", "permuted")
+
+
+def parse_features(spec: str | int | Iterable[int] | None, d_sae: int) -> list[int]:
+    """Feature ids from ``"0:512"``, ``"3,7,9"``, an int, an iterable, or ``None`` (all)."""
+    if spec is None:
+        return list(range(d_sae))
+    if isinstance(spec, int):
+        return [spec]
+    if isinstance(spec, str):
+        ids: list[int] = []
+        for part in spec.split(","):
+            part = part.strip()
+            if ":" in part:
+                start, _, stop = part.partition(":")
+                ids.extend(range(int(start or 0), int(stop) if stop else d_sae))
+            elif part:
+                ids.append(int(part))
+        return ids
+    return [int(f) for f in spec]
+
+
+class Explainer:
+    """Base class: ``explain(features) -> DataFrame`` with one row per feature.
+
+    Subclasses set :attr:`method`, implement :meth:`_explain_batch` and extend
+    :meth:`run_config` with every setting that changes their output.
+    """
+
+    method: str = "base"
+
+    def __init__(
+        self, model: Any, sae: SAE, *, prompt: PromptSet, batch_size: int, direction: str, seed: int
+    ):
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.model = model
+        self.sae = sae
+        self.prompt = prompt
+        self.batch_size = batch_size
+        self.direction = direction
+        self.seed = seed
+        self.sae_id = sae_identity(sae)
+
+    # ------------------------------------------------------------------ directions
+    def direction_features(self, features: list[int]) -> list[int]:
+        """For each feature, the feature whose decoder direction is used (``permuted`` rotates the list)."""
+        if self.direction == "permuted":
+            shift = len(features) // 2
+            return [features[(i + shift) % len(features)] for i in range(len(features))]
+        return list(features)
+
+    def directions(self, features: list[int], direction_features: list[int]) -> torch.Tensor:
+        """Steering directions ``[len(features), d_in]`` as stored in the SAE (unit norm for TopK SAEs)."""
+        w_dec = self.sae.W_dec.detach()
+        rows = w_dec[direction_features]
+        if self.direction == "random_norm_matched":
+            randoms = []
+            for feature, row in zip(features, rows, strict=True):
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + feature)
+                vector = torch.randn(row.shape[-1], generator=gen, dtype=torch.float32)
+                randoms.append(vector / vector.norm() * row.float().norm())
+            rows = torch.stack(randoms).to(w_dec.dtype)
+        return rows
+
+    # ------------------------------------------------------------------ the run
+    def run_config(self) -> dict[str, Any]:
+        """Settings that define this explainer's output (checked when resuming)."""
+        return {
+            "method": self.method,
+            "sae_id": self.sae_id,
+            "model_name": getattr(self.model, "model_name", None),
+            "prompt_id": self.prompt.prompt_id,
+            "direction": self.direction,
+            "seed": self.seed,
+        }
+
+    def _explain_batch(self, features: list[int], direction_features: list[int]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _row(self, feature: int, direction_feature: int, **fields: Any) -> dict[str, Any]:
+        row = {
+            "sae_id": self.sae_id,
+            "feature": int(feature),
+            "method": self.method,
+            "direction": self.direction,
+            "direction_feature": int(direction_feature),
+            "prompt_id": self.prompt.prompt_id,
+            "model_name": getattr(self.model, "model_name", None),
+            "coefficient": None,
+            "empty_image": None,
+            "image_ids": None,
+        }
+        row.update(fields)
+        return row
+
+    def explain(
+        self,
+        features: str | int | Iterable[int] | None = None,
+        *,
+        out: str | Path | None = None,
+        resume: bool = True,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """Explain features, one row each.
+
+        Args:
+            features: Feature ids (an iterable, an int, a ``"0:512"`` / ``"1,5,9"`` string, or
+                ``None`` for all).
+            out: A ``.jsonl`` file to append rows to as batches finish; rerunning with the same
+                path skips finished features (and refuses a file from other settings).
+            resume: Continue an existing ``out`` file (``False``: fail if it exists).
+            progress: Show a tqdm bar.
+
+        Returns:
+            A DataFrame with :data:`RESULT_COLUMNS`, rows in the order of ``features``.
+        """
+        ids = check_feature_ids(self.sae, parse_features(features, self.sae.cfg.d_sae))
+        config = self.run_config()
+        if self.direction == "permuted":
+            config["features"] = ids  # the rotation depends on the whole list
+        store = ResultsFile(out, config, resume=resume) if out is not None else None
+        rows: dict[int, dict[str, Any]] = dict(store.rows) if store is not None else {}
+        direction_of = dict(zip(ids, self.direction_features(ids), strict=True))
+        todo = [f for f in dict.fromkeys(ids) if f not in rows]
+        bar = tqdm(total=len(todo), desc=f"{self.method} explanations", unit="feature", disable=not progress)
+        try:
+            for batch in batched(todo, self.batch_size):
+                start = time.perf_counter()
+                new_rows = self._explain_batch(batch, [direction_of[f] for f in batch])
+                seconds = (time.perf_counter() - start) / len(batch)
+                for row in new_rows:
+                    row["seconds"] = seconds
+                if store is not None:
+                    store.append(new_rows)
+                rows.update({row["feature"]: row for row in new_rows})
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        frame = pd.DataFrame([rows[f] for f in ids if f in rows])
+        return frame.reindex(columns=RESULT_COLUMNS + [c for c in frame.columns if c not in RESULT_COLUMNS])

@@ -1,0 +1,343 @@
+"""Steering: explain a feature by adding its decoder direction to an empty image's activations.
+
+For a feature ``f`` of an SAE at vision hook ``h``: the chat-templated instruction with an empty
+image, ``coefficient * W_dec[f]`` added to the activation at ``h`` (at every patch, or at given
+patches), greedy decoding, and the answer with its prefix stripped is the explanation.
+
+Faster than the paper's procedure in three ways that do not change the answer: the empty
+image's activations below the hook are computed once and reused (only the layers after it, the
+projector and the language model run per batch); the prompt is tokenised once; and each row
+stops at the end of its sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from sae_lens import SAE
+
+from vis_steer_lens.adapters import EMPTY_IMAGES
+from vis_steer_lens.explain.base import Explainer
+from vis_steer_lens.explain.prompts import PromptSet, get_prompt
+from vis_steer_lens.explain.text import SentenceEndStop, clean_explanation
+from vis_steer_lens.saes.validation import check_sae_fits
+
+#: Multiples of the hook's mean patch norm tried by the ``"auto"`` coefficient sweep.
+DEFAULT_SWEEP = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+class SteeringExplainer(Explainer):
+    """Explain SAE features by steering a VLM on an empty image.
+
+    Args:
+        model: A :class:`~vis_steer_lens.HookedVLM` with a processor.
+        sae: A ``sae_lens.SAE`` whose hook is a vision hook of ``model``.
+        coefficient: Scale of the added direction: a number, a mapping feature → number, or
+            ``"auto"`` (a calibration sweep, see :meth:`calibrate`, runs before the first batch).
+        empty_image: ``"white"`` (the paper's), ``"black"``, ``"gray"``, ``"mean"`` or ``"zeros"``.
+        prompt: A prompt id (``"default"``, ``"paper"``, ``"toy"``) or a :class:`PromptSet`.
+        max_new_tokens: Cap on generated tokens (rows usually stop earlier, at their sentence end).
+        batch_size: Features per ``generate`` call; each row steers a different feature.
+        positions: Patches to steer: ``None`` (all), or a bool mask ``[patches]`` / ``[grid, grid]``.
+        direction: ``"sae"``, or a control: ``"random_norm_matched"`` (a random direction with the
+            decoder row's norm) or ``"permuted"`` (each feature gets another feature's direction:
+            the list rotated by half its length).
+        reuse_prefix: Reuse the empty image's activations below the hook (``False`` runs the full
+            tower with a hook, as the paper's code does; the explanations are the same).
+        stop_at_sentence_end: Stop each row at its sentence end instead of ``max_new_tokens``.
+        sweep_multiples: Multiples of the mean patch norm tried by ``coefficient="auto"``.
+        sweep_features: How many features the sweep explains per multiple.
+        seed: Seeds random directions and the sweep's feature sample.
+    """
+
+    method = "steering"
+
+    def __init__(
+        self,
+        model: Any,
+        sae: SAE,
+        coefficient: float | str | Mapping[int, float] = "auto",
+        *,
+        empty_image: str = "white",
+        prompt: str | PromptSet = "default",
+        max_new_tokens: int = 48,
+        batch_size: int = 32,
+        positions: torch.Tensor | None = None,
+        direction: str = "sae",
+        reuse_prefix: bool = True,
+        stop_at_sentence_end: bool = True,
+        sweep_multiples: Sequence[float] = DEFAULT_SWEEP,
+        sweep_features: int = 32,
+        seed: int = 0,
+    ):
+        super().__init__(
+            model, sae, prompt=get_prompt(prompt), batch_size=batch_size, direction=direction, seed=seed
+        )
+        if empty_image not in EMPTY_IMAGES:
+            raise ValueError(f"empty_image must be one of {EMPTY_IMAGES}, got {empty_image!r}.")
+        if isinstance(coefficient, str) and coefficient != "auto":
+            raise ValueError(f"coefficient must be a number, a mapping or 'auto', got {coefficient!r}.")
+        if isinstance(coefficient, (int, float)) and not torch.isfinite(torch.tensor(float(coefficient))):
+            raise ValueError(f"coefficient must be finite, got {coefficient!r}.")
+        self.hook_name = check_sae_fits(sae, model)
+        self.coefficient = coefficient
+        self.empty_image = empty_image
+        self.max_new_tokens = max_new_tokens
+        self.reuse_prefix = reuse_prefix
+        self.stop_at_sentence_end = stop_at_sentence_end
+        self.sweep_multiples = tuple(sweep_multiples)
+        self.sweep_features = sweep_features
+        self.calibration: pd.DataFrame | None = None
+        self._positions = self._position_mask(positions)
+        self._prepare_inputs()
+
+    # ------------------------------------------------------------------ setup
+    def _position_mask(self, positions: torch.Tensor | None) -> torch.Tensor | None:
+        if positions is None:
+            return None
+        n_patches = self.model.vision.cfg.n_patches
+        mask = torch.as_tensor(positions).flatten().bool()
+        if mask.numel() != n_patches:
+            raise ValueError(f"positions must have {n_patches} entries (one per patch), got {mask.numel()}.")
+        return mask
+
+    def _prepare_inputs(self) -> None:
+        """Tokenise the prompt once and compute the empty image's activations below the hook."""
+        vlm = self.model
+        vlm._require_processor()
+        pixels = vlm.adapter.empty_image_pixel_values(self.empty_image, vlm.processor, dtype=vlm.dtype).to(
+            vlm.device
+        )
+        from PIL import Image
+
+        placeholder = Image.new("RGB", (8, 8))  # only the tokens are used; the pixels come from above
+        inputs = vlm.prompt_inputs([placeholder], self.prompt.steering)
+        self._inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
+        self._pixels = pixels
+        parts = self.hook_name.split(".")
+        self._layer = int(parts[1]) if parts[0] == "blocks" else None
+        with torch.no_grad():
+            if self._layer is None or not self.reuse_prefix:
+                self._start_layer = None
+                self._prefix = None
+            elif parts[-1] == "hook_resid_post":
+                # The hook is the residual stream itself: add to it and start at the next block.
+                self._start_layer = self._layer + 1
+                self._prefix = vlm.vision(pixels, stop_at_layer=self._layer + 1)
+            else:
+                self._start_layer = self._layer
+                self._prefix = vlm.vision(pixels, stop_at_layer=self._layer)
+        tokenizer = getattr(vlm.processor, "tokenizer", vlm.processor)
+        self._tokenizer = tokenizer
+        eos = {tokenizer.eos_token_id}
+        end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+        if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
+            eos.add(end_of_turn)
+        self._eos = sorted(i for i in eos if i is not None)
+
+    # ------------------------------------------------------------------ coefficients
+    def patch_norm(self) -> float:
+        """Mean L2 norm of the empty image's activation at the hook, over patches."""
+        from vis_steer_lens.activations import hook_activations
+
+        acts = hook_activations(self.model, self.hook_name, self._pixels)
+        return (
+            float(acts.float().flatten(2).norm(dim=-1).mean())
+            if acts.ndim == 4
+            else float(acts.float().norm(dim=-1).mean())
+        )
+
+    def _coefficients(self, features: list[int]) -> list[float]:
+        if self.coefficient == "auto":
+            if self.calibration is None:
+                self.calibrate()
+            return [float(self.chosen_coefficient)] * len(features)
+        if isinstance(self.coefficient, Mapping):
+            missing = [f for f in features if f not in self.coefficient]
+            if missing:
+                raise KeyError(f"No coefficient given for features {missing[:10]}.")
+            return [float(self.coefficient[f]) for f in features]
+        return [float(self.coefficient)] * len(features)
+
+    def calibrate(self, features: Iterable[int] | None = None, progress: bool = False) -> pd.DataFrame:
+        """Choose the coefficient by a sweep over multiples of the hook's mean patch norm.
+
+        For each multiple, a sample of features is explained; the score is the fraction of
+        distinct explanations among them times the fraction that are not degenerate (empty,
+        unfinished, or repeating a word three times running). The best-scoring multiple wins
+        (ties go to the smaller one). Sets ``self.chosen_coefficient`` and ``self.calibration``.
+
+        Args:
+            features: Features to sweep on; by default a seeded sample of ``sweep_features``.
+            progress: Show progress bars.
+
+        Returns:
+            One row per multiple: multiple, coefficient, distinct_fraction,
+            degenerate_fraction, score, chosen, and the explanations.
+        """
+        if features is None:
+            gen = torch.Generator().manual_seed(self.seed)
+            count = min(self.sweep_features, self.sae.cfg.d_sae)
+            features = sorted(torch.randperm(self.sae.cfg.d_sae, generator=gen)[:count].tolist())
+        features = list(features)
+        norm = self.patch_norm()
+        records = []
+        for multiple in self.sweep_multiples:
+            coefficient = multiple * norm
+            explanations, degenerate = [], 0
+            for start in range(0, len(features), self.batch_size):
+                chunk = features[start : start + self.batch_size]
+                for row in self._generate(chunk, self.direction_features(chunk), [coefficient] * len(chunk)):
+                    explanations.append(row["explanation"])
+                    degenerate += int(_is_degenerate(row["explanation"], row["finished"]))
+            n = len(explanations)
+            distinct = len(set(explanations)) / n
+            records.append(
+                {
+                    "multiple": multiple,
+                    "coefficient": coefficient,
+                    "distinct_fraction": distinct,
+                    "degenerate_fraction": degenerate / n,
+                    "score": distinct * (1 - degenerate / n),
+                    "explanations": explanations,
+                }
+            )
+        sweep = pd.DataFrame(records)
+        best = int(sweep["score"].to_numpy().argmax())  # first maximum: the smaller multiple on ties
+        sweep["chosen"] = [i == best for i in range(len(sweep))]
+        self.chosen_coefficient = float(sweep.loc[best, "coefficient"])
+        self.calibration = sweep
+        return sweep
+
+    def calibration_figure(self):
+        """A plotly figure of the last calibration sweep (distinctness, degeneracy and score per multiple)."""
+        import plotly.graph_objects as go
+
+        if self.calibration is None:
+            raise ValueError("No calibration yet: call calibrate() or explain with coefficient='auto'.")
+        sweep = self.calibration
+        fig = go.Figure()
+        for column, label in (
+            ("distinct_fraction", "distinct explanations"),
+            ("degenerate_fraction", "degenerate explanations"),
+            ("score", "score"),
+        ):
+            fig.add_trace(go.Scatter(x=sweep["multiple"], y=sweep[column], mode="lines+markers", name=label))
+        chosen = sweep[sweep["chosen"]].iloc[0]
+        fig.add_vline(
+            x=chosen["multiple"], line_dash="dot", annotation_text=f"chosen {chosen['multiple']:g}x"
+        )
+        fig.update_xaxes(type="log", title="coefficient / mean patch norm at the hook")
+        fig.update_yaxes(title="fraction", range=[0, 1.05])
+        fig.update_layout(title=f"Steering coefficient sweep at {self.hook_name}", template="plotly_white")
+        return fig
+
+    # ------------------------------------------------------------------ generation
+    def run_config(self) -> dict[str, Any]:
+        config = super().run_config()
+        coefficient = self.coefficient if not isinstance(self.coefficient, Mapping) else "per-feature"
+        config.update(
+            {
+                "hook_name": self.hook_name,
+                "coefficient": coefficient,
+                "sweep_multiples": list(self.sweep_multiples) if self.coefficient == "auto" else None,
+                "empty_image": self.empty_image,
+                "max_new_tokens": self.max_new_tokens,
+                "positions": None if self._positions is None else self._positions.int().tolist(),
+                "stop_at_sentence_end": self.stop_at_sentence_end,
+            }
+        )
+        return config
+
+    def _steered_image_features(self, directions: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
+        """Soft image tokens ``[batch, soft_tokens, d_lm]``, row ``i`` steered by ``coefficients[i] * directions[i]``."""
+        vlm = self.model
+        batch = directions.shape[0]
+        delta = torch.tensor(coefficients, dtype=torch.float32).unsqueeze(-1) * directions.float()
+        delta = delta.to(device=vlm.device).unsqueeze(1)  # [batch, 1, d_in]
+        if self._positions is not None:
+            delta = delta * self._positions.to(vlm.device).view(1, -1, 1)
+
+        def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            shaped = delta.reshape(batch, -1, *act.shape[2:]) if act.ndim == 4 else delta
+            return act + shaped.to(act.dtype)
+
+        if self._prefix is None:  # no reuse: the full tower, with the direction added at the hook
+            with vlm.hooks(fwd_hooks=[(self.hook_name, add)]):
+                return vlm.encode_images(self._pixels.expand(batch, -1, -1, -1))
+        resid = self._prefix.expand(batch, -1, -1)
+        if self._start_layer == self._layer + 1:  # the hook is the cached residual stream itself
+            return vlm.encode_images(resid=add(resid, None), start_at_layer=self._start_layer)
+        with vlm.hooks(fwd_hooks=[(self.hook_name, add)]):
+            return vlm.encode_images(resid=resid, start_at_layer=self._start_layer)
+
+    def _generate(
+        self, features: list[int], direction_features: list[int], coefficients: list[float]
+    ) -> list[dict]:
+        vlm = self.model
+        batch = len(features)
+        with torch.no_grad():
+            image_features = self._steered_image_features(
+                self.directions(features, direction_features), coefficients
+            )
+            inputs = {k: v.expand(batch, -1) for k, v in self._inputs.items()}
+            prompt_length = inputs["input_ids"].shape[1]
+            prefix = self.prompt.prefix(self.method)
+            stopping = (
+                [SentenceEndStop(self._tokenizer, prompt_length, prefix, self.prompt.strip)]
+                if self.stop_at_sentence_end
+                else None
+            )
+            tokens = vlm.generate(
+                **inputs,
+                image_features=image_features,
+                max_new_tokens=self.max_new_tokens,
+                stopping_criteria=stopping,
+                eos_token_id=self._eos,
+                pad_token_id=self._tokenizer.pad_token_id,
+            )
+        new_tokens = tokens[:, prompt_length:]
+        rows = []
+        for i, feature in enumerate(features):
+            raw = self._tokenizer.decode(new_tokens[i], skip_special_tokens=True)
+            # Finished: ended by EOS or by its sentence end, not cut off at max_new_tokens.
+            stops = torch.tensor(self._eos + [self._tokenizer.pad_token_id])
+            finished = len(new_tokens[i]) < self.max_new_tokens or bool(
+                torch.isin(new_tokens[i], stops).any()
+            )
+            rows.append(
+                {
+                    "feature": feature,
+                    "direction_feature": direction_features[i],
+                    "raw_generation": raw,
+                    "explanation": clean_explanation(raw, prefix, self.prompt.strip),
+                    "coefficient": coefficients[i],
+                    "finished": finished,
+                }
+            )
+        return rows
+
+    def _explain_batch(self, features: list[int], direction_features: list[int]) -> list[dict[str, Any]]:
+        generated = self._generate(features, direction_features, self._coefficients(features))
+        return [
+            self._row(
+                g["feature"],
+                g["direction_feature"],
+                explanation=g["explanation"],
+                raw_generation=g["raw_generation"],
+                coefficient=g["coefficient"],
+                empty_image=self.empty_image,
+            )
+            for g in generated
+        ]
+
+
+def _is_degenerate(explanation: str, finished: bool) -> bool:
+    """Empty, unfinished, or a word repeated three times running."""
+    words = explanation.lower().split()
+    if not words or not finished:
+        return True
+    return any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2))
