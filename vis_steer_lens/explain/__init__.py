@@ -5,6 +5,7 @@ from vis_steer_lens.explain.prompts import PromptSet, get_prompt, list_prompts, 
 from vis_steer_lens.explain.results import ResultsFile, ResumeMismatchError, read_results
 from vis_steer_lens.explain.steering import SteeringExplainer
 from vis_steer_lens.explain.text import SentenceEndStop, clean_explanation
+from vis_steer_lens.explain.topk import SteeringInformedTopKExplainer, TopKExplainer
 
 __all__ = [
     "DIRECTIONS",
@@ -15,6 +16,8 @@ __all__ = [
     "ResumeMismatchError",
     "SentenceEndStop",
     "SteeringExplainer",
+    "SteeringInformedTopKExplainer",
+    "TopKExplainer",
     "clean_explanation",
     "get_prompt",
     "list_prompts",

@@ -67,7 +67,16 @@ class Explainer:
     method: str = "base"
 
     def __init__(
-        self, model: Any, sae: SAE, *, prompt: PromptSet, batch_size: int, direction: str, seed: int
+        self,
+        model: Any,
+        sae: SAE | None,
+        *,
+        prompt: PromptSet,
+        batch_size: int,
+        direction: str,
+        seed: int,
+        sae_id: str | None = None,
+        d_sae: int | None = None,
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
@@ -79,7 +88,10 @@ class Explainer:
         self.batch_size = batch_size
         self.direction = direction
         self.seed = seed
-        self.sae_id = sae_identity(sae)
+        if sae is None and (sae_id is None or d_sae is None):
+            raise ValueError("An explainer needs the SAE, or its sae_id and d_sae.")
+        self.sae_id = sae_id or sae_identity(sae)
+        self.d_sae = d_sae or sae.cfg.d_sae
 
     # ------------------------------------------------------------------ directions
     def direction_features(self, features: list[int]) -> list[int]:
@@ -91,6 +103,8 @@ class Explainer:
 
     def directions(self, features: list[int], direction_features: list[int]) -> torch.Tensor:
         """Steering directions ``[len(features), d_in]`` as stored in the SAE (unit norm for TopK SAEs)."""
+        if self.sae is None:
+            raise ValueError(f"The {self.method} explainer has no SAE, so no decoder directions.")
         w_dec = self.sae.W_dec.detach()
         rows = w_dec[direction_features]
         if self.direction == "random_norm_matched":
@@ -154,7 +168,7 @@ class Explainer:
         Returns:
             A DataFrame with :data:`RESULT_COLUMNS`, rows in the order of ``features``.
         """
-        ids = check_feature_ids(self.sae, parse_features(features, self.sae.cfg.d_sae))
+        ids = check_feature_ids(self.d_sae, parse_features(features, self.d_sae))
         config = self.run_config()
         if self.direction == "permuted":
             config["features"] = ids  # the rotation depends on the whole list

@@ -62,8 +62,8 @@ def check_sae_fits(sae: SAE, model: Any) -> str:
     return resolved
 
 
-def check_feature_ids(sae: SAE, features: Iterable[int] | int | torch.Tensor) -> list[int]:
-    """Validate feature ids against an SAE's width.
+def check_feature_ids(sae: SAE | int, features: Iterable[int] | int | torch.Tensor) -> list[int]:
+    """Validate feature ids against an SAE's width (an SAE, or its ``d_sae``).
 
     Returns:
         The ids as a list of Python ints.
@@ -77,7 +77,7 @@ def check_feature_ids(sae: SAE, features: Iterable[int] | int | torch.Tensor) ->
         ids = [features]
     else:
         ids = [int(f) for f in features]
-    d_sae = sae.cfg.d_sae
+    d_sae = sae if isinstance(sae, int) else sae.cfg.d_sae
     bad = [f for f in ids if not 0 <= f < d_sae]
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")

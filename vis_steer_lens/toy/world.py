@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from vis_steer_lens import display
+
 IMAGE_SIZE = 64
 CELL_SIZE = 16
 GRID_SIZE = IMAGE_SIZE // CELL_SIZE  # 4 cells a side
@@ -339,11 +341,8 @@ def mask_patches(
     Returns:
         A new 64×64 RGB image.
     """
-    array = _as_array(image).copy()
     keep = _cell_grid(keep_mask, "keep_mask").astype(bool)
-    pixel_keep = np.kron(keep, np.ones((CELL_SIZE, CELL_SIZE), dtype=bool))
-    array[~pixel_keep] = fill
-    return Image.fromarray(array, mode="RGB")
+    return display.mask_patches(_as_array(image), keep, CELL_SIZE, fill)
 
 
 def heatmap_overlay(
@@ -363,14 +362,8 @@ def heatmap_overlay(
     Returns:
         A new 64×64 RGB image.
     """
-    array = _as_array(image).astype(np.float32)
-    grid = np.clip(_cell_grid(activations, "activations").astype(np.float32), 0.0, None)
-    scale = float(grid.max()) if max_value is None else float(max_value)
-    alpha = np.zeros_like(grid) if scale <= 0 else np.clip(grid / scale, 0.0, 1.0) * max_alpha
-    pixel_alpha = np.kron(alpha, np.ones((CELL_SIZE, CELL_SIZE), dtype=np.float32))[..., None]
-    green = np.array([0.0, 255.0, 0.0], dtype=np.float32)
-    blended = array * (1 - pixel_alpha) + green * pixel_alpha
-    return Image.fromarray(blended.round().astype(np.uint8), mode="RGB")
+    grid = _cell_grid(activations, "activations").astype(np.float32)
+    return display.heatmap_overlay(_as_array(image), grid, CELL_SIZE, max_value=max_value, max_alpha=max_alpha)
 
 
 class ToyWorld:

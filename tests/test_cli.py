@@ -1,0 +1,63 @@
+"""The command line on a tiny saved model and SAE (the toy world's defaults are tested in tests/toy)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import build_tiny_toy_vlm, random_sae
+
+from vis_steer_lens.cli import main
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    vlm = build_tiny_toy_vlm()
+    vlm.hf_model.save_pretrained(folder / "model")
+    vlm.processor.save_pretrained(folder / "model")
+    random_sae(d_in=32, d_sae=12, hook_name="blocks.1.hook_resid_post").save_model(folder / "sae")
+    return folder
+
+
+def test_explain_steering_writes_and_resumes(saved, capsys):
+    def run(features: str) -> int:
+        model_args = ["--model", str(saved / "model"), "--sae", str(saved / "sae"), "--prompt", "toy"]
+        run_args = [
+            "--features",
+            features,
+            "--coefficient",
+            "30",
+            "--max-new-tokens",
+            "6",
+            "--out",
+            str(saved / "out"),
+        ]
+        return main(["--quiet", "explain", *model_args, *run_args])
+
+    assert run("0:6") == 0
+    first = pd.read_parquet(saved / "out" / "steering.parquet")
+    assert first["feature"].tolist() == list(range(6))
+    assert run("0:8") == 0  # resumes: only features 6 and 7 are new
+    second = pd.read_parquet(saved / "out" / "steering.parquet")
+    assert second["feature"].tolist() == list(range(8))
+    assert second["raw_generation"].tolist()[:6] == first["raw_generation"].tolist()
+    assert "explanations written" in capsys.readouterr().out
+
+
+def test_explain_rejects_bad_input(saved):
+    base = [
+        "--quiet",
+        "explain",
+        "--model",
+        str(saved / "model"),
+        "--sae",
+        str(saved / "sae"),
+        "--out",
+        str(saved / "bad"),
+    ]
+    with pytest.raises(SystemExit):
+        main(base + ["--coefficient", "inf"])
+    with pytest.raises(Exception, match="d_sae=12"):
+        main(base + ["--features", "10:20", "--coefficient", "1"])
+    with pytest.raises(SystemExit, match="--mined"):
+        main(base + ["--method", "topk"])

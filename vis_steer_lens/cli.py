@@ -1,0 +1,235 @@
+"""The ``vis-steer-lens`` command line.
+
+Every command defaults to the embedded toy world when no ``--model`` is given, shows progress,
+writes results as it goes and resumes where it stopped when run again with the same output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+METHODS = ("steering", "topk", "hybrid")
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise SystemExit(f"--dtype must be float32, bfloat16 or float16, got {name!r}") from None
+
+
+def _coefficient(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--coefficient must be 'auto' or a number, got {text!r}") from None
+    if not torch.isfinite(torch.tensor(value)):
+        raise argparse.ArgumentTypeError(f"--coefficient must be finite, got {text!r}")
+    return value
+
+
+def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """The subject model and SAE named on the command line, or the toy world's; and the prompt to use."""
+    from vis_steer_lens import HookedVLM, load_sae
+
+    if args.model is None:
+        from vis_steer_lens import toy
+
+        bundle = toy.load(device=args.device)
+        sae = (
+            bundle.sae
+            if args.sae is None
+            else load_sae(args.sae, args.sae_id, model=bundle.vlm, device=args.device)
+        )
+        if sae is None:
+            raise SystemExit("The toy world ships no SAE in this install; pass --sae.")
+        return bundle.vlm, sae, args.prompt or "toy"
+    if args.sae is None:
+        raise SystemExit("--sae is required with --model.")
+    vlm = HookedVLM.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype))
+    sae = load_sae(args.sae, args.sae_id, model=vlm, device=args.device)
+    return vlm, sae, args.prompt or "default"
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="hub id or folder of the subject VLM (default: the toy world)")
+    parser.add_argument("--sae", help="SAE source: folder, release, or hub repo (default: the toy SAE)")
+    parser.add_argument("--sae-id", help="SAE id inside a release, or folder inside a hub repo")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--dtype", default=None, help="float32, bfloat16 or float16 (default: the checkpoint's)"
+    )
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from vis_steer_lens.explain import SteeringExplainer, SteeringInformedTopKExplainer, TopKExplainer
+
+    vlm, sae, prompt = load_model_and_sae(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.method == "steering":
+        explainer = SteeringExplainer(
+            vlm,
+            sae,
+            coefficient=args.coefficient,
+            empty_image=args.empty_image,
+            prompt=prompt,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            direction=args.direction,
+            seed=args.seed,
+        )
+    else:
+        if args.mined is None:
+            raise SystemExit(
+                f"--method {args.method} needs --mined DIR (the output of `vis-steer-lens mine`)."
+            )
+        from vis_steer_lens.mining import MinedActivations
+
+        mined = MinedActivations.load(args.mined)
+        common = dict(
+            k_images=args.k_images,
+            display=args.display,
+            prompt=prompt,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            direction=args.direction,
+            seed=args.seed,
+        )
+        if args.method == "topk":
+            explainer = TopKExplainer(mined, vlm, sae=sae, **common)
+        else:
+            coefficient = 1.0 if args.coefficient == "auto" else args.coefficient
+            explainer = SteeringInformedTopKExplainer(mined, vlm, sae=sae, coefficient=coefficient, **common)
+    name = f"{args.method}" + ("" if args.direction == "sae" else f"-{args.direction}")
+    frame = explainer.explain(args.features, out=out / f"{name}.jsonl", progress=not args.quiet)
+    frame.to_parquet(out / f"{name}.parquet", index=False)
+    calibration = getattr(explainer, "calibration", None)
+    if calibration is not None:
+        calibration.to_csv(out / f"{name}-coefficient-sweep.csv", index=False)
+        explainer.calibration_figure().write_html(
+            out / f"{name}-coefficient-sweep.html", include_plotlyjs=True
+        )
+    print(frame[["feature", "explanation"]].to_string(index=False, max_rows=args.show))
+    print(f"\n{len(frame)} explanations written to {out / (name + '.parquet')}")
+    return 0
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from vis_steer_lens.image_sources import ToyImages, as_image_source
+    from vis_steer_lens.mining import mine_top_activations
+
+    vlm, sae, _ = load_model_and_sae(args)
+    if args.images is None:
+        if args.model is not None:
+            raise SystemExit("--images is required with --model.")
+        images = ToyImages(seed=args.seed, n=args.n_images)
+    else:
+        images = as_image_source(args.images)
+    mined = mine_top_activations(
+        vlm,
+        sae,
+        images,
+        k=args.k,
+        batch_size=args.batch_size,
+        rank_by=args.rank_by,
+        out_dir=args.out,
+        progress=not args.quiet,
+    )
+    mined.save(args.out)
+    live = len(mined.live_features())
+    print(f"Mined {sae.cfg.d_sae} features over {len(images)} images ({live} fired); saved to {args.out}")
+    return 0
+
+
+def cmd_toy_build(args: argparse.Namespace) -> int:
+    from vis_steer_lens.toy.training import ToyTrainingConfig, train_toy_model
+
+    config = ToyTrainingConfig(
+        seed=args.seed, steps=args.steps, threads=args.threads, max_minutes=args.max_minutes
+    )
+    log = train_toy_model(args.out, config, resume=not args.restart, progress=not args.quiet)
+    print(
+        f"Trained {int(log['step'].max()) + 1 if len(log) else 0} steps; model in {Path(args.out) / 'model'}"
+    )
+    if not args.no_eval:
+        from vis_steer_lens import HookedVLM
+        from vis_steer_lens.toy.evaluation import caption_accuracy
+
+        vlm = HookedVLM.from_pretrained(str(Path(args.out) / "model"))
+        print(json.dumps(caption_accuracy(vlm, n_images=args.eval_images), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vis-steer-lens", description=__doc__.splitlines()[0])
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    explain = sub.add_parser("explain", help="explain SAE features by steering, top-k or the hybrid")
+    _add_model_args(explain)
+    explain.add_argument("--method", choices=METHODS, default="steering")
+    explain.add_argument("--features", default=None, help='e.g. "0:512" or "3,7,9" (default: all)')
+    explain.add_argument("--out", required=True, help="output folder (rerun to resume)")
+    explain.add_argument("--coefficient", type=_coefficient, default="auto", help="'auto' or a number")
+    explain.add_argument("--direction", choices=("sae", "random_norm_matched", "permuted"), default="sae")
+    explain.add_argument(
+        "--prompt", default=None, help="prompt preset: default, paper, toy (default: toy for the toy world)"
+    )
+    explain.add_argument(
+        "--empty-image", default="white", choices=("white", "black", "gray", "mean", "zeros")
+    )
+    explain.add_argument("--max-new-tokens", type=int, default=48)
+    explain.add_argument("--batch-size", type=int, default=32)
+    explain.add_argument("--mined", help="folder written by `vis-steer-lens mine` (topk, hybrid)")
+    explain.add_argument("--k-images", type=int, default=5)
+    explain.add_argument("--display", choices=("mask", "heatmap"), default="mask")
+    explain.add_argument("--seed", type=int, default=0)
+    explain.add_argument("--show", type=int, default=20, help="rows to print")
+    explain.set_defaults(func=cmd_explain)
+
+    mine = sub.add_parser("mine", help="find each feature's top-activating images")
+    _add_model_args(mine)
+    mine.add_argument("--images", help="image folder or dataset (default: toy-world images)")
+    mine.add_argument("--n-images", type=int, default=2000, help="toy-world images to mine")
+    mine.add_argument("--k", type=int, default=5)
+    mine.add_argument("--rank-by", choices=("max", "mean"), default="max")
+    mine.add_argument("--batch-size", type=int, default=64)
+    mine.add_argument("--seed", type=int, default=1)
+    mine.add_argument("--out", required=True)
+    mine.set_defaults(func=cmd_mine)
+
+    toy = sub.add_parser("toy", help="the toy world")
+    toy_sub = toy.add_subparsers(dest="toy_command", required=True)
+    build = toy_sub.add_parser("build", help="train the toy VLM (resumable)")
+    build.add_argument("--out", default="toy_build")
+    build.add_argument("--steps", type=int, default=3400)
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--threads", type=int, default=2)
+    build.add_argument("--max-minutes", type=float, default=None)
+    build.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    build.add_argument("--no-eval", action="store_true")
+    build.add_argument("--eval-images", type=int, default=200)
+    build.set_defaults(func=cmd_toy_build)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

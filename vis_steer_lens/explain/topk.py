@@ -1,0 +1,229 @@
+"""Top-k and Steering-informed Top-k: explain a feature from the images that activate it most.
+
+Top-k shows the explainer VLM a feature's top images together in one prompt, with the patches
+where the feature is inactive masked out (or a heatmap overlay), and asks what they share.
+Steering-informed Top-k does the same and, in the same forward pass, adds the feature's decoder
+direction to each image's activations at the patches where the feature is active: the hybrid of
+the paper, at the cost of Top-k.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from sae_lens import SAE
+
+from vis_steer_lens.display import heatmap_overlay, mask_patches
+from vis_steer_lens.explain.base import Explainer
+from vis_steer_lens.explain.prompts import PromptSet, get_prompt
+from vis_steer_lens.explain.text import SentenceEndStop, clean_explanation
+from vis_steer_lens.saes.validation import check_sae_fits
+
+
+class TopKExplainer(Explainer):
+    """Explain features by showing the explainer VLM their top-activating images.
+
+    Args:
+        mined: Results of :func:`vis_steer_lens.mine_top_activations` (top images per feature with
+            per-patch activation maps, and access to the images).
+        explainer_model: The VLM that writes explanations (a :class:`~vis_steer_lens.HookedVLM`
+            with a processor). May be larger than the subject model; by default the model the
+            activations were mined with, when ``mined`` still holds it.
+        k_images: Top images per prompt (the paper shows 5).
+        display: ``"mask"`` (inactive patches painted gray) or ``"heatmap"`` (green overlay).
+        prompt: A prompt id or :class:`PromptSet`; its Top-k instruction is used.
+        max_new_tokens: Cap on generated tokens.
+        batch_size: Features per ``generate`` call.
+        heatmap_alpha: Overlay opacity at the map's maximum (``display="heatmap"``).
+        direction: ``"sae"`` (each feature's own images) or ``"permuted"`` (a control: each
+            feature is shown another feature's images, the list rotated by half its length).
+        stop_at_sentence_end: Stop each row at its sentence end.
+        seed: Recorded; Top-k itself is deterministic.
+    """
+
+    method = "topk"
+    _allowed_directions: tuple[str, ...] = ("sae", "permuted")
+
+    def __init__(
+        self,
+        mined: Any,
+        explainer_model: Any = None,
+        *,
+        sae: SAE | None = None,
+        k_images: int = 5,
+        display: str = "mask",
+        prompt: str | PromptSet = "default",
+        max_new_tokens: int = 48,
+        batch_size: int = 8,
+        heatmap_alpha: float = 0.5,
+        direction: str = "sae",
+        stop_at_sentence_end: bool = True,
+        seed: int = 0,
+    ):
+        model = explainer_model if explainer_model is not None else getattr(mined, "model", None)
+        if model is None:
+            raise ValueError("Pass explainer_model: the mined results do not hold the model they came from.")
+        if direction not in self._allowed_directions:
+            raise ValueError(
+                f"{type(self).__name__} supports direction {self._allowed_directions}, got {direction!r}."
+            )
+        super().__init__(
+            model,
+            sae,
+            prompt=get_prompt(prompt),
+            batch_size=batch_size,
+            direction=direction,
+            seed=seed,
+            sae_id=mined.sae_id,
+            d_sae=mined.d_sae,
+        )
+        if k_images < 1:
+            raise ValueError(f"k_images must be >= 1, got {k_images}.")
+        self.prompt.topk(display)  # validates display
+        self.mined = mined
+        self.k_images = min(k_images, mined.k)
+        self.display = display
+        self.max_new_tokens = max_new_tokens
+        self.heatmap_alpha = heatmap_alpha
+        self.stop_at_sentence_end = stop_at_sentence_end
+        model._require_processor()
+        self._tokenizer = getattr(model.processor, "tokenizer", model.processor)
+        self._patch_size = mined.patch_size
+
+    def run_config(self) -> dict[str, Any]:
+        config = super().run_config()
+        config.update(
+            {
+                "k_images": self.k_images,
+                "display": self.display,
+                "heatmap_alpha": self.heatmap_alpha if self.display == "heatmap" else None,
+                "max_new_tokens": self.max_new_tokens,
+                "rank_by": self.mined.rank_by,
+                "image_source": self.mined.source_id,
+            }
+        )
+        return config
+
+    def _shown_image(self, image: Any, activation_map: torch.Tensor):
+        if self.display == "mask":
+            return mask_patches(image, activation_map > 0, self._patch_size)
+        return heatmap_overlay(image, activation_map, self._patch_size, max_alpha=self.heatmap_alpha)
+
+    def _top(self, feature: int) -> list[tuple[int, float, torch.Tensor]]:
+        return [entry for entry in self.mined.top_images(feature)[: self.k_images] if entry[1] > 0]
+
+    def _image_feature(self, feature: int, direction_feature: int) -> int:
+        """Whose top images a row shows: under the permuted control, another feature's."""
+        return direction_feature
+
+    def _steering_hook(self, features, direction_features, tops) -> list[tuple[str, Any]]:
+        """Hooks active while the prompt's images are encoded (none for plain Top-k)."""
+        return []
+
+    def _explain_batch(self, features: list[int], direction_features: list[int]) -> list[dict[str, Any]]:
+        tops = [
+            self._top(self._image_feature(f, df)) for f, df in zip(features, direction_features, strict=True)
+        ]
+        rows: dict[int, dict[str, Any]] = {}
+        live = [i for i, top in enumerate(tops) if top]
+        for i, feature in enumerate(features):
+            if not tops[i]:  # never fired on the mined images: nothing to show
+                rows[i] = self._row(
+                    feature, direction_features[i], explanation="", raw_generation="", image_ids=[]
+                )
+        if live:
+            images = [
+                [self._shown_image(self.mined.image(image_id), amap) for image_id, _, amap in tops[i]]
+                for i in live
+            ]
+            inputs = self.model.prompt_inputs(images, self.prompt.topk(self.display))
+            prompt_length = inputs["input_ids"].shape[1]
+            prefix = self.prompt.prefix(self.method)
+            stopping = (
+                [SentenceEndStop(self._tokenizer, prompt_length, prefix, self.prompt.strip)]
+                if self.stop_at_sentence_end
+                else None
+            )
+            hooks = self._steering_hook(
+                [features[i] for i in live], [direction_features[i] for i in live], [tops[i] for i in live]
+            )
+            with torch.no_grad(), self.model.hooks(fwd_hooks=hooks):
+                tokens = self.model.generate(
+                    **inputs,
+                    max_new_tokens=self.max_new_tokens,
+                    stopping_criteria=stopping,
+                    pad_token_id=self._tokenizer.pad_token_id,
+                )
+            for row_index, i in enumerate(live):
+                raw = self._tokenizer.decode(tokens[row_index, prompt_length:], skip_special_tokens=True)
+                rows[i] = self._row(
+                    features[i],
+                    direction_features[i],
+                    explanation=clean_explanation(raw, prefix, self.prompt.strip),
+                    raw_generation=raw,
+                    image_ids=[int(image_id) for image_id, _, _ in tops[i]],
+                    coefficient=self._row_coefficient(),
+                )
+        return [rows[i] for i in range(len(features))]
+
+    def _row_coefficient(self) -> float | None:
+        return None
+
+
+class SteeringInformedTopKExplainer(TopKExplainer):
+    """Top-k with the feature's direction also added to each shown image where the feature is active.
+
+    The explainer model must be the subject model (the SAE reads its vision tower). Arguments are
+    those of :class:`TopKExplainer`, plus:
+
+    Args:
+        sae: The SAE whose decoder directions steer.
+        coefficient: Scale of the added direction as a multiple of each image's mean patch norm
+            at the SAE's hook (measured in the same forward pass, so it costs nothing). The
+            hybrid wants smaller values than plain steering.
+        direction: ``"sae"``, ``"random_norm_matched"`` or ``"permuted"``. The images are always
+            the feature's own, so the controls isolate what the steering adds.
+    """
+
+    method = "hybrid"
+    _allowed_directions = ("sae", "random_norm_matched", "permuted")
+
+    def __init__(
+        self, mined: Any, explainer_model: Any = None, *, sae: SAE, coefficient: float = 1.0, **kwargs: Any
+    ):
+        if not torch.isfinite(torch.tensor(float(coefficient))):
+            raise ValueError(f"coefficient must be finite, got {coefficient!r}.")
+        super().__init__(mined, explainer_model, sae=sae, **kwargs)
+        self.hook_name = check_sae_fits(sae, self.model)
+        self.coefficient = float(coefficient)
+
+    def _image_feature(self, feature: int, direction_feature: int) -> int:
+        # The images stay the feature's own; controls change only the steering direction.
+        return feature
+
+    def run_config(self) -> dict[str, Any]:
+        config = super().run_config()
+        config.update({"hook_name": self.hook_name, "coefficient": self.coefficient})
+        return config
+
+    def _row_coefficient(self) -> float | None:
+        return self.coefficient
+
+    def _steering_hook(self, features, direction_features, tops) -> list[tuple[str, Any]]:
+        directions = self.directions(features, direction_features).float()  # [rows, d_in]
+        # One entry per shown image, in the processor's order (row by row).
+        per_image_direction = torch.cat([directions[i].expand(len(top), -1) for i, top in enumerate(tops)])
+        masks = torch.cat(
+            [torch.stack([amap.flatten() > 0 for _, _, amap in top]) for top in tops]
+        )  # [images, patches]
+        multiple = self.coefficient
+
+        def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            flat = act.flatten(-2) if act.ndim == 4 else act
+            patch_norm = flat.float().norm(dim=-1).mean(dim=1, keepdim=True)  # [images, 1]
+            delta = multiple * patch_norm.unsqueeze(-1) * per_image_direction.to(act.device).unsqueeze(1)
+            delta = delta * masks.to(act.device).unsqueeze(-1)
+            return act + delta.reshape(act.shape).to(act.dtype)
+
+        return [(self.hook_name, add)]
