@@ -130,7 +130,12 @@ class TopKExplainer(Explainer):
         for i, feature in enumerate(features):
             if not tops[i]:  # never fired on the mined images: nothing to show
                 rows[i] = self._row(
-                    feature, direction_features[i], explanation="", raw_generation="", image_ids=[]
+                    feature,
+                    direction_features[i],
+                    explanation="",
+                    raw_generation="",
+                    image_ids=[],
+                    coefficient=self._row_coefficient(),
                 )
         if live:
             images = [

@@ -1,0 +1,83 @@
+"""Toy-world ground truth: the oracle colour features are found, and explanations are judged by them."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from conftest import build_tiny_toy_vlm, random_sae
+
+from vis_steer_lens.evaluate import (
+    CONCEPTS,
+    explanation_is_correct,
+    feature_concepts,
+    ground_truth_accuracy,
+    summarize_feature_concepts,
+)
+
+from .oracle import color_fraction_encoder
+
+
+@pytest.fixture(scope="module")
+def oracle_concepts():
+    return feature_concepts(n_images=300, seed=5, encoder=color_fraction_encoder)
+
+
+def test_oracle_features_detect_their_colour(oracle_concepts):
+    assert len(oracle_concepts) == 2 * len(CONCEPTS)
+    assert {"black background", "white background", "red", "top left"} <= set(oracle_concepts["concept"])
+    summary = summarize_feature_concepts(oracle_concepts).set_index("feature")
+    assert summary.loc[0, "best_concept"] == "red" and summary.loc[0, "best_auroc"] == pytest.approx(1.0)
+    assert summary.loc[1, "best_object_concept"] == "blue" and summary.loc[1, "best_category"] == "color"
+    assert summary["clear"].all() and not summary["best_is_background"].any()
+    red = oracle_concepts.query("feature == 0").set_index("concept")["auroc"]
+    assert red["circle"] < 0.7 and red["black background"] < 0.7
+
+
+def test_patch_level_variant():
+    patches = feature_concepts(n_images=100, seed=6, level="patch", encoder=color_fraction_encoder)
+    summary = summarize_feature_concepts(patches).set_index("feature")
+    assert summary.loc[0, "best_concept"] == "red" and summary.loc[0, "best_auroc"] == pytest.approx(1.0)
+    # A patch count, not an image count: 16 patches per image.
+    assert patches.set_index(["feature", "concept"]).loc[(0, "black background"), "n_positive"] > 100
+
+
+def test_explanation_is_correct():
+    assert explanation_is_correct("The highlighted element in the image is a Red circle.", "red")
+    assert explanation_is_correct("stripes in the upper left", "top left")
+    assert explanation_is_correct("stripes in the upper left", "striped")
+    assert not explanation_is_correct("a blue square", "red")
+    assert not explanation_is_correct(float("nan"), "red")
+    with pytest.raises(ValueError, match="Unknown toy-world concept"):
+        explanation_is_correct("red", "scarlet")
+
+
+def test_ground_truth_accuracy(oracle_concepts):
+    explanations = pd.DataFrame(
+        {
+            "feature": [0, 1, 0, 1, 7],
+            "method": ["steering", "steering", "topk", "topk", "topk"],
+            "direction": ["sae", "sae", "sae", "permuted", "sae"],
+            "explanation": ["red things", "a green ring", "a red square", "blue dots", "anything"],
+        }
+    )
+    table = ground_truth_accuracy(explanations, oracle_concepts).set_index("method_label")
+    assert table.loc["steering", "n_clear"] == 2 and table.loc["steering", "accuracy"] == 0.5
+    assert table.loc["topk", "n_clear"] == 1 and table.loc["topk", "accuracy"] == 1.0  # feature 7 is not live
+    assert table.loc["topk (permuted direction)", "n_correct"] == 1
+    same = ground_truth_accuracy(explanations, summarize_feature_concepts(oracle_concepts))
+    pd.testing.assert_frame_equal(same, table.reset_index())
+
+
+def test_feature_concepts_on_a_tiny_vlm():
+    torch.set_num_threads(1)
+    vlm = build_tiny_toy_vlm()
+    sae = random_sae(d_in=32, d_sae=24, hook_name="blocks.0.hook_resid_post")
+    concepts = feature_concepts(vlm, sae, n_images=40, seed=1, batch_size=20)
+    assert concepts["feature"].nunique() >= 1
+    assert set(concepts["concept"]) == set(CONCEPTS)
+    assert concepts["auroc"].dropna().between(0, 1).all()
+    summary = summarize_feature_concepts(concepts)
+    assert len(summary) == concepts["feature"].nunique()
+    with pytest.raises(ValueError, match="level"):
+        feature_concepts(vlm, sae, n_images=4, level="pixel")

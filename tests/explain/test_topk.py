@@ -1,0 +1,108 @@
+"""Top-k and Steering-informed Top-k on a tiny random VLM, from mined toy-world images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import build_tiny_toy_vlm, random_sae
+
+from vis_steer_lens.display import mask_patches
+from vis_steer_lens.explain import SteeringInformedTopKExplainer, TopKExplainer
+from vis_steer_lens.image_sources import ToyImages
+from vis_steer_lens.mining import mine_top_activations
+
+HOOK = "blocks.1.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def setup():
+    vlm = build_tiny_toy_vlm()
+    sae = random_sae(d_in=32, d_sae=10, hook_name=HOOK, k=2)
+    mined = mine_top_activations(vlm, sae, ToyImages(seed=3, n=40), k=4, batch_size=20, progress=False)
+    return vlm, sae, mined
+
+
+def test_topk_rows_show_the_features_top_images(setup):
+    vlm, sae, mined = setup
+    frame = TopKExplainer(mined, vlm, k_images=3, prompt="toy", max_new_tokens=6).explain(
+        range(10), progress=False
+    )
+    assert frame["feature"].tolist() == list(range(10))
+    for feature, image_ids in zip(frame["feature"], frame["image_ids"], strict=True):
+        expected = [i for i, score, _ in mined.top_images(feature)[:3] if score > 0]
+        assert list(image_ids) == expected
+    assert set(frame["method"]) == {"topk"} and frame["coefficient"].isna().all()
+
+
+def test_topk_batched_equals_single_and_permuted_swaps_images(setup):
+    vlm, sae, mined = setup
+    features = list(range(6))
+    batched = TopKExplainer(mined, vlm, prompt="toy", max_new_tokens=6, batch_size=3).explain(
+        features, progress=False
+    )
+    single = TopKExplainer(mined, vlm, prompt="toy", max_new_tokens=6, batch_size=1).explain(
+        features, progress=False
+    )
+    assert batched["raw_generation"].tolist() == single["raw_generation"].tolist()
+    permuted = TopKExplainer(mined, vlm, prompt="toy", max_new_tokens=6, direction="permuted").explain(
+        features, progress=False
+    )
+    own = dict(zip(batched["feature"], batched["image_ids"], strict=True))
+    assert [list(x) for x in permuted["image_ids"]] == [list(own[f]) for f in [3, 4, 5, 0, 1, 2]]
+
+
+def test_heatmap_display_changes_the_prompt_images(setup):
+    vlm, sae, mined = setup
+    masked = TopKExplainer(mined, vlm, prompt="toy", max_new_tokens=6)
+    heat = TopKExplainer(mined, vlm, prompt="toy", max_new_tokens=6, display="heatmap")
+    partial = [e for f in range(10) for e in mined.top_images(f) if e[1] > 0 and (e[2] <= 0).any()]
+    image_id, _, amap = partial[0]  # an image where the feature is active on some patches only
+    a = np.asarray(masked._shown_image(mined.image(image_id), amap))
+    b = np.asarray(heat._shown_image(mined.image(image_id), amap))
+    assert not np.array_equal(a, b)
+    assert (a == 128).all(axis=-1).any()  # masked patches are the reserved gray
+    with pytest.raises(ValueError, match="display"):
+        TopKExplainer(mined, vlm, display="sketch")
+
+
+def test_hybrid_steers_only_active_patches_and_controls_keep_the_images(setup):
+    vlm, sae, mined = setup
+    features = list(range(6))
+    kwargs = dict(sae=sae, prompt="toy", max_new_tokens=6)
+    plain = TopKExplainer(mined, vlm, prompt="toy", max_new_tokens=6).explain(features, progress=False)
+    zero = SteeringInformedTopKExplainer(mined, vlm, coefficient=0.0, **kwargs).explain(
+        features, progress=False
+    )
+    hybrid = SteeringInformedTopKExplainer(mined, vlm, coefficient=8.0, **kwargs).explain(
+        features, progress=False
+    )
+    random_dir = SteeringInformedTopKExplainer(
+        mined, vlm, coefficient=8.0, direction="random_norm_matched", **kwargs
+    ).explain(features, progress=False)
+    assert zero["raw_generation"].tolist() == plain["raw_generation"].tolist()  # no steering = Top-k
+    assert hybrid["raw_generation"].tolist() != plain["raw_generation"].tolist()
+    assert [list(x) for x in random_dir["image_ids"]] == [list(x) for x in hybrid["image_ids"]]
+    assert set(hybrid["method"]) == {"hybrid"} and (hybrid["coefficient"] == 8.0).all()
+    assert hybrid["image_ids"].map(len).eq(0).any()  # features that never fired get a row too
+
+
+def test_hybrid_delta_lands_on_active_patches_only(setup):
+    vlm, sae, mined = setup
+    explainer = SteeringInformedTopKExplainer(mined, vlm, sae=sae, coefficient=5.0, prompt="toy")
+    tops = [explainer._top(0)]
+    ((name, add),) = explainer._steering_hook([0], [0], tops)
+    acts = torch.randn(len(tops[0]), 16, 32)
+    delta = add(acts.clone(), None) - acts
+    active = torch.stack([amap.flatten() > 0 for _, _, amap in tops[0]])
+    assert name == HOOK
+    assert (delta[~active].abs() == 0).all() and (delta[active].abs().sum(-1) > 0).all()
+
+
+def test_mask_patches_aligns_with_the_patch_grid():
+    image = np.full((64, 64, 3), 200, dtype=np.uint8)
+    keep = np.zeros((4, 4), dtype=bool)
+    keep[1, 2] = True
+    out = np.asarray(mask_patches(image, keep, patch_size=16))
+    assert (out[16:32, 32:48] == 200).all()
+    assert (out[:16] == 128).all() and (out[:, :32] == 128).all()

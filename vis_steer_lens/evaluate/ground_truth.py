@@ -1,0 +1,194 @@
+"""Toy-world ground truth: which concept does each feature detect, and do explanations name it?
+
+On fresh toy-world images every concept's presence is known, so each feature can be scored against
+each concept: the AUROC of "the image contains the concept" predicted by the feature's activation
+(max over patches). Patch-level scoring ("this patch contains the concept" vs the patch's own
+activation) is exact as well, because every object fills one 16-pixel cell, i.e. one patch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vis_steer_lens.evaluate.encoding import FeatureEncoder, make_encoder
+from vis_steer_lens.evaluate.metrics import auroc_matrix, bootstrap_mean_ci, method_label
+from vis_steer_lens.toy.renderer import concepts_in_text
+from vis_steer_lens.toy.world import CATEGORIES, CONCEPT_CATEGORY, NUM_CELLS, ToyWorld
+
+CONCEPTS: list[str] = [concept for concepts in CATEGORIES.values() for concept in concepts]
+
+
+def feature_concepts(
+    model: Any = None,
+    sae: Any = None,
+    n_images: int = 1000,
+    seed: int = 12345,
+    batch_size: int = 64,
+    level: str = "image",
+    processor: Any = None,
+    encoder: FeatureEncoder | None = None,
+) -> pd.DataFrame:
+    """AUROC of every (live feature, concept) pair on fresh toy-world images.
+
+    Args:
+        model: A HookedViT or HookedVLM of the toy world (64×64 images, 16-px patches).
+        sae: The ``sae_lens.SAE`` to score.
+        n_images: Fresh images drawn from ``ToyWorld(seed)``.
+        seed: World seed; pick one the SAE and the explainers never saw.
+        batch_size: Images per forward pass.
+        level: ``"image"``: presence anywhere in the image vs the feature's max over patches;
+            ``"patch"``: presence in a patch vs that patch's activation.
+        processor: Image processor; the model's own when None.
+        encoder: Instead of ``model`` and ``sae``: a callable ``images -> [n, 16, d_sae]``.
+
+    Returns:
+        Long form, one row per (live feature, concept): ``feature, concept, category, auroc,
+        n_positive`` (images or patches containing the concept), ``fire_rate`` (share of images
+        where the feature fires anywhere). Features that never fire are left out.
+    """
+    if level not in ("image", "patch"):
+        raise ValueError(f"level must be 'image' or 'patch', got {level!r}.")
+    if n_images < 2:
+        raise ValueError(f"n_images must be at least 2, got {n_images}.")
+    encode = make_encoder(model, sae, encoder, processor)
+    samples = ToyWorld(seed).sample(n_images)
+    per_patch = []  # [batch, patches, d_sae] chunks
+    for start in range(0, n_images, batch_size):
+        acts = encode([image for image, _ in samples[start : start + batch_size]])
+        if acts.ndim != 3 or acts.shape[1] != NUM_CELLS:
+            raise ValueError(
+                f"Expected activations [batch, {NUM_CELLS}, d_sae] (toy images have 16 patches, "
+                f"no class token), got {tuple(acts.shape)}."
+            )
+        per_patch.append(acts)
+    acts = torch.cat(per_patch).numpy()  # [n, 16, d_sae]
+    image_max = acts.max(axis=1)  # [n, d_sae]
+    live = np.flatnonzero((image_max > 0).any(axis=0))
+    fire_rate = (image_max > 0).mean(axis=0)
+
+    if level == "image":
+        labels = np.array([[c in scene.concepts() for c in CONCEPTS] for _, scene in samples])  # [n, C]
+        scores = image_max[:, live]
+    else:
+        labels = np.array(
+            [[c in cell for c in CONCEPTS] for _, scene in samples for cell in scene.cell_concepts()]
+        )  # [n * 16, C]
+        scores = acts[:, :, live].reshape(-1, live.size)
+    table = auroc_matrix(scores, labels)  # [C, n_live]
+    n_positive = labels.sum(axis=0)
+    rows = [
+        {
+            "feature": int(feature),
+            "concept": concept,
+            "category": CONCEPT_CATEGORY[concept],
+            "auroc": float(table[c, j]),
+            "n_positive": int(n_positive[c]),
+            "fire_rate": float(fire_rate[feature]),
+        }
+        for j, feature in enumerate(live)
+        for c, concept in enumerate(CONCEPTS)
+    ]
+    return pd.DataFrame(rows, columns=["feature", "concept", "category", "auroc", "n_positive", "fire_rate"])
+
+
+def summarize_feature_concepts(concepts: pd.DataFrame, clear_threshold: float = 0.9) -> pd.DataFrame:
+    """Per feature: its best concept overall and its best object (non-background) concept.
+
+    Args:
+        concepts: Output of :func:`feature_concepts`.
+        clear_threshold: A feature is ``clear`` when its best non-background AUROC reaches this.
+
+    Returns:
+        One row per feature: ``feature, best_concept, best_auroc, best_category,
+        best_object_concept, best_object_auroc, best_object_category, clear, best_is_background,
+        fire_rate``.
+    """
+    rows = []
+    for feature, group in concepts.dropna(subset=["auroc"]).groupby("feature", sort=True):
+        best = group.loc[group["auroc"].idxmax()]
+        objects = group[group["category"] != "background"]
+        best_object = objects.loc[objects["auroc"].idxmax()] if len(objects) else None
+        object_auroc = float(best_object["auroc"]) if best_object is not None else float("nan")
+        rows.append(
+            {
+                "feature": int(feature),
+                "best_concept": best["concept"],
+                "best_auroc": float(best["auroc"]),
+                "best_category": best["category"],
+                "best_object_concept": best_object["concept"] if best_object is not None else None,
+                "best_object_auroc": object_auroc,
+                "best_object_category": best_object["category"] if best_object is not None else None,
+                "clear": bool(object_auroc >= clear_threshold),
+                "best_is_background": best["category"] == "background",
+                "fire_rate": float(group["fire_rate"].iloc[0]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def explanation_is_correct(explanation: str, concept: str) -> bool:
+    """Whether an explanation names a toy-world concept (synonyms and plurals count).
+
+    An explanation naming several concepts is correct if any of them is ``concept``.
+    """
+    if concept not in CONCEPT_CATEGORY:
+        raise ValueError(f"Unknown toy-world concept {concept!r}; expected one of {CONCEPTS}.")
+    if not isinstance(explanation, str):
+        return False
+    return concept in concepts_in_text(explanation)
+
+
+def ground_truth_accuracy(
+    explanations: pd.DataFrame, concepts: pd.DataFrame, clear_threshold: float = 0.9, seed: int = 0
+) -> pd.DataFrame:
+    """Share of clear features whose explanation names their best object concept, per method label.
+
+    Args:
+        explanations: Columns ``feature``, ``explanation``, ``method`` and optionally ``direction``.
+        concepts: :func:`feature_concepts` output, or its :func:`summarize_feature_concepts` summary.
+        clear_threshold: Used when ``concepts`` is the long form.
+        seed: Seed of the bootstrap CI.
+
+    Returns:
+        One row per method label: ``method_label, n_clear, n_correct, accuracy, accuracy_lo,
+        accuracy_hi``. Only features with a clear non-background concept count (and, for a
+        permuted control, the feature's own concept is the target: it was explained with
+        another feature's direction).
+    """
+    summary = (
+        concepts
+        if "best_object_concept" in concepts.columns
+        else summarize_feature_concepts(concepts, clear_threshold)
+    )
+    clear = summary[summary["clear"]].set_index("feature")["best_object_concept"]
+    df = explanations.copy()
+    if "direction" not in df.columns:
+        df["direction"] = "sae"
+    if "method" not in df.columns:
+        df["method"] = "unknown"
+    df["method_label"] = [method_label(m, d) for m, d in zip(df["method"], df["direction"], strict=True)]
+    df = df[df["feature"].astype(int).isin(clear.index)]
+    rows = []
+    for label, group in df.groupby("method_label", sort=False):
+        correct = [
+            explanation_is_correct(text, clear[int(feature)])
+            for feature, text in zip(group["feature"], group["explanation"], strict=True)
+        ]
+        mean, lo, hi = bootstrap_mean_ci(np.asarray(correct, dtype=float), seed=seed)
+        rows.append(
+            {
+                "method_label": label,
+                "n_clear": len(correct),
+                "n_correct": int(sum(correct)),
+                "accuracy": mean,
+                "accuracy_lo": lo,
+                "accuracy_hi": hi,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["method_label", "n_clear", "n_correct", "accuracy", "accuracy_lo", "accuracy_hi"]
+    )

@@ -1,0 +1,570 @@
+"""Streaming top-k activation mining: the top images of every SAE feature, in bounded memory.
+
+One pass over an image collection keeps, per feature, the ``k`` best images (by the mean or max of the
+feature's activation over patches) with their per-patch activation maps, plus running statistics
+(firing frequencies, max/mean activation, an activation histogram). Memory is
+``features × k × patches``, independent of the number of images. Long runs checkpoint atomically and
+resume to a result identical to an uninterrupted run.
+
+Histogram design: each feature has ``hist_bins`` linear bins over ``[0, R_f)`` counting its *nonzero*
+(``> 0``) patch activations, where ``R_f`` is the smallest power of two strictly above the largest
+activation seen so far. When a larger activation arrives, ``R_f`` doubles (possibly several times) and
+adjacent bins are merged in pairs, which is exact: because ``R_f`` is a power of two, a value's bin at
+``2R`` is exactly ``floor(bin at R / 2)`` in floating point too. So the final counts equal those of a
+single pass with the final range, whatever the batching, the bins are data-driven (at least half of the
+range is below the max), and no first pass or guessed scale is needed. Bin edges of feature ``f`` are
+``linspace(0, R_f, hist_bins + 1)`` (``hist_range`` in ``top.safetensors``); a feature that never fired
+has ``R_f = 0`` and no counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from vis_steer_lens.activations import hook_activations, image_processor_of, to_pixel_values, vision_model
+from vis_steer_lens.image_sources import ImageSource, as_image_source, open_image_source
+from vis_steer_lens.saes.metadata import sae_identity
+from vis_steer_lens.saes.validation import check_feature_ids, check_sae_fits
+
+FORMAT_VERSION = 1
+TOP_FILE = "top.safetensors"
+FEATURES_FILE = "features.parquet"
+META_FILE = "mining.json"
+RANK_BY = ("max", "mean")
+
+# Settings that must match for a checkpoint to be continued: anything that changes which images are
+# kept or what the statistics mean.
+_RESUME_KEYS = (
+    "sae_id",
+    "hook_name",
+    "d_sae",
+    "model_name",
+    "source_id",
+    "n_images",
+    "k",
+    "rank_by",
+    "features",
+    "hist_bins",
+    "n_patches",
+)
+_STATE_TENSORS = (
+    "feature_ids",
+    "top_scores",
+    "top_image_ids",
+    "top_maps",
+    "fire_images",
+    "fire_patches",
+    "act_sum",
+    "max_act",
+    "hist_counts",
+    "hist_range",
+)
+
+
+@dataclass(eq=False)
+class MinedActivations:
+    """Top images per feature and running statistics of one mining pass.
+
+    Row ``r`` of every tensor belongs to SAE feature ``feature_ids[r]`` (all features, or the subset
+    that was mined); index tensors by SAE feature id through the methods.
+
+    Attributes:
+        feature_ids: ``[F]`` int64, the SAE feature of each row.
+        top_scores: ``[F, k]`` float32, best scores first (ties: lower image id first); ``-inf`` in
+            slots never filled (fewer than ``k`` images).
+        top_image_ids: ``[F, k]`` int64 indices into the image source; ``-1`` in unfilled slots.
+        top_maps: ``[F, k, patches]`` float32 per-patch activations of the kept images.
+        fire_images: ``[F]`` int64, images where the feature is ``> 0`` on at least one patch.
+        fire_patches: ``[F]`` int64, patch tokens where the feature is ``> 0``.
+        act_sum: ``[F]`` float64, sum of the feature over all patch tokens.
+        max_act: ``[F]`` float32, largest activation seen (0 if never positive).
+        hist_counts: ``[F, hist_bins]`` int64 counts of nonzero patch activations.
+        hist_range: ``[F]`` float32 upper edge ``R_f`` of each feature's histogram.
+        meta: Settings and provenance (``mining.json``).
+        images_processed: Images folded in so far.
+        images: The image source (reopened from ``meta["image_source"]`` on first use if absent).
+        model: The model mined with, when mined in this process (``None`` after :meth:`load`).
+    """
+
+    feature_ids: torch.Tensor
+    top_scores: torch.Tensor
+    top_image_ids: torch.Tensor
+    top_maps: torch.Tensor
+    fire_images: torch.Tensor
+    fire_patches: torch.Tensor
+    act_sum: torch.Tensor
+    max_act: torch.Tensor
+    hist_counts: torch.Tensor
+    hist_range: torch.Tensor
+    meta: dict[str, Any]
+    images_processed: int = 0
+    images: ImageSource | None = field(default=None, repr=False)
+    model: Any = field(default=None, repr=False)
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, feature_ids: list[int], k: int, n_patches: int, hist_bins: int, meta: dict[str, Any]):
+        """Initial state before any image: nothing kept, all statistics zero."""
+        n_features = len(feature_ids)
+        return cls(
+            feature_ids=torch.tensor(feature_ids, dtype=torch.int64),
+            top_scores=torch.full((n_features, k), -math.inf),
+            top_image_ids=torch.full((n_features, k), -1, dtype=torch.int64),
+            top_maps=torch.zeros(n_features, k, n_patches),
+            fire_images=torch.zeros(n_features, dtype=torch.int64),
+            fire_patches=torch.zeros(n_features, dtype=torch.int64),
+            act_sum=torch.zeros(n_features, dtype=torch.float64),
+            max_act=torch.zeros(n_features),
+            hist_counts=torch.zeros(n_features, hist_bins, dtype=torch.int64),
+            hist_range=torch.zeros(n_features),
+            meta=meta,
+        )
+
+    # -- simple accessors ---------------------------------------------------------------------------
+
+    @property
+    def k(self) -> int:
+        return int(self.meta["k"])
+
+    @property
+    def rank_by(self) -> str:
+        return self.meta["rank_by"]
+
+    @property
+    def grid_size(self) -> int:
+        return int(self.meta["grid_size"])
+
+    @property
+    def n_patches(self) -> int:
+        return int(self.meta["n_patches"])
+
+    @property
+    def patch_size(self) -> int:
+        """Side of one patch in the model's input pixels."""
+        return int(self.meta["patch_size"])
+
+    @property
+    def sae_id(self) -> str:
+        return self.meta["sae_id"]
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.meta["d_sae"])
+
+    @property
+    def hook_name(self) -> str:
+        return self.meta["hook_name"]
+
+    @property
+    def source_id(self) -> str:
+        return self.meta["source_id"]
+
+    @property
+    def hist_bins(self) -> int:
+        return int(self.meta["hist_bins"])
+
+    @property
+    def complete(self) -> bool:
+        """Whether every image of the source has been processed."""
+        return self.images_processed >= int(self.meta["n_images"])
+
+    def _row(self, feature: int) -> int:
+        feature = int(feature)
+        rows = (self.feature_ids == feature).nonzero()
+        if len(rows) == 0:
+            check_feature_ids(self.d_sae, [feature])
+            raise KeyError(f"Feature {feature} was not mined (mined {len(self.feature_ids)} features).")
+        return int(rows[0, 0])
+
+    # -- results ------------------------------------------------------------------------------------
+
+    def top_images(self, feature: int) -> list[tuple[int, float, torch.Tensor]]:
+        """The kept images of one feature, best first.
+
+        Returns:
+            ``(image_id, score, activation_map)`` tuples, ``activation_map`` a ``[grid, grid]`` tensor
+            of the feature's per-patch activations on that image. Entries may have score 0 when the
+            feature fired on fewer than ``k`` images (filter on ``score > 0`` to show only firing ones).
+        """
+        row = self._row(feature)
+        out = []
+        for slot in range(self.k):
+            image_id = int(self.top_image_ids[row, slot])
+            if image_id < 0:
+                continue
+            activation_map = self.top_maps[row, slot].reshape(self.grid_size, self.grid_size).clone()
+            out.append((image_id, float(self.top_scores[row, slot]), activation_map))
+        return out
+
+    def image(self, image_id: int) -> Any:
+        """Image ``image_id`` of the mined collection, reopened from its description if needed."""
+        if self.images is None:
+            source = open_image_source(self.meta["image_source"])
+            if source.source_id != self.source_id:
+                raise ValueError(
+                    f"The reopened image source is {source.source_id!r}, but the mining ran on "
+                    f"{self.source_id!r}; pass the original images with MinedActivations.load(dir, images=...)."
+                )
+            self.images = source
+        return self.images[int(image_id)]
+
+    def histogram(self, feature: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Histogram of one feature's nonzero patch activations.
+
+        Returns:
+            ``(edges [hist_bins + 1], counts [hist_bins])``; bar centres for a Neuronpedia
+            ``freq_hist`` are ``(edges[:-1] + edges[1:]) / 2``.
+        """
+        row = self._row(feature)
+        edges = torch.linspace(0.0, float(self.hist_range[row]), self.hist_bins + 1)
+        return edges, self.hist_counts[row].clone()
+
+    @property
+    def stats(self) -> pd.DataFrame:
+        """One row per mined feature: frequencies, activation summary and top image ids."""
+        n_images = max(self.images_processed, 1)
+        n_tokens = n_images * self.n_patches
+        fire_patches = self.fire_patches.double()
+        return pd.DataFrame(
+            {
+                "feature": self.feature_ids.tolist(),
+                "n_images_seen": [self.images_processed] * len(self.feature_ids),
+                "frac_images": (self.fire_images.double() / n_images).tolist(),
+                "frac_nonzero": (fire_patches / n_tokens).tolist(),
+                "max_act": self.max_act.double().tolist(),
+                "mean_act": (self.act_sum / n_tokens).tolist(),
+                "mean_nonzero_act": (self.act_sum / fire_patches.clamp(min=1)).tolist(),
+                "top_image_ids": [[i for i in row if i >= 0] for row in self.top_image_ids.tolist()],
+                "top_scores": [
+                    [s for s, i in zip(scores, ids, strict=True) if i >= 0]
+                    for scores, ids in zip(self.top_scores.tolist(), self.top_image_ids.tolist(), strict=True)
+                ],
+            }
+        )
+
+    def live_features(self, min_frac: float = 0.0) -> list[int]:
+        """Features that fired (``> 0`` on some patch) on at least one image and on at least
+        ``min_frac`` of the images."""
+        frac = self.fire_images.double() / max(self.images_processed, 1)
+        live = (self.fire_images > 0) & (frac >= min_frac)
+        return self.feature_ids[live].tolist()
+
+    # -- streaming update ---------------------------------------------------------------------------
+
+    def update(self, feature_acts: torch.Tensor, first_image_id: int) -> None:
+        """Fold one batch into the running top-k and statistics.
+
+        Args:
+            feature_acts: ``[batch, patches, F]`` activations of the mined features (row order of
+                ``feature_ids``) on images ``first_image_id .. first_image_id + batch - 1``.
+            first_image_id: Index of the batch's first image in the source.
+        """
+        # The state lives on the device it was moved to (mining moves it to the SAE's device, so a GPU
+        # run never ships [batch, patches, d_sae] activations to the CPU).
+        acts = feature_acts.detach().to(device=self.top_scores.device, dtype=torch.float32)
+        batch, n_patches, n_features = acts.shape
+        if n_patches != self.n_patches or n_features != len(self.feature_ids):
+            raise ValueError(
+                f"Expected activations [batch, {self.n_patches}, {len(self.feature_ids)}], got {tuple(acts.shape)}."
+            )
+        self._update_top(acts, first_image_id)
+        positive = acts > 0
+        self.fire_patches += positive.sum(dim=(0, 1))
+        self.fire_images += positive.any(dim=1).sum(dim=0)
+        self.act_sum += acts.double().sum(dim=(0, 1))
+        self.max_act = torch.maximum(self.max_act, acts.amax(dim=(0, 1)))
+        self._update_histogram(acts.reshape(batch * n_patches, n_features))
+        self.images_processed = first_image_id + batch
+
+    def _update_top(self, acts: torch.Tensor, first_image_id: int) -> None:
+        k = self.k
+        scores = acts.amax(dim=1) if self.rank_by == "max" else acts.mean(dim=1)  # [batch, F]
+        candidates = torch.cat([self.top_scores, scores.T], dim=1)  # [F, k + batch]
+        # Kept entries are sorted (score desc, id asc) and all precede the batch's ids, and the batch
+        # is in id order, so a *stable* descending sort breaks ties by lower image id.
+        order = torch.sort(candidates, dim=1, descending=True, stable=True).indices[:, :k]  # [F, k]
+        from_kept = order < k
+        kept_slot = order.clamp(max=k - 1)
+        batch_pos = (order - k).clamp(min=0)
+        new_ids = torch.where(from_kept, self.top_image_ids.gather(1, kept_slot), first_image_id + batch_pos)
+        kept_maps = self.top_maps.gather(1, kept_slot.unsqueeze(-1).expand(-1, -1, self.n_patches))
+        # acts[batch_pos, :, feature] for every (feature, slot): advanced indices around a slice put
+        # the broadcast [F, k] dims first, giving [F, k, patches] without materialising [F, batch, P].
+        feature_index = torch.arange(len(self.feature_ids), device=acts.device).unsqueeze(1)
+        batch_maps = acts[batch_pos, :, feature_index]
+        self.top_maps = torch.where(from_kept.unsqueeze(-1), kept_maps, batch_maps)
+        self.top_scores = candidates.gather(1, order)
+        self.top_image_ids = new_ids
+
+    def _update_histogram(self, acts: torch.Tensor) -> None:
+        """Add a ``[tokens, F]`` block of activations to the per-feature histograms (see module doc)."""
+        bins = self.hist_bins
+        batch_max = acts.amax(dim=0)
+        grow = (batch_max > 0) & (batch_max >= self.hist_range)
+        if grow.any():
+            needed = batch_max[grow]
+            new_range = torch.exp2(torch.floor(torch.log2(needed)) + 1)
+            new_range = torch.where(new_range <= needed, new_range * 2, new_range)  # log2 rounding guard
+            old_range = self.hist_range[grow]
+            # Doubling the range s times merges each run of 2**s old bins into one new bin.
+            doublings = torch.where(
+                old_range > 0, torch.round(torch.log2(new_range / old_range.clamp(min=1e-38))), 0
+            )
+            doublings = doublings.long().clamp(0, 62)
+            target = torch.arange(bins, device=acts.device).unsqueeze(0) >> doublings.unsqueeze(
+                1
+            )  # [G, bins]
+            merged = torch.zeros_like(self.hist_counts[grow]).scatter_add_(1, target, self.hist_counts[grow])
+            self.hist_counts[grow] = merged
+            self.hist_range[grow] = new_range
+        tokens, features = (acts > 0).nonzero(as_tuple=True)
+        if len(tokens) == 0:
+            return
+        values = acts[tokens, features]
+        bin_index = torch.floor(values / self.hist_range[features] * bins).long().clamp(0, bins - 1)
+        flat = torch.bincount(features * bins + bin_index, minlength=len(self.feature_ids) * bins)
+        self.hist_counts += flat.view(len(self.feature_ids), bins)
+
+    # -- persistence --------------------------------------------------------------------------------
+
+    def to(self, device: str | torch.device) -> MinedActivations:
+        """Move the state tensors to ``device`` (in place; returns ``self``)."""
+        for name in _STATE_TENSORS:
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name).detach().cpu().contiguous() for name in _STATE_TENSORS}
+
+    def _full_meta(self) -> dict[str, Any]:
+        return {
+            **self.meta,
+            "images_processed": self.images_processed,
+            "complete": self.complete,
+            "histogram": {
+                "kind": "linear-power-of-two-range",
+                "bins": self.hist_bins,
+                "counts": "nonzero (> 0) patch activations",
+                "edges": "feature f: linspace(0, hist_range[f], bins + 1); hist_range in top.safetensors",
+            },
+        }
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``top.safetensors``, ``features.parquet`` and ``mining.json`` into ``out_dir``.
+
+        Each file is written to a temporary name and moved into place, so a crash never leaves a
+        half-written file. ``top.safetensors`` (tensors plus the metadata in its header) is the
+        authoritative state read by :meth:`load` and by resuming; it is written first.
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = self._full_meta()
+        _atomic_write(
+            out / TOP_FILE,
+            lambda path: save_file(self._state_tensors(), str(path), metadata={"mining": json.dumps(meta)}),
+        )
+        _atomic_write(out / FEATURES_FILE, lambda path: self.stats.to_parquet(path, index=False))
+        _atomic_write(out / META_FILE, lambda path: Path(path).write_text(json.dumps(meta, indent=2)))
+        return out
+
+    @classmethod
+    def load(cls, out_dir: str | os.PathLike, images: Any = None) -> MinedActivations:
+        """Read results saved by :meth:`save` (or a checkpoint of an unfinished run).
+
+        Args:
+            out_dir: The folder.
+            images: The image source mined, when it cannot be reopened from its description (an
+                in-memory list); checked against the recorded ``source_id``.
+        """
+        path = Path(out_dir) / TOP_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"No mining results in {str(out_dir)!r} (expected {TOP_FILE}).")
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        if "mining" not in header:
+            raise ValueError(f"{path} is not a mining result (its header has no 'mining' metadata).")
+        meta = json.loads(header["mining"])
+        if meta.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has format version {meta.get('version')}; this library reads {FORMAT_VERSION}."
+            )
+        images_processed = int(meta.pop("images_processed"))
+        for derived in ("complete", "histogram"):
+            meta.pop(derived, None)
+        tensors = load_file(str(path))
+        mined = cls(
+            **{name: tensors[name] for name in _STATE_TENSORS}, meta=meta, images_processed=images_processed
+        )
+        if images is not None:
+            source = as_image_source(images)
+            if source.source_id != mined.source_id:
+                raise ValueError(
+                    f"The images given are {source.source_id!r}, but the mining ran on {mined.source_id!r}."
+                )
+            mined.images = source
+        return mined
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then move the file onto ``target`` (atomic on one filesystem)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [
+        f"{key}: checkpoint {saved.get(key)!r} vs now {current.get(key)!r}"
+        for key in _RESUME_KEYS
+        if saved.get(key) != current.get(key)
+    ]
+
+
+def mine_top_activations(
+    model: Any,
+    sae: Any,
+    images: Any,
+    *,
+    k: int = 5,
+    batch_size: int = 32,
+    rank_by: str = "max",
+    features: Any = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = True,
+    processor: Any = None,
+    hist_bins: int = 50,
+    progress: bool = True,
+    checkpoint_every: int = 5000,
+) -> MinedActivations:
+    """Find each feature's top-``k`` images in one streaming pass.
+
+    Per batch: pixel values → activations at the SAE's hook ``[batch, patches, d_in]`` →
+    ``sae.encode`` → ``[batch, patches, d_sae]`` → per-image score (max or mean over patches) →
+    merged into the running top-k. Memory holds ``F × k × patches`` maps, never per-image data.
+
+    Args:
+        model: A HookedViT or HookedVLM.
+        sae: A ``sae_lens.SAE`` whose ``cfg.metadata.hook_name`` names a hook of ``model``.
+        images: An :class:`~vis_steer_lens.image_sources.ImageSource`, folder path, ``datasets.Dataset``
+            or list of PIL images / ``[3, H, W]`` pixel tensors (random access is needed to show
+            top images later).
+        k: Images kept per feature.
+        batch_size: Images per forward pass.
+        rank_by: ``"max"`` or ``"mean"`` of the feature over patches (the paper ranks by mean).
+        features: SAE feature ids to mine; ``None`` for all.
+        out_dir: Where to checkpoint and save; ``None`` keeps everything in memory.
+        resume: Continue from a checkpoint in ``out_dir`` (refused if it is from other settings);
+            ``False`` starts over and overwrites it.
+        processor: Image processor for PIL images (default: the model's).
+        hist_bins: Bins of the per-feature activation histograms.
+        progress: Show a tqdm bar over images.
+        checkpoint_every: Images between checkpoints (rounded up to whole batches).
+
+    Returns:
+        The :class:`MinedActivations`, also saved to ``out_dir`` when given.
+
+    Raises:
+        ValueError: Bad settings, or a checkpoint in ``out_dir`` from different settings (naming
+            each difference).
+    """
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}.")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if hist_bins < 1:
+        raise ValueError(f"hist_bins must be >= 1, got {hist_bins}.")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}.")
+    source = as_image_source(images)
+    hook_name = check_sae_fits(sae, model)
+    vit = vision_model(model)
+    feature_ids = list(range(sae.cfg.d_sae)) if features is None else check_feature_ids(sae, features)
+    if not feature_ids:
+        raise ValueError("features= is empty: give at least one feature id, or None for all.")
+    meta = {
+        "version": FORMAT_VERSION,
+        "sae_id": sae_identity(sae),
+        "hook_name": hook_name,
+        "d_sae": int(sae.cfg.d_sae),
+        "model_name": vit.cfg.model_name,
+        "source_id": source.source_id,
+        "image_source": source.describe(),
+        "n_images": len(source),
+        "k": int(k),
+        "rank_by": rank_by,
+        # All features given explicitly in order is the same run as features=None.
+        "features": None if feature_ids == list(range(sae.cfg.d_sae)) else feature_ids,
+        "hist_bins": int(hist_bins),
+        "n_patches": int(vit.cfg.n_patches),
+        "grid_size": int(vit.cfg.grid_size),
+        "patch_size": int(vit.cfg.patch_size),
+        "image_size": int(vit.cfg.image_size),
+        "batch_size": int(batch_size),
+    }
+
+    mined = None
+    if out_dir is not None and resume and (Path(out_dir) / TOP_FILE).is_file():
+        mined = MinedActivations.load(out_dir)
+        differences = _mismatches(mined.meta, meta)
+        if differences:
+            raise ValueError(
+                f"The checkpoint in {str(out_dir)!r} was made with other settings, so it cannot be resumed "
+                f"({'; '.join(differences)}). Use another out_dir, or resume=False to start over."
+            )
+        mined.meta["batch_size"] = int(batch_size)
+    if mined is None:
+        mined = MinedActivations.empty(feature_ids, k, vit.cfg.n_patches, hist_bins, meta)
+    mined.images, mined.model = source, model
+    mined.to(sae.device)
+
+    feature_index = None if meta["features"] is None else torch.tensor(feature_ids, dtype=torch.int64)
+    image_processor = None
+    start = mined.images_processed
+    last_checkpoint = start
+    bar = tqdm(total=len(source), initial=start, unit="img", desc="mining", disable=not progress)
+    try:
+        for first in range(start, len(source), batch_size):
+            batch = [source[i] for i in range(first, min(first + batch_size, len(source)))]
+            if image_processor is None and not all(isinstance(item, torch.Tensor) for item in batch):
+                image_processor = image_processor_of(model, processor)
+            pixel_values = to_pixel_values(batch, image_processor).to(device=vit.device, dtype=vit.dtype)
+            acts = hook_activations(model, hook_name, pixel_values)  # [batch, patches, d_in]
+            with torch.no_grad():
+                feature_acts = sae.encode(
+                    acts.to(device=sae.device, dtype=sae.dtype)
+                )  # [batch, patches, d_sae]
+            if feature_index is not None:
+                feature_acts = feature_acts[..., feature_index.to(feature_acts.device)]
+            mined.update(feature_acts, first)
+            bar.update(len(batch))
+            if out_dir is not None and mined.images_processed - last_checkpoint >= checkpoint_every:
+                mined.save(out_dir)
+                last_checkpoint = mined.images_processed
+    finally:
+        bar.close()
+    mined.to("cpu")
+    if out_dir is not None:
+        mined.save(out_dir)
+    return mined
