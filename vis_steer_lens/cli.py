@@ -172,10 +172,23 @@ def cmd_toy_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vis_steer_lens.demo import print_demo, run_demo
+
+    print_demo(run_demo(args.out, progress=not args.quiet))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vis-steer-lens", description=__doc__.splitlines()[0])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="the main job on the toy world: explain, score and compare every method"
+    )
+    demo.add_argument("--out", default="demo_out", help="output folder (rerun to resume)")
+    demo.set_defaults(func=cmd_demo)
 
     explain = sub.add_parser("explain", help="explain SAE features by steering, top-k or the hybrid")
     _add_model_args(explain)

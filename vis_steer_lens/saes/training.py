@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -34,15 +34,18 @@ def _activation_stream(
     patches_per_image: int | None,
     generator: torch.Generator,
     progress: tqdm | None,
+    select_patches: Callable[[list[Any]], tuple[list[Any], torch.Tensor]] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Patch-token activations ``[n, d_in]``, one item per image batch."""
-    for images in image_batches:
+    for items in image_batches:
+        images, keep = select_patches(items) if select_patches is not None else (items, None)
         acts = hook_activations(model, hook_name, to_pixel_values(images, image_processor))
         acts = acts.flatten(-2) if acts.ndim == 4 else acts  # per-head hooks: heads side by side
         if patches_per_image is not None and patches_per_image < acts.shape[1]:
-            keep = torch.rand(acts.shape[:2], generator=generator).argsort(dim=1)[:, :patches_per_image]
-            acts = torch.gather(acts, 1, keep.unsqueeze(-1).expand(-1, -1, acts.shape[-1]))
-        rows = acts.reshape(-1, acts.shape[-1]).float()
+            chosen = torch.rand(acts.shape[:2], generator=generator).argsort(dim=1)[:, :patches_per_image]
+            acts = torch.gather(acts, 1, chosen.unsqueeze(-1).expand(-1, -1, acts.shape[-1]))
+        rows = acts[keep.to(acts.device)] if keep is not None else acts.reshape(-1, acts.shape[-1])
+        rows = rows.float()
         if progress is not None:
             progress.update(rows.shape[0])
         yield rows
@@ -60,6 +63,7 @@ def train_sae(
     batch_size: int = 4096,
     image_batch_size: int = 32,
     patches_per_image: int | None = None,
+    select_patches: Callable[[list[Any]], tuple[list[Any], torch.Tensor]] | None = None,
     n_eval_images: int = 64,
     processor: Any = None,
     dataset_name: str | None = None,
@@ -88,6 +92,10 @@ def train_sae(
         batch_size: Tokens per optimisation step.
         image_batch_size: Images per forward pass of the tower.
         patches_per_image: Keep this many random patches of each image (``None``: all).
+        select_patches: Curate which patch tokens train the SAE: a function of a batch of raw
+            items returning ``(images, keep)``, ``keep`` a bool ``[batch, patches]`` mask (e.g.
+            to thin out background patches). Not used with ``patches_per_image``. The
+            held-out quality report uses every patch.
         n_eval_images: Held-out images for the quality report.
         processor: Image processor for PIL images; defaults to the HookedVLM's.
         dataset_name: Recorded as ``cfg.metadata.dataset_path``.
@@ -110,6 +118,8 @@ def train_sae(
     image_iter = iter(images) if isinstance(images, torch.Tensor) else iter_images(images)
 
     eval_images = list(itertools.islice(image_iter, n_eval_images))
+    if select_patches is not None and eval_images:
+        eval_images = select_patches(eval_images)[0]
     eval_acts = None
     if eval_images:
         eval_acts = torch.cat(
@@ -128,7 +138,14 @@ def train_sae(
 
     bar = tqdm(total=total_training_samples, desc=f"SAE {hook}", unit="tok", disable=not progress)
     stream = _activation_stream(
-        model, hook, batched(image_iter, image_batch_size), image_processor, patches_per_image, generator, bar
+        model,
+        hook,
+        batched(image_iter, image_batch_size),
+        image_processor,
+        patches_per_image,
+        generator,
+        bar,
+        select_patches,
     )
     metadata = vision_sae_metadata(
         hook,

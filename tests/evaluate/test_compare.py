@@ -1,0 +1,59 @@
+"""compare(): every method and control on the same features, one table, resumable."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import build_tiny_toy_vlm, random_sae
+
+from vis_steer_lens.evaluate import ToyGenerator
+from vis_steer_lens.evaluate.compare import DEFAULT_RUNS, compare, format_table
+from vis_steer_lens.image_sources import ToyImages
+from vis_steer_lens.mining import mine_top_activations
+
+
+@pytest.fixture(scope="module")
+def setup():
+    vlm = build_tiny_toy_vlm()
+    sae = random_sae(d_in=32, d_sae=8, hook_name="blocks.1.hook_resid_post", k=2)
+    mined = mine_top_activations(vlm, sae, ToyImages(seed=3, n=30), k=3, batch_size=30, progress=False)
+    reference = ToyImages(seed=4, n=12)
+    return vlm, sae, mined, [reference[i] for i in range(len(reference))]
+
+
+def test_compare_runs_every_method_and_tabulates(setup, tmp_path):
+    vlm, sae, mined, reference = setup
+    features = [0, 1, 2, 3]
+    concepts = pd.DataFrame(
+        {
+            "feature": features,
+            "best_object_concept": ["red", "circle", "blue", "large"],
+            "clear": True,
+        }
+    )
+    kwargs = dict(
+        mined=mined,
+        generator=ToyGenerator(),
+        reference_images=reference,
+        concepts=concepts,
+        prompt="toy",
+        steering_coefficient=20.0,
+        max_new_tokens=6,
+        n_images=2,
+        k_images=3,
+        out_dir=tmp_path,
+        progress=False,
+    )
+    result = compare(vlm, sae, features, **kwargs)
+    assert len(result.explanations) == len(DEFAULT_RUNS) * len(features)
+    assert result.table["method_label"].tolist()[0] == "steering"
+    assert len(result.table) == len(DEFAULT_RUNS)
+    for column in ("auroc_mean", "auroc_mean_lo", "auroc_max", "global_auroc_mean", "accuracy", "n_clear"):
+        assert column in result.table
+    assert result.table["auroc_mean"].between(0, 1).all()
+    assert (result.table["auroc_mean_lo"] <= result.table["auroc_mean"] + 1e-9).all()
+    assert len(result.figure.data) == 3
+    assert "AUROC mean" in format_table(result.table)
+    # A rerun on the same folder resumes: nothing is generated again, the table is the same.
+    again = compare(vlm, sae, features, **kwargs)
+    pd.testing.assert_frame_equal(again.table, result.table)

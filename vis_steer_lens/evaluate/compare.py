@@ -1,0 +1,213 @@
+"""One table comparing explanation methods, in the form of the paper's: method x metric, with intervals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer
+from vis_steer_lens.evaluate.ground_truth import ground_truth_accuracy
+from vis_steer_lens.evaluate.metrics import method_label
+from vis_steer_lens.explain import SteeringExplainer, SteeringInformedTopKExplainer, TopKExplainer
+
+#: The runs of a comparison: (method, direction). Controls are the steering directions that are not the SAE's.
+DEFAULT_RUNS: tuple[tuple[str, str], ...] = (
+    ("steering", "sae"),
+    ("topk", "sae"),
+    ("hybrid", "sae"),
+    ("steering", "random_norm_matched"),
+    ("steering", "permuted"),
+)
+
+
+@dataclass
+class Comparison:
+    """Everything a comparison produced.
+
+    Attributes:
+        explanations: One row per (run, feature), all explainers' columns.
+        scores: One row per explanation: AUROC from generation (mean and max pooling).
+        table: One row per method label: AUROCs with bootstrap intervals, the paper's global
+            AUROC, and (with ground truth) accuracy on features with a clear concept.
+        figure: The table as a plotly figure.
+        calibration: The steering coefficient sweep, when the coefficient was ``"auto"``.
+    """
+
+    explanations: pd.DataFrame
+    scores: pd.DataFrame
+    table: pd.DataFrame
+    figure: go.Figure
+    calibration: pd.DataFrame | None = None
+
+
+def _explainer(method: str, direction: str, vlm, sae, mined, settings: dict[str, Any]):
+    common = dict(prompt=settings["prompt"], max_new_tokens=settings["max_new_tokens"], seed=settings["seed"])
+    if method == "steering":
+        return SteeringExplainer(
+            vlm,
+            sae,
+            coefficient=settings["steering_coefficient"],
+            empty_image=settings["empty_image"],
+            batch_size=settings["batch_size"],
+            direction=direction,
+            **common,
+        )
+    topk = dict(
+        k_images=settings["k_images"], display=settings["display"], batch_size=settings["topk_batch_size"]
+    )
+    if method == "topk":
+        return TopKExplainer(mined, vlm, sae=sae, direction=direction, **topk, **common)
+    if method == "hybrid":
+        return SteeringInformedTopKExplainer(
+            mined,
+            vlm,
+            sae=sae,
+            coefficient=settings["hybrid_coefficient"],
+            direction=direction,
+            **topk,
+            **common,
+        )
+    raise ValueError(f"Unknown method {method!r}; expected steering, topk or hybrid.")
+
+
+def compare(
+    vlm: Any,
+    sae: Any,
+    features: list[int],
+    *,
+    mined: Any,
+    generator: Any,
+    reference_images: list[Any],
+    concepts: pd.DataFrame | None = None,
+    runs: tuple[tuple[str, str], ...] = DEFAULT_RUNS,
+    prompt: str = "default",
+    steering_coefficient: float | str = "auto",
+    hybrid_coefficient: float = 1.0,
+    empty_image: str = "white",
+    k_images: int = 5,
+    display: str = "mask",
+    max_new_tokens: int = 48,
+    batch_size: int = 32,
+    topk_batch_size: int = 8,
+    n_images: int = 3,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Comparison:
+    """Explain the same features by every method and control, score them, and tabulate.
+
+    Args:
+        vlm: The subject (and explainer) HookedVLM.
+        sae: The SAE whose features are explained.
+        features: Feature ids (usually the live ones).
+        mined: Mined top activations (for Top-k and the hybrid).
+        generator: Text-to-image generator for the AUROC (the toy renderer, or diffusers).
+        reference_images: Negatives for the AUROC (random dataset images).
+        concepts: Toy-world ground truth (:func:`feature_concepts` output or its summary); adds
+            an accuracy column.
+        runs: ``(method, direction)`` pairs to run.
+        prompt: Prompt preset for all explainers.
+        steering_coefficient: Steering coefficient (number or ``"auto"``; the sweep runs once
+            and its choice is used by every steering run).
+        hybrid_coefficient: Hybrid coefficient, a multiple of each image's patch norm.
+        empty_image: Empty image of the steering runs.
+        k_images: Top images per Top-k prompt.
+        display: ``"mask"`` or ``"heatmap"``.
+        max_new_tokens: Generation cap for every explainer.
+        batch_size: Features per ``generate`` for steering.
+        topk_batch_size: Features per ``generate`` for Top-k and the hybrid.
+        n_images: Generated images per explanation.
+        seed: Seeds the explainers and the image generation.
+        out_dir: Where each run's explanations and the scores are written as they finish;
+            a rerun resumes.
+        progress: Show progress bars.
+    """
+    out = Path(out_dir) if out_dir is not None else None
+    settings = dict(
+        prompt=prompt,
+        steering_coefficient=steering_coefficient,
+        hybrid_coefficient=hybrid_coefficient,
+        empty_image=empty_image,
+        k_images=k_images,
+        display=display,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        topk_batch_size=topk_batch_size,
+        seed=seed,
+    )
+    calibration = None
+    frames = []
+    for method, direction in runs:
+        explainer = _explainer(method, direction, vlm, sae, mined, settings)
+        if method == "steering" and settings["steering_coefficient"] == "auto":
+            calibration = explainer.calibrate()
+            settings["steering_coefficient"] = (
+                explainer.chosen_coefficient
+            )  # one choice for every steering run
+            explainer.coefficient = explainer.chosen_coefficient
+        path = None if out is None else out / "explanations" / f"{method}-{direction}.jsonl"
+        frames.append(explainer.explain(features, out=path, progress=progress))
+    explanations = pd.concat(frames, ignore_index=True)
+    explanations["method_label"] = [
+        method_label(m, d) for m, d in zip(explanations["method"], explanations["direction"], strict=True)
+    ]
+
+    scorer = GenerationAUROCScorer(vlm, sae, generator, reference_images, n_images=n_images, seed=seed)
+    scores = scorer.score(
+        explanations, progress=progress, out_path=None if out is None else out / "scores.jsonl"
+    )
+    table = scorer.summary(scores)
+    if concepts is not None:
+        accuracy = ground_truth_accuracy(explanations, concepts, seed=seed)
+        table = table.merge(accuracy, on="method_label", how="left")
+    order = {method_label(m, d): i for i, (m, d) in enumerate(runs)}
+    table = table.sort_values("method_label", key=lambda s: s.map(order)).reset_index(drop=True)
+    return Comparison(explanations, scores, table, comparison_figure(table), calibration)
+
+
+def comparison_figure(table: pd.DataFrame) -> go.Figure:
+    """Bars per method: mean AUROC (mean and max pooling) and ground-truth accuracy, with 95% intervals."""
+    panels = [("auroc_mean", "AUROC (mean over patches)"), ("auroc_max", "AUROC (max over patches)")]
+    if "accuracy" in table:
+        panels.append(("accuracy", "ground-truth accuracy"))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for _, title in panels])
+    for col, (column, _) in enumerate(panels, start=1):
+        fig.add_trace(
+            go.Bar(
+                x=table["method_label"],
+                y=table[column],
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=table[f"{column}_hi"] - table[column],
+                    arrayminus=table[column] - table[f"{column}_lo"],
+                ),
+                showlegend=False,
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_yaxes(range=[0, 1.05], row=1, col=col)
+    fig.update_layout(title="Explanation methods compared (95% bootstrap intervals)", template="plotly_white")
+    return fig
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The comparison as text: ``value [lo, hi]`` per metric."""
+    lines = []
+    columns = [("auroc_mean", "AUROC mean"), ("auroc_max", "AUROC max")]
+    columns += [(c, n) for c, n in (("accuracy", "GT accuracy"),) if c in table]
+    header = f"{'method':<32}" + "".join(f"{name:>22}" for _, name in columns)
+    header += f"{'global AUROC (mean/max)':>26}"
+    lines.append(header)
+    for _, row in table.iterrows():
+        cells = "".join(f"{row[c]:>8.3f} [{row[c + '_lo']:.2f}, {row[c + '_hi']:.2f}]" for c, _ in columns)
+        lines.append(
+            f"{row['method_label']:<32}{cells}{row['global_auroc_mean']:>14.3f} / {row['global_auroc_max']:.3f}"
+        )
+    return "\n".join(lines)
