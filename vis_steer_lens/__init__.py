@@ -4,9 +4,11 @@ The public API lives here; everything else is private unless a submodule documen
 """
 
 from vis_steer_lens.adapters import UnsupportedModelError, VLMAdapter, register_adapter
+from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
 from vis_steer_lens.hook_names import UnknownHookNameError, canonical_hook_name, equivalent_names
 from vis_steer_lens.hooked_vit import HookedViT, HookedViTConfig
 from vis_steer_lens.hooked_vlm import HookedVLM
+from vis_steer_lens.mining import MinedActivations, mine_top_activations
 from vis_steer_lens.saes import (
     FeatureIndexError,
     SAEModelMismatchError,
@@ -30,6 +32,10 @@ __all__ = [
     "canonical_hook_name",
     "check_sae_fits",
     "equivalent_names",
+    "export_dashboard",
+    "export_neuronpedia",
+    "MinedActivations",
+    "mine_top_activations",
     "list_vision_releases",
     "load_sae",
     "register_adapter",

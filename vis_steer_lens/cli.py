@@ -179,6 +179,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
+
+    index = export_dashboard(args.results, args.out)
+    print(f"Dashboard: {index} (open it in a browser; it works from file://)")
+    if args.neuronpedia:
+        batches = export_neuronpedia(
+            args.results, args.neuronpedia, model_id=args.model_id, layer=args.layer, sae_set=args.sae_set
+        )
+        print(f"Neuronpedia export: {len(batches)} batch files in {args.neuronpedia}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vis-steer-lens", description=__doc__.splitlines()[0])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -189,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="demo_out", help="output folder (rerun to resume)")
     demo.set_defaults(func=cmd_demo)
+
+    dashboard = sub.add_parser(
+        "dashboard", help="static HTML dashboard (and Neuronpedia export) of a results folder"
+    )
+    dashboard.add_argument(
+        "--results", required=True, help="a folder written by `demo` (mined/, explanations, scores)"
+    )
+    dashboard.add_argument("--out", required=True)
+    dashboard.add_argument("--neuronpedia", help="also write Neuronpedia batch files to this folder")
+    dashboard.add_argument("--model-id", default=None)
+    dashboard.add_argument("--layer", type=int, default=None)
+    dashboard.add_argument("--sae-set", default=None)
+    dashboard.set_defaults(func=cmd_dashboard)
 
     explain = sub.add_parser("explain", help="explain SAE features by steering, top-k or the hybrid")
     _add_model_args(explain)

@@ -37,7 +37,8 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
 
     Writes ``explanations.parquet``, ``scores.csv``, ``comparison.csv``, ``comparison.html``,
     ``feature_concepts.csv`` (ground truth), ``coefficient_sweep.csv``, the mined top images
-    (``mined/``) and ``demo.json``. Every stage resumes when rerun with the same folder.
+    (``mined/``), a static dashboard (``dashboard/index.html``), a Neuronpedia export
+    (``neuronpedia/``) and ``demo.json``. Every stage resumes when rerun with the same folder.
 
     Args:
         out_dir: Output folder.
@@ -118,6 +119,11 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     result.figure.write_html(out / "comparison.html", include_plotlyjs=True)
     if result.calibration is not None:
         result.calibration.to_csv(out / "coefficient_sweep.csv", index=False)
+    from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
+
+    export_dashboard(out, out / "dashboard")
+    export_neuronpedia(out, out / "neuronpedia")
+    timings["dashboard"] = time.perf_counter() - start - sum(timings.values())
     n_clear = int(summary["clear"].sum())
     text = format_table(result.table)
     timings["total"] = time.perf_counter() - start

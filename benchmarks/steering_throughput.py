@@ -1,0 +1,225 @@
+"""Features explained per second: SteeringExplainer against the paper's procedure, side by side.
+
+(a) ``SteeringExplainer`` as built: the empty image's activations below the hook reused, one
+    ``generate`` per batch, each row stopping at its sentence end.
+(b) The authors' procedure, reimplemented as the baseline: batches of 8 features, the whole
+    model rerun for each batch with a plain PyTorch forward hook on the vision encoder layer's
+    output adding each row's direction, ``max_new_tokens`` fixed: a batch decodes until every
+    row has emitted EOS or the cap is reached (no stop at the end of a sentence).
+(c) A floor: plain unsteered batched ``generate`` of (a)'s batch size, as many new tokens as (a)
+    produced on average (rounded up).
+
+Both (a) and (b) explain the same features; the script checks that their explanations (first
+sentence) agree and prints the ratios (a)/(b) (target >= 3x) and (a)/(c) (target >= 0.9).
+
+    python benchmarks/steering_throughput.py                       # the shipped toy VLM and SAE
+    python benchmarks/steering_throughput.py --random-weights gemma-3-4b --device cuda --features 64
+
+With ``--random-weights gemma-3-4b`` the real Gemma 3 4B architecture is built with random
+weights (no download) and a random SAE at vision layer 16; both sides then decode a fixed
+number of tokens (``--fixed-tokens``), since random text has no sentence ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+
+from vis_steer_lens import HookedVLM
+from vis_steer_lens.explain import SteeringExplainer
+from vis_steer_lens.explain.text import clean_explanation
+
+
+def toy_setup(device: str):
+    from vis_steer_lens import toy
+
+    bundle = toy.load(device=device)
+    return bundle.vlm, bundle.sae, "toy"
+
+
+def random_gemma3_4b(device: str, dtype: torch.dtype):
+    """Gemma 3 4B's architecture with random weights, a word-level processor, and a random SAE at layer 16."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    from vis_steer_lens.saes import vision_sae_metadata
+    from vis_steer_lens.toy import build_tokenizer
+    from vis_steer_lens.toy.tokenizer import build_processor, special_token_ids
+
+    tokenizer = build_tokenizer()
+    ids = special_token_ids(tokenizer)
+    vision = dict(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27,
+        num_attention_heads=16,
+        image_size=896,
+        patch_size=14,
+        vision_use_head=False,
+    )
+    text = dict(
+        hidden_size=2560,
+        intermediate_size=10240,
+        num_hidden_layers=34,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+        vocab_size=max(262_208, ids["vocab_size"]),
+        max_position_embeddings=4096,
+        sliding_window=1024,
+    )
+    config = Gemma3Config(
+        vision_config=vision,
+        text_config=text,
+        mm_tokens_per_image=256,
+        image_token_index=ids["image_token_id"],
+        boi_token_index=ids["boi_token_id"],
+        eoi_token_index=ids["eoi_token_id"],
+    )
+    with torch.device(device):
+        model = Gemma3ForConditionalGeneration(config).to(dtype).eval()
+    processor = build_processor(tokenizer, image_size=896, mm_tokens_per_image=256)
+    vlm = HookedVLM.from_hf(model, processor, model_name="random-gemma-3-4b")
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    sae = TopKSAE(TopKSAEConfig(d_in=1152, d_sae=8192, k=25, device=device)).to(dtype)
+    with torch.no_grad():
+        sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
+    for key, value in vision_sae_metadata("blocks.16.hook_resid_post", "random-gemma-3-4b").items():
+        sae.cfg.metadata[key] = value
+    return vlm, sae, "default"
+
+
+def paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, empty_pixels, batch_size=8):
+    """The authors' loop: full model per batch, HF forward hook on the encoder layer, fixed length."""
+    explainer = SteeringExplainer(
+        vlm, sae, coefficient=coefficient, prompt=prompt, max_new_tokens=max_new_tokens
+    )
+    layer_index = int(explainer.hook_name.split(".")[1])
+    layer = vlm.adapter.vision_tower(vlm.hf_model).encoder.layers[layer_index]
+    inputs = {k: v for k, v in explainer._inputs.items()}
+    tokenizer = explainer._tokenizer
+    prefix = explainer.prompt.prefix("steering")
+    texts = []
+    for start in range(0, len(features), batch_size):
+        chunk = features[start : start + batch_size]
+        delta = coefficient * sae.W_dec.detach()[chunk].to(vlm.device, vlm.dtype).unsqueeze(1)
+
+        def add(module, args, output, delta=delta):
+            return output + delta
+
+        handle = layer.register_forward_hook(add)
+        try:
+            with torch.no_grad():
+                batch = {k: v.expand(len(chunk), -1) for k, v in inputs.items()}
+                tokens = vlm.hf_model.generate(
+                    **batch,
+                    pixel_values=empty_pixels.expand(len(chunk), -1, -1, -1),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+        finally:
+            handle.remove()
+        prompt_length = batch["input_ids"].shape[1]
+        for row in tokens[:, prompt_length:]:
+            texts.append(clean_explanation(tokenizer.decode(row, skip_special_tokens=True), prefix))
+    return texts
+
+
+def timed(fn, device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--features", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=40, help="the baseline decodes this many tokens"
+    )
+    parser.add_argument(
+        "--coefficient", type=float, default=None, help="default: 2x the hook's mean patch norm"
+    )
+    parser.add_argument("--random-weights", choices=["gemma-3-4b"], default=None)
+    parser.add_argument("--fixed-tokens", type=int, default=None, help="force this length on both sides")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    if args.random_weights:
+        vlm, sae, prompt = random_gemma3_4b(
+            args.device, torch.bfloat16 if args.device != "cpu" else torch.float32
+        )
+        args.fixed_tokens = args.fixed_tokens or 16
+    else:
+        vlm, sae, prompt = toy_setup(args.device)
+    max_new_tokens = args.fixed_tokens or args.max_new_tokens
+    features = list(range(min(args.features, sae.cfg.d_sae)))
+
+    probe = SteeringExplainer(vlm, sae, coefficient=1.0, prompt=prompt)
+    coefficient = args.coefficient if args.coefficient is not None else 2.0 * probe.patch_norm()
+    ours = SteeringExplainer(
+        vlm,
+        sae,
+        coefficient=coefficient,
+        prompt=prompt,
+        batch_size=args.batch_size,
+        max_new_tokens=max_new_tokens,
+        stop_at_sentence_end=args.fixed_tokens is None,
+    )
+    ours.explain(features[: min(4, len(features))], progress=False)  # warm up
+    frame, t_ours = timed(lambda: ours.explain(features, progress=False), args.device)
+    baseline, t_base = timed(
+        lambda: paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, ours._pixels),
+        args.device,
+    )
+
+    tokenizer = ours._tokenizer
+    mean_new = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in frame["raw_generation"])
+    floor_tokens = args.fixed_tokens or max(1, math.ceil(mean_new / len(frame)))
+
+    def floor():
+        for start in range(0, len(features), args.batch_size):
+            n = len(features[start : start + args.batch_size])
+            batch = {k: v.expand(n, -1) for k, v in ours._inputs.items()}
+            with torch.no_grad():
+                vlm.hf_model.generate(
+                    **batch,
+                    pixel_values=ours._pixels.expand(n, -1, -1, -1),
+                    max_new_tokens=floor_tokens,
+                    min_new_tokens=floor_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+
+    _, t_floor = timed(floor, args.device)
+    agree = sum(a == b for a, b in zip(frame["explanation"], baseline, strict=True)) / len(features)
+    n = len(features)
+    print(
+        f"model {vlm.model_name}, SAE {sae.cfg.metadata.hook_name}, {n} features, device {args.device}, "
+        f"{torch.get_num_threads()} threads, coefficient {coefficient:.1f}"
+    )
+    print(f"(a) SteeringExplainer  batch {args.batch_size:>3}: {n / t_ours:8.2f} features/s ({t_ours:.1f} s)")
+    print(
+        f"(b) paper procedure    batch   8: {n / t_base:8.2f} features/s ({t_base:.1f} s, {max_new_tokens} tokens)"
+    )
+    print(
+        f"(c) unsteered generate batch {args.batch_size:>3}: {n / t_floor:8.2f} features/s ({floor_tokens} tokens)"
+    )
+    print(f"explanations identical (first sentence): {agree:.1%}")
+    print(f"ratio (a)/(b) = {t_base / t_ours:.2f}x  (target >= 3)")
+    print(f"ratio (a)/(c) = {t_floor / t_ours:.2f}   (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()

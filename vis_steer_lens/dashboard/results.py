@@ -1,0 +1,187 @@
+"""Reading a results folder (a demo or comparison output) for the dashboards.
+
+A results folder holds ``mined/`` (required: :class:`~vis_steer_lens.mining.MinedActivations`) and,
+when present, ``explanations.parquet``, ``scores.csv``, ``feature_concepts.csv`` and
+``coefficient_sweep.csv``. Both exporters read it through :class:`DashboardResults`, so they agree
+on which features exist and which explanation belongs to which method.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from vis_steer_lens.evaluate.metrics import method_label
+from vis_steer_lens.mining import TOP_FILE, MinedActivations
+
+MINED_DIR = "mined"
+EXPLANATIONS_FILE = "explanations.parquet"
+SCORES_FILE = "scores.csv"
+CONCEPTS_FILE = "feature_concepts.csv"
+SWEEP_FILE = "coefficient_sweep.csv"
+
+
+def _clean(value: Any) -> Any:
+    """A JSON-safe Python value: NaN/inf become ``None``, numpy scalars become Python ones."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _read_optional_csv(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.is_file() else None
+
+
+@dataclass(eq=False)
+class DashboardResults:
+    """The parts of a results folder the dashboards show.
+
+    Attributes:
+        root: The results folder.
+        mined: Mined top images and statistics (``root/mined``).
+        explanations: One row per (method, direction, feature), or ``None``.
+        scores: Per-explanation AUROCs (``scores.csv``), or ``None``.
+        concepts: Toy-world ground truth per feature (``feature_concepts.csv``), or ``None``.
+        sweep: The steering coefficient sweep (``coefficient_sweep.csv``), or ``None``.
+    """
+
+    root: Path
+    mined: MinedActivations
+    explanations: pd.DataFrame | None
+    scores: pd.DataFrame | None
+    concepts: pd.DataFrame | None
+    sweep: pd.DataFrame | None
+
+    @classmethod
+    def load(cls, results_dir: str | Path) -> DashboardResults:
+        """Open a results folder.
+
+        Raises:
+            FileNotFoundError: The folder, or its ``mined/`` results, is missing.
+        """
+        root = Path(results_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"Results folder {str(root)!r} does not exist.")
+        mined_dir = root / MINED_DIR
+        if not (mined_dir / TOP_FILE).is_file():
+            raise FileNotFoundError(
+                f"{str(root)!r} has no mined activations: expected {MINED_DIR}/{TOP_FILE} "
+                "(run `mine_top_activations(..., out_dir=RESULTS/mined)` or the demo first)."
+            )
+        mined = MinedActivations.load(mined_dir)
+        explanations = None
+        if (root / EXPLANATIONS_FILE).is_file():
+            explanations = pd.read_parquet(root / EXPLANATIONS_FILE)
+            if "method_label" not in explanations:
+                directions = explanations.get("direction", pd.Series(["sae"] * len(explanations)))
+                explanations["method_label"] = [
+                    method_label(m, d) for m, d in zip(explanations["method"], directions, strict=True)
+                ]
+        scores = _read_optional_csv(root / SCORES_FILE)
+        if scores is not None and "method_label" not in scores:
+            scores["method_label"] = [
+                method_label(m, d) for m, d in zip(scores["method"], scores["direction"], strict=True)
+            ]
+        return cls(
+            root=root,
+            mined=mined,
+            explanations=explanations,
+            scores=scores,
+            concepts=_read_optional_csv(root / CONCEPTS_FILE),
+            sweep=_read_optional_csv(root / SWEEP_FILE),
+        )
+
+    # -- per feature --------------------------------------------------------------------------------
+
+    @property
+    def features(self) -> list[int]:
+        """Every mined feature id, in mining order."""
+        return self.mined.feature_ids.tolist()
+
+    @property
+    def method_labels(self) -> list[str]:
+        """Explanation methods present, in first-seen order."""
+        if self.explanations is None:
+            return []
+        return list(dict.fromkeys(self.explanations["method_label"]))
+
+    def explanation_records(self) -> dict[int, list[dict[str, Any]]]:
+        """Per feature, its explanations (one dict per method) with their scores merged in."""
+        if self.explanations is None:
+            return {}
+        frame = self.explanations
+        if self.scores is not None:
+            keys = ["feature", "method_label"]
+            score_cols = [c for c in ("auroc_mean", "auroc_max") if c in self.scores]
+            frame = frame.merge(
+                self.scores[keys + score_cols].drop_duplicates(keys), on=keys, how="left", validate="m:1"
+            )
+        wanted = [
+            "method",
+            "direction",
+            "method_label",
+            "explanation",
+            "raw_generation",
+            "coefficient",
+            "prompt_id",
+            "model_name",
+            "image_ids",
+            "auroc_mean",
+            "auroc_max",
+        ]
+        columns = [c for c in wanted if c in frame]
+        out: dict[int, list[dict[str, Any]]] = {}
+        for feature, record in zip(frame["feature"].tolist(), frame[columns].to_dict("records"), strict=True):
+            record = {key: _clean(value) for key, value in record.items()}
+            ids = record.get("image_ids")
+            if isinstance(ids, str):  # the demo stores image ids as JSON text
+                record["image_ids"] = json.loads(ids)
+            elif ids is not None and not isinstance(ids, list):
+                record["image_ids"] = [int(i) for i in ids]
+            out.setdefault(int(feature), []).append(record)
+        return out
+
+    def concept_records(self) -> dict[int, dict[str, Any]]:
+        """Per feature, its ground-truth concept row (toy world only)."""
+        if self.concepts is None:
+            return {}
+        return {
+            int(row["feature"]): {k: _clean(v) for k, v in row.items()}
+            for row in self.concepts.to_dict("records")
+        }
+
+    def top_images(self, feature: int) -> list[tuple[int, float, torch.Tensor]]:
+        """The feature's kept images that it actually fired on, best first."""
+        return [(i, s, amap) for i, s, amap in self.mined.top_images(feature) if s > 0]
+
+    def image(self, image_id: int) -> Image.Image:
+        """Source image ``image_id`` as an RGB PIL image (pixel tensors are min-max scaled)."""
+        item = self.mined.image(image_id)
+        if isinstance(item, Image.Image):
+            return item.convert("RGB")
+        array = item.detach().float().cpu() if isinstance(item, torch.Tensor) else torch.as_tensor(item)
+        if array.ndim == 3 and array.shape[0] in (1, 3):
+            array = array.permute(1, 2, 0)
+        array = array - array.min()
+        array = (array / array.max().clamp(min=1e-8) * 255).round().to(torch.uint8).numpy()
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+        return Image.fromarray(array).convert("RGB")
+
+
+def patch_labels(grid_size: int) -> list[str]:
+    """Labels ``p(row,col)`` of the patches in row-major order (the order of a flattened map)."""
+    return [f"p({r},{c})" for r in range(grid_size) for c in range(grid_size)]
+
+
+__all__ = ["DashboardResults", "patch_labels"]
