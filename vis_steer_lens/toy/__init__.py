@@ -1,5 +1,7 @@
 """The toy world: procedural concept images with known ground truth, a renderer, a tokenizer and tasks."""
 
+from vis_steer_lens.toy.evaluation import caption_accuracy, highlight_accuracy, topk_accuracy
+from vis_steer_lens.toy.loading import ToyBundle, load, toy_model_path, toy_sae_path
 from vis_steer_lens.toy.renderer import ToyRenderer, concepts_in_order, concepts_in_text
 from vis_steer_lens.toy.tasks import (
     Example,
@@ -27,6 +29,13 @@ from vis_steer_lens.toy.world import (
 )
 
 __all__ = [
+    "ToyBundle",
+    "caption_accuracy",
+    "highlight_accuracy",
+    "load",
+    "toy_model_path",
+    "toy_sae_path",
+    "topk_accuracy",
     "CATEGORIES",
     "CELL_POSITIONS",
     "COLORS",

@@ -106,15 +106,14 @@ def build_toy_model(config: Gemma3Config, seed: int = 0) -> Gemma3ForConditional
         A float32 `Gemma3ForConditionalGeneration` in train mode, with a generation config that stops
         at `<eos>`/`<end_of_turn>` and pads with `<pad>`.
     """
-    devices = []
-    with torch.random.fork_rng(devices=devices):
+    # Seeded without disturbing the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Gemma3ForConditionalGeneration(config)
         projector = model.model.multi_modal_projector
         with torch.no_grad():
             projector.mm_input_projection_weight.normal_(0.0, config.initializer_range)
-    eos = config.eos_token_id
-    model.generation_config.eos_token_id = eos
+    model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
     model.generation_config.bos_token_id = config.bos_token_id
     return model.train()

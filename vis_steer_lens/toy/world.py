@@ -363,7 +363,9 @@ def heatmap_overlay(
         A new 64×64 RGB image.
     """
     grid = _cell_grid(activations, "activations").astype(np.float32)
-    return display.heatmap_overlay(_as_array(image), grid, CELL_SIZE, max_value=max_value, max_alpha=max_alpha)
+    return display.heatmap_overlay(
+        _as_array(image), grid, CELL_SIZE, max_value=max_value, max_alpha=max_alpha
+    )
 
 
 class ToyWorld:
