@@ -61,3 +61,34 @@ def test_explain_rejects_bad_input(saved):
         main(base + ["--features", "10:20", "--coefficient", "1"])
     with pytest.raises(SystemExit, match="--mined"):
         main(base + ["--method", "topk"])
+
+
+def test_evaluate_scores_an_explanations_file_and_resumes(tmp_path, capsys):
+    """On the toy world's defaults: toy renderer as the generator, toy images as the reference."""
+    explanations = pd.DataFrame(
+        {
+            "feature": [0, 1],
+            "explanation": ["red circle", "blue square"],
+            "method": "steering",
+            "direction": "sae",
+        }
+    )
+    path = tmp_path / "explanations.csv"
+    explanations.to_csv(path, index=False)
+    args = [
+        "--quiet",
+        "evaluate",
+        "--explanations",
+        str(path),
+        "--out",
+        str(tmp_path / "ev"),
+        "--n-reference",
+        "40",
+    ]
+    assert main(args) == 0
+    scores = pd.read_csv(tmp_path / "ev" / "scores.csv")
+    assert scores["feature"].tolist() == [0, 1] and scores["auroc_mean"].between(0, 1).all()
+    assert "steering" in capsys.readouterr().out
+    lines = (tmp_path / "ev" / "scores.jsonl").read_text().splitlines()
+    assert main(args) == 0  # resumes: nothing scored twice
+    assert (tmp_path / "ev" / "scores.jsonl").read_text().splitlines() == lines

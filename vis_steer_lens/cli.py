@@ -54,12 +54,12 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
         )
         if sae is None:
             raise SystemExit("The toy world ships no SAE in this install; pass --sae.")
-        return bundle.vlm, sae, args.prompt or "toy"
+        return bundle.vlm, sae, getattr(args, "prompt", None) or "toy"
     if args.sae is None:
         raise SystemExit("--sae is required with --model.")
     vlm = HookedVLM.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype))
     sae = load_sae(args.sae, args.sae_id, model=vlm, device=args.device)
-    return vlm, sae, args.prompt or "default"
+    return vlm, sae, getattr(args, "prompt", None) or "default"
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -179,6 +179,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from vis_steer_lens.evaluate import DiffusersGenerator, GenerationAUROCScorer, ToyGenerator
+    from vis_steer_lens.evaluate.compare import format_table
+    from vis_steer_lens.explain import read_results
+    from vis_steer_lens.image_sources import ToyImages, as_image_source
+
+    explanations = read_results(args.explanations)
+    vlm, sae, _ = load_model_and_sae(args)
+    if args.model is None:
+        generator, reference = ToyGenerator(), ToyImages(seed=args.seed + 202, n=args.n_reference)
+    else:
+        if args.images is None or args.diffusers is None:
+            raise SystemExit(
+                "With --model, pass --images (reference images) and --diffusers (a text-to-image model)."
+            )
+        generator = DiffusersGenerator(args.diffusers, device=args.device)
+        reference = as_image_source(args.images)
+    count = min(args.n_reference, len(reference))
+    scorer = GenerationAUROCScorer(
+        vlm, sae, generator, [reference[i] for i in range(count)], n_images=args.n_images, seed=args.seed
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = scorer.score(explanations, progress=not args.quiet, out_path=out / "scores.jsonl")
+    table = scorer.summary(scores)
+    scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(
+        out / "scores.csv", index=False
+    )
+    table.to_csv(out / "summary.csv", index=False)
+    print(format_table(table))
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
 
@@ -202,6 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="demo_out", help="output folder (rerun to resume)")
     demo.set_defaults(func=cmd_demo)
+
+    evaluate = sub.add_parser("evaluate", help="score explanations written earlier (AUROC from generation)")
+    _add_model_args(evaluate)
+    evaluate.add_argument(
+        "--explanations", required=True, help="a .jsonl/.parquet/.csv file written by explain"
+    )
+    evaluate.add_argument("--out", required=True, help="output folder (rerun to resume)")
+    evaluate.add_argument("--images", help="reference images (folder or dataset); default: toy-world images")
+    evaluate.add_argument(
+        "--diffusers", help="text-to-image model, e.g. stabilityai/stable-diffusion-3.5-medium"
+    )
+    evaluate.add_argument("--n-images", type=int, default=3, help="generated images per explanation")
+    evaluate.add_argument("--n-reference", type=int, default=300)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(func=cmd_evaluate)
 
     dashboard = sub.add_parser(
         "dashboard", help="static HTML dashboard (and Neuronpedia export) of a results folder"
