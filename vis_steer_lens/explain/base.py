@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from vis_steer_lens.activations import batched
 from vis_steer_lens.explain.prompts import PromptSet
 from vis_steer_lens.explain.results import ResultsFile
+from vis_steer_lens.explain.text import SentenceEndStop
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids
 
@@ -130,6 +131,13 @@ class Explainer:
 
     def _explain_batch(self, features: list[int], direction_features: list[int]) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def _stopping_criteria(self, prompt_length: int) -> list | None:
+        """Per-row stop at the end of the answer's first sentence (if ``stop_at_sentence_end``)."""
+        if not getattr(self, "stop_at_sentence_end", False):
+            return None
+        prefix = self.prompt.prefix(self.method)
+        return [SentenceEndStop(self._tokenizer, prompt_length, prefix, self.prompt.strip)]
 
     def _row(self, feature: int, direction_feature: int, **fields: Any) -> dict[str, Any]:
         row = {

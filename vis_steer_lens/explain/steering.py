@@ -22,7 +22,7 @@ from sae_lens import SAE
 from vis_steer_lens.adapters import EMPTY_IMAGES
 from vis_steer_lens.explain.base import Explainer
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
-from vis_steer_lens.explain.text import SentenceEndStop, clean_explanation
+from vis_steer_lens.explain.text import clean_explanation
 from vis_steer_lens.saes.validation import check_sae_fits
 
 #: Multiples of the hook's mean patch norm tried by the ``"auto"`` coefficient sweep.
@@ -286,11 +286,7 @@ class SteeringExplainer(Explainer):
             inputs = {k: v.expand(batch, -1) for k, v in self._inputs.items()}
             prompt_length = inputs["input_ids"].shape[1]
             prefix = self.prompt.prefix(self.method)
-            stopping = (
-                [SentenceEndStop(self._tokenizer, prompt_length, prefix, self.prompt.strip)]
-                if self.stop_at_sentence_end
-                else None
-            )
+            stopping = self._stopping_criteria(prompt_length)
             tokens = vlm.generate(
                 **inputs,
                 image_features=image_features,

@@ -17,7 +17,7 @@ from sae_lens import SAE
 from vis_steer_lens.display import heatmap_overlay, mask_patches
 from vis_steer_lens.explain.base import Explainer
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
-from vis_steer_lens.explain.text import SentenceEndStop, clean_explanation
+from vis_steer_lens.explain.text import clean_explanation
 from vis_steer_lens.saes.validation import check_sae_fits
 
 
@@ -145,11 +145,7 @@ class TopKExplainer(Explainer):
             inputs = self.model.prompt_inputs(images, self.prompt.topk(self.display))
             prompt_length = inputs["input_ids"].shape[1]
             prefix = self.prompt.prefix(self.method)
-            stopping = (
-                [SentenceEndStop(self._tokenizer, prompt_length, prefix, self.prompt.strip)]
-                if self.stop_at_sentence_end
-                else None
-            )
+            stopping = self._stopping_criteria(prompt_length)
             hooks = self._steering_hook(
                 [features[i] for i in live], [direction_features[i] for i in live], [tops[i] for i in live]
             )
