@@ -25,7 +25,7 @@ DEMO_SETTINGS: dict[str, Any] = {
     "rank_by": "max",
     "steering_coefficient": "auto",
     "hybrid_coefficient": 1.0,
-    "n_images": 3,
+    "n_images": 10,
     "max_new_tokens": 40,
     "prompt": "toy",
     "seed": 0,

@@ -118,6 +118,7 @@ class HookedVLM(SAESplicingMixin, HookedRootModule):
         dtype: torch.dtype | None = None,
         revision: str | None = None,
         load_processor: bool = True,
+        model_name: str | None = None,
     ) -> HookedVLM:
         """Load a VLM and its processor from a hub id (``"google/gemma-3-4b-it"``) or a local folder.
 
@@ -128,6 +129,7 @@ class HookedVLM(SAESplicingMixin, HookedRootModule):
             revision: Hub revision.
             load_processor: Load the processor saved beside the model. A folder without one
                 gives ``processor=None`` (with a warning).
+            model_name: Name recorded in results and SAE metadata (default: ``name_or_path``).
 
         Raises:
             UnsupportedModelError: If no adapter knows the checkpoint's architecture.
@@ -144,7 +146,7 @@ class HookedVLM(SAESplicingMixin, HookedRootModule):
                 logger.warning(
                     "No processor loaded from %r (%s); pass one to HookedVLM.from_hf.", name_or_path, err
                 )
-        return cls(model, processor=processor, adapter=adapter, model_name=name_or_path)
+        return cls(model, processor=processor, adapter=adapter, model_name=model_name or name_or_path)
 
     @property
     def device(self) -> torch.device:

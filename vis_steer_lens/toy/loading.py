@@ -12,6 +12,8 @@ from vis_steer_lens.hooked_vlm import HookedVLM
 from vis_steer_lens.toy.world import ToyWorld
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+#: The toy model's name in results and SAE metadata (not its install path, which varies).
+TOY_MODEL_NAME = "vis_steer_lens/toy"
 
 
 def toy_model_path() -> Path:
@@ -57,7 +59,7 @@ def load(device: str | torch.device = "cpu", world_seed: int = 0) -> ToyBundle:
             f"No toy model at {path}; train one with vis_steer_lens.toy.training.train_toy_model and copy "
             "its model/ folder there."
         )
-    vlm = HookedVLM.from_pretrained(str(path), device=device, dtype=torch.float32)
+    vlm = HookedVLM.from_pretrained(str(path), device=device, dtype=torch.float32, model_name=TOY_MODEL_NAME)
     if vlm.processor is None:
         raise FileNotFoundError(f"The toy model folder {path} has no processor files.")
     sae = None
@@ -68,4 +70,4 @@ def load(device: str | torch.device = "cpu", world_seed: int = 0) -> ToyBundle:
     return ToyBundle(vlm=vlm, processor=vlm.processor, world=ToyWorld(world_seed), sae=sae)
 
 
-__all__ = ["ASSETS_DIR", "ToyBundle", "load", "toy_model_path", "toy_sae_path"]
+__all__ = ["ASSETS_DIR", "TOY_MODEL_NAME", "ToyBundle", "load", "toy_model_path", "toy_sae_path"]
