@@ -1,0 +1,62 @@
+"""The main job end to end on the shipped toy world: every output file, and a Neuronpedia batch
+that SAEDashboard's own parser accepts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from vis_steer_lens.cli import main
+
+from .test_neuronpedia import _schema_file
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["--quiet", "demo", "--out", str(out)]) == 0
+    return out
+
+
+def test_demo_writes_every_output(demo_dir, capsys):
+    for name in (
+        "explanations.parquet",
+        "scores.csv",
+        "comparison.csv",
+        "comparison.html",
+        "feature_concepts.csv",
+    ):
+        assert (demo_dir / name).is_file(), name
+    assert (demo_dir / "dashboard" / "index.html").is_file()
+    comparison = pd.read_csv(demo_dir / "comparison.csv")
+    assert comparison["method_label"].tolist() == [
+        "steering",
+        "topk",
+        "hybrid",
+        "steering (random direction)",
+        "steering (permuted direction)",
+    ]
+    explanations = pd.read_parquet(demo_dir / "explanations.parquet")
+    record = json.loads((demo_dir / "demo.json").read_text())
+    assert len(explanations) == 5 * record["n_features"] and record["n_features"] > 0
+    # Rerunning resumes from the folder and reproduces the table.
+    assert main(["--quiet", "demo", "--out", str(demo_dir)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(demo_dir / "comparison.csv"), comparison)
+
+
+def test_demo_neuronpedia_batch_loads_with_saedashboard(demo_dir):
+    path = _schema_file()
+    if path is None:
+        (pytest.fail if os.environ.get("VSL_REQUIRE_SAE_DASHBOARD") else pytest.skip)(
+            "SAEDashboard source not found; see tests/dashboard/test_neuronpedia.py for how to provide it."
+        )
+    spec = importlib.util.spec_from_file_location("_sae_dashboard_np_schema_demo", path)
+    schema = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(schema)
+    raw = json.loads((demo_dir / "neuronpedia" / "batch-0.json").read_text())
+    batch = schema.NeuronpediaDashboardBatch(**raw)
+    assert batch.to_dict() == raw and len(batch.features) > 0
