@@ -15,8 +15,6 @@ protocol (``len(positives)`` random images per feature) with less noise; pass
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from vis_steer_lens.activations import iter_images
 from vis_steer_lens.evaluate.encoding import FeatureEncoder, make_encoder, pooled_activations
 from vis_steer_lens.evaluate.generators import ImageGenerator
 from vis_steer_lens.evaluate.metrics import auroc, bootstrap_mean_ci, global_auroc, method_label
+from vis_steer_lens.jsonl import append_jsonl, read_jsonl
 from vis_steer_lens.saes.validation import check_feature_ids
 
 KEY_COLUMNS = ("sae_id", "feature", "method", "direction", "explanation_hash")
@@ -94,22 +93,9 @@ class _JsonlScores:
             self._load()
 
     def _load(self) -> None:
-        with open(self.path, "rb+") as f:
-            data = f.read()
-            good_end = 0
-            while True:
-                end = data.find(b"\n", good_end)
-                if end < 0:
-                    break
-                try:
-                    row = json.loads(data[good_end:end])
-                except json.JSONDecodeError:
-                    break
-                self._check(row)
-                self.rows[_key(row)] = row
-                good_end = end + 1
-            if good_end < len(data):
-                f.truncate(good_end)
+        for row in read_jsonl(self.path):
+            self._check(row)
+            self.rows[_key(row)] = row
 
     def _check(self, row: dict[str, Any]) -> None:
         differing = {k: (row.get(k), v) for k, v in self.settings.items() if row.get(k) != v}
@@ -121,13 +107,7 @@ class _JsonlScores:
             )
 
     def append(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        with open(self.path, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, rows)
         for row in rows:
             self.rows[_key(row)] = row
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from vis_steer_lens.jsonl import append_jsonl, read_jsonl
+
 
 class ResumeMismatchError(ValueError):
     """A results file written by a run with other settings (another SAE, method, prompt, ...)."""
@@ -74,21 +76,8 @@ class ResultsFile:
             )
 
     def _load_rows(self) -> None:
-        if not self.path.exists():
-            return
-        with open(self.path, "rb+") as f:
-            data = f.read()
-            good_end = 0
-            for line_end in _line_ends(data):
-                line = data[good_end:line_end]
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                self.rows[int(row["feature"])] = row
-                good_end = line_end + 1
-            if good_end < len(data):  # a torn last line from an interrupted write
-                f.truncate(good_end)
+        for row in read_jsonl(self.path):
+            self.rows[int(row["feature"])] = row
 
     @property
     def done(self) -> set[int]:
@@ -97,13 +86,7 @@ class ResultsFile:
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Write finished rows durably (flush + fsync) before returning."""
-        if not rows:
-            return
-        with open(self.path, "a") as f:
-            for row in rows:
-                f.write(json.dumps(row, default=_json_default) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, rows, default=_json_default)
         for row in rows:
             self.rows[int(row["feature"])] = json.loads(json.dumps(row, default=_json_default))
 
@@ -111,16 +94,6 @@ class ResultsFile:
         """Rows as a DataFrame, in the order of ``features`` (all rows if ``None``)."""
         order = list(self.rows) if features is None else [f for f in features if f in self.rows]
         return pd.DataFrame([self.rows[f] for f in order])
-
-
-def _line_ends(data: bytes):
-    start = 0
-    while True:
-        end = data.find(b"\n", start)
-        if end < 0:
-            return
-        yield end
-        start = end + 1
 
 
 def read_results(path: str | Path) -> pd.DataFrame:
