@@ -26,6 +26,9 @@ def test_logits_equal_hf(tiny_model, vlm, pixels):
     assert (cached - ref).abs().max() <= ATOL
     assert cache["projector.hook_out"].shape == (3, 4, 32)  # [batch, soft_tokens, d_lm]
     assert cache["resid_post", 1].shape == (3, 16, 32)
+    assert torch.equal(
+        cache["resid_post", -1], cache["resid_post", 1]
+    )  # layer shorthand counts vision layers
 
 
 def test_generate_equals_hf_and_vision_hooks_fire_once(tiny_model, vlm, pixels):

@@ -182,7 +182,59 @@ class HookedViTBlock(nn.Module):
         return self.hook_resid_post(resid_mid + mlp_out)
 
 
-class HookedViT(SAESplicingMixin, HookedRootModule):
+class HookNameResolutionMixin:
+    """Hook methods of ``HookedRootModule`` that take names in any naming convention.
+
+    The class using it provides ``resolve_hook_name`` and ``_cache_model`` (the module whose
+    ``cfg`` an ``ActivationCache`` reads, for shorthand such as ``cache["resid_post", -1]``).
+    """
+
+    def _enable_hook_with_name(self, name: str, hook: Callable, dir: Any) -> None:
+        super()._enable_hook_with_name(self.resolve_hook_name(name), hook, dir)
+
+    def add_hook(
+        self,
+        name: Any,
+        hook: Callable,
+        dir: Any = "fwd",
+        is_permanent: bool = False,
+        level=None,
+        prepend=False,
+    ):
+        """Add a hook as ``HookedRootModule.add_hook``; names may be in any convention."""
+        if isinstance(name, str):
+            name = self.resolve_hook_name(name)
+        super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
+
+    def get_caching_hooks(self, names_filter=None, *args: Any, **kwargs: Any):
+        """As ``HookedRootModule.get_caching_hooks``, resolving names in any convention."""
+        if isinstance(names_filter, str):
+            names_filter = self.resolve_hook_name(names_filter)
+        elif isinstance(names_filter, (list, tuple)):
+            names_filter = [self.resolve_hook_name(n) for n in names_filter]
+        return super().get_caching_hooks(names_filter, *args, **kwargs)
+
+    def run_with_cache(self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any):
+        """Run the tower and cache activations, as ``HookedTransformer.run_with_cache``.
+
+        Args:
+            *model_args: Arguments of :meth:`forward`.
+            return_cache_object: Wrap the cache in a TransformerLens ``ActivationCache``
+                (``cache["resid_post", 3]`` shorthand); a plain dict otherwise.
+            **kwargs: ``names_filter``, ``device``, ``remove_batch_dim``, ... as in
+                TransformerLens, plus keyword arguments of :meth:`forward`.
+
+        Returns:
+            ``(output, cache)``.
+        """
+        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
+        if return_cache_object:
+            has_batch_dim = not kwargs.get("remove_batch_dim", False)
+            return out, ActivationCache(cache_dict, self._cache_model, has_batch_dim=has_batch_dim)
+        return out, cache_dict
+
+
+class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
     """A SigLIP-style vision tower with TransformerLens hook points.
 
     The module wraps a Hugging Face vision tower (e.g. ``SiglipVisionModel``, the tower of
@@ -369,50 +421,9 @@ class HookedViT(SAESplicingMixin, HookedRootModule):
             return 1
         return self.cfg.d_model
 
-    def _enable_hook_with_name(self, name: str, hook: Callable, dir: Any) -> None:
-        super()._enable_hook_with_name(self.resolve_hook_name(name), hook, dir)
-
-    def add_hook(
-        self,
-        name: Any,
-        hook: Callable,
-        dir: Any = "fwd",
-        is_permanent: bool = False,
-        level=None,
-        prepend=False,
-    ):
-        """Add a hook as ``HookedRootModule.add_hook``; names may be in any convention."""
-        if isinstance(name, str):
-            name = self.resolve_hook_name(name)
-        super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
-
-    def get_caching_hooks(self, names_filter=None, *args: Any, **kwargs: Any):
-        """As ``HookedRootModule.get_caching_hooks``, resolving names in any convention."""
-        if isinstance(names_filter, str):
-            names_filter = self.resolve_hook_name(names_filter)
-        elif isinstance(names_filter, (list, tuple)):
-            names_filter = [self.resolve_hook_name(n) for n in names_filter]
-        return super().get_caching_hooks(names_filter, *args, **kwargs)
-
-    def run_with_cache(self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any):
-        """Run the tower and cache activations, as ``HookedTransformer.run_with_cache``.
-
-        Args:
-            *model_args: Arguments of :meth:`forward`.
-            return_cache_object: Wrap the cache in a TransformerLens ``ActivationCache``
-                (``cache["resid_post", 3]`` shorthand); a plain dict otherwise.
-            **kwargs: ``names_filter``, ``device``, ``remove_batch_dim``, ... as in
-                TransformerLens, plus keyword arguments of :meth:`forward`.
-
-        Returns:
-            ``(output, cache)``.
-        """
-        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
-        if return_cache_object:
-            return out, ActivationCache(
-                cache_dict, self, has_batch_dim=not kwargs.get("remove_batch_dim", False)
-            )
-        return out, cache_dict
+    @property
+    def _cache_model(self) -> HookedViT:
+        return self
 
     def hook_names(self) -> list[str]:
         """All hook names, in the order they fire."""
@@ -432,4 +443,4 @@ def _layer_index(layer: int, n_layers: int, what: str) -> int:
     return layer % n_layers if layer < 0 else layer
 
 
-__all__ = ["HookedViT", "HookedViTConfig"]
+__all__ = ["HookNameResolutionMixin", "HookedViT", "HookedViTConfig"]

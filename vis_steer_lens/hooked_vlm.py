@@ -8,14 +8,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vis_steer_lens.adapters import VLMAdapter, adapter_for
 from vis_steer_lens.hook_names import UnknownHookNameError
-from vis_steer_lens.hooked_vit import HookedViT
+from vis_steer_lens.hooked_vit import HookedViT, HookNameResolutionMixin
 from vis_steer_lens.saes.splicing import SAESplicingMixin
 
 logger = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class HookedProjector(nn.Module):
         return self.hook_out(self.projector(self.hook_in(vision_out)))
 
 
-class HookedVLM(SAESplicingMixin, HookedRootModule):
+class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
     """A Hugging Face VLM with a hooked vision tower, a hooked projector and the language model.
 
     The vision tower runs as a :class:`HookedViT` (``.vision``) over the model's own
@@ -353,40 +352,9 @@ class HookedVLM(SAESplicingMixin, HookedRootModule):
                 f"{err} The projector's hooks are 'projector.hook_in' and 'projector.hook_out'."
             ) from None
 
-    def _enable_hook_with_name(self, name: str, hook: Callable, dir: Any) -> None:
-        super()._enable_hook_with_name(self.resolve_hook_name(name), hook, dir)
-
-    def add_hook(
-        self,
-        name: Any,
-        hook: Callable,
-        dir: Any = "fwd",
-        is_permanent: bool = False,
-        level=None,
-        prepend=False,
-    ):
-        """Add a hook as ``HookedRootModule.add_hook``; names may be in any convention."""
-        if isinstance(name, str):
-            name = self.resolve_hook_name(name)
-        super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
-
-    def get_caching_hooks(self, names_filter=None, *args: Any, **kwargs: Any):
-        """As ``HookedRootModule.get_caching_hooks``, resolving names in any convention."""
-        if isinstance(names_filter, str):
-            names_filter = self.resolve_hook_name(names_filter)
-        elif isinstance(names_filter, (list, tuple)):
-            names_filter = [self.resolve_hook_name(n) for n in names_filter]
-        return super().get_caching_hooks(names_filter, *args, **kwargs)
-
-    def run_with_cache(self, *model_args: Any, return_cache_object: bool = True, **kwargs: Any):
-        """Run :meth:`forward` and cache activations; the cache is a TransformerLens ``ActivationCache``."""
-        out, cache_dict = super().run_with_cache(*model_args, **kwargs)
-        if return_cache_object:
-            cache = ActivationCache(
-                cache_dict, self.vision, has_batch_dim=not kwargs.get("remove_batch_dim", False)
-            )
-            return out, cache
-        return out, cache_dict
+    @property
+    def _cache_model(self) -> HookedViT:
+        return self.vision  # the cache's layer shorthand counts vision layers
 
     def __repr__(self) -> str:
         return f"HookedVLM({self.model_name!r}, adapter={self.adapter.name!r}, vision={self.vision!r})"
