@@ -105,3 +105,18 @@ def hook_activations(model: Any, hook_name: str, pixel_values: torch.Tensor) -> 
     with torch.no_grad():
         vit.run_with_hooks(pixel_values, fwd_hooks=[(name, capture)], stop_at_layer=stop_at_layer)
     return captured["act"]
+
+
+def feature_activations(model: Any, sae: Any, hook_name: str, pixel_values: torch.Tensor) -> torch.Tensor:
+    """An SAE's feature activations at its hook: ``[batch, patches, d_sae]`` on the SAE's device.
+
+    Args:
+        model: A HookedViT or HookedVLM.
+        sae: A ``sae_lens.SAE`` reading ``hook_name``.
+        hook_name: The SAE's hook (checked by the caller, e.g. with ``check_sae_fits``).
+        pixel_values: ``[batch, channels, H, W]``.
+    """
+    vit = vision_model(model)
+    acts = hook_activations(model, hook_name, pixel_values.to(device=vit.device, dtype=vit.dtype))
+    with torch.no_grad():
+        return sae.encode(acts.to(device=sae.W_enc.device, dtype=sae.W_enc.dtype))

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from vis_steer_lens.activations import hook_activations, image_processor_of, to_pixel_values, vision_model
+from vis_steer_lens.activations import feature_activations, image_processor_of, to_pixel_values, vision_model
 from vis_steer_lens.image_sources import ImageSource, as_image_source, open_image_source
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids, check_sae_fits
@@ -549,12 +549,8 @@ def mine_top_activations(
             batch = [source[i] for i in range(first, min(first + batch_size, len(source)))]
             if image_processor is None and not all(isinstance(item, torch.Tensor) for item in batch):
                 image_processor = image_processor_of(model, processor)
-            pixel_values = to_pixel_values(batch, image_processor).to(device=vit.device, dtype=vit.dtype)
-            acts = hook_activations(model, hook_name, pixel_values)  # [batch, patches, d_in]
-            with torch.no_grad():
-                feature_acts = sae.encode(
-                    acts.to(device=sae.device, dtype=sae.dtype)
-                )  # [batch, patches, d_sae]
+            pixel_values = to_pixel_values(batch, image_processor)
+            feature_acts = feature_activations(model, sae, hook_name, pixel_values)  # [batch, patches, d_sae]
             if feature_index is not None:
                 feature_acts = feature_acts[..., feature_index.to(feature_acts.device)]
             mined.update(feature_acts, first)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from vis_steer_lens.activations import hook_activations, image_processor_of, to_pixel_values, vision_model
+from vis_steer_lens.activations import feature_activations, image_processor_of, to_pixel_values
 from vis_steer_lens.saes.validation import check_sae_fits
 
 # images -> [n, patches, d_sae]; a stand-in for model + SAE (tests, or features defined by hand).
@@ -47,12 +47,7 @@ class SAEImageEncoder:
         if not all(isinstance(image, torch.Tensor) for image in images) and self._image_processor is None:
             self._image_processor = image_processor_of(self.model, self.processor)
         pixel_values = to_pixel_values(images, self._image_processor)
-        vit = vision_model(self.model)
-        pixel_values = pixel_values.to(device=vit.device, dtype=vit.dtype)
-        acts = hook_activations(self.model, self.hook_name, pixel_values)  # [batch, patches, d_in]
-        weight = self.sae.W_enc
-        with torch.no_grad():
-            features = self.sae.encode(acts.to(device=weight.device, dtype=weight.dtype))
+        features = feature_activations(self.model, self.sae, self.hook_name, pixel_values)
         return features.float().cpu()
 
 
