@@ -24,3 +24,14 @@ def color_fraction_encoder(images) -> torch.Tensor:
             maps.append(cells.reshape(-1))
         out.append(np.stack(maps, axis=-1))
     return torch.tensor(np.stack(out), dtype=torch.float32)
+
+
+def red_on_black_encoder(images) -> torch.Tensor:
+    """Like :func:`color_fraction_encoder`, plus feature 2: the red share only on black backgrounds
+    (a context-specific detector, as SAEs on the toy tower learn them)."""
+    colours = color_fraction_encoder(images)
+    on_black = torch.tensor(
+        [float(np.asarray(image.convert("RGB"))[0, 0].sum() == 0) for image in images]
+    )  # the corner pixel is always background
+    red_on_black = colours[:, :, 0] * on_black[:, None]
+    return torch.cat([colours, red_on_black[:, :, None]], dim=-1)

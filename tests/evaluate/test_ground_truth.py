@@ -15,7 +15,7 @@ from vis_steer_lens.evaluate import (
     summarize_feature_concepts,
 )
 
-from .oracle import color_fraction_encoder
+from .oracle import color_fraction_encoder, red_on_black_encoder
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,26 @@ def test_patch_level_variant():
     assert summary.loc[0, "best_concept"] == "red" and summary.loc[0, "best_auroc"] == pytest.approx(1.0)
     # A patch count, not an image count: 16 patches per image.
     assert patches.set_index(["feature", "concept"]).loc[(0, "black background"), "n_positive"] > 100
+
+
+def test_background_context():
+    concepts = feature_concepts(n_images=300, seed=5, encoder=red_on_black_encoder)
+    summary = summarize_feature_concepts(concepts).set_index("feature")
+    # The plain colour features fire on both backgrounds and are scored on all scenes.
+    assert (summary.loc[[0, 1], "context"] == "all scenes").all()
+    assert summary.loc[0, "best_object_auroc"] == pytest.approx(summary.loc[0, "best_object_pooled_auroc"])
+    # The red-on-black feature is a perfect red detector on black scenes, not over all scenes.
+    assert summary.loc[2, "context"] == "black background"
+    assert summary.loc[2, "best_object_concept"] == "red"
+    assert summary.loc[2, "best_object_auroc"] == pytest.approx(1.0)
+    assert summary.loc[2, "best_object_pooled_auroc"] < 0.85
+    assert summary.loc[2, "clear"]
+    strict = summarize_feature_concepts(
+        feature_concepts(n_images=300, seed=5, encoder=red_on_black_encoder, context=None)
+    ).set_index("feature")
+    assert not strict.loc[2, "clear"] and strict.loc[0, "clear"]
+    with pytest.raises(ValueError, match="context"):
+        feature_concepts(n_images=4, encoder=red_on_black_encoder, context="position")
 
 
 def test_explanation_is_correct():

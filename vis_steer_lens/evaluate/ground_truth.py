@@ -4,6 +4,16 @@ On fresh toy-world images every concept's presence is known, so each feature can
 each concept: the AUROC of "the image contains the concept" predicted by the feature's activation
 (max over patches). Patch-level scoring ("this patch contains the concept" vs the patch's own
 activation) is exact as well, because every object fills one 16-pixel cell, i.e. one patch.
+
+Background context. Every toy object sits on a black or a white background, and the vision tower
+represents "a red object on black" quite differently from "a red object on white" (contrast flips
+the sign of the edge responses). SAEs therefore learn many features that detect an object concept
+only on one background: such a feature is a perfect red detector on black scenes, yet over all
+scenes "contains red" predicts it at AUROC ~0.75, because half of the red scenes are white ones
+where it is silent. With ``context="background"`` (the default) each feature is scored inside its
+context: the background whose scenes carry at least ``CONTEXT_SHARE`` of its activation mass, or
+all scenes when it fires on both. The pooled AUROC over all scenes is kept alongside
+(``pooled_auroc``) so the strict number is never hidden.
 """
 
 from __future__ import annotations
@@ -20,6 +30,11 @@ from vis_steer_lens.toy.renderer import concepts_in_text
 from vis_steer_lens.toy.world import CATEGORIES, CONCEPT_CATEGORY, NUM_CELLS, ToyWorld
 
 CONCEPTS: list[str] = [concept for concepts in CATEGORIES.values() for concept in concepts]
+#: A feature's context is one background when that background's scenes carry at least this share of
+#: the feature's activation mass (sum over scenes of its max over patches).
+CONTEXT_SHARE = 0.9
+#: ``context`` value of features scored on all scenes.
+ALL_SCENES = "all scenes"
 
 
 def feature_concepts(
@@ -31,6 +46,7 @@ def feature_concepts(
     level: str = "image",
     processor: Any = None,
     encoder: FeatureEncoder | None = None,
+    context: str | None = "background",
 ) -> pd.DataFrame:
     """AUROC of every (live feature, concept) pair on fresh toy-world images.
 
@@ -44,14 +60,20 @@ def feature_concepts(
             ``"patch"``: presence in a patch vs that patch's activation.
         processor: Image processor; the model's own when None.
         encoder: Instead of ``model`` and ``sae``: a callable ``images -> [n, 16, d_sae]``.
+        context: ``"background"``: score each feature among the scenes of the background it is
+            specific to, if any (see the module docstring); ``None``: always all scenes.
 
     Returns:
-        Long form, one row per (live feature, concept): ``feature, concept, category, auroc,
-        n_positive`` (images or patches containing the concept), ``fire_rate`` (share of images
-        where the feature fires anywhere). Features that never fire are left out.
+        Long form, one row per (live feature, concept): ``feature, concept, category, auroc``
+        (in the feature's context), ``pooled_auroc`` (all scenes), ``context`` (a background name
+        or ``"all scenes"``), ``n_positive`` (images or patches containing the concept, all
+        scenes), ``fire_rate`` (share of images where the feature fires anywhere). Features that
+        never fire are left out.
     """
     if level not in ("image", "patch"):
         raise ValueError(f"level must be 'image' or 'patch', got {level!r}.")
+    if context not in ("background", None):
+        raise ValueError(f"context must be 'background' or None, got {context!r}.")
     if n_images < 2:
         raise ValueError(f"n_images must be at least 2, got {n_images}.")
     encode = make_encoder(model, sae, encoder, processor)
@@ -73,12 +95,29 @@ def feature_concepts(
     if level == "image":
         labels = np.array([[c in scene.concepts() for c in CONCEPTS] for _, scene in samples])  # [n, C]
         scores = image_max[:, live]
+        rows_per_image = 1
     else:
         labels = np.array(
             [[c in cell for c in CONCEPTS] for _, scene in samples for cell in scene.cell_concepts()]
         )  # [n * 16, C]
         scores = acts[:, :, live].reshape(-1, live.size)
-    table = auroc_matrix(scores, labels)  # [C, n_live]
+        rows_per_image = NUM_CELLS
+    pooled = auroc_matrix(scores, labels)  # [C, n_live]
+    table = pooled.copy()
+    contexts = np.full(live.size, ALL_SCENES, dtype=object)
+    if context == "background":
+        backgrounds = np.array([scene.background for _, scene in samples])
+        mass = image_max[:, live]  # [n, n_live]
+        total = np.maximum(mass.sum(axis=0), 1e-12)
+        for background in np.unique(backgrounds):
+            in_background = backgrounds == background
+            specific = mass[in_background].sum(axis=0) / total >= CONTEXT_SHARE  # [n_live]
+            if not specific.any():
+                continue
+            rows_mask = np.repeat(in_background, rows_per_image)
+            within = auroc_matrix(scores[rows_mask][:, specific], labels[rows_mask])
+            table[:, specific] = within
+            contexts[specific] = background
     n_positive = labels.sum(axis=0)
     rows = [
         {
@@ -86,13 +125,20 @@ def feature_concepts(
             "concept": concept,
             "category": CONCEPT_CATEGORY[concept],
             "auroc": float(table[c, j]),
+            "pooled_auroc": float(pooled[c, j]),
+            "context": contexts[j],
             "n_positive": int(n_positive[c]),
             "fire_rate": float(fire_rate[feature]),
         }
         for j, feature in enumerate(live)
         for c, concept in enumerate(CONCEPTS)
     ]
-    return pd.DataFrame(rows, columns=["feature", "concept", "category", "auroc", "n_positive", "fire_rate"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "feature", "concept", "category", "auroc", "pooled_auroc", "context", "n_positive", "fire_rate"
+        ],
+    )
 
 
 def summarize_feature_concepts(concepts: pd.DataFrame, clear_threshold: float = 0.9) -> pd.DataFrame:
@@ -105,14 +151,24 @@ def summarize_feature_concepts(concepts: pd.DataFrame, clear_threshold: float = 
     Returns:
         One row per feature: ``feature, best_concept, best_auroc, best_category,
         best_object_concept, best_object_auroc, best_object_category, clear, best_is_background,
-        fire_rate``.
+        fire_rate``, and when ``concepts`` has them, ``context`` and ``best_object_pooled_auroc``
+        (the best object concept's AUROC over all scenes).
     """
+    has_context = "context" in concepts.columns and "pooled_auroc" in concepts.columns
     rows = []
     for feature, group in concepts.dropna(subset=["auroc"]).groupby("feature", sort=True):
         best = group.loc[group["auroc"].idxmax()]
         objects = group[group["category"] != "background"]
         best_object = objects.loc[objects["auroc"].idxmax()] if len(objects) else None
         object_auroc = float(best_object["auroc"]) if best_object is not None else float("nan")
+        row = {}
+        if has_context:
+            row = {
+                "context": group["context"].iloc[0],
+                "best_object_pooled_auroc": (
+                    float(best_object["pooled_auroc"]) if best_object is not None else float("nan")
+                ),
+            }
         rows.append(
             {
                 "feature": int(feature),
@@ -125,6 +181,7 @@ def summarize_feature_concepts(concepts: pd.DataFrame, clear_threshold: float = 
                 "clear": bool(object_auroc >= clear_threshold),
                 "best_is_background": best["category"] == "background",
                 "fire_rate": float(group["fire_rate"].iloc[0]),
+                **row,
             }
         )
     return pd.DataFrame(rows)
