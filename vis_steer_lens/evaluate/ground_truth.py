@@ -133,12 +133,8 @@ def feature_concepts(
         for j, feature in enumerate(live)
         for c, concept in enumerate(CONCEPTS)
     ]
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "feature", "concept", "category", "auroc", "pooled_auroc", "context", "n_positive", "fire_rate"
-        ],
-    )
+    columns = ["feature", "concept", "category", "auroc", "pooled_auroc", "context", "n_positive"]
+    return pd.DataFrame(rows, columns=[*columns, "fire_rate"])
 
 
 def summarize_feature_concepts(concepts: pd.DataFrame, clear_threshold: float = 0.9) -> pd.DataFrame:
