@@ -172,6 +172,44 @@ def cmd_toy_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_toy_sae(args: argparse.Namespace) -> int:
+    import torch
+
+    from vis_steer_lens import HookedVLM, toy
+    from vis_steer_lens.evaluate import feature_concepts, summarize_feature_concepts
+    from vis_steer_lens.toy.sae import DEFAULT_HOOK, train_toy_sae
+
+    torch.set_num_threads(args.threads)
+    if args.model is None:
+        vlm = toy.load(device=args.device).vlm
+    else:
+        vlm = HookedVLM.from_pretrained(args.model, device=args.device, model_name=toy.TOY_MODEL_NAME)
+    sae, _ = train_toy_sae(
+        vlm,
+        args.hook or DEFAULT_HOOK,
+        d_sae=args.d_sae,
+        k=args.k,
+        total_training_samples=args.tokens,
+        background_rate=args.background_rate,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    sae.save_model(args.out)
+    report = sae.cfg.metadata.training_report
+    print(
+        f"Saved to {args.out}: explained variance {report['explained_variance']:.4f}, "
+        f"L0 {report['mean_l0']:.1f}, dead fraction {report['dead_fraction']:.3f}"
+    )
+    if not args.no_eval:
+        summary = summarize_feature_concepts(feature_concepts(vlm, sae, n_images=args.eval_images, seed=303))
+        pooled = int((summary["best_object_pooled_auroc"] >= 0.9).sum())
+        print(
+            f"{len(summary)} live features; {int(summary['clear'].sum())} with a clear non-background "
+            f"concept in their background context ({pooled} over all scenes)"
+        )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vis_steer_lens.demo import print_demo, run_demo
 
@@ -309,6 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--no-eval", action="store_true")
     build.add_argument("--eval-images", type=int, default=200)
     build.set_defaults(func=cmd_toy_build)
+    toy_sae = toy_sub.add_parser("sae", help="train the toy SAE with the shipped recipe")
+    toy_sae.add_argument("--out", required=True, help="folder for the SAELens-format SAE")
+    toy_sae.add_argument("--model", help="toy model folder (default: the shipped toy model)")
+    toy_sae.add_argument("--hook", default=None, help="vision hook (default: the shipped SAE's)")
+    toy_sae.add_argument("--d-sae", type=int, default=512)
+    toy_sae.add_argument("--k", type=int, default=16)
+    toy_sae.add_argument("--tokens", type=int, default=800_000, help="patch tokens to train on")
+    toy_sae.add_argument("--background-rate", type=float, default=0.1)
+    toy_sae.add_argument("--seed", type=int, default=0)
+    toy_sae.add_argument("--threads", type=int, default=2)
+    toy_sae.add_argument("--device", default="cpu")
+    toy_sae.add_argument("--no-eval", action="store_true", help="skip the ground-truth summary")
+    toy_sae.add_argument("--eval-images", type=int, default=1000)
+    toy_sae.set_defaults(func=cmd_toy_sae)
     return parser
 
 

@@ -28,7 +28,7 @@ def test_compare_runs_every_method_and_tabulates(setup, tmp_path):
         {
             "feature": features,
             "best_object_concept": ["red", "circle", "blue", "large"],
-            "clear": True,
+            "clear": [True, True, True, False],
         }
     )
     kwargs = dict(
@@ -52,8 +52,13 @@ def test_compare_runs_every_method_and_tabulates(setup, tmp_path):
         assert column in result.table
     assert result.table["auroc_mean"].between(0, 1).all()
     assert (result.table["auroc_mean_lo"] <= result.table["auroc_mean"] + 1e-9).all()
-    assert len(result.figure.data) == 3
-    assert "AUROC mean" in format_table(result.table)
+    assert len(result.figure.data) == 4
+    assert "AUROC mean" in format_table(result.table) and "AUROC max (clear)" in format_table(result.table)
+    # The clear-feature AUROC averages the clear features' scores only (feature 3 is not clear).
+    steering = result.scores[result.scores["method_label"] == "steering"]
+    expected = steering.loc[steering["feature"].isin([0, 1, 2]), "auroc_max"].mean()
+    assert result.table.loc[0, "clear_auroc_max"] == pytest.approx(expected)
+    assert (result.table["n_clear"] == 3).all()
     # A rerun on the same folder resumes: nothing is generated again, the table is the same.
     again = compare(vlm, sae, features, **kwargs)
     pd.testing.assert_frame_equal(again.table, result.table)

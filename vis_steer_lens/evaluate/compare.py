@@ -11,8 +11,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer
-from vis_steer_lens.evaluate.ground_truth import ground_truth_accuracy
-from vis_steer_lens.evaluate.metrics import method_label
+from vis_steer_lens.evaluate.ground_truth import ground_truth_accuracy, summarize_feature_concepts
+from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
 from vis_steer_lens.explain import SteeringExplainer, SteeringInformedTopKExplainer, TopKExplainer
 
 #: The runs of a comparison: (method, direction). Controls are the steering directions that are not the SAE's.
@@ -109,7 +109,7 @@ def compare(
         generator: Text-to-image generator for the AUROC (the toy renderer, or diffusers).
         reference_images: Negatives for the AUROC (random dataset images).
         concepts: Toy-world ground truth (:func:`feature_concepts` output or its summary); adds
-            an accuracy column.
+            an accuracy column and the AUROC (max pooling) on the features with a clear concept.
         runs: ``(method, direction)`` pairs to run.
         prompt: Prompt preset for all explainers.
         steering_coefficient: Steering coefficient (number or ``"auto"``; the sweep runs once
@@ -165,14 +165,50 @@ def compare(
     if concepts is not None:
         accuracy = ground_truth_accuracy(explanations, concepts, seed=seed)
         table = table.merge(accuracy, on="method_label", how="left")
+        table = table.merge(clear_feature_auroc(scores, concepts, seed=seed), on="method_label", how="left")
     order = {method_label(m, d): i for i, (m, d) in enumerate(runs)}
     table = table.sort_values("method_label", key=lambda s: s.map(order)).reset_index(drop=True)
     return Comparison(explanations, scores, table, comparison_figure(table), calibration)
 
 
+def clear_feature_auroc(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Mean AUROC (max pooling) per method label over the features with a clear ground-truth concept.
+
+    Most live features of an SAE detect backgrounds, positions or mixtures that no short text pins
+    down; their AUROCs sit near 0.5 for every method and wash out the mean over all features.
+
+    Args:
+        scores: Per-explanation scores with ``method_label``, ``feature`` and ``auroc_max``.
+        concepts: :func:`feature_concepts` output or its summary.
+        seed: Seed of the bootstrap interval.
+
+    Returns:
+        ``method_label, clear_auroc_max, clear_auroc_max_lo, clear_auroc_max_hi``.
+    """
+    summary = concepts if "clear" in concepts.columns else summarize_feature_concepts(concepts)
+    clear = set(summary.loc[summary["clear"], "feature"].astype(int))
+    rows = []
+    for label, group in scores.groupby("method_label", sort=False):
+        values = group.loc[group["feature"].astype(int).isin(clear), "auroc_max"].to_numpy(dtype=float)
+        mean, lo, hi = bootstrap_mean_ci(values, seed=seed)
+        rows.append(
+            {
+                "method_label": label,
+                "clear_auroc_max": mean,
+                "clear_auroc_max_lo": lo,
+                "clear_auroc_max_hi": hi,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["method_label", "clear_auroc_max", "clear_auroc_max_lo", "clear_auroc_max_hi"]
+    )
+
+
 def comparison_figure(table: pd.DataFrame) -> go.Figure:
     """Bars per method: mean AUROC (mean and max pooling) and ground-truth accuracy, with 95% intervals."""
     panels = [("auroc_mean", "AUROC (mean over patches)"), ("auroc_max", "AUROC (max over patches)")]
+    if "clear_auroc_max" in table:
+        panels.append(("clear_auroc_max", "AUROC (max), clear features"))
     if "accuracy" in table:
         panels.append(("accuracy", "ground-truth accuracy"))
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for _, title in panels])
@@ -201,7 +237,8 @@ def format_table(table: pd.DataFrame) -> str:
     """The comparison as text: ``value [lo, hi]`` per metric."""
     lines = []
     columns = [("auroc_mean", "AUROC mean"), ("auroc_max", "AUROC max")]
-    columns += [(c, n) for c, n in (("accuracy", "GT accuracy"),) if c in table]
+    optional = (("clear_auroc_max", "AUROC max (clear)"), ("accuracy", "GT accuracy"))
+    columns += [(c, n) for c, n in optional if c in table]
     header = f"{'method':<32}" + "".join(f"{name:>22}" for _, name in columns)
     header += f"{'global AUROC (mean/max)':>26}"
     lines.append(header)

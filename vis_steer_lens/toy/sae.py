@@ -15,7 +15,7 @@ from vis_steer_lens.saes.training import train_sae
 from vis_steer_lens.toy.world import NUM_CELLS, ToyWorld, render_array
 
 #: Where the shipped toy SAE reads (chosen by the comparison reported in the README).
-DEFAULT_HOOK = "blocks.2.hook_resid_post"
+DEFAULT_HOOK = "blocks.0.hook_resid_post"
 
 
 def toy_pixel_stream(seed: int, image_processor: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -57,7 +57,7 @@ def train_toy_sae(
     *,
     d_sae: int = 512,
     k: int = 16,
-    total_training_samples: int = 1_500_000,
+    total_training_samples: int = 800_000,
     batch_size: int = 2048,
     lr: float = 1e-3,
     background_rate: float = 0.1,
