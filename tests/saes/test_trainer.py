@@ -169,3 +169,12 @@ def test_bad_inputs_are_clear_errors():
         train_sae_on_activations(
             [torch.randn(10, 4)], 4, architecture="gated", d_sae=8, total_training_samples=100, batch_size=10
         )
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bar_can_be_silenced(progress, capsys):
+    data = torch.randn(512, 8, generator=torch.Generator().manual_seed(0))
+    train_sae_on_activations(
+        data, 8, d_sae=16, k=2, total_training_samples=256, batch_size=128, progress=progress
+    )
+    assert ("Training SAE" in capsys.readouterr().err) == progress

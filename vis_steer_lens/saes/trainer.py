@@ -8,9 +8,11 @@ inference SAE that SAELens itself would save, plus a training log.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any
+from unittest import mock
 
 import pandas as pd
 import torch
@@ -18,6 +20,8 @@ from sae_lens import SAE, SAETrainer
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 from sae_lens.registry import get_sae_training_class
 from sae_lens.saes.sae import SAEMetadata, TrainingSAE, TrainStepOutput
+from sae_lens.training import sae_trainer as sae_trainer_module
+from tqdm.auto import tqdm
 
 from vis_steer_lens.saes.metadata import set_vision_metadata
 
@@ -154,6 +158,7 @@ def train_sae_on_activations(
     lr_warm_up_steps: int = 0,
     dead_feature_window: int = 1000,
     feature_sampling_window: int = 2000,
+    progress: bool = True,
     **sae_config: Any,
 ) -> tuple[SAE, pd.DataFrame]:
     """Train an SAE on a stream of vision activations with ``sae_lens.SAETrainer``.
@@ -180,6 +185,7 @@ def train_sae_on_activations(
         dead_feature_window: Steps without firing after which SAELens calls a feature dead
             (it drives the TopK auxiliary loss).
         feature_sampling_window: Steps per firing-frequency window.
+        progress: Show SAELens' progress bar (callers with a bar of their own turn it off).
         **sae_config: Further fields of the SAELens training config class (e.g.
             ``aux_loss_coefficient``, ``decoder_init_norm``, ``rescale_acts_by_decoder_norm``).
 
@@ -241,7 +247,12 @@ def train_sae_on_activations(
         _data_provider(activations, d_in, batch_size, total_training_samples, seed),
         log_every=log_every,
     )
-    trainer.fit()
+    if progress:
+        trainer.fit()
+    else:
+        # SAETrainer.fit always opens a tqdm bar; silence it through the module's own name.
+        with mock.patch.object(sae_trainer_module, "tqdm", functools.partial(tqdm, disable=True)):
+            trainer.fit()
 
     sae = to_inference_sae(trainer.sae, device=device)
     if metadata:

@@ -170,6 +170,7 @@ def train_sae(
             seed=seed,
             device=str(vit.device),
             metadata=metadata,
+            progress=False,  # the token bar above covers training
             **trainer_kwargs,
         )
     finally:
