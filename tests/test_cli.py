@@ -92,3 +92,17 @@ def test_evaluate_scores_an_explanations_file_and_resumes(tmp_path, capsys):
     lines = (tmp_path / "ev" / "scores.jsonl").read_text().splitlines()
     assert main(args) == 0  # resumes: nothing scored twice
     assert (tmp_path / "ev" / "scores.jsonl").read_text().splitlines() == lines
+
+
+def test_toy_sae_trains_a_saelens_folder(saved, tmp_path, capsys):
+    from sae_lens import SAE
+
+    out = tmp_path / "toy_sae"
+    argv = ["--quiet", "toy", "sae", "--model", str(saved / "model"), "--out", str(out), "--d-sae", "16"]
+    argv += ["--k", "2", "--tokens", "8192", "--threads", "1", "--eval-images", "40"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "explained variance" in printed and "live features" in printed
+    sae = SAE.load_from_disk(str(out))  # plain SAELens
+    assert sae.cfg.d_sae == 16 and sae.cfg.metadata.hook_name == "blocks.0.hook_resid_post"
+    assert sae.cfg.metadata.model_name == "vis_steer_lens/toy"

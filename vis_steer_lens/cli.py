@@ -177,13 +177,14 @@ def cmd_toy_sae(args: argparse.Namespace) -> int:
 
     from vis_steer_lens import HookedVLM, toy
     from vis_steer_lens.evaluate import feature_concepts, summarize_feature_concepts
+    from vis_steer_lens.toy.loading import TOY_MODEL_NAME
     from vis_steer_lens.toy.sae import DEFAULT_HOOK, train_toy_sae
 
     torch.set_num_threads(args.threads)
     if args.model is None:
         vlm = toy.load(device=args.device).vlm
     else:
-        vlm = HookedVLM.from_pretrained(args.model, device=args.device, model_name=toy.TOY_MODEL_NAME)
+        vlm = HookedVLM.from_pretrained(args.model, device=args.device, model_name=TOY_MODEL_NAME)
     sae, _ = train_toy_sae(
         vlm,
         args.hook or DEFAULT_HOOK,
