@@ -73,24 +73,13 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from vis_steer_lens.explain import SteeringExplainer, SteeringInformedTopKExplainer, TopKExplainer
+    from vis_steer_lens.explain import make_explainer
 
     vlm, sae, prompt = load_model_and_sae(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.method == "steering":
-        explainer = SteeringExplainer(
-            vlm,
-            sae,
-            coefficient=args.coefficient,
-            empty_image=args.empty_image,
-            prompt=prompt,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            direction=args.direction,
-            seed=args.seed,
-        )
-    else:
+    mined = None
+    if args.method != "steering":
         if args.mined is None:
             raise SystemExit(
                 f"--method {args.method} needs --mined DIR (the output of `vis-steer-lens mine`)."
@@ -98,20 +87,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
         from vis_steer_lens.mining import MinedActivations
 
         mined = MinedActivations.load(args.mined)
-        common = dict(
-            k_images=args.k_images,
-            display=args.display,
-            prompt=prompt,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            direction=args.direction,
-            seed=args.seed,
-        )
-        if args.method == "topk":
-            explainer = TopKExplainer(mined, vlm, sae=sae, **common)
-        else:
-            coefficient = 1.0 if args.coefficient == "auto" else args.coefficient
-            explainer = SteeringInformedTopKExplainer(mined, vlm, sae=sae, coefficient=coefficient, **common)
+    # The hybrid has no calibration sweep: "auto" means its usual 1x the image's patch norm.
+    coefficient = 1.0 if args.method == "hybrid" and args.coefficient == "auto" else args.coefficient
+    explainer = make_explainer(
+        args.method,
+        vlm,
+        sae,
+        mined=mined,
+        coefficient=coefficient,
+        empty_image=args.empty_image,
+        k_images=args.k_images,
+        display=args.display,
+        batch_size=args.batch_size,
+        prompt=prompt,
+        max_new_tokens=args.max_new_tokens,
+        direction=args.direction,
+        seed=args.seed,
+    )
     name = f"{args.method}" + ("" if args.direction == "sae" else f"-{args.direction}")
     frame = explainer.explain(args.features, out=out / f"{name}.jsonl", progress=not args.quiet)
     frame.to_parquet(out / f"{name}.parquet", index=False)

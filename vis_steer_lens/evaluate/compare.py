@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer
 from vis_steer_lens.evaluate.ground_truth import ground_truth_accuracy, summarize_feature_concepts
 from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
-from vis_steer_lens.explain import SteeringExplainer, SteeringInformedTopKExplainer, TopKExplainer
+from vis_steer_lens.explain import make_explainer
 
 #: The runs of a comparison: (method, direction). Controls are the steering directions that are not the SAE's.
 DEFAULT_RUNS: tuple[tuple[str, str], ...] = (
@@ -46,33 +46,22 @@ class Comparison:
 
 
 def _explainer(method: str, direction: str, vlm, sae, mined, settings: dict[str, Any]):
-    common = dict(prompt=settings["prompt"], max_new_tokens=settings["max_new_tokens"], seed=settings["seed"])
-    if method == "steering":
-        return SteeringExplainer(
-            vlm,
-            sae,
-            coefficient=settings["steering_coefficient"],
-            empty_image=settings["empty_image"],
-            batch_size=settings["batch_size"],
-            direction=direction,
-            **common,
-        )
-    topk = dict(
-        k_images=settings["k_images"], display=settings["display"], batch_size=settings["topk_batch_size"]
+    steering = method == "steering"
+    return make_explainer(
+        method,
+        vlm,
+        sae,
+        mined=mined,
+        coefficient=settings["steering_coefficient" if steering else "hybrid_coefficient"],
+        empty_image=settings["empty_image"],
+        k_images=settings["k_images"],
+        display=settings["display"],
+        batch_size=settings["batch_size" if steering else "topk_batch_size"],
+        direction=direction,
+        prompt=settings["prompt"],
+        max_new_tokens=settings["max_new_tokens"],
+        seed=settings["seed"],
     )
-    if method == "topk":
-        return TopKExplainer(mined, vlm, sae=sae, direction=direction, **topk, **common)
-    if method == "hybrid":
-        return SteeringInformedTopKExplainer(
-            mined,
-            vlm,
-            sae=sae,
-            coefficient=settings["hybrid_coefficient"],
-            direction=direction,
-            **topk,
-            **common,
-        )
-    raise ValueError(f"Unknown method {method!r}; expected steering, topk or hybrid.")
 
 
 def compare(

@@ -1,6 +1,7 @@
 """Explainers of SAE features: Steering, Top-k and Steering-informed Top-k, with one interface."""
 
 from vis_steer_lens.explain.base import DIRECTIONS, RESULT_COLUMNS, Explainer, parse_features
+from vis_steer_lens.explain.factory import METHODS, make_explainer
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt, list_prompts, register_prompt
 from vis_steer_lens.explain.results import ResultsFile, ResumeMismatchError, read_results
 from vis_steer_lens.explain.steering import SteeringExplainer
@@ -11,6 +12,7 @@ __all__ = [
     "DIRECTIONS",
     "RESULT_COLUMNS",
     "Explainer",
+    "METHODS",
     "PromptSet",
     "ResultsFile",
     "ResumeMismatchError",
@@ -21,6 +23,7 @@ __all__ = [
     "clean_explanation",
     "get_prompt",
     "list_prompts",
+    "make_explainer",
     "parse_features",
     "read_results",
     "register_prompt",
