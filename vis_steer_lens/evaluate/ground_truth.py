@@ -6,9 +6,8 @@ each concept: the AUROC of "the image contains the concept" predicted by the fea
 activation) is exact as well, because every object fills one 16-pixel cell, i.e. one patch.
 
 Background context. Every toy object sits on a black or a white background, and the vision tower
-represents "a red object on black" quite differently from "a red object on white" (contrast flips
-the sign of the edge responses). SAEs therefore learn many features that detect an object concept
-only on one background: such a feature is a perfect red detector on black scenes, yet over all
+represents "a red object on black" quite differently from "a red object on white". SAEs on it
+learn many features that detect an object concept only on one background: such a feature is a perfect red detector on black scenes, yet over all
 scenes "contains red" predicts it at AUROC ~0.75, because half of the red scenes are white ones
 where it is silent. With ``context="background"`` (the default) each feature is scored inside its
 context: the background whose scenes carry at least ``CONTEXT_SHARE`` of its activation mass, or
@@ -35,6 +34,17 @@ CONCEPTS: list[str] = [concept for concepts in CATEGORIES.values() for concept i
 CONTEXT_SHARE = 0.9
 #: ``context`` value of features scored on all scenes.
 ALL_SCENES = "all scenes"
+#: Columns of :func:`feature_concepts`.
+CONCEPT_COLUMNS = [
+    "feature",
+    "concept",
+    "category",
+    "auroc",
+    "pooled_auroc",
+    "context",
+    "n_positive",
+    "fire_rate",
+]
 
 
 def feature_concepts(
@@ -133,8 +143,7 @@ def feature_concepts(
         for j, feature in enumerate(live)
         for c, concept in enumerate(CONCEPTS)
     ]
-    columns = ["feature", "concept", "category", "auroc", "pooled_auroc", "context", "n_positive"]
-    return pd.DataFrame(rows, columns=[*columns, "fire_rate"])
+    return pd.DataFrame(rows, columns=CONCEPT_COLUMNS)
 
 
 def summarize_feature_concepts(concepts: pd.DataFrame, clear_threshold: float = 0.9) -> pd.DataFrame:
