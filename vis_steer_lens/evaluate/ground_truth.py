@@ -6,13 +6,13 @@ each concept: the AUROC of "the image contains the concept" predicted by the fea
 activation) is exact as well, because every object fills one 16-pixel cell, i.e. one patch.
 
 Background context. Every toy object sits on a black or a white background, and the vision tower
-represents "a red object on black" quite differently from "a red object on white". SAEs on it
-learn many features that detect an object concept only on one background: such a feature is a
-perfect red detector on black scenes, yet over all scenes "contains red" predicts it at AUROC
-~0.75, because half of the red scenes are white ones where it is silent. With ``context="background"`` (the default) each feature is scored inside its
-context: the background whose scenes carry at least ``CONTEXT_SHARE`` of its activation mass, or
-all scenes when it fires on both. The pooled AUROC over all scenes is kept alongside
-(``pooled_auroc``) so the strict number is never hidden.
+represents "a red object on black" quite differently from "a red object on white". SAEs on it learn
+many features that detect an object concept only on one background: such a feature is a perfect red
+detector on black scenes, yet over all scenes "contains red" predicts it at AUROC ~0.75, because
+half of the red scenes are white ones where it is silent. With ``context="background"`` (the
+default) each feature is scored inside its context: the background whose scenes carry at least
+``CONTEXT_SHARE`` of its activation mass, or all scenes when it fires on both. The pooled AUROC
+over all scenes is kept alongside (``pooled_auroc``) so the strict number is never hidden.
 """
 
 from __future__ import annotations
