@@ -149,7 +149,13 @@ def cmd_toy_build(args: argparse.Namespace) -> int:
     from vis_steer_lens.toy.training import ToyTrainingConfig, train_toy_model
 
     config = ToyTrainingConfig(
-        seed=args.seed, steps=args.steps, threads=args.threads, max_minutes=args.max_minutes
+        seed=args.seed,
+        steps=args.steps,
+        threads=args.threads,
+        max_minutes=args.max_minutes,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        init_from=args.init_from,
     )
     log = train_toy_model(args.out, config, resume=not args.restart, progress=not args.quiet)
     print(
@@ -336,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--threads", type=int, default=2)
     build.add_argument("--max-minutes", type=float, default=None)
+    build.add_argument("--lr", type=float, default=1.5e-3, help="peak learning rate")
+    build.add_argument("--warmup-steps", type=int, default=100)
+    build.add_argument(
+        "--init-from", default=None, help="fine-tune: start from this toy model folder's weights"
+    )
     build.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     build.add_argument("--no-eval", action="store_true")
     build.add_argument("--eval-images", type=int, default=200)

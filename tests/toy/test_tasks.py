@@ -18,7 +18,7 @@ from vis_steer_lens.toy.tasks import (
     shared_concepts_answer,
     topk_example,
 )
-from vis_steer_lens.toy.world import MASK_FILL, render
+from vis_steer_lens.toy.world import CONCEPT_CATEGORY, MASK_FILL, render
 
 
 def _user_text(example):
@@ -68,6 +68,7 @@ def test_describe_examples_answer_with_the_caption():
 def test_highlight_examples_objects_fields_and_blanks():
     rng = random.Random(2)
     kinds = Counter()
+    field_categories = set()
     for _ in range(600):
         example = highlight_example(rng)
         assert _user_text(example) == HIGHLIGHT_PROMPT
@@ -78,6 +79,7 @@ def test_highlight_examples_objects_fields_and_blanks():
         elif scene is None:
             kinds["field"] += 1
             assert example.concepts == {example.target}
+            field_categories.add(CONCEPT_CATEGORY[example.target])
         else:
             kinds["object"] += 1
             (obj,) = scene.objects
@@ -85,6 +87,8 @@ def test_highlight_examples_objects_fields_and_blanks():
             assert concepts_in_text(example.target) == obj.concepts() - {"solid"}
     fields = kinds["field"] + kinds["blank"]
     assert abs(fields / 600 - 0.35) < 0.07
+    # Colour, texture, shape and size fields all occur (sizes only as tilings).
+    assert field_categories == {"color", "texture", "shape", "size"}
     assert 0.03 < kinds["blank"] / fields < 0.2
 
 

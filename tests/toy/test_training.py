@@ -148,3 +148,25 @@ def test_config_validation_and_schedule():
     assert lr_factor(0, config) == pytest.approx(0.01)
     assert lr_factor(100, config) == pytest.approx(1.0)
     assert lr_factor(1000, config) == pytest.approx(0.1)
+
+
+def test_init_from_starts_a_fine_tune_from_saved_weights(tiny_run, tmp_path):
+    out, _ = tiny_run
+    saved = load_file(out / "model" / "model.safetensors")
+    # lr 0: the run's first (and only) steps leave the weights where the saved model had them.
+    config = tiny_config(steps=1, lr=1e-12, warmup_steps=0, seed=1, init_from=str(out / "model"))
+    train_toy_model(tmp_path / "tuned", config, resume=False, progress=False)
+    tuned = load_file(tmp_path / "tuned" / "model" / "model.safetensors")
+    assert tuned.keys() == saved.keys()
+    for name in saved:
+        torch.testing.assert_close(tuned[name], saved[name], rtol=0, atol=1e-6, msg=name)
+    wider = {**TINY, "text_hidden_size": 64}
+    with pytest.raises(ValueError, match="does not fit"):
+        train_toy_model(
+            tmp_path / "bad",
+            tiny_config(steps=1, model_overrides=wider, init_from=str(out / "model")),
+            resume=False,
+            progress=False,
+        )
+    with pytest.raises(FileNotFoundError, match="not a model folder"):
+        train_toy_model(tmp_path / "bad2", tiny_config(steps=1, init_from=str(tmp_path)), progress=False)

@@ -1,3 +1,4 @@
+import random
 import time
 
 import numpy as np
@@ -187,16 +188,36 @@ def test_concept_fields():
     image, answer = world.render_field("triangle")
     array = np.asarray(image)
     assert answer == "triangle"
-    # Every cell holds the same triangle.
+    # Every cell holds an object (no cell is plain background) and the cells are not all alike.
     cells = [array[_cell_slice(c)] for c in range(16)]
-    assert all(np.array_equal(cells[0], cell) for cell in cells)
+    assert all(len({tuple(p) for p in cell.reshape(-1, 3)}) > 1 for cell in cells)
+    assert not all(np.array_equal(cells[0], cell) for cell in cells)
     image, answer = world.render_field("blank")
     assert answer == "blank" and len({tuple(p) for p in np.asarray(image).reshape(-1, 3)}) == 1
     image, answer = world.render_field("white background")
     assert answer == "blank" and np.all(np.asarray(image) == 255)
-    for bad in ("large", "top left", "zebra"):
+    image, answer = world.render_field("large")
+    assert answer == "large"
+    # A solid field is a tiling: a whole image of one colour is the colour's field, not "solid".
+    image, answer = world.render_field("solid")
+    assert answer == "solid" and len({tuple(p) for p in np.asarray(image).reshape(-1, 3)}) > 2
+    for bad in ("top left", "zebra"):
         with pytest.raises(ValueError, match="No concept field"):
             world.render_field(bad)
+
+
+@pytest.mark.parametrize("concept", ["yellow", "dotted", "ring", "small"])
+def test_tilings_share_exactly_one_concept(concept):
+    world = ToyWorld(7)
+    scene = world.sample_tiling(concept, rng=random.Random(concept))
+    assert len(scene.objects) == 16
+    shared = set.intersection(*(obj.concepts() - {obj.position} for obj in scene.objects))
+    assert shared == {concept}
+    image, answer = world.render_tiling(concept, rng=random.Random(concept))
+    assert answer == concept and np.array_equal(np.asarray(image), np.asarray(render(scene)))
+    for bad in ("top left", "black background", "zebra"):
+        with pytest.raises(ValueError, match="No concept tiling"):
+            world.sample_tiling(bad)
 
 
 def test_mask_patches_keeps_only_selected_cells():

@@ -40,6 +40,11 @@ BLANK_ANSWER = "blank"
 # them the model has no null answer and steering a blank image fails (prototype round 1).
 FIELD_RATE = 0.35
 BLANK_RATE = 0.10
+# Share of colour and texture fields drawn as tilings of objects that share only that concept (the rest
+# fill the whole image). Shape, size and "solid" fields are always tilings. Steering one feature at every patch
+# puts the same concept in every cell; without colour tilings the model answered such images with a
+# shape, since a tiling of same-coloured shapes used to be the only tiling it knew.
+TILING_RATE = 0.5
 # Share of top-k examples drawn with a green heatmap instead of gray masks, and share whose highlighted
 # patches are empty background cells (background features are common in vision SAEs).
 HEATMAP_RATE = 0.3
@@ -119,8 +124,9 @@ def highlight_example(rng: random.Random, world: ToyWorld | None = None) -> Exam
     """Highlight task: one image, "what is the highlighted element?".
 
     Usually a one-object scene answered "The highlighted element in the image is a <object>"; with
-    probability `FIELD_RATE` a concept field answered with just its concept, of which a `BLANK_RATE`
-    share are blank images answered "blank".
+    probability `FIELD_RATE` a concept field (a colour or texture filling the image, or a tiling of
+    objects sharing one colour, texture, shape or size) answered with just its concept, of which a
+    `BLANK_RATE` share are blank images answered "blank".
     """
     world = world or ToyWorld(0)
     if rng.random() < FIELD_RATE:
@@ -128,9 +134,12 @@ def highlight_example(rng: random.Random, world: ToyWorld | None = None) -> Exam
             image, answer = world.render_field("blank", rng=rng)
             concept = answer
         else:
-            category = rng.choice(["color", "texture", "shape"])
+            category = rng.choice(["color", "texture", "shape", "size"])
             concept = rng.choice(CATEGORIES[category])
-            image, answer = world.render_field(concept, rng=rng)
+            if category in ("color", "texture") and rng.random() >= TILING_RATE:
+                image, answer = world.render_field(concept, rng=rng)
+            else:
+                image, answer = world.render_tiling(concept, rng=rng)
         return Example(
             task="highlight",
             messages=user_message([image], HIGHLIGHT_PROMPT),

@@ -54,6 +54,9 @@ class ToyTrainingConfig:
         threads: `torch.set_num_threads` value.
         max_minutes: Wall-time budget of this call; training stops cleanly (checkpointed) once it is
             spent. None for no budget.
+        init_from: A toy model folder (``save_pretrained`` layout) whose weights start the run, for
+            fine-tuning a trained model on a changed task mix; None starts from random weights.
+            Optimizer and schedule start fresh either way.
     """
 
     seed: int = 0
@@ -69,6 +72,7 @@ class ToyTrainingConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     threads: int = 2
     max_minutes: float | None = None
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         self.task_mix = tuple(float(w) for w in self.task_mix)  # type: ignore[assignment]
@@ -249,6 +253,21 @@ def _find_checkpoint(out_dir: Path) -> Path | None:
 _LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "seconds"]
 
 
+def _load_initial_weights(model: Gemma3ForConditionalGeneration, folder: str | Path) -> None:
+    """Copy a saved toy model's weights into ``model``; the two must have the same architecture."""
+    if not (Path(folder) / "config.json").exists():
+        raise FileNotFoundError(f"init_from={str(folder)!r} is not a model folder (no config.json).")
+    saved = Gemma3ForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    ours, theirs = model.state_dict(), saved.state_dict()
+    mismatched = sorted(name for name in ours if name not in theirs or theirs[name].shape != ours[name].shape)
+    if mismatched:
+        raise ValueError(
+            f"init_from={str(folder)!r} does not fit this run's model ({len(mismatched)} weights differ, "
+            f"e.g. {mismatched[:3]}); use a folder written by the same toy configuration."
+        )
+    model.load_state_dict(theirs)
+
+
 def save_model_folder(
     folder: str | Path, model: Gemma3ForConditionalGeneration, processor: Gemma3Processor
 ) -> Path:
@@ -309,6 +328,8 @@ def train_toy_model(
     start_step = 0
     log: list[dict[str, float]] = []
     checkpoint = _find_checkpoint(out_dir) if resume else None
+    if checkpoint is None and config.init_from is not None:
+        _load_initial_weights(model, config.init_from)
     if checkpoint is not None:
         # from_pretrained maps the saved (checkpoint-format) names back onto the module tree.
         saved = Gemma3ForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32)

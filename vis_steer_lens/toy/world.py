@@ -480,7 +480,9 @@ class ToyWorld:
 
         - A colour ("red"): the whole image in that colour; answer "red".
         - A texture ("striped"): the whole image in that texture, random colour; answer "striped".
-        - A shape ("circle"): one large solid shape in every cell, random colour and background; answer "circle".
+        - A shape ("circle"), a size ("large") or "solid": a tiling (:meth:`render_tiling`) of
+          objects that share only that concept; answer "circle". (A solid whole-image field would
+          be a colour field under another answer.)
         - "blank", None, or a background: an empty background; answer "blank".
 
         Args:
@@ -488,7 +490,7 @@ class ToyWorld:
             rng: Random stream for the unsaid parts; defaults to the world's own.
 
         Raises:
-            ValueError: for a size, a position, or an unknown word, which have no field.
+            ValueError: for a position, or an unknown word, which have no field.
         """
         rng = rng or self.rng
         canvas = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
@@ -499,19 +501,42 @@ class ToyWorld:
             return Image.fromarray(canvas, mode="RGB"), "blank"
         if category == "color":
             canvas[:] = COLORS[concept]
-        elif category == "texture":
+        elif category == "texture" and concept != "solid":
             color = rng.choice(list(COLORS))
             canvas[:] = COLORS[color]
             tiled = np.tile(TEXTURE_PATTERNS[concept], (GRID_SIZE, GRID_SIZE))
             canvas[tiled] = SHADED_COLORS[color]
-        elif category == "shape":
-            # One colour for the whole tiling, so nothing but the shape is shared by every cell.
-            color = rng.choice(list(COLORS))
-            tiles = tuple(ObjectSpec(concept, color, "solid", "large", cell) for cell in range(NUM_CELLS))
-            scene = Scene(objects=tiles, background=rng.choice(list(BACKGROUNDS)))
-            canvas = render_array(scene)
+        elif category in ("shape", "size", "texture"):
+            return self.render_tiling(concept, rng=rng)
         else:
             raise ValueError(
-                f"No concept field for {concept!r}; expected a colour, texture, shape, background or 'blank'."
+                f"No concept field for {concept!r}; expected a colour, texture, shape, size, background or 'blank'."
             )
         return Image.fromarray(canvas, mode="RGB"), concept
+
+    def sample_tiling(self, concept: str, rng: random.Random | None = None) -> Scene:
+        """A scene with an object in every cell, the objects sharing ``concept`` and nothing else.
+
+        Every other attribute (and the background) is drawn at random per cell, so with 16 cells
+        the named concept is, in practice, the only one all objects have in common. This is what
+        steering one feature at every patch looks like to the model: the same concept everywhere.
+
+        Args:
+            concept: A colour, texture, shape or size.
+            rng: Random stream; defaults to the world's own.
+
+        Raises:
+            ValueError: for a position, background or unknown word.
+        """
+        rng = rng or self.rng
+        category = CONCEPT_CATEGORY.get(concept)
+        if category not in ("color", "texture", "shape", "size"):
+            raise ValueError(f"No concept tiling for {concept!r}; expected a colour, texture, shape or size.")
+        tiles = tuple(
+            self.sample_object(cell=cell, rng=rng, **{category: concept}) for cell in range(NUM_CELLS)
+        )
+        return Scene(objects=tiles, background=rng.choice(list(BACKGROUNDS)))
+
+    def render_tiling(self, concept: str, rng: random.Random | None = None) -> tuple[Image.Image, str]:
+        """Render :meth:`sample_tiling` and return the image with its answer (``concept``)."""
+        return render(self.sample_tiling(concept, rng=rng)), concept
