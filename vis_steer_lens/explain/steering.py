@@ -7,7 +7,9 @@ patches), greedy decoding, and the answer with its prefix stripped is the explan
 Faster than the paper's procedure in three ways that do not change the answer: the empty
 image's activations below the hook are computed once and reused (only the layers after it, the
 projector and the language model run per batch); the prompt is tokenised once; and each row
-stops at the end of its sentence.
+stops at the end of its sentence and then leaves the batch, KV cache included, so the rows
+still decoding do not carry the finished ones (:func:`.decoding.greedy_decode`: the same tokens
+as greedy ``generate``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sae_lens import SAE
 
 from vis_steer_lens.adapters import EMPTY_IMAGES
 from vis_steer_lens.explain.base import Explainer
+from vis_steer_lens.explain.decoding import greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
 from vis_steer_lens.explain.text import clean_explanation
 from vis_steer_lens.saes.validation import check_sae_fits
@@ -287,23 +290,23 @@ class SteeringExplainer(Explainer):
             prompt_length = inputs["input_ids"].shape[1]
             prefix = self.prompt.prefix(self.method)
             stopping = self._stopping_criteria(prompt_length)
-            tokens = vlm.generate(
-                **inputs,
-                image_features=image_features,
+            # Greedy, as vlm.generate would be, but rows leave the batch once they have ended.
+            tokens, ended = greedy_decode(
+                vlm,
+                inputs,
+                image_features,
                 max_new_tokens=self.max_new_tokens,
-                stopping_criteria=stopping,
-                eos_token_id=self._eos,
+                eos_token_ids=self._eos,
                 pad_token_id=self._tokenizer.pad_token_id,
+                stop=stopping,
+                return_finished=True,
             )
         new_tokens = tokens[:, prompt_length:]
         rows = []
         for i, feature in enumerate(features):
             raw = self._tokenizer.decode(new_tokens[i], skip_special_tokens=True)
             # Finished: ended by EOS or by its sentence end, not cut off at max_new_tokens.
-            stops = torch.tensor(self._eos + [self._tokenizer.pad_token_id])
-            finished = len(new_tokens[i]) < self.max_new_tokens or bool(
-                torch.isin(new_tokens[i], stops).any()
-            )
+            finished = bool(ended[i])
             rows.append(
                 {
                     "feature": feature,
