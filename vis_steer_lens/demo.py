@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vis_steer_lens.evaluate import ToyGenerator, feature_concepts, summarize_feature_concepts
-from vis_steer_lens.evaluate.compare import compare, format_table
+from vis_steer_lens.evaluate.compare import compare, format_margins, format_table
 from vis_steer_lens.image_sources import ToyImages
 from vis_steer_lens.mining import mine_top_activations
 
@@ -36,6 +36,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     """Run the comparison on the shipped toy VLM and SAE, writing everything under ``out_dir``.
 
     Writes ``explanations.parquet``, ``scores.csv``, ``comparison.csv``, ``comparison.html``,
+    ``margins.csv`` (each method's paired margin over each control on the clear features),
     ``feature_concepts.csv`` (ground truth), ``coefficient_sweep.csv``, the mined top images
     (``mined/``), a static dashboard (``dashboard/index.html``), a Neuronpedia export
     (``neuronpedia/``) and ``demo.json``. Every stage resumes when rerun with the same folder.
@@ -116,6 +117,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
         out / "scores.csv", index=False
     )
     result.table.to_csv(out / "comparison.csv", index=False)
+    result.margins.to_csv(out / "margins.csv", index=False)
     result.figure.write_html(out / "comparison.html", include_plotlyjs=True)
     if result.calibration is not None:
         result.calibration.to_csv(out / "coefficient_sweep.csv", index=False)
@@ -127,6 +129,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     n_clear = int(summary["clear"].sum())
     n_clear_pooled = int((summary["best_object_pooled_auroc"] >= 0.9).sum())
     text = format_table(result.table)
+    margins_text = format_margins(result.margins)
     timings["total"] = time.perf_counter() - start
     record = {
         "settings": settings,
@@ -137,13 +140,21 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
         "timings_s": timings,
     }
     (out / "demo.json").write_text(json.dumps(record, indent=2, default=str))
-    return {"table": result.table, "text": text, "record": record, "comparison": result}
+    return {
+        "table": result.table,
+        "text": text,
+        "margins_text": margins_text,
+        "record": record,
+        "comparison": result,
+    }
 
 
 def print_demo(result: dict[str, Any]) -> None:
     """Print the comparison table and a short summary."""
     record = result["record"]
     print(result["text"])
+    print("\nMargins over the controls on the clear features (paired per feature; 95% bootstrap intervals):")
+    print(result["margins_text"])
     print(
         f"\n{record['n_features']} live features explained; {record['n_clear_concept']} have a clear "
         f"non-background concept (ground-truth AUROC >= 0.9 in their background context; "

@@ -28,6 +28,7 @@ def test_demo_writes_every_output(demo_dir, capsys):
         "scores.csv",
         "comparison.csv",
         "comparison.html",
+        "margins.csv",
         "feature_concepts.csv",
     ):
         assert (demo_dir / name).is_file(), name
@@ -40,6 +41,8 @@ def test_demo_writes_every_output(demo_dir, capsys):
         "steering (random direction)",
         "steering (permuted direction)",
     ]
+    margins = pd.read_csv(demo_dir / "margins.csv")
+    assert len(margins) == 3 * 2 and set(margins["method_label"]) == {"steering", "topk", "hybrid"}
     explanations = pd.read_parquet(demo_dir / "explanations.parquet")
     record = json.loads((demo_dir / "demo.json").read_text())
     assert len(explanations) == 5 * record["n_features"] and record["n_features"] > 0

@@ -7,7 +7,13 @@ import pytest
 from conftest import build_tiny_toy_vlm, random_sae
 
 from vis_steer_lens.evaluate import ToyGenerator
-from vis_steer_lens.evaluate.compare import DEFAULT_RUNS, compare, format_table
+from vis_steer_lens.evaluate.compare import (
+    DEFAULT_RUNS,
+    compare,
+    control_margins,
+    format_margins,
+    format_table,
+)
 from vis_steer_lens.image_sources import ToyImages
 from vis_steer_lens.mining import mine_top_activations
 
@@ -59,6 +65,43 @@ def test_compare_runs_every_method_and_tabulates(setup, tmp_path):
     expected = steering.loc[steering["feature"].isin([0, 1, 2]), "auroc_max"].mean()
     assert result.table.loc[0, "clear_auroc_max"] == pytest.approx(expected)
     assert (result.table["n_clear"] == 3).all()
+    # Paired margins: each of the 3 methods over each of the 2 controls, on the 3 clear features.
+    margins = result.margins
+    assert len(margins) == 3 * 2 and (margins["n_clear"] == 3).all()
+    assert set(margins["control"]) == {"steering (random direction)", "steering (permuted direction)"}
     # A rerun on the same folder resumes: nothing is generated again, the table is the same.
     again = compare(vlm, sae, features, **kwargs)
     pd.testing.assert_frame_equal(again.table, result.table)
+
+
+def test_control_margins_are_paired_differences_over_clear_features():
+    concepts = pd.DataFrame(
+        {
+            "feature": [0, 1, 2, 3],
+            "best_object_concept": ["red", "blue", "circle", "large"],
+            "clear": [True] * 3 + [False],
+        }
+    )
+    rows = []
+    for feature, concept in enumerate(["red", "blue", "circle", "large"]):
+        rows.append(("steering", feature, f"a {concept} thing", 0.8 + 0.05 * feature))
+        rows.append(("steering (random direction)", feature, "blank", 0.5 + 0.05 * feature))
+    rows.append(("steering (random direction)", 9, "blank", 0.1))  # not explained by the method: ignored
+    scores = pd.DataFrame(rows, columns=["method_label", "feature", "explanation", "auroc_max"])
+    margins = control_margins(scores, concepts)
+    assert len(margins) == 1
+    row = margins.iloc[0]
+    assert row["method_label"] == "steering" and row["control"] == "steering (random direction)"
+    assert row["n_clear"] == 3
+    # Every clear feature differs by exactly 0.3 in AUROC and by 1 in correctness: no spread at all.
+    assert row["auroc_margin"] == pytest.approx(0.3)
+    assert row["auroc_margin_lo"] == pytest.approx(0.3) and row["auroc_margin_hi"] == pytest.approx(0.3)
+    assert row["accuracy_margin"] == pytest.approx(1.0)
+    assert "+0.300" in format_margins(margins)
+    # A method below its control gets a negative margin.
+    flipped = scores.assign(
+        method_label=scores["method_label"].map(
+            {"steering": "steering (random direction)", "steering (random direction)": "steering"}
+        )
+    )
+    assert control_margins(flipped, concepts).iloc[0]["auroc_margin"] == pytest.approx(-0.3)

@@ -11,7 +11,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer
-from vis_steer_lens.evaluate.ground_truth import ground_truth_accuracy, summarize_feature_concepts
+from vis_steer_lens.evaluate.ground_truth import (
+    explanation_is_correct,
+    ground_truth_accuracy,
+    summarize_feature_concepts,
+)
 from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
 from vis_steer_lens.explain import make_explainer
 
@@ -36,6 +40,8 @@ class Comparison:
             AUROC, and (with ground truth) accuracy on features with a clear concept.
         figure: The table as a plotly figure.
         calibration: The steering coefficient sweep, when the coefficient was ``"auto"``.
+        margins: With ground truth: each method's paired margin over each control on the clear
+            features (:func:`control_margins`).
     """
 
     explanations: pd.DataFrame
@@ -43,6 +49,7 @@ class Comparison:
     table: pd.DataFrame
     figure: go.Figure
     calibration: pd.DataFrame | None = None
+    margins: pd.DataFrame | None = None
 
 
 def _explainer(method: str, direction: str, vlm, sae, mined, settings: dict[str, Any]):
@@ -151,13 +158,89 @@ def compare(
         explanations, progress=progress, out_path=None if out is None else out / "scores.jsonl"
     )
     table = scorer.summary(scores)
+    margins = None
     if concepts is not None:
         accuracy = ground_truth_accuracy(explanations, concepts, seed=seed)
         table = table.merge(accuracy, on="method_label", how="left")
         table = table.merge(clear_feature_auroc(scores, concepts, seed=seed), on="method_label", how="left")
+        margins = control_margins(scores, concepts, seed=seed)
     order = {method_label(m, d): i for i, (m, d) in enumerate(runs)}
     table = table.sort_values("method_label", key=lambda s: s.map(order)).reset_index(drop=True)
-    return Comparison(explanations, scores, table, comparison_figure(table), calibration)
+    return Comparison(explanations, scores, table, comparison_figure(table), calibration, margins)
+
+
+def control_margins(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """How far each method is above each control, feature by feature, on the clear features.
+
+    Method and control explain the same features, so the fair comparison is paired: per clear
+    feature, the method's AUROC (max pooling) minus the control's, and its correctness (1 if the
+    explanation names the feature's ground-truth concept) minus the control's. The mean of those
+    differences with a bootstrap interval over features says whether the method is above the
+    control beyond the spread between features, which two overlapping per-method intervals
+    cannot.
+
+    Args:
+        scores: Per-explanation scores with ``method_label``, ``feature``, ``explanation`` and
+            ``auroc_max`` (as from :class:`GenerationAUROCScorer`).
+        concepts: :func:`feature_concepts` output or its summary.
+        seed: Seed of the bootstrap intervals.
+
+    Returns:
+        One row per (method, control) pair, controls being the labels with "direction)" in them:
+        ``method_label, control, n_clear, auroc_margin, auroc_margin_lo, auroc_margin_hi,
+        accuracy_margin, accuracy_margin_lo, accuracy_margin_hi``.
+    """
+    columns = [
+        "method_label",
+        "control",
+        "n_clear",
+        "auroc_margin",
+        "auroc_margin_lo",
+        "auroc_margin_hi",
+        "accuracy_margin",
+        "accuracy_margin_lo",
+        "accuracy_margin_hi",
+    ]
+    summary = concepts if "clear" in concepts.columns else summarize_feature_concepts(concepts)
+    truth = summary[summary["clear"]].set_index("feature")["best_object_concept"]
+    truth.index = truth.index.astype(int)
+    clear = scores[scores["feature"].astype(int).isin(truth.index)].copy()
+    clear["feature"] = clear["feature"].astype(int)
+    clear["correct"] = [
+        float(explanation_is_correct(text, truth[feature]))
+        for feature, text in zip(clear["feature"], clear["explanation"], strict=True)
+    ]
+    per_label = {
+        label: group.set_index("feature") for label, group in clear.groupby("method_label", sort=False)
+    }
+    controls = [label for label in per_label if label.endswith("direction)")]
+    rows = []
+    for label, frame in per_label.items():
+        if label in controls:
+            continue
+        for control in controls:
+            shared = frame.index.intersection(per_label[control].index)
+            other = per_label[control].loc[shared]
+            auroc = bootstrap_mean_ci(
+                frame.loc[shared, "auroc_max"].to_numpy(float) - other["auroc_max"].to_numpy(float), seed=seed
+            )
+            accuracy = bootstrap_mean_ci(
+                frame.loc[shared, "correct"].to_numpy(float) - other["correct"].to_numpy(float), seed=seed
+            )
+            rows.append([label, control, len(shared), *auroc, *accuracy])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def format_margins(margins: pd.DataFrame) -> str:
+    """The paired margins as text: ``value [lo, hi]`` per (method, control)."""
+    lines = [f"{'method':<10}{'over control':<30}{'AUROC max margin':>24}{'GT accuracy margin':>24}"]
+    for _, row in margins.iterrows():
+        cells = "".join(
+            f"{row[c]:>+14.3f} [{row[c + '_lo']:+.2f}, {row[c + '_hi']:+.2f}]"
+            for c in ("auroc_margin", "accuracy_margin")
+        )
+        lines.append(f"{row['method_label']:<10}{row['control']:<30}{cells}")
+    return "\n".join(lines)
 
 
 def clear_feature_auroc(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
