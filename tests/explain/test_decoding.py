@@ -214,3 +214,33 @@ def test_toy_batch_equals_each_row_alone(toy_steering):
         padded = torch.full_like(batched[i], pad)
         padded[: alone.shape[1]] = alone[0]
         assert torch.equal(batched[i], padded), f"feature {TOY_FEATURES[i]}"
+
+
+def test_prefill_masks_equal_the_ones_transformers_builds(tiny_hybrid):
+    """The prefill's masks, built from token_type_ids, equal transformers' own (window 6 < prompt)."""
+    from vis_steer_lens.explain.decoding import _image_block_masks
+
+    inputs = image_prompt_ids(batch=2, mm_tokens=4, text=(10, 11, 12, 13, 14, 15))
+    hf_model = tiny_hybrid.hf_model
+    captured = {}
+
+    def capture(module, args, kwargs):
+        captured.update(kwargs["attention_mask"])
+
+    handle = hf_model.model.language_model.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            hf_model(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"])
+    finally:
+        handle.remove()
+    ours = _image_block_masks(hf_model, inputs["token_type_ids"])
+    assert set(ours) == set(captured) == {"full_attention", "sliding_attention"}
+    seq = inputs["input_ids"].shape[1]
+    assert seq > 6  # the window cuts into the prompt
+    for kind, mask in captured.items():
+        assert mask is not None and mask.dtype == torch.bool, kind
+        torch.testing.assert_close(ours[kind], mask.expand(2, 1, seq, seq), msg=kind)
+    # Image tokens see the whole image; <bos> and <boi>, before it, see none of it.
+    image = inputs["token_type_ids"][0].bool()
+    full = ours["full_attention"][0, 0]
+    assert bool(full[image][:, image].all()) and not bool(full[:2][:, image].any())

@@ -120,9 +120,14 @@ def greedy_decode(
 
     # The cache transformers builds for this config: sliding-window layers keep only their window.
     cache = DynamicCache(config=hf_model.config.get_text_config(decoder=True))
+    prefill_mask = attention_mask
+    if attention_mask is None and inputs.get("token_type_ids") is not None:
+        # Without padding the prefill's masks follow from token_type_ids alone; building them here
+        # is a few tensor ops, where transformers builds them with a per-row vmap on every batch.
+        prefill_mask = _image_block_masks(hf_model, inputs["token_type_ids"]) or None
     prefill = {
         "input_ids": input_ids,
-        "attention_mask": attention_mask,
+        "attention_mask": prefill_mask,
         "position_ids": position_ids,
         # Only the prefill: it makes the image tokens attend to each other both ways.
         "token_type_ids": inputs.get("token_type_ids"),
@@ -183,6 +188,35 @@ def _image_kwargs(vlm: Any, image_features: torch.Tensor | None) -> dict[str, An
     if language_kwargs is not None:  # a HookedVLM: the same path as HookedVLM.generate
         return language_kwargs(None, image_features, {})
     return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=image_features)}}
+
+
+def _image_block_masks(hf_model: Any, token_type_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gemma 3's prefill masks for unpadded rows, as SDPA boolean masks ``[batch, 1, seq, seq]``.
+
+    Every layer attends causally, and image tokens also see every token of their own image
+    (Gemma 3 attends bidirectionally inside an image); sliding-window layers keep, on top, only
+    the keys less than ``sliding_window`` positions back. Returns ``{}`` (let transformers
+    build the masks) unless the text model runs SDPA attention with Gemma 3's layer types.
+    """
+    config = hf_model.config.get_text_config(decoder=True)
+    layer_types = set(getattr(config, "layer_types", None) or ())
+    if getattr(config, "_attn_implementation", None) != "sdpa" or not layer_types <= {
+        "full_attention",
+        "sliding_attention",
+    }:
+        return {}
+    is_image = token_type_ids == 1
+    starts = is_image & ~torch.nn.functional.pad(is_image, (1, 0))[:, :-1]
+    block = torch.where(is_image, starts.long().cumsum(-1) - 1, -1)  # [batch, seq], -1 off images
+    seq = token_type_ids.shape[1]
+    query = torch.arange(seq, device=token_type_ids.device)[:, None]
+    key = torch.arange(seq, device=token_type_ids.device)[None, :]
+    same_image = (block[:, :, None] == block[:, None, :]) & (block[:, :, None] >= 0)
+    full = ((key <= query)[None] | same_image)[:, None]  # [batch, 1, seq, seq]
+    masks = {"full_attention": full}
+    if "sliding_attention" in layer_types:
+        masks["sliding_attention"] = full & (key > query - config.sliding_window)[None, None]
+    return masks
 
 
 def _infer_attention_mask(input_ids: torch.Tensor, eos: torch.Tensor, pad_token_id: int) -> torch.Tensor:
