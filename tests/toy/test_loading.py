@@ -46,13 +46,6 @@ def test_shipped_model_describes_an_image(bundle):
     assert caption.endswith("background"), caption
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The shipped toy model (3,436 steps) misses the per-category bar: shape recall 0.83 and texture 0.71 "
-    "(< 0.85); overall recall 0.92 and precision 0.92 pass. A 6,000-step model meets the bar but makes a worse "
-    "explainer testbed, so it is not shipped (README, 'The toy world'; issue 5 stays open). "
-    "When a model that meets the bar ships, this XPASSes and fails: remove the marker then.",
-)
 def test_shipped_model_meets_caption_bar(bundle):
     """Real check of the shipped weights: caption recall/precision on 200 fresh scenes (~30-60 s on CPU)."""
     scores = caption_accuracy(bundle.vlm, n_images=200)
