@@ -43,7 +43,8 @@ class SteeringExplainer(Explainer):
         empty_image: ``"white"`` (the paper's), ``"black"``, ``"gray"``, ``"mean"`` or ``"zeros"``.
         prompt: A prompt id (``"default"``, ``"paper"``, ``"toy"``) or a :class:`PromptSet`.
         max_new_tokens: Cap on generated tokens (rows usually stop earlier, at their sentence end).
-        batch_size: Features per ``generate`` call; each row steers a different feature.
+        batch_size: Features decoded together (one prefill, then rows retire as they end); each row
+            steers a different feature.
         positions: Patches to steer: ``None`` (all), or a bool mask ``[patches]`` / ``[grid, grid]``.
         direction: ``"sae"``, or a control: ``"random_norm_matched"`` (a random direction with the
             decoder row's norm) or ``"permuted"`` (each feature gets another feature's direction:
