@@ -183,8 +183,8 @@ def main() -> None:
         max_new_tokens=max_new_tokens,
         stop_at_sentence_end=args.fixed_tokens is None,
     )
-    ours.explain(features[: min(4, len(features))], progress=False)  # warm up
-    # The floor's length is (a)'s mean answer length, so (a) runs once before the timed rounds.
+    # The floor's length is (a)'s mean answer length, so (a) runs once (also a warm-up) before the
+    # timed rounds.
     frame = ours.explain(features, progress=False)
     tokenizer = ours._tokenizer
     mean_new = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in frame["raw_generation"])

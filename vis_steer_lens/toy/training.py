@@ -253,16 +253,18 @@ def _find_checkpoint(out_dir: Path) -> Path | None:
 _LOG_COLUMNS = ["step", "loss", "lr", "grad_norm", "seconds"]
 
 
-def _load_initial_weights(model: Gemma3ForConditionalGeneration, folder: str | Path) -> None:
-    """Copy a saved toy model's weights into ``model``; the two must have the same architecture."""
+def _load_weights(model: Gemma3ForConditionalGeneration, folder: str | Path) -> None:
+    """Copy a saved toy model's weights (a checkpoint or an ``init_from`` folder) into ``model``;
+    the two must have the same architecture."""
     if not (Path(folder) / "config.json").exists():
-        raise FileNotFoundError(f"init_from={str(folder)!r} is not a model folder (no config.json).")
+        raise FileNotFoundError(f"{str(folder)!r} is not a model folder (no config.json).")
+    # from_pretrained maps the saved (checkpoint-format) names back onto the module tree.
     saved = Gemma3ForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     ours, theirs = model.state_dict(), saved.state_dict()
     mismatched = sorted(name for name in ours if name not in theirs or theirs[name].shape != ours[name].shape)
     if mismatched:
         raise ValueError(
-            f"init_from={str(folder)!r} does not fit this run's model ({len(mismatched)} weights differ, "
+            f"{str(folder)!r} does not fit this run's model ({len(mismatched)} weights differ, "
             f"e.g. {mismatched[:3]}); use a folder written by the same toy configuration."
         )
     model.load_state_dict(theirs)
@@ -329,12 +331,9 @@ def train_toy_model(
     log: list[dict[str, float]] = []
     checkpoint = _find_checkpoint(out_dir) if resume else None
     if checkpoint is None and config.init_from is not None:
-        _load_initial_weights(model, config.init_from)
+        _load_weights(model, config.init_from)
     if checkpoint is not None:
-        # from_pretrained maps the saved (checkpoint-format) names back onto the module tree.
-        saved = Gemma3ForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32)
-        model.load_state_dict(saved.state_dict())
-        del saved
+        _load_weights(model, checkpoint)
         state = torch.load(checkpoint / _STATE_FILE, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -499,15 +499,15 @@ class ToyWorld:
             background = concept if category == "background" else rng.choice(list(BACKGROUNDS))
             canvas[:] = BACKGROUNDS[background]
             return Image.fromarray(canvas, mode="RGB"), "blank"
+        if category in ("shape", "size") or concept == "solid":
+            return self.render_tiling(concept, rng=rng)
         if category == "color":
             canvas[:] = COLORS[concept]
-        elif category == "texture" and concept != "solid":
+        elif category == "texture":
             color = rng.choice(list(COLORS))
             canvas[:] = COLORS[color]
             tiled = np.tile(TEXTURE_PATTERNS[concept], (GRID_SIZE, GRID_SIZE))
             canvas[tiled] = SHADED_COLORS[color]
-        elif category in ("shape", "size", "texture"):
-            return self.render_tiling(concept, rng=rng)
         else:
             raise ValueError(
                 f"No concept field for {concept!r}; expected a colour, texture, shape, size, background or 'blank'."
