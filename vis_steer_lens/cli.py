@@ -176,7 +176,7 @@ def cmd_toy_sae(args: argparse.Namespace) -> int:
     from vis_steer_lens import HookedVLM, toy
     from vis_steer_lens.evaluate import feature_concepts, summarize_feature_concepts
     from vis_steer_lens.toy.loading import TOY_MODEL_NAME
-    from vis_steer_lens.toy.sae import DEFAULT_HOOK, train_toy_sae
+    from vis_steer_lens.toy.sae import DEFAULT_D_SAE, DEFAULT_HOOK, DEFAULT_K, train_toy_sae
 
     torch.set_num_threads(args.threads)
     if args.model is None:
@@ -186,8 +186,8 @@ def cmd_toy_sae(args: argparse.Namespace) -> int:
     sae, _ = train_toy_sae(
         vlm,
         args.hook or DEFAULT_HOOK,
-        d_sae=args.d_sae,
-        k=args.k,
+        d_sae=args.d_sae or DEFAULT_D_SAE,
+        k=args.k or DEFAULT_K,
         total_training_samples=args.tokens,
         background_rate=args.background_rate,
         seed=args.seed,
@@ -355,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     toy_sae.add_argument("--out", required=True, help="folder for the SAELens-format SAE")
     toy_sae.add_argument("--model", help="toy model folder (default: the shipped toy model)")
     toy_sae.add_argument("--hook", default=None, help="vision hook (default: the shipped SAE's)")
-    toy_sae.add_argument("--d-sae", type=int, default=512)
-    toy_sae.add_argument("--k", type=int, default=16)
+    toy_sae.add_argument("--d-sae", type=int, default=None, help="features (default: the shipped SAE's)")
+    toy_sae.add_argument("--k", type=int, default=None, help="TopK k (default: the shipped SAE's)")
     toy_sae.add_argument("--tokens", type=int, default=800_000, help="patch tokens to train on")
     toy_sae.add_argument("--background-rate", type=float, default=0.1)
     toy_sae.add_argument("--seed", type=int, default=0)

@@ -2,6 +2,7 @@
 
 from vis_steer_lens.toy.evaluation import caption_accuracy, highlight_accuracy, topk_accuracy
 from vis_steer_lens.toy.loading import ToyBundle, load, toy_model_path, toy_sae_path
+from vis_steer_lens.toy.probes import probe_accuracy
 from vis_steer_lens.toy.renderer import ToyRenderer, concepts_in_order, concepts_in_text
 from vis_steer_lens.toy.tasks import (
     Example,
@@ -33,6 +34,7 @@ __all__ = [
     "caption_accuracy",
     "highlight_accuracy",
     "load",
+    "probe_accuracy",
     "toy_model_path",
     "toy_sae_path",
     "topk_accuracy",

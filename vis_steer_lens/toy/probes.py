@@ -88,6 +88,10 @@ def probe_accuracy(
         Rows for (own patch, 3x3 window) x (linear, MLP): ``hook``, ``category``, ``input``,
         ``probe``, ``accuracy``, ``chance``.
     """
+    if category not in CATEGORIES:
+        raise ValueError(f"Unknown category {category!r}; expected one of {sorted(CATEGORIES)}.")
+    if min(n_train, n_test) < 1:
+        raise ValueError(f"n_train and n_test must be positive, got {n_train} and {n_test}.")
     n_classes = len(CATEGORIES[category])
     own_tr, win_tr, y_tr = _single_object_data(vlm, hook_name, n_train, seed, category)
     own_te, win_te, y_te = _single_object_data(vlm, hook_name, n_test, seed + 1, category)

@@ -16,6 +16,9 @@ from vis_steer_lens.toy.world import NUM_CELLS, ToyWorld, render_array
 
 #: Where the shipped toy SAE reads (chosen by the comparison reported in the README).
 DEFAULT_HOOK = "blocks.0.hook_resid_post"
+#: The shipped SAE's width and TopK k (the same README comparison).
+DEFAULT_D_SAE = 512
+DEFAULT_K = 16
 
 
 def toy_pixel_stream(seed: int, image_processor: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -55,8 +58,8 @@ def train_toy_sae(
     vlm: Any,
     hook_name: str = DEFAULT_HOOK,
     *,
-    d_sae: int = 512,
-    k: int = 16,
+    d_sae: int = DEFAULT_D_SAE,
+    k: int = DEFAULT_K,
     total_training_samples: int = 800_000,
     batch_size: int = 2048,
     lr: float = 1e-3,
