@@ -109,8 +109,9 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     timings["explain_and_score"] = time.perf_counter() - start - sum(timings.values())
 
     explanations = result.explanations.copy()
+    # Top-k rows carry their image ids; steering and ground-truth rows have none (None or NaN).
     explanations["image_ids"] = explanations["image_ids"].map(
-        lambda ids: json.dumps(ids) if ids is not None else None
+        lambda ids: json.dumps([int(i) for i in ids]) if isinstance(ids, (list, tuple)) else None
     )
     explanations.to_parquet(out / "explanations.parquet", index=False)
     result.scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(
@@ -153,7 +154,10 @@ def print_demo(result: dict[str, Any]) -> None:
     """Print the comparison table and a short summary."""
     record = result["record"]
     print(result["text"])
-    print("\nMargins over the controls on the clear features (paired per feature; 95% bootstrap intervals):")
+    print(
+        "\nMargins over the controls on the clear features (paired per feature; 95% bootstrap intervals;"
+        "\n'ground truth' scores each feature's true concept word: the margin of a correct one-word answer):"
+    )
     print(result["margins_text"])
     print(
         f"\n{record['n_features']} live features explained; {record['n_clear_concept']} have a clear "

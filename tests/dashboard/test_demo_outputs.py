@@ -40,12 +40,19 @@ def test_demo_writes_every_output(demo_dir, capsys):
         "hybrid",
         "steering (random direction)",
         "steering (permuted direction)",
+        "ground truth",
     ]
     margins = pd.read_csv(demo_dir / "margins.csv")
-    assert len(margins) == 3 * 2 and set(margins["method_label"]) == {"steering", "topk", "hybrid"}
+    assert len(margins) == 4 * 2
+    assert set(margins["method_label"]) == {"steering", "topk", "hybrid", "ground truth"}
+    ceiling = margins[margins["method_label"] == "ground truth"]
+    assert (ceiling["auroc_margin"] > 0).all() and (ceiling["auroc_share_of_ceiling"] == 1.0).all()
     explanations = pd.read_parquet(demo_dir / "explanations.parquet")
     record = json.loads((demo_dir / "demo.json").read_text())
-    assert len(explanations) == 5 * record["n_features"] and record["n_features"] > 0
+    is_truth = explanations["method"] == "ground truth"
+    assert (~is_truth).sum() == 5 * record["n_features"] and record["n_features"] > 0
+    # The ground-truth row names the concept of every explained feature that has ground truth.
+    assert 0 < is_truth.sum() <= record["n_features"]
     # Rerunning resumes from the folder and reproduces the table.
     assert main(["--quiet", "demo", "--out", str(demo_dir)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(demo_dir / "comparison.csv"), comparison)

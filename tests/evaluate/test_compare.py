@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import build_tiny_toy_vlm, random_sae
 
-from vis_steer_lens.evaluate import ToyGenerator
+from vis_steer_lens.evaluate import GROUND_TRUTH_METHOD, ToyGenerator
 from vis_steer_lens.evaluate.compare import (
     DEFAULT_RUNS,
     compare,
@@ -51,9 +51,14 @@ def test_compare_runs_every_method_and_tabulates(setup, tmp_path):
         progress=False,
     )
     result = compare(vlm, sae, features, **kwargs)
-    assert len(result.explanations) == len(DEFAULT_RUNS) * len(features)
-    assert result.table["method_label"].tolist()[0] == "steering"
-    assert len(result.table) == len(DEFAULT_RUNS)
+    # Every run explains every feature; the ground-truth row names each feature's concept.
+    assert len(result.explanations) == (len(DEFAULT_RUNS) + 1) * len(features)
+    truth_rows = result.explanations[result.explanations["method_label"] == GROUND_TRUTH_METHOD]
+    assert truth_rows["explanation"].tolist() == ["red", "circle", "blue", "large"]
+    labels = result.table["method_label"].tolist()
+    assert labels[0] == "steering" and labels[-1] == GROUND_TRUTH_METHOD
+    assert len(result.table) == len(DEFAULT_RUNS) + 1
+    assert result.table.set_index("method_label").loc[GROUND_TRUTH_METHOD, "accuracy"] == 1.0
     for column in ("auroc_mean", "auroc_mean_lo", "auroc_max", "global_auroc_mean", "accuracy", "n_clear"):
         assert column in result.table
     assert result.table["auroc_mean"].between(0, 1).all()
@@ -65,13 +70,22 @@ def test_compare_runs_every_method_and_tabulates(setup, tmp_path):
     expected = steering.loc[steering["feature"].isin([0, 1, 2]), "auroc_max"].mean()
     assert result.table.loc[0, "clear_auroc_max"] == pytest.approx(expected)
     assert (result.table["n_clear"] == 3).all()
-    # Paired margins: each of the 3 methods over each of the 2 controls, on the 3 clear features.
+    # Paired margins: each of the 3 methods and the ground truth over each of the 2 controls.
     margins = result.margins
-    assert len(margins) == 3 * 2 and (margins["n_clear"] == 3).all()
+    assert len(margins) == 4 * 2 and (margins["n_clear"] == 3).all()
     assert set(margins["control"]) == {"steering (random direction)", "steering (permuted direction)"}
+    truth_margins = margins[margins["method_label"] == GROUND_TRUTH_METHOD]
+    for _, row in truth_margins.iterrows():
+        # The ceiling is its own share; a share is undefined when the ceiling is not above the control.
+        expected = 1.0 if row["auroc_margin"] > 0 else float("nan")
+        assert row["auroc_share_of_ceiling"] == pytest.approx(expected, nan_ok=True)
     # A rerun on the same folder resumes: nothing is generated again, the table is the same.
     again = compare(vlm, sae, features, **kwargs)
     pd.testing.assert_frame_equal(again.table, result.table)
+    # Without the ground-truth row: the methods and controls only.
+    plain = compare(vlm, sae, features, ground_truth_row=False, **kwargs)
+    assert GROUND_TRUTH_METHOD not in set(plain.table["method_label"])
+    assert len(plain.margins) == 3 * 2 and plain.margins["auroc_share_of_ceiling"].isna().all()
 
 
 def test_control_margins_are_paired_differences_over_clear_features():
@@ -97,7 +111,17 @@ def test_control_margins_are_paired_differences_over_clear_features():
     assert row["auroc_margin"] == pytest.approx(0.3)
     assert row["auroc_margin_lo"] == pytest.approx(0.3) and row["auroc_margin_hi"] == pytest.approx(0.3)
     assert row["accuracy_margin"] == pytest.approx(1.0)
-    assert "+0.300" in format_margins(margins)
+    assert "+0.300" in format_margins(margins) and "of ceiling" not in format_margins(margins)
+    assert margins["auroc_share_of_ceiling"].isna().all()
+    # With the ground-truth row (0.4 above the control on every clear feature), steering's 0.3
+    # margin is 75% of the ceiling.
+    truth = [
+        (GROUND_TRUTH_METHOD, f, c, 0.9 + 0.05 * f) for f, c in enumerate(["red", "blue", "circle", "large"])
+    ]
+    with_truth = pd.concat([scores, pd.DataFrame(truth, columns=scores.columns)], ignore_index=True)
+    shares = control_margins(with_truth, concepts).set_index("method_label")["auroc_share_of_ceiling"]
+    assert shares["steering"] == pytest.approx(0.75) and shares[GROUND_TRUTH_METHOD] == pytest.approx(1.0)
+    assert "75%" in format_margins(control_margins(with_truth, concepts))
     # A method below its control gets a negative margin.
     flipped = scores.assign(
         method_label=scores["method_label"].map(

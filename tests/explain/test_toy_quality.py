@@ -1,7 +1,8 @@
 """Quality on the shipped toy world: do explanations name the concept a feature really detects?
 
-Ground truth comes from fresh scenes (``feature_concepts``); only features with a clear object
-concept count. The numbers these tests bound are reported in the README's demo table.
+Ground truth comes from fresh scenes (``feature_concepts``, the same scenes as the demo's); only
+features with a clear object concept count. The numbers these tests bound are reported in the
+README's demo table.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import pytest
 import torch
 
 from vis_steer_lens import toy
+from vis_steer_lens.demo import DEMO_SETTINGS
 from vis_steer_lens.evaluate import feature_concepts, ground_truth_accuracy, summarize_feature_concepts
 from vis_steer_lens.explain import SteeringExplainer, SteeringInformedTopKExplainer, TopKExplainer
 from vis_steer_lens.image_sources import ToyImages
 from vis_steer_lens.mining import mine_top_activations
 
-# Floors below what the shipped SAE measures here (22 clear features; steering 0.68, random direction
-# 0.14, permuted 0.27; Top-k 0.59, hybrid 0.77), above what the controls reach.
+# Floors below what the shipped SAE measures here (41 clear features; steering 0.66, random direction
+# 0.02, permuted 0.22; Top-k 0.66, hybrid 0.80), above what the controls reach.
 MIN_CLEAR_FEATURES = 12
 STEERING_FLOOR = 0.35
 TOPK_FLOOR = 0.5
@@ -30,7 +32,13 @@ STEERING_MAJORITY = 0.6
 def world():
     torch.set_num_threads(2)
     bundle = toy.load()
-    summary = summarize_feature_concepts(feature_concepts(bundle.vlm, bundle.sae, n_images=1000, seed=303))
+    concepts = feature_concepts(
+        bundle.vlm,
+        bundle.sae,
+        n_images=DEMO_SETTINGS["ground_truth_images"],
+        seed=DEMO_SETTINGS["ground_truth_seed"],
+    )
+    summary = summarize_feature_concepts(concepts)
     clear = sorted(int(f) for f in summary.loc[summary["clear"], "feature"])
     return bundle, summary, clear
 
@@ -100,12 +108,7 @@ def test_topk_and_hybrid_name_the_concept(world, steering):
         assert accuracy >= steering["random_norm_matched"] + MIN_MARGIN_OVER_CONTROLS, (name, accuracy)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Issue 5 asks for at least 40 clear features; the shipped SAE has 22, all colour or size: "
-    "SAEs on this tower learn background-specific object detectors and object-type conjunctions "
-    "(README, 'The toy world'). XPASS means the bar is met: remove this marker.",
-)
 def test_the_shipped_sae_meets_the_feature_count_bar(world):
+    # Issue 5: at least 40 live features with a clear non-background concept.
     _, _, clear = world
     assert len(clear) >= 40

@@ -17,9 +17,11 @@ from vis_steer_lens.evaluate.generators import (
 )
 from vis_steer_lens.evaluate.ground_truth import (
     CONCEPTS,
+    GROUND_TRUTH_METHOD,
     explanation_is_correct,
     feature_concepts,
     ground_truth_accuracy,
+    ground_truth_explanations,
     summarize_feature_concepts,
 )
 from vis_steer_lens.evaluate.metrics import (
@@ -32,6 +34,7 @@ from vis_steer_lens.evaluate.metrics import (
 
 __all__ = [
     "CONCEPTS",
+    "GROUND_TRUTH_METHOD",
     "PAPER_DIFFUSION_MODEL",
     "ClipSimilarityScorer",
     "DiffusersGenerator",
@@ -50,6 +53,7 @@ __all__ = [
     "feature_seed",
     "global_auroc",
     "ground_truth_accuracy",
+    "ground_truth_explanations",
     "method_label",
     "pooled_activations",
     "score_generation_auroc",

@@ -12,12 +12,15 @@ from plotly.subplots import make_subplots
 
 from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer
 from vis_steer_lens.evaluate.ground_truth import (
+    GROUND_TRUTH_METHOD,
     explanation_is_correct,
     ground_truth_accuracy,
+    ground_truth_explanations,
     summarize_feature_concepts,
 )
 from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
 from vis_steer_lens.explain import make_explainer
+from vis_steer_lens.saes.metadata import sae_identity
 
 #: The runs of a comparison: (method, direction). Controls are the steering directions that are not the SAE's.
 DEFAULT_RUNS: tuple[tuple[str, str], ...] = (
@@ -80,6 +83,7 @@ def compare(
     generator: Any,
     reference_images: list[Any],
     concepts: pd.DataFrame | None = None,
+    ground_truth_row: bool = True,
     runs: tuple[tuple[str, str], ...] = DEFAULT_RUNS,
     prompt: str = "default",
     steering_coefficient: float | str = "auto",
@@ -106,6 +110,10 @@ def compare(
         reference_images: Negatives for the AUROC (random dataset images).
         concepts: Toy-world ground truth (:func:`feature_concepts` output or its summary); adds
             an accuracy column and the AUROC (max pooling) on the features with a clear concept.
+        ground_truth_row: With ``concepts``, also score each feature's ground-truth concept word
+            as an explanation (the ``"ground truth"`` row, :func:`ground_truth_explanations`):
+            what a correct one-concept explanation reaches under this scorer, the ceiling that
+            the methods' AUROCs are read against.
         runs: ``(method, direction)`` pairs to run.
         prompt: Prompt preset for all explainers.
         steering_coefficient: Steering coefficient (number or ``"auto"``; the sweep runs once
@@ -148,6 +156,8 @@ def compare(
             explainer.coefficient = explainer.chosen_coefficient
         path = None if out is None else out / "explanations" / f"{method}-{direction}.jsonl"
         frames.append(explainer.explain(features, out=path, progress=progress))
+    if concepts is not None and ground_truth_row:
+        frames.append(ground_truth_explanations(concepts, features).assign(sae_id=sae_identity(sae)))
     explanations = pd.concat(frames, ignore_index=True)
     explanations["method_label"] = [
         method_label(m, d) for m, d in zip(explanations["method"], explanations["direction"], strict=True)
@@ -165,6 +175,7 @@ def compare(
         table = table.merge(clear_feature_auroc(scores, concepts, seed=seed), on="method_label", how="left")
         margins = control_margins(scores, concepts, seed=seed)
     order = {method_label(m, d): i for i, (m, d) in enumerate(runs)}
+    order[GROUND_TRUTH_METHOD] = len(runs)
     table = table.sort_values("method_label", key=lambda s: s.map(order)).reset_index(drop=True)
     return Comparison(explanations, scores, table, comparison_figure(table), calibration, margins)
 
@@ -185,10 +196,15 @@ def control_margins(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0)
         concepts: :func:`feature_concepts` output or its summary.
         seed: Seed of the bootstrap intervals.
 
+    When ``scores`` has the ``"ground truth"`` row (:func:`ground_truth_explanations`), its margin
+    is the most a correct explanation gains over that control under this scorer, and each row's
+    ``auroc_share_of_ceiling`` is its AUROC margin divided by that one.
+
     Returns:
         One row per (method, control) pair, controls being the labels with "direction)" in them:
         ``method_label, control, n_clear, auroc_margin, auroc_margin_lo, auroc_margin_hi,
-        accuracy_margin, accuracy_margin_lo, accuracy_margin_hi``.
+        accuracy_margin, accuracy_margin_lo, accuracy_margin_hi, auroc_share_of_ceiling`` (NaN
+        without the ground-truth row).
     """
     columns = [
         "method_label",
@@ -228,18 +244,29 @@ def control_margins(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0)
                 frame.loc[shared, "correct"].to_numpy(float) - other["correct"].to_numpy(float), seed=seed
             )
             rows.append([label, control, len(shared), *auroc, *accuracy])
-    return pd.DataFrame(rows, columns=columns)
+    margins = pd.DataFrame(rows, columns=columns)
+    ceiling = margins[margins["method_label"] == GROUND_TRUTH_METHOD].set_index("control")["auroc_margin"]
+    margins["auroc_share_of_ceiling"] = [
+        margin / ceiling[control] if control in ceiling.index and ceiling[control] > 0 else float("nan")
+        for margin, control in zip(margins["auroc_margin"], margins["control"], strict=True)
+    ]
+    return margins
 
 
 def format_margins(margins: pd.DataFrame) -> str:
-    """The paired margins as text: ``value [lo, hi]`` per (method, control)."""
-    lines = [f"{'method':<10}{'over control':<30}{'AUROC max margin':>24}{'GT accuracy margin':>24}"]
+    """The paired margins as text: ``value [lo, hi]`` per (method, control), and the share of the
+    ground truth's AUROC margin when there is one."""
+    share = "auroc_share_of_ceiling" in margins and margins["auroc_share_of_ceiling"].notna().any()
+    header = f"{'method':<14}{'over control':<30}{'AUROC max margin':>24}{'GT accuracy margin':>24}"
+    lines = [header + (f"{'of ceiling':>12}" if share else "")]
     for _, row in margins.iterrows():
         cells = "".join(
             f"{row[c]:>+14.3f} [{row[c + '_lo']:+.2f}, {row[c + '_hi']:+.2f}]"
             for c in ("auroc_margin", "accuracy_margin")
         )
-        lines.append(f"{row['method_label']:<10}{row['control']:<30}{cells}")
+        if share:
+            cells += f"{row['auroc_share_of_ceiling']:>12.0%}"
+        lines.append(f"{row['method_label']:<14}{row['control']:<30}{cells}")
     return "\n".join(lines)
 
 

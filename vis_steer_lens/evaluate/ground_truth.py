@@ -192,6 +192,40 @@ def summarize_feature_concepts(concepts: pd.DataFrame, clear_threshold: float = 
     return pd.DataFrame(rows)
 
 
+#: Method name of the reference explanations that name each feature's ground-truth concept.
+GROUND_TRUTH_METHOD = "ground truth"
+
+
+def ground_truth_explanations(concepts: pd.DataFrame, features: list[int] | None = None) -> pd.DataFrame:
+    """Each feature's ground-truth concept word, as if it were an explanation.
+
+    Scored with the same generator and reference images as the methods, these show what a
+    correct one-concept explanation reaches under that scorer: the ceiling that methods' AUROCs
+    are read against. (In the toy world a feature that detects its concept on one background
+    only tops out near 0.7, because the renderer draws the unnamed background at random.)
+
+    Args:
+        concepts: :func:`feature_concepts` output or its :func:`summarize_feature_concepts` summary.
+        features: Features to include (default: every feature in ``concepts``); features without
+            ground truth are left out.
+
+    Returns:
+        ``feature, explanation, method, direction``: the best object concept (the best concept
+        of any category for a feature with none), method ``"ground truth"``, direction ``"sae"``.
+    """
+    summary = concepts if "best_object_concept" in concepts.columns else summarize_feature_concepts(concepts)
+    summary = summary.set_index(summary["feature"].astype(int))
+    wanted = summary.index if features is None else [int(f) for f in features if int(f) in summary.index]
+    rows = []
+    for feature in wanted:
+        concept = summary.at[feature, "best_object_concept"]
+        if not isinstance(concept, str) and "best_concept" in summary.columns:
+            concept = summary.at[feature, "best_concept"]
+        if isinstance(concept, str):
+            rows.append((int(feature), concept, GROUND_TRUTH_METHOD, "sae"))
+    return pd.DataFrame(rows, columns=["feature", "explanation", "method", "direction"])
+
+
 def explanation_is_correct(explanation: str, concept: str) -> bool:
     """Whether an explanation names a toy-world concept (synonyms and plurals count).
 

@@ -17,8 +17,8 @@ from vis_steer_lens.toy.world import NUM_CELLS, ToyWorld, render_array
 #: Where the shipped toy SAE reads (chosen by the comparison reported in the README).
 DEFAULT_HOOK = "blocks.0.hook_resid_post"
 #: The shipped SAE's width and TopK k (the same README comparison).
-DEFAULT_D_SAE = 512
-DEFAULT_K = 16
+DEFAULT_D_SAE = 1024
+DEFAULT_K = 32
 
 
 def toy_pixel_stream(seed: int, image_processor: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
