@@ -106,6 +106,17 @@ def test_feature_page_images_and_explanations(page, dashboard, tmp_path):
     page.wait_for_function("[...document.querySelectorAll('#images img')].every(i => i.complete)")
     widths = page.locator("#images img").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
     assert widths and all(w > 0 for w in widths)
+    # The heatmap toggle swaps every top image for the original and back.
+    sources = "imgs => imgs.map(i => i.getAttribute('src'))"
+    assert all("images/heat/" in src for src in page.locator("#images img").evaluate_all(sources))
+    page.locator("#show-heatmap").uncheck()
+    originals = page.locator("#images img").evaluate_all(sources)
+    assert all(src.startswith("images/img-") for src in originals), originals
+    page.wait_for_function(
+        "[...document.querySelectorAll('#images img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    page.locator("#show-heatmap").check()
+    assert all("images/heat/" in src for src in page.locator("#images img").evaluate_all(sources))
     explanations = page.locator("#explanations").inner_text()
     for text in ("steering says red circle 0", "topk says red circle 0", "hybrid says red circle 0"):
         assert text in explanations

@@ -367,6 +367,7 @@ _FEATURE_BODY = """
 <div id="answers-section"><h2>Raw answers</h2><table id="answers"><thead><tr><th>method</th><th>coefficient</th>
 <th>raw generation</th></tr></thead><tbody></tbody></table></div>
 <h2>Top images</h2>
+<p><label><input type="checkbox" id="show-heatmap" checked> patch heatmap (off: the images' own colours)</label></p>
 <div class="images" id="images"></div>
 <h2>Activation histogram (nonzero patch activations)</h2>
 <div id="histogram" style="width: 720px; height: 320px;"></div>
@@ -389,6 +390,14 @@ _FEATURE_JS = r"""
     return tr;
   }
   const common = window.VSL_COMMON || {sweep: []};
+  // The heatmap tints active patches green, which hides the colour a colour feature detects.
+  const heatmapBox = document.getElementById('show-heatmap');
+  const heatmapOn = () => heatmapBox.checked;
+  heatmapBox.addEventListener('change', () => {
+    for (const img of document.querySelectorAll('#images img')) {
+      img.src = heatmapOn() ? img.dataset.heatmap : img.dataset.original;
+    }
+  });
   if (common.sweep.length === 0) document.getElementById('sweep-section').style.display = 'none';
   for (const s of common.sweep) {
     row('#sweep', [fmt(s.multiple), fmt(s.coefficient), fmt(s.distinct_fraction), fmt(s.degenerate_fraction),
@@ -437,7 +446,9 @@ _FEATURE_JS = r"""
     d.top.forEach((t, i) => {
       const fig = document.createElement('figure');
       const a = document.createElement('a'); a.href = t.image; a.title = 'original image';
-      const img = document.createElement('img'); img.src = t.heatmap; img.alt = 'image ' + t.image_id;
+      const img = document.createElement('img'); img.alt = 'image ' + t.image_id;
+      img.dataset.heatmap = t.heatmap; img.dataset.original = t.image;
+      img.src = heatmapOn() ? t.heatmap : t.image;
       a.appendChild(img); fig.appendChild(a);
       const cap = document.createElement('figcaption');
       cap.textContent = '#' + (i + 1) + ' · image ' + t.image_id + ' · score ' + fmt(t.score);
