@@ -106,3 +106,50 @@ def test_mask_patches_aligns_with_the_patch_grid():
     out = np.asarray(mask_patches(image, keep, patch_size=16))
     assert (out[16:32, 32:48] == 200).all()
     assert (out[:16] == 128).all() and (out[:, :32] == 128).all()
+
+
+def _generate_reference(explainer, features: list[int]) -> list[str]:
+    """The same prompts answered by Hugging Face ``generate`` (the steering hooks act on the images)."""
+    tops = [explainer._top(f) for f in features]
+    images = [[explainer._shown_image(explainer.mined.image(i), amap) for i, _, amap in top] for top in tops]
+    inputs = explainer.model.prompt_inputs(images, explainer.prompt.topk(explainer.display))
+    prompt_length = inputs["input_ids"].shape[1]
+    with torch.no_grad(), explainer.model.hooks(fwd_hooks=explainer._steering_hook(features, features, tops)):
+        tokens = explainer.model.generate(
+            **inputs,
+            max_new_tokens=explainer.max_new_tokens,
+            stopping_criteria=explainer._stopping_criteria(prompt_length),
+            pad_token_id=explainer._tokenizer.pad_token_id,
+        )
+    return [explainer._tokenizer.decode(row[prompt_length:], skip_special_tokens=True) for row in tokens]
+
+
+@pytest.mark.parametrize("method", ["topk", "hybrid"])
+def test_row_retiring_decode_answers_as_generate_does(setup, method):
+    vlm, sae, mined = setup
+    features = [f for f in range(10) if mined.top_images(f) and mined.top_images(f)[0][1] > 0][:5]
+    kwargs = dict(prompt="toy", max_new_tokens=10, batch_size=len(features))
+    explainer = (
+        TopKExplainer(mined, vlm, **kwargs)
+        if method == "topk"
+        else SteeringInformedTopKExplainer(mined, vlm, sae=sae, coefficient=8.0, **kwargs)
+    )
+    answers = explainer.explain(features, progress=False)["raw_generation"].tolist()
+    assert len(features) >= 3
+    assert answers == _generate_reference(explainer, features)
+
+
+def test_row_retiring_decode_answers_as_generate_does_on_the_shipped_toy_model():
+    # The tiny random model runs every row to max_new_tokens; the trained one ends rows early,
+    # at different steps, so here rows really leave the batch.
+    from vis_steer_lens import toy
+
+    bundle = toy.load()
+    mined = mine_top_activations(bundle.vlm, bundle.sae, ToyImages(seed=5, n=300), k=3, progress=False)
+    fired = mined.stats.sort_values("frac_images", ascending=False)["feature"].astype(int).tolist()[:8]
+    explainer = SteeringInformedTopKExplainer(
+        mined, bundle.vlm, sae=bundle.sae, coefficient=1.0, prompt="toy", max_new_tokens=24, batch_size=8
+    )
+    answers = explainer.explain(fired, progress=False)["raw_generation"].tolist()
+    assert len({len(a.split()) for a in answers}) > 1, answers  # rows ended at different steps
+    assert answers == _generate_reference(explainer, fired)

@@ -1,4 +1,4 @@
-"""A lean greedy decoding loop that retires finished rows, for batched steering.
+"""A lean greedy decoding loop that retires finished rows, for batched explainers.
 
 Steered answers are mostly one word with a few full sentences. Hugging Face ``generate`` keeps
 every row of the batch in each forward pass until the longest one ends, and pays its general
@@ -28,6 +28,16 @@ _INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @torch.no_grad()
+def end_of_answer_ids(tokenizer: Any) -> list[int]:
+    """Token ids that end a chat answer: the tokenizer's EOS and, where it has one, Gemma's
+    ``<end_of_turn>`` (what Gemma 3's generation config lists as ``eos_token_id``)."""
+    ids = {tokenizer.eos_token_id}
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
+        ids.add(end_of_turn)
+    return sorted(i for i in ids if i is not None)
+
+
 def greedy_decode(
     vlm: Any,
     inputs: Mapping[str, torch.Tensor],

@@ -23,7 +23,7 @@ from sae_lens import SAE
 
 from vis_steer_lens.adapters import EMPTY_IMAGES
 from vis_steer_lens.explain.base import Explainer
-from vis_steer_lens.explain.decoding import greedy_decode
+from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
 from vis_steer_lens.explain.text import clean_explanation
 from vis_steer_lens.saes.validation import check_sae_fits
@@ -136,11 +136,7 @@ class SteeringExplainer(Explainer):
                 self._prefix = vlm.vision(pixels, stop_at_layer=self._layer)
         tokenizer = getattr(vlm.processor, "tokenizer", vlm.processor)
         self._tokenizer = tokenizer
-        eos = {tokenizer.eos_token_id}
-        end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-        if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
-            eos.add(end_of_turn)
-        self._eos = sorted(i for i in eos if i is not None)
+        self._eos = end_of_answer_ids(tokenizer)
 
     # ------------------------------------------------------------------ coefficients
     def patch_norm(self) -> float:

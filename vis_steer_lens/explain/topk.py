@@ -4,7 +4,9 @@ Top-k shows the explainer VLM a feature's top images together in one prompt, wit
 where the feature is inactive masked out (or a heatmap overlay), and asks what they share.
 Steering-informed Top-k does the same and, in the same forward pass, adds the feature's decoder
 direction to each image's activations at the patches where the feature is active: the hybrid of
-the paper, at the cost of Top-k.
+the paper, at the cost of Top-k. Both encode the prompt's images once (under the hybrid's hooks)
+and decode with :func:`.decoding.greedy_decode`, as steering does: greedy ``generate``'s tokens,
+with each row leaving the batch once its answer has ended.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from sae_lens import SAE
 
 from vis_steer_lens.display import heatmap_overlay, mask_patches
 from vis_steer_lens.explain.base import Explainer
+from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
 from vis_steer_lens.explain.text import clean_explanation
 from vis_steer_lens.saes.validation import check_sae_fits
@@ -34,7 +37,7 @@ class TopKExplainer(Explainer):
         display: ``"mask"`` (inactive patches painted gray) or ``"heatmap"`` (green overlay).
         prompt: A prompt id or :class:`PromptSet`; its Top-k instruction is used.
         max_new_tokens: Cap on generated tokens.
-        batch_size: Features per ``generate`` call.
+        batch_size: Features per batch (one prompt each; decoded together, rows leaving as they end).
         heatmap_alpha: Overlay opacity at the map's maximum (``display="heatmap"``).
         direction: ``"sae"`` (each feature's own images) or ``"permuted"`` (a control: each
             feature is shown another feature's images, the list rotated by half its length).
@@ -89,6 +92,7 @@ class TopKExplainer(Explainer):
         self.stop_at_sentence_end = stop_at_sentence_end
         model._require_processor()
         self._tokenizer = getattr(model.processor, "tokenizer", model.processor)
+        self._eos = end_of_answer_ids(self._tokenizer)
         self._patch_size = mined.patch_size
 
     def run_config(self) -> dict[str, Any]:
@@ -149,12 +153,18 @@ class TopKExplainer(Explainer):
             hooks = self._steering_hook(
                 [features[i] for i in live], [direction_features[i] for i in live], [tops[i] for i in live]
             )
-            with torch.no_grad(), self.model.hooks(fwd_hooks=hooks):
-                tokens = self.model.generate(
-                    **inputs,
+            with torch.no_grad():
+                with self.model.hooks(fwd_hooks=hooks):  # the hybrid's steering acts on the images only
+                    image_features = self.model.encode_images(inputs["pixel_values"])
+                # Greedy, as generate would be, but rows leave the batch once they have ended.
+                tokens = greedy_decode(
+                    self.model,
+                    {k: v for k, v in inputs.items() if k != "pixel_values"},
+                    image_features,
                     max_new_tokens=self.max_new_tokens,
-                    stopping_criteria=stopping,
+                    eos_token_ids=self._eos,
                     pad_token_id=self._tokenizer.pad_token_id,
+                    stop=stopping,
                 )
             for row_index, i in enumerate(live):
                 raw = self._tokenizer.decode(tokens[row_index, prompt_length:], skip_special_tokens=True)
