@@ -9,7 +9,8 @@ For each hook (and each SAE width and k asked for), one TopK SAE is trained with
   white empty image, every patch) names that concept, and ``random``: the same with a random
   direction of equal norm;
 * for the MLP hidden hooks, ``neurons``: how many single MLP neurons are clear over all scenes
-  (the privileged basis, as a yardstick for the SAE).
+  (the privileged basis, as a yardstick for the SAE);
+* under each row, the clear features' concepts with their counts.
 
     python benchmarks/toy_sae_layers.py                    # four hooks, ~2-3 min each on 2 cores
     python benchmarks/toy_sae_layers.py --hooks blocks.0.hook_resid_post --tokens 400000
@@ -101,6 +102,8 @@ def main() -> None:
             f"{time.perf_counter() - start:>6.0f}",
             flush=True,
         )
+        counts = summary.loc[summary["clear"], "best_object_concept"].value_counts()
+        print(f"{'':<4}clear concepts: " + ", ".join(f"{c} {n}" for c, n in counts.items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -197,8 +197,9 @@ def control_margins(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0)
         seed: Seed of the bootstrap intervals.
 
     When ``scores`` has the ``"ground truth"`` row (:func:`ground_truth_explanations`), its margin
-    is the most a correct explanation gains over that control under this scorer, and each row's
-    ``auroc_share_of_ceiling`` is its AUROC margin divided by that one.
+    is what a correct one-word explanation gains over that control under this scorer, and each
+    row's ``auroc_share_of_ceiling`` is its AUROC margin divided by that one (an explanation that
+    names more than the one concept can pass 1).
 
     Returns:
         One row per (method, control) pair, controls being the labels with "direction)" in them:
