@@ -186,8 +186,8 @@ def cmd_toy_sae(args: argparse.Namespace) -> int:
     sae, _ = train_toy_sae(
         vlm,
         args.hook or DEFAULT_HOOK,
-        d_sae=args.d_sae or DEFAULT_D_SAE,
-        k=args.k or DEFAULT_K,
+        d_sae=DEFAULT_D_SAE if args.d_sae is None else args.d_sae,
+        k=DEFAULT_K if args.k is None else args.k,
         total_training_samples=args.tokens,
         background_rate=args.background_rate,
         seed=args.seed,

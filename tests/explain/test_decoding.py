@@ -152,6 +152,18 @@ def test_bad_arguments(tiny):
         )
 
 
+def test_decodes_without_autograd_even_when_the_caller_has_it_on(tiny):
+    inputs, features = _prompt(tiny, batch=2)
+    seen = []
+    handle = tiny.hf_model.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+    try:
+        with torch.enable_grad():
+            greedy_decode(tiny, inputs, features, 3, [NEVER], PAD)
+    finally:
+        handle.remove()
+    assert seen and not any(seen)  # every forward pass (prefill and steps) ran without autograd
+
+
 # ---------------------------------------------------------------- the shipped toy model, steered
 
 # At twice the mean patch norm most answers are one word and a few are full sentences.

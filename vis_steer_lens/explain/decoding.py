@@ -27,7 +27,6 @@ StopFn = Callable[..., torch.Tensor]
 _INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-@torch.no_grad()
 def end_of_answer_ids(tokenizer: Any) -> list[int]:
     """Token ids that end a chat answer: the tokenizer's EOS and, where it has one, Gemma's
     ``<end_of_turn>`` (what Gemma 3's generation config lists as ``eos_token_id``)."""
@@ -38,6 +37,7 @@ def end_of_answer_ids(tokenizer: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+@torch.no_grad()
 def greedy_decode(
     vlm: Any,
     inputs: Mapping[str, torch.Tensor],

@@ -517,8 +517,8 @@ class ToyWorld:
     def sample_tiling(self, concept: str, rng: random.Random | None = None) -> Scene:
         """A scene with an object in every cell, the objects sharing ``concept`` and nothing else.
 
-        Every other attribute (and the background) is drawn at random per cell, so with 16 cells
-        the named concept is, in practice, the only one all objects have in common. This is what
+        Every other attribute is drawn at random per cell (the background once per scene), so with
+        16 cells the named concept is, in practice, the only one all objects have in common. This is what
         steering one feature at every patch looks like to the model: the same concept everywhere.
 
         Args:
