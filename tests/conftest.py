@@ -9,6 +9,49 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+# ---- Tests never install anything. transformer-lens 3.9's TransformerBridge runs
+# `pip install torchvision` when a checkpoint's processor cannot load, which would swap the
+# venv's CPU torch for a CUDA build mid-run. Installs are refused, and the run fails if the
+# installed packages changed anyway.
+def _installed_packages() -> dict[str, str]:
+    from importlib.metadata import distributions
+
+    return {d.metadata["Name"].lower(): d.version for d in distributions() if d.metadata["Name"]}
+
+
+def _refuse_installs() -> None:
+    import subprocess
+
+    def guard(real):
+        def call(args, *rest, **kwargs):
+            argv = [str(a) for a in (args if isinstance(args, (list, tuple)) else str(args).split())]
+            if "pip" in " ".join(argv) and "install" in argv:
+                raise RuntimeError(f"tests must not install packages (refused: {' '.join(argv)})")
+            return real(args, *rest, **kwargs)
+
+        return call
+
+    for name in ("check_call", "check_output", "run", "call"):
+        setattr(subprocess, name, guard(getattr(subprocess, name)))
+
+
+_PACKAGES_AT_START = _installed_packages()
+_refuse_installs()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    changed = {
+        name: (_PACKAGES_AT_START.get(name), version)
+        for name, version in _installed_packages().items()
+        if _PACKAGES_AT_START.get(name) != version
+    }
+    removed = sorted(set(_PACKAGES_AT_START) - set(_installed_packages()))
+    if changed or removed:
+        print(f"\nThe test run changed the installed packages: {changed}, removed {removed}.")
+        session.exitstatus = 1
+
+
 IMAGE_TOKEN_ID, BOI_TOKEN_ID, EOI_TOKEN_ID = 299, 297, 298
 
 

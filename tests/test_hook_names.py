@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from vis_steer_lens import HookedViT, UnknownHookNameError, canonical_hook_name, equivalent_names
-from vis_steer_lens.hook_names import hooked_vit_names
+from vis_steer_lens.adapters import get_adapter
 
 
 def test_every_mapped_name_round_trips():
-    for name in hooked_vit_names(n_layers=3):
+    for name in get_adapter("gemma3").default_hook_names(3):
         triple = equivalent_names(name, n_layers=3)
         assert triple.hooked_vit == name
         if triple.transformer_bridge is not None:

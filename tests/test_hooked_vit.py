@@ -299,5 +299,5 @@ def test_unsupported_models_fail_clearly(tmp_path):
     text_tower = SiglipTextModel(
         SiglipTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
     )
-    with pytest.raises(UnsupportedModelError, match="SigLIP vision towers"):
+    with pytest.raises(UnsupportedModelError, match="siglip_text_model.*siglip_vision_model"):
         HookedViT.from_hf(text_tower)

@@ -4,8 +4,10 @@ The public API lives here; everything else is private unless a submodule documen
 """
 
 from vis_steer_lens.adapters import UnsupportedModelError, VLMAdapter, register_adapter
+from vis_steer_lens.attribution import feature_attribution
 from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
-from vis_steer_lens.hook_names import UnknownHookNameError, canonical_hook_name, equivalent_names
+from vis_steer_lens.families import canonical_hook_name, equivalent_names, supported_families
+from vis_steer_lens.hook_names import HookName, UnknownHookNameError
 from vis_steer_lens.hooked_vit import HookedViT, HookedViTConfig
 from vis_steer_lens.hooked_vlm import HookedVLM
 from vis_steer_lens.mining import MinedActivations, mine_top_activations
@@ -21,6 +23,7 @@ from vis_steer_lens.saes import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "HookName",
     "HookedViT",
     "HookedViTConfig",
     "FeatureIndexError",
@@ -34,10 +37,12 @@ __all__ = [
     "equivalent_names",
     "export_dashboard",
     "export_neuronpedia",
+    "feature_attribution",
     "MinedActivations",
     "mine_top_activations",
     "list_vision_releases",
     "load_sae",
     "register_adapter",
+    "supported_families",
     "train_sae",
 ]

@@ -82,32 +82,46 @@ def to_pixel_values(images: list[Any], image_processor: Any | None) -> torch.Ten
     ]
 
 
-def hook_activations(model: Any, hook_name: str, pixel_values: torch.Tensor) -> torch.Tensor:
+def hook_activations(
+    model: Any, hook_name: str, pixel_values: torch.Tensor, *, flatten: bool = False
+) -> torch.Tensor:
     """Activations at one vision hook, running the tower only as far as needed.
 
     Args:
         model: A HookedViT or HookedVLM (its hooks, including spliced SAEs, stay active).
         hook_name: Any vision hook name (all naming conventions accepted).
         pixel_values: ``[batch, channels, H, W]``.
+        flatten: Lay per-head activations ``[batch, tokens, heads, d_head]`` out as an SAE reads
+            them, ``[batch, tokens, heads * d_head]`` (see :meth:`~vis_steer_lens.hook_names.HookName.flatten`).
 
     Returns:
-        The activation, e.g. ``[batch, patches, d_model]`` for residual hooks.
+        The activation, e.g. ``[batch, tokens, d_model]`` for residual hooks (prefix tokens
+        such as a class token first, then the patches).
     """
     vit = vision_model(model)
-    name = vit.resolve_hook_name(hook_name)
-    parts = name.split(".")
-    stop_at_layer = int(parts[1]) + 1 if parts[0] == "blocks" else None
+    hook = vit.parse_hook_name(hook_name)
     captured: dict[str, torch.Tensor] = {}
 
     def capture(act: torch.Tensor, hook: Any) -> None:
         captured["act"] = act.detach()
 
     with torch.no_grad():
-        vit.run_with_hooks(pixel_values, fwd_hooks=[(name, capture)], stop_at_layer=stop_at_layer)
-    return captured["act"]
+        vit.run_with_hooks(pixel_values, fwd_hooks=[(hook.name, capture)], stop_at_layer=hook.stop_at_layer)
+    return hook.flatten(captured["act"]) if flatten else captured["act"]
 
 
-def feature_activations(model: Any, sae: Any, hook_name: str, pixel_values: torch.Tensor) -> torch.Tensor:
+def patch_tokens(activations: torch.Tensor, model: Any) -> torch.Tensor:
+    """Drop the prefix tokens (a class token, say): ``[batch, tokens, ...]`` → ``[batch, patches, ...]``.
+
+    The one place that knows the patches follow ``cfg.n_prefix_tokens`` prefix tokens.
+    """
+    n_prefix = vision_model(model).cfg.n_prefix_tokens
+    return activations[:, n_prefix:] if n_prefix else activations
+
+
+def feature_activations(
+    model: Any, sae: Any, hook_name: str, pixel_values: torch.Tensor, *, include_prefix_tokens: bool = False
+) -> torch.Tensor:
     """An SAE's feature activations at its hook: ``[batch, patches, d_sae]`` on the SAE's device.
 
     Args:
@@ -115,8 +129,14 @@ def feature_activations(model: Any, sae: Any, hook_name: str, pixel_values: torc
         sae: A ``sae_lens.SAE`` reading ``hook_name``.
         hook_name: The SAE's hook (checked by the caller, e.g. with ``check_sae_fits``).
         pixel_values: ``[batch, channels, H, W]``.
+        include_prefix_tokens: Keep prefix tokens (a class token) in front of the patches:
+            ``[batch, tokens, d_sae]``. Patch statistics, top-k maps and heatmaps leave them out.
     """
     vit = vision_model(model)
-    acts = hook_activations(model, hook_name, pixel_values.to(device=vit.device, dtype=vit.dtype))
+    acts = hook_activations(
+        model, hook_name, pixel_values.to(device=vit.device, dtype=vit.dtype), flatten=True
+    )
+    if not include_prefix_tokens:
+        acts = patch_tokens(acts, vit)
     with torch.no_grad():
         return sae.encode(acts.to(device=sae.W_enc.device, dtype=sae.W_enc.dtype))

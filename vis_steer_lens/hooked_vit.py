@@ -4,10 +4,16 @@ The tower's forward pass is written out here (rather than hooking Hugging Face m
 so that every activation a user may want to read or edit is one tensor at one
 :class:`~transformer_lens.hook_points.HookPoint`, with TransformerLens semantics, and an
 edit at any hook reaches everything downstream.
+
+Nothing here knows a model family. An adapter (:mod:`vis_steer_lens.adapters`) describes its
+tower as a :class:`HookedViTConfig` (shapes, prefix tokens such as a class token, norm kind,
+layer scale, final norm) and hands over the Hugging Face modules as :class:`TowerParts`; the
+blocks are built from those, sharing every parameter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,13 +25,21 @@ from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
-from vis_steer_lens.hook_names import GEMMA3_HF_PREFIX, canonical_hook_name, hooked_vit_names
+from vis_steer_lens.families import adapter_for, adapter_for_tower
+from vis_steer_lens.hook_names import HookName, HookNameMap, resolve_hook_name, split_hook_name
 from vis_steer_lens.saes.splicing import SAESplicingMixin
+
+#: Norm kinds, as TransformerLens names them in ``cfg.normalization_type``.
+NORM_TYPES = ("LN", "RMS")
 
 
 @dataclass
 class HookedViTConfig:
-    """Shape of a vision tower, as HookedViT sees it.
+    """Shape and layout of a vision tower, as HookedViT sees it.
+
+    Round-trips through :meth:`to_dict` / :meth:`from_dict`. Besides the fields below it has
+    the attributes TransformerLens' ``ActivationCache`` reads (``normalization_type``,
+    ``attn_only``, ``device``, ``n_ctx``).
 
     Attributes:
         n_layers: Number of encoder blocks.
@@ -36,10 +50,22 @@ class HookedViTConfig:
         image_size: Side of the (square) input image in pixels.
         patch_size: Side of one patch in pixels.
         n_channels: Colour channels of the input.
-        layer_norm_eps: Epsilon of every LayerNorm.
+        layer_norm_eps: Epsilon of every norm.
+        n_prefix_tokens: Tokens before the patches in the residual stream (1 for a class
+            token, 0 for SigLIP). Patch statistics, maps and steering skip them.
+        norm_type: ``"LN"`` (LayerNorm) or ``"RMS"`` (RMSNorm) in the blocks.
+        final_norm_type: Norm after the last block (``"LN"``, ``"RMS"``) or ``None`` (none).
+        layer_scale: Whether each block scales its attention and MLP outputs by learned
+            per-channel factors before adding them to the residual stream.
+        qk_norm: Whether queries and keys are normalised (over all heads together) before
+            attention.
+        act_fn: Name of the MLP activation (a key of ``transformers.activations.ACT2FN``).
+        family: Model family of the adapter that built it (``"gemma3"``, ``"internvl3"``).
         model_name: Name or path the tower was loaded from (recorded in SAE metadata).
-        hf_prefix: Prefix of the tower's modules inside the full Hugging Face model, used to
-            translate Hugging Face module paths into hook names.
+        hf_prefix: Prefix of the tower's modules inside the full Hugging Face model.
+        attn_only: Always ``False`` (every block has an MLP); read by TransformerLens.
+        device: Where the weights are; kept up to date by :class:`HookedViT`.
+        extra: Free-form fields.
     """
 
     n_layers: int
@@ -51,9 +77,26 @@ class HookedViTConfig:
     patch_size: int
     n_channels: int = 3
     layer_norm_eps: float = 1e-6
+    n_prefix_tokens: int = 0
+    norm_type: str = "LN"
+    final_norm_type: str | None = "LN"
+    layer_scale: bool = False
+    qk_norm: bool = False
+    act_fn: str = "gelu_pytorch_tanh"
+    family: str = "gemma3"
     model_name: str = "unnamed"
-    hf_prefix: str = GEMMA3_HF_PREFIX
+    hf_prefix: str = "model.vision_tower."
+    attn_only: bool = False
+    device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("norm_type", "final_norm_type"):
+            value = getattr(self, name)
+            if value not in NORM_TYPES and not (name == "final_norm_type" and value is None):
+                raise ValueError(f"HookedViTConfig.{name} must be one of {NORM_TYPES}, got {value!r}.")
+        if self.n_prefix_tokens < 0:
+            raise ValueError(f"n_prefix_tokens must be >= 0, got {self.n_prefix_tokens}.")
 
     @property
     def grid_size(self) -> int:
@@ -62,8 +105,116 @@ class HookedViTConfig:
 
     @property
     def n_patches(self) -> int:
-        """Patch tokens per image (``grid_size ** 2``)."""
+        """Patch tokens per image (``grid_size ** 2``), not counting prefix tokens."""
         return self.grid_size**2
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in the residual stream: prefix tokens then patches."""
+        return self.n_prefix_tokens + self.n_patches
+
+    @property
+    def n_ctx(self) -> int:
+        """TransformerLens' name for :attr:`n_tokens`."""
+        return self.n_tokens
+
+    @property
+    def normalization_type(self) -> str:
+        """TransformerLens' name for :attr:`norm_type`."""
+        return self.norm_type
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; :meth:`from_dict` inverts it."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> HookedViTConfig:
+        """Rebuild a config from :meth:`to_dict`'s output (unknown keys are rejected)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"Unknown HookedViTConfig fields {unknown}; known fields: {sorted(known)}.")
+        return cls(**fields)
+
+
+@dataclass
+class BlockParts:
+    """The Hugging Face modules of one encoder block, handed over by an adapter.
+
+    Attributes:
+        ln1, ln2: Norms before attention and before the MLP (``weight``, optional ``bias``,
+            ``eps`` or ``variance_epsilon``).
+        q, k, v, o: The attention's query, key, value and output projections (``nn.Linear``).
+        mlp_in, mlp_out: The MLP's two linear layers.
+        act_fn: The MLP activation.
+        q_norm, k_norm: Norms of queries and keys (over all heads), or ``None``.
+        ls1, ls2: Layer-scale factors ``[d_model]`` of the attention and MLP outputs, or ``None``.
+        attn_scale: Softmax scale (default ``d_head ** -0.5``).
+    """
+
+    ln1: nn.Module
+    ln2: nn.Module
+    q: nn.Linear
+    k: nn.Linear
+    v: nn.Linear
+    o: nn.Linear
+    mlp_in: nn.Linear
+    mlp_out: nn.Linear
+    act_fn: Callable[[torch.Tensor], torch.Tensor]
+    q_norm: nn.Module | None = None
+    k_norm: nn.Module | None = None
+    ls1: nn.Parameter | None = None
+    ls2: nn.Parameter | None = None
+    attn_scale: float | None = None
+
+
+@dataclass
+class TowerParts:
+    """The Hugging Face modules of a whole vision tower, handed over by an adapter.
+
+    Attributes:
+        patch_embed: ``Conv2d`` from pixels to patch embeddings.
+        pos_embed: A module whose ``weight`` holds one position embedding per token
+            (``n_tokens * d_model`` numbers in any shape, prefix tokens first).
+        blocks: One :class:`BlockParts` per block.
+        final_norm: Norm after the last block, or ``None``.
+        prefix_tokens: Learned tokens put before the patches (``n_prefix_tokens * d_model``
+            numbers, e.g. a class token), or ``None``.
+        interpolate_pos_encoding: ``(embeddings [batch, tokens, d], height, width) ->
+            [1, tokens, d]`` position embeddings for other image sizes, or ``None``.
+    """
+
+    patch_embed: nn.Module
+    pos_embed: nn.Module
+    blocks: list[BlockParts]
+    final_norm: nn.Module | None = None
+    prefix_tokens: nn.Parameter | None = None
+    interpolate_pos_encoding: Callable[..., torch.Tensor] | None = None
+
+
+class ShapedHookPoint(HookPoint):
+    """A HookPoint that knows the symbolic shape of its activation.
+
+    ``dims`` names each dimension (``("batch", "pos", "head", "d_head")``); the model's
+    :class:`~vis_steer_lens.hook_names.HookName` of a hook is derived from it.
+    """
+
+    def __init__(self, *dims: str):
+        super().__init__()
+        self.dims = dims
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a weight and no bias (for towers built from a config alone)."""
+
+    def __init__(self, width: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+
+def _norm_module(kind: str, width: int, eps: float) -> nn.Module:
+    return nn.LayerNorm(width, eps=eps) if kind == "LN" else RMSNorm(width, eps)
 
 
 def _is_hooked(hook_point: nn.Module) -> bool:
@@ -73,113 +224,233 @@ def _is_hooked(hook_point: nn.Module) -> bool:
     return bool(hook_point.fwd_hooks or hook_point.bwd_hooks)
 
 
-class HookedLayerNorm(nn.Module):
-    """LayerNorm with TransformerLens' ``hook_scale`` and ``hook_normalized``.
+class HookedNorm(nn.Module):
+    """LayerNorm or RMSNorm with TransformerLens' ``hook_scale`` and ``hook_normalized``.
 
-    ``hook_normalized`` is ``(x - mean) / scale`` before the weight and bias are applied, as in
-    TransformerLens. With neither hook in use the fused kernel runs instead.
+    ``hook_normalized`` is ``(x - mean) / scale`` (LayerNorm) or ``x / scale`` (RMSNorm)
+    before the weight and bias are applied, as in TransformerLens. With neither hook in use
+    the fused computation runs instead.
     """
 
-    def __init__(self, norm: nn.LayerNorm):
+    def __init__(self, norm: nn.Module, kind: str):
         super().__init__()
+        if kind not in NORM_TYPES:
+            raise ValueError(f"Norm kind must be one of {NORM_TYPES}, got {kind!r}.")
+        self.kind = kind
         self.w = norm.weight
-        self.b = norm.bias
-        self.eps = norm.eps
-        self.hook_scale = HookPoint()  # [batch, patches, 1]
-        self.hook_normalized = HookPoint()  # [batch, patches, d_model]
+        self.b = getattr(norm, "bias", None)
+        eps = getattr(norm, "eps", None)
+        self.eps = float(eps if eps is not None else norm.variance_epsilon)
+        self.hook_scale = ShapedHookPoint("batch", "pos", "one")
+        self.hook_normalized = ShapedHookPoint("batch", "pos", "d_model")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x`` of shape ``[batch, patches, d_model]``."""
-        if not (_is_hooked(self.hook_scale) or _is_hooked(self.hook_normalized)):
-            return F.layer_norm(x, (x.shape[-1],), self.w, self.b, self.eps)
-        centered = x - x.mean(-1, keepdim=True)
-        scale = self.hook_scale((centered.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        normalized = self.hook_normalized(centered / scale)
-        return normalized * self.w + self.b
+        """Normalise ``x`` of shape ``[batch, tokens, d_model]``."""
+        hooked = _is_hooked(self.hook_scale) or _is_hooked(self.hook_normalized)
+        if self.kind == "LN":
+            if not hooked:
+                return F.layer_norm(x, (x.shape[-1],), self.w, self.b, self.eps)
+            x = x - x.mean(-1, keepdim=True)
+        elif not hooked:
+            # As transformers' RMSNorms: statistics in float32, the weight in the input's dtype.
+            normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+            return self.w * normed.to(x.dtype)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        out = self.hook_normalized(x / scale) * self.w
+        return out if self.b is None else out + self.b
 
 
 class HookedAttention(nn.Module):
-    """Multi-head self-attention over patches, over the Hugging Face projection layers.
+    """Multi-head self-attention over the tokens, over the Hugging Face projection layers.
 
     Runs PyTorch's fused scaled-dot-product attention unless a hook on the scores or the
     pattern is in use; only then are the ``[batch, heads, q, k]`` matrices materialised.
+    The block's layer scale (if any) is part of this module's output, so that
+    ``hook_attn_out`` is what the residual stream receives.
+
+    TransformerLens weight views: ``W_Q, W_K, W_V`` ``[heads, d_model, d_head]``, ``b_Q, b_K,
+    b_V`` ``[heads, d_head]``, ``W_O`` ``[heads, d_head, d_model]`` and ``b_O`` ``[d_model]``
+    (``W_O`` and ``b_O`` with the layer scale folded in, so that per-head results plus ``b_O``
+    sum to ``hook_attn_out``). With q/k norm, ``W_Q``/``W_K`` give the queries and keys before it.
     """
 
-    def __init__(self, attn: nn.Module, n_heads: int):
+    def __init__(self, parts: BlockParts, n_heads: int):
         super().__init__()
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
-            attn.q_proj,
-            attn.k_proj,
-            attn.v_proj,
-            attn.out_proj,
-        )
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = parts.q, parts.k, parts.v, parts.o
+        self.q_norm, self.k_norm = parts.q_norm, parts.k_norm
+        self.layer_scale = parts.ls1
         self.n_heads = n_heads
-        self.d_head = attn.q_proj.out_features // n_heads
-        self.scale = getattr(attn, "scale", self.d_head**-0.5)
-        self.hook_q = HookPoint()  # [batch, patches, heads, d_head]
-        self.hook_k = HookPoint()  # [batch, patches, heads, d_head]
-        self.hook_v = HookPoint()  # [batch, patches, heads, d_head]
-        self.hook_attn_scores = HookPoint()  # [batch, heads, q, k], scaled, before softmax
-        self.hook_pattern = HookPoint()  # [batch, heads, q, k]
-        self.hook_z = HookPoint()  # [batch, patches, heads, d_head]
+        self.d_head = parts.q.out_features // n_heads
+        self.scale = parts.attn_scale if parts.attn_scale is not None else self.d_head**-0.5
+        self.hook_q = ShapedHookPoint("batch", "pos", "head", "d_head")
+        self.hook_k = ShapedHookPoint("batch", "pos", "head", "d_head")
+        self.hook_v = ShapedHookPoint("batch", "pos", "head", "d_head")
+        self.hook_attn_scores = ShapedHookPoint(
+            "batch", "head", "query_pos", "key_pos"
+        )  # scaled, pre-softmax
+        self.hook_pattern = ShapedHookPoint("batch", "head", "query_pos", "key_pos")
+        self.hook_z = ShapedHookPoint("batch", "pos", "head", "d_head")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attend over ``x`` of shape ``[batch, patches, d_model]``; returns the same shape."""
-        batch, patches, _ = x.shape
-        head_shape = (batch, patches, self.n_heads, self.d_head)
-        q = self.hook_q(self.q_proj(x).view(head_shape)).transpose(1, 2)
-        k = self.hook_k(self.k_proj(x).view(head_shape)).transpose(1, 2)
+        """Attend over ``x`` of shape ``[batch, tokens, d_model]``; returns the same shape."""
+        batch, tokens, _ = x.shape
+        head_shape = (batch, tokens, self.n_heads, self.d_head)
+        q, k = self.q_proj(x), self.k_proj(x)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = self.hook_q(q.view(head_shape)).transpose(1, 2)
+        k = self.hook_k(k.view(head_shape)).transpose(1, 2)
         v = self.hook_v(self.v_proj(x).view(head_shape)).transpose(1, 2)
         if _is_hooked(self.hook_attn_scores) or _is_hooked(self.hook_pattern):
             scores = self.hook_attn_scores(torch.matmul(q, k.transpose(-1, -2)) * self.scale)
-            # Softmax in float32 as the Hugging Face eager path does.
+            # Softmax in float32 as the Hugging Face eager paths do (or equal to it in float32).
             pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
             z = torch.matmul(pattern, v)
         else:
             z = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         z = self.hook_z(z.transpose(1, 2))
-        return self.out_proj(z.reshape(batch, patches, -1))
+        out = self.out_proj(z.reshape(batch, tokens, -1))
+        return out if self.layer_scale is None else out * self.layer_scale
+
+    def _heads_in(self, linear: nn.Linear) -> torch.Tensor:
+        return linear.weight.T.reshape(-1, self.n_heads, self.d_head).permute(1, 0, 2)
+
+    def _bias_in(self, linear: nn.Linear) -> torch.Tensor:
+        bias = linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
+        return bias.reshape(self.n_heads, self.d_head)
+
+    @property
+    def W_Q(self) -> torch.Tensor:  # noqa: N802 - TransformerLens' names
+        return self._heads_in(self.q_proj)
+
+    @property
+    def W_K(self) -> torch.Tensor:  # noqa: N802
+        return self._heads_in(self.k_proj)
+
+    @property
+    def W_V(self) -> torch.Tensor:  # noqa: N802
+        return self._heads_in(self.v_proj)
+
+    @property
+    def b_Q(self) -> torch.Tensor:  # noqa: N802
+        return self._bias_in(self.q_proj)
+
+    @property
+    def b_K(self) -> torch.Tensor:  # noqa: N802
+        return self._bias_in(self.k_proj)
+
+    @property
+    def b_V(self) -> torch.Tensor:  # noqa: N802
+        return self._bias_in(self.v_proj)
+
+    @property
+    def W_O(self) -> torch.Tensor:  # noqa: N802
+        w = self.out_proj.weight.T.reshape(self.n_heads, self.d_head, -1)
+        return w if self.layer_scale is None else w * self.layer_scale
+
+    @property
+    def b_O(self) -> torch.Tensor:  # noqa: N802
+        bias = self.out_proj.bias
+        if bias is None:
+            bias = self.out_proj.weight.new_zeros(self.out_proj.out_features)
+        return bias if self.layer_scale is None else bias * self.layer_scale
 
 
 class HookedMLP(nn.Module):
-    """Two-layer MLP with hooks on the pre- and post-activation hidden units."""
+    """Two-layer MLP with hooks on the pre- and post-activation hidden units.
 
-    def __init__(self, mlp: nn.Module):
+    The block's layer scale (if any) is part of the output. TransformerLens weight views:
+    ``W_in`` ``[d_model, d_mlp]``, ``b_in``, ``W_out`` ``[d_mlp, d_model]`` and ``b_out`` (the
+    last two with the layer scale folded in).
+    """
+
+    def __init__(self, parts: BlockParts):
         super().__init__()
-        self.fc1, self.fc2 = mlp.fc1, mlp.fc2
-        self.act_fn: Callable[[torch.Tensor], torch.Tensor] = mlp.activation_fn
-        self.hook_pre = HookPoint()  # [batch, patches, d_mlp]
-        self.hook_post = HookPoint()  # [batch, patches, d_mlp]
+        self.fc1, self.fc2 = parts.mlp_in, parts.mlp_out
+        self.act_fn = parts.act_fn
+        self.layer_scale = parts.ls2
+        self.hook_pre = ShapedHookPoint("batch", "pos", "d_mlp")
+        self.hook_post = ShapedHookPoint("batch", "pos", "d_mlp")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``[batch, patches, d_model]`` to the same shape."""
+        """Map ``[batch, tokens, d_model]`` to the same shape."""
         pre = self.hook_pre(self.fc1(x))
-        return self.fc2(self.hook_post(self.act_fn(pre)))
+        out = self.fc2(self.hook_post(self.act_fn(pre)))
+        return out if self.layer_scale is None else out * self.layer_scale
+
+    @property
+    def W_in(self) -> torch.Tensor:  # noqa: N802
+        return self.fc1.weight.T
+
+    @property
+    def b_in(self) -> torch.Tensor:
+        return self.fc1.bias
+
+    @property
+    def W_out(self) -> torch.Tensor:  # noqa: N802
+        w = self.fc2.weight.T
+        return w if self.layer_scale is None else w * self.layer_scale
+
+    @property
+    def b_out(self) -> torch.Tensor:
+        return self.fc2.bias if self.layer_scale is None else self.fc2.bias * self.layer_scale
 
 
 class HookedViTBlock(nn.Module):
-    """One pre-LayerNorm encoder block: ``x + attn(ln1(x))``, then ``+ mlp(ln2(.))``."""
+    """One pre-norm encoder block: ``x + attn(ln1(x))``, then ``+ mlp(ln2(.))`` (layer scale inside)."""
 
-    def __init__(self, layer: nn.Module, n_heads: int):
+    def __init__(self, parts: BlockParts, cfg: HookedViTConfig):
         super().__init__()
         # Registered in the order they run, so that hook_dict lists hooks in firing order.
-        self.hook_resid_pre = HookPoint()  # [batch, patches, d_model]
-        self.ln1 = HookedLayerNorm(layer.layer_norm1)
-        self.attn = HookedAttention(layer.self_attn, n_heads)
-        self.hook_attn_out = HookPoint()  # [batch, patches, d_model]
-        self.hook_resid_mid = HookPoint()  # [batch, patches, d_model]
-        self.ln2 = HookedLayerNorm(layer.layer_norm2)
-        self.mlp = HookedMLP(layer.mlp)
-        self.hook_mlp_out = HookPoint()  # [batch, patches, d_model]
-        self.hook_resid_post = HookPoint()  # [batch, patches, d_model]
+        self.hook_resid_pre = ShapedHookPoint("batch", "pos", "d_model")
+        self.ln1 = HookedNorm(parts.ln1, cfg.norm_type)
+        self.attn = HookedAttention(parts, cfg.n_heads)
+        self.hook_attn_out = ShapedHookPoint("batch", "pos", "d_model")
+        self.hook_resid_mid = ShapedHookPoint("batch", "pos", "d_model")
+        self.ln2 = HookedNorm(parts.ln2, cfg.norm_type)
+        self.mlp = HookedMLP(parts)
+        self.hook_mlp_out = ShapedHookPoint("batch", "pos", "d_model")
+        self.hook_resid_post = ShapedHookPoint("batch", "pos", "d_model")
 
     def forward(self, resid_pre: torch.Tensor) -> torch.Tensor:
-        """Map the residual stream ``[batch, patches, d_model]`` to the next one."""
+        """Map the residual stream ``[batch, tokens, d_model]`` to the next one."""
         resid_pre = self.hook_resid_pre(resid_pre)
         attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
         return self.hook_resid_post(resid_mid + mlp_out)
+
+
+def parts_from_config(cfg: HookedViTConfig) -> TowerParts:
+    """Fresh modules of the layout ``cfg`` describes (for a tower built without Hugging Face)."""
+    from transformers.activations import ACT2FN
+
+    d, eps = cfg.d_model, cfg.layer_norm_eps
+
+    def block() -> BlockParts:
+        return BlockParts(
+            ln1=_norm_module(cfg.norm_type, d, eps),
+            ln2=_norm_module(cfg.norm_type, d, eps),
+            q=nn.Linear(d, cfg.n_heads * cfg.d_head),
+            k=nn.Linear(d, cfg.n_heads * cfg.d_head),
+            v=nn.Linear(d, cfg.n_heads * cfg.d_head),
+            o=nn.Linear(cfg.n_heads * cfg.d_head, d),
+            mlp_in=nn.Linear(d, cfg.d_mlp),
+            mlp_out=nn.Linear(cfg.d_mlp, d),
+            act_fn=ACT2FN[cfg.act_fn],
+            q_norm=RMSNorm(cfg.n_heads * cfg.d_head, eps) if cfg.qk_norm else None,
+            k_norm=RMSNorm(cfg.n_heads * cfg.d_head, eps) if cfg.qk_norm else None,
+            ls1=nn.Parameter(torch.ones(d)) if cfg.layer_scale else None,
+            ls2=nn.Parameter(torch.ones(d)) if cfg.layer_scale else None,
+        )
+
+    return TowerParts(
+        patch_embed=nn.Conv2d(cfg.n_channels, d, cfg.patch_size, stride=cfg.patch_size),
+        pos_embed=nn.Embedding(cfg.n_tokens, d),
+        blocks=[block() for _ in range(cfg.n_layers)],
+        final_norm=None if cfg.final_norm_type is None else _norm_module(cfg.final_norm_type, d, eps),
+        prefix_tokens=nn.Parameter(torch.zeros(1, cfg.n_prefix_tokens, d)) if cfg.n_prefix_tokens else None,
+    )
 
 
 class HookNameResolutionMixin:
@@ -235,58 +506,80 @@ class HookNameResolutionMixin:
 
 
 class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
-    """A SigLIP-style vision tower with TransformerLens hook points.
+    """A vision tower with TransformerLens hook points.
 
-    The module wraps a Hugging Face vision tower (e.g. ``SiglipVisionModel``, the tower of
-    Gemma 3) without copying its weights: parameters are shared, so the Hugging Face model
-    and this one always agree. Hook names follow TransformerLens / ViT-Prisma
-    (``blocks.{i}.hook_resid_post``, ``blocks.{i}.attn.hook_pattern``, ...); see
+    The module wraps a Hugging Face vision tower (SigLIP in Gemma 3, InternViT in InternVL3,
+    any family with an adapter) without copying its weights: parameters are shared, so the
+    Hugging Face model and this one always agree. Hook names follow TransformerLens /
+    ViT-Prisma (``blocks.{i}.hook_resid_post``, ``blocks.{i}.attn.hook_pattern``, ...); see
     :attr:`hook_dict` for the full list. Hugging Face module paths and TransformerLens
-    ``TransformerBridge`` names are accepted wherever a hook name is (see
-    :mod:`vis_steer_lens.hook_names`).
+    ``TransformerBridge`` names of the family are accepted wherever a hook name is.
+
+    The residual stream is ``[batch, tokens, d_model]`` with ``cfg.n_prefix_tokens`` prefix
+    tokens (a class token, say) before the ``cfg.n_patches`` patches in row-major order.
+
+    TransformerLens' ``ActivationCache`` analysis works on its caches (``decompose_resid``,
+    ``accumulated_resid``, ``apply_ln_to_stack``, ``stack_head_results``,
+    ``get_full_resid_decomposition``): the config has the fields it reads and the blocks expose
+    ``W_Q``, ``W_O``, ``W_in``, ``W_out``, ... (see :class:`HookedAttention`, :class:`HookedMLP`).
 
     Example:
         >>> vit = HookedViT.from_pretrained("google/gemma-3-4b-it")  # doctest: +SKIP
         >>> out, cache = vit.run_with_cache(pixel_values)  # doctest: +SKIP
-        >>> cache["resid_post", 16].shape  # [batch, patches, d_model]  # doctest: +SKIP
+        >>> cache["resid_post", 16].shape  # [batch, tokens, d_model]  # doctest: +SKIP
     """
 
-    def __init__(self, vision_tower: nn.Module, cfg: HookedViTConfig):
+    def __init__(
+        self,
+        cfg: HookedViTConfig,
+        parts: TowerParts | None = None,
+        *,
+        name_map: HookNameMap | None = None,
+        hf_tower: nn.Module | None = None,
+    ):
+        """Build the tower over ``parts`` (fresh modules from ``cfg`` if ``None``).
+
+        Use :meth:`from_hf` or :meth:`from_pretrained` for a Hugging Face tower; this
+        constructor is what adapters call.
+        """
         super().__init__()
         self.cfg = cfg
-        # Kept out of the module tree: its parameters are registered below under TL names.
-        object.__setattr__(self, "_hf_tower", vision_tower)
-        embeddings = vision_tower.embeddings
-        self.patch_embed = embeddings.patch_embedding
-        self.pos_embed = embeddings.position_embedding
-        self.hook_embed = HookPoint()  # [batch, patches, d_model]
-        self.hook_pos_embed = HookPoint()  # [batch, patches, d_model]
-        self.blocks = nn.ModuleList(
-            HookedViTBlock(layer, cfg.n_heads) for layer in vision_tower.encoder.layers
+        parts = parts if parts is not None else parts_from_config(cfg)
+        if len(parts.blocks) != cfg.n_layers:
+            raise ValueError(f"cfg.n_layers={cfg.n_layers} but {len(parts.blocks)} blocks were given.")
+        # Kept out of the module tree: their parameters are registered below under TL names.
+        object.__setattr__(self, "_hf_tower", hf_tower)
+        object.__setattr__(self, "_name_map", name_map or HookNameMap(cfg.hf_prefix, "blocks.{layer}", {}))
+        object.__setattr__(self, "_interpolate", parts.interpolate_pos_encoding)
+        self.patch_embed = parts.patch_embed
+        self.prefix_tokens = parts.prefix_tokens
+        self.pos_embed = parts.pos_embed
+        self.hook_embed = ShapedHookPoint("batch", "pos", "d_model")
+        self.hook_pos_embed = ShapedHookPoint("batch", "pos", "d_model")
+        self.blocks = nn.ModuleList(HookedViTBlock(block, cfg) for block in parts.blocks)
+        if (parts.final_norm is None) != (cfg.final_norm_type is None):
+            raise ValueError("cfg.final_norm_type and parts.final_norm must both be set or both be None.")
+        self.ln_final = (
+            None if parts.final_norm is None else HookedNorm(parts.final_norm, cfg.final_norm_type)
         )
-        self.ln_final = HookedLayerNorm(vision_tower.post_layernorm)
         self.setup()
+        self.cfg.device = str(self.device)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_hf(
-        cls, vision_tower: nn.Module, model_name: str | None = None, hf_prefix: str = GEMMA3_HF_PREFIX
-    ) -> HookedViT:
+    def from_hf(cls, vision_tower: nn.Module, model_name: str | None = None) -> HookedViT:
         """Wrap a Hugging Face vision tower already in memory, sharing its weights.
 
         Args:
-            vision_tower: A ``SiglipVisionModel`` (e.g. ``Gemma3ForConditionalGeneration().model.vision_tower``).
+            vision_tower: A tower an adapter knows, e.g. ``Gemma3ForConditionalGeneration().model.vision_tower``
+                (SigLIP) or ``InternVLForConditionalGeneration().model.vision_tower`` (InternViT).
             model_name: Name recorded in ``cfg.model_name``. Defaults to the tower config's
                 ``_name_or_path``.
-            hf_prefix: Prefix of the tower in the full model's module paths.
 
         Raises:
-            TypeError: If the tower is not a supported architecture.
+            UnsupportedModelError: If no adapter knows the tower's architecture.
         """
-        from vis_steer_lens.adapters import vision_tower_config
-
-        cfg = vision_tower_config(vision_tower, model_name=model_name, hf_prefix=hf_prefix)
-        return cls(vision_tower, cfg)
+        return adapter_for_tower(vision_tower).hooked_vit(vision_tower, model_name=model_name)
 
     @classmethod
     def from_pretrained(
@@ -306,16 +599,19 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             dtype: Weight dtype. Defaults to the checkpoint's.
             revision: Hub revision.
         """
-        from vis_steer_lens.adapters import adapter_for
-
         adapter = adapter_for(name_or_path, revision=revision)
         tower = adapter.load_vision_tower(name_or_path, device=device, dtype=dtype, revision=revision)
-        return cls.from_hf(tower, model_name=name_or_path, hf_prefix=adapter.hf_vision_prefix)
+        return adapter.hooked_vit(tower, model_name=name_or_path)
 
     @property
-    def hf_tower(self) -> nn.Module:
-        """The wrapped Hugging Face tower (same parameters as this module)."""
+    def hf_tower(self) -> nn.Module | None:
+        """The wrapped Hugging Face tower (same parameters as this module), if any."""
         return self._hf_tower
+
+    @property
+    def hook_name_map(self) -> HookNameMap:
+        """The family's translation tables for Hugging Face and TransformerBridge names."""
+        return self._name_map
 
     @property
     def device(self) -> torch.device:
@@ -325,9 +621,23 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
     def dtype(self) -> torch.dtype:
         return self.pos_embed.weight.dtype
 
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self.cfg.device = str(self.device)
+        return out
+
+    @property
+    def W_pos(self) -> torch.Tensor:  # noqa: N802 - TransformerLens' name
+        """Position embeddings ``[tokens, d_model]`` (prefix tokens first)."""
+        return self.pos_embed.weight.reshape(-1, self.cfg.d_model)
+
     # ------------------------------------------------------------------ forward
     def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        """Patch and position embeddings: ``[batch, channels, H, W]`` → ``[batch, patches, d_model]``."""
+        """Token and position embeddings: ``[batch, channels, H, W]`` → ``[batch, tokens, d_model]``.
+
+        ``hook_embed`` holds the prefix tokens and the patch embeddings, ``hook_pos_embed`` the
+        position embeddings; the residual stream starts as their sum.
+        """
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.cfg.n_channels:
             raise ValueError(
                 f"HookedViT expects pixel_values of shape [batch, {self.cfg.n_channels}, height, width], "
@@ -340,11 +650,17 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
                 "Resize with the model's processor, or pass interpolate_pos_encoding=True."
             )
         patches = self.patch_embed(pixel_values.to(device=self.device, dtype=self.dtype))
-        embed = self.hook_embed(patches.flatten(2).transpose(1, 2))
+        tokens = patches.flatten(2).transpose(1, 2)
+        if self.prefix_tokens is not None:
+            prefix = self.prefix_tokens.reshape(1, -1, self.cfg.d_model).expand(tokens.shape[0], -1, -1)
+            tokens = torch.cat([prefix, tokens], dim=1)
+        embed = self.hook_embed(tokens)
         if interpolate_pos_encoding:
-            pos = self._hf_tower.embeddings.interpolate_pos_encoding(embed, height, width)
+            if self._interpolate is None:
+                raise ValueError("This tower cannot interpolate its position embeddings.")
+            pos = self._interpolate(embed, height, width)
         else:
-            pos = self.pos_embed.weight.unsqueeze(0)
+            pos = self.W_pos.unsqueeze(0)
         pos = pos.expand(embed.shape[0], -1, -1)
         if _is_hooked(self.hook_pos_embed):
             pos = self.hook_pos_embed(pos.clone())  # a real tensor, so that hooks may edit it in place
@@ -362,7 +678,7 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
 
         Args:
             input: ``pixel_values`` of shape ``[batch, channels, H, W]``, or, with
-                ``start_at_layer``, the residual stream ``[batch, patches, d_model]`` entering
+                ``start_at_layer``, the residual stream ``[batch, tokens, d_model]`` entering
                 that block.
             start_at_layer: First block to run (as ``HookedTransformer.forward``). The input is
                 then the residual stream, and the embedding hooks do not fire.
@@ -372,9 +688,9 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             interpolate_pos_encoding: Interpolate position embeddings for other image sizes.
 
         Returns:
-            ``[batch, patches, d_model]``: the tower's last hidden state (after ``ln_final``,
-            equal to the Hugging Face tower's ``last_hidden_state``), or the residual stream
-            when ``stop_at_layer`` is given.
+            ``[batch, tokens, d_model]``: the tower's last hidden state (after ``ln_final``
+            where the tower has one, equal to the Hugging Face tower's ``last_hidden_state``),
+            or the residual stream when ``stop_at_layer`` is given.
         """
         n_layers = self.cfg.n_layers
         start = 0 if start_at_layer is None else _layer_index(start_at_layer, n_layers, "start_at_layer")
@@ -382,7 +698,7 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         if start_at_layer is None:
             resid = self.embed(input, interpolate_pos_encoding=interpolate_pos_encoding)
         else:
-            expected = (self.cfg.n_patches, self.cfg.d_model)
+            expected = (self.cfg.n_tokens, self.cfg.d_model)
             if input.ndim != 3 or (not interpolate_pos_encoding and tuple(input.shape[1:]) != expected):
                 raise ValueError(
                     f"With start_at_layer, HookedViT expects the residual stream [batch, {expected[0]}, "
@@ -391,20 +707,44 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             resid = input.to(device=self.device, dtype=self.dtype)
         for block in self.blocks[start:stop]:
             resid = block(resid)
-        if stop_at_layer is not None:
+        if stop_at_layer is not None or self.ln_final is None:
             return resid
         return self.ln_final(resid)
 
     # ------------------------------------------------------------------ hooks
     def resolve_hook_name(self, name: str) -> str:
-        """The HookedViT name of a hook given in any naming convention.
+        """The HookedViT name of a hook given in any naming convention of this model's family.
 
         Raises:
             UnknownHookNameError: With the closest valid names, if the name is unknown.
         """
         if name in self.hook_dict:
             return name
-        return canonical_hook_name(name, n_layers=self.cfg.n_layers, hf_prefix=self.cfg.hf_prefix)
+        return resolve_hook_name(name, self._hook_sites(), self._name_map)
+
+    def _hook_sites(self) -> list[str]:
+        """Every hook name, including those where an SAE is spliced in now."""
+        return list(self.hook_dict) + list(self.__dict__.get("_spliced_saes", {}))
+
+    def parse_hook_name(self, name: str) -> HookName:
+        """The parsed :class:`~vis_steer_lens.hook_names.HookName` of a hook (any convention).
+
+        Raises:
+            UnknownHookNameError: If the name is unknown.
+        """
+        name = self.resolve_hook_name(name)
+        hook_point = self.get_submodule(name)
+        hook_point = getattr(hook_point, "original_hook_point", hook_point)  # an SAE spliced in there
+        layer, site = split_hook_name(name)
+        dims = getattr(hook_point, "dims", None) or ("batch", "pos", "d_model")
+        sizes = {
+            "d_model": self.cfg.d_model,
+            "d_mlp": self.cfg.d_mlp,
+            "key_pos": self.cfg.n_tokens,
+            "one": 1,
+            "d_head": self.cfg.n_heads * self.cfg.d_head,
+        }
+        return HookName(name=name, layer=layer, site=site, dims=tuple(dims), width=sizes.get(dims[-1], 0))
 
     def hook_width(self, name: str) -> int:
         """Last dimension of the activation at a hook (``d_in`` of an SAE placed there).
@@ -412,14 +752,13 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         Per-head hooks (``hook_q|k|v|z``) count all heads together, as SAELens does for
         ``hook_z`` SAEs.
         """
-        name = self.resolve_hook_name(name)
-        if name.endswith(("mlp.hook_pre", "mlp.hook_post")):
-            return self.cfg.d_mlp
-        if name.endswith(("hook_attn_scores", "hook_pattern")):
-            return self.cfg.n_patches
-        if name.endswith("hook_scale"):
-            return 1
-        return self.cfg.d_model
+        return self.parse_hook_name(name).width
+
+    def equivalent_names(self, name: str):
+        """One hook named in HookedViT, TransformerBridge and Hugging Face conventions."""
+        from vis_steer_lens.hook_names import name_triple
+
+        return name_triple(name, self._hook_sites(), self._name_map)
 
     @property
     def _cache_model(self) -> HookedViT:
@@ -427,13 +766,50 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
 
     def hook_names(self) -> list[str]:
         """All hook names, in the order they fire."""
-        return hooked_vit_names(self.cfg.n_layers)
+        return list(self.hook_dict)
+
+    def tower_fingerprint(self) -> str:
+        """A hash of every weight of the tower (names, shapes and values), as 16 hex digits.
+
+        Values are hashed at bfloat16 precision, so a bfloat16 checkpoint loaded in float32 or
+        bfloat16 gives the same fingerprint. SAEs record it (``cfg.metadata.tower_fingerprint``)
+        so that :func:`~vis_steer_lens.load_sae` can tell a model with the same tower (Gemma 3
+        4B, 12B and 27B share one) from one with other weights of the same shapes.
+        """
+        import hashlib
+
+        digest = hashlib.sha1()
+        for name, param in self.state_dict().items():
+            digest.update(f"{name}:{tuple(param.shape)};".encode())
+            values = param.detach().to(device="cpu", dtype=torch.bfloat16).contiguous()
+            digest.update(values.view(torch.int16).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ TransformerLens analysis
+    def accumulated_bias(
+        self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True
+    ) -> torch.Tensor:
+        """Sum of the attention and MLP output biases written before ``layer`` ``[d_model]``.
+
+        As ``HookedTransformer.accumulated_bias`` (used by ``get_full_resid_decomposition``):
+        layer scale folded in; with ``mlp_input``, block ``layer``'s attention bias too.
+        """
+        total = torch.zeros(self.cfg.d_model, device=self.device, dtype=self.dtype)
+        for index in range(layer):
+            total = total + self.blocks[index].attn.b_O
+            if include_mlp_biases:
+                total = total + self.blocks[index].mlp.b_out
+        if mlp_input:
+            total = total + self.blocks[layer].attn.b_O
+        return total
 
     def __repr__(self) -> str:
         c = self.cfg
+        prefix = f" + {c.n_prefix_tokens} prefix" if c.n_prefix_tokens else ""
         return (
-            f"HookedViT({c.model_name!r}, n_layers={c.n_layers}, d_model={c.d_model}, n_heads={c.n_heads}, "
-            f"d_mlp={c.d_mlp}, patches={c.n_patches} ({c.grid_size}x{c.grid_size}), hooks={len(self.hook_dict)})"
+            f"HookedViT({c.model_name!r}, family={c.family!r}, n_layers={c.n_layers}, d_model={c.d_model}, "
+            f"n_heads={c.n_heads}, d_mlp={c.d_mlp}, tokens={c.n_patches} patches ({c.grid_size}x{c.grid_size})"
+            f"{prefix}, norm={c.norm_type}, layer_scale={c.layer_scale}, hooks={len(self.hook_dict)})"
         )
 
 
@@ -443,4 +819,12 @@ def _layer_index(layer: int, n_layers: int, what: str) -> int:
     return layer % n_layers if layer < 0 else layer
 
 
-__all__ = ["HookNameResolutionMixin", "HookedViT", "HookedViTConfig"]
+__all__ = [
+    "BlockParts",
+    "HookNameResolutionMixin",
+    "HookedViT",
+    "HookedViTConfig",
+    "ShapedHookPoint",
+    "TowerParts",
+    "parts_from_config",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -12,25 +12,28 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from vis_steer_lens.adapters import VLMAdapter, adapter_for
+from vis_steer_lens.families import adapter_for
 from vis_steer_lens.hook_names import UnknownHookNameError
 from vis_steer_lens.hooked_vit import HookedViT, HookNameResolutionMixin
 from vis_steer_lens.saes.splicing import SAESplicingMixin
 
+if TYPE_CHECKING:
+    from vis_steer_lens.adapters.base import VLMAdapter
+
 logger = logging.getLogger(__name__)
 
-# Names of the projector's hooks in the other two conventions.
+# Names of the projector's hooks in TransformerBridge's convention.
 _PROJECTOR_ALIASES = {
     "vision_projector.hook_in": "projector.hook_in",
     "vision_projector.hook_out": "projector.hook_out",
-    "model.multi_modal_projector": "projector.hook_out",
 }
 
 
 class HookedProjector(nn.Module):
     """The multi-modal projector with hooks on its input and its output.
 
-    ``hook_in`` is the vision tower's last hidden state ``[batch, patches, d_vision]``;
+    ``hook_in`` is the vision tower output the projector reads ``[batch, tokens, d_vision]``
+    (the last hidden state, or the residual stream of the adapter's feature layer);
     ``hook_out`` is one vector per soft image token ``[batch, soft_tokens, d_lm]``, exactly what
     the language model receives in place of the image placeholder tokens.
     """
@@ -75,12 +78,9 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or "unnamed"
         self.hf_model = model
         self.processor = processor
-        self.vision = HookedViT.from_hf(
-            self.adapter.vision_tower(model),
-            model_name=self.model_name,
-            hf_prefix=self.adapter.hf_vision_prefix,
-        )
+        self.vision = self.adapter.hooked_vit(self.adapter.vision_tower(model), model_name=self.model_name)
         self.projector = HookedProjector(self.adapter.projector(model))
+        self._projector_stop = self.adapter.projector_stop_at_layer(model, self.vision.cfg.n_layers)
         self.setup()
 
     def setup(self) -> None:
@@ -98,7 +98,7 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         """Wrap a Hugging Face VLM already in memory (weights are shared, not copied).
 
         Args:
-            model: E.g. a ``Gemma3ForConditionalGeneration``.
+            model: E.g. a ``Gemma3ForConditionalGeneration`` or an ``InternVLForConditionalGeneration``.
             processor: Its processor, needed by :meth:`prompt_inputs` and :meth:`generate_text`.
             model_name: Name recorded in SAE metadata and results. Defaults to the config's
                 ``_name_or_path``.
@@ -171,7 +171,7 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
 
         Args:
             pixel_values: ``[batch, channels, H, W]`` from the processor.
-            resid: Instead of pixels, the residual stream ``[batch, patches, d_vision]``
+            resid: Instead of pixels, the residual stream ``[batch, tokens, d_vision]``
                 entering block ``start_at_layer`` (to reuse activations computed earlier).
             start_at_layer: First vision block to run when ``resid`` is given.
 
@@ -183,9 +183,9 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         if resid is not None:
             if start_at_layer is None:
                 raise ValueError("resid needs start_at_layer: the block the residual stream enters.")
-            vision_out = self.vision(resid, start_at_layer=start_at_layer)
+            vision_out = self.vision(resid, start_at_layer=start_at_layer, stop_at_layer=self._projector_stop)
         else:
-            vision_out = self.vision(pixel_values)
+            vision_out = self.vision(pixel_values, stop_at_layer=self._projector_stop)
         return self.projector(vision_out)
 
     def _language_kwargs(
@@ -277,8 +277,9 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             instruction: The user's text, one string for all rows or one per row.
 
         Returns:
-            A dict with ``input_ids``, ``attention_mask``, ``pixel_values`` and
-            ``token_type_ids``, on the model's device, left-padded for generation.
+            A dict with ``input_ids``, ``attention_mask``, ``pixel_values`` and whatever else the
+            family's language model takes (``token_type_ids`` for Gemma 3), on the model's
+            device, left-padded for generation.
         """
         processor = self._require_processor()
         n_rows = (
@@ -304,8 +305,11 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             return_tensors="pt",
             padding=True,
         )
+        keep = (*self.adapter.language_input_keys, "pixel_values")
         return {
-            key: value.to(self.device) if hasattr(value, "to") else value for key, value in inputs.items()
+            key: value.to(self.device) if hasattr(value, "to") else value
+            for key, value in inputs.items()
+            if key in keep
         }
 
     def generate_text(

@@ -230,8 +230,6 @@ def test_toy_batch_equals_each_row_alone(toy_steering):
 
 def test_prefill_masks_equal_the_ones_transformers_builds(tiny_hybrid):
     """The prefill's masks, built from token_type_ids, equal transformers' own (window 6 < prompt)."""
-    from vis_steer_lens.explain.decoding import _image_block_masks
-
     inputs = image_prompt_ids(batch=2, mm_tokens=4, text=(10, 11, 12, 13, 14, 15))
     hf_model = tiny_hybrid.hf_model
     captured = {}
@@ -245,7 +243,7 @@ def test_prefill_masks_equal_the_ones_transformers_builds(tiny_hybrid):
             hf_model(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"])
     finally:
         handle.remove()
-    ours = _image_block_masks(hf_model, inputs["token_type_ids"])
+    ours = tiny_hybrid.adapter.prefill_masks(hf_model, inputs)
     assert set(ours) == set(captured) == {"full_attention", "sliding_attention"}
     seq = inputs["input_ids"].shape[1]
     assert seq > 6  # the window cuts into the prompt

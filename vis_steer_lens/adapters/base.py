@@ -1,53 +1,128 @@
-"""The adapter interface: where one VLM family keeps its vision tower, projector and language model."""
+"""The adapter interface: what one VLM family tells HookedViT and HookedVLM about itself."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import torch
+from PIL import Image
 from torch import nn
 
-from vis_steer_lens.hooked_vit import HookedViTConfig
+from vis_steer_lens.families import UnsupportedModelError
+from vis_steer_lens.hook_names import HookNameMap
+from vis_steer_lens.hooked_vit import HookedViT, HookedViTConfig, TowerParts
 
-
-class UnsupportedModelError(ValueError):
-    """A model or checkpoint whose architecture no adapter supports."""
+#: Empty-image choices understood by :meth:`VLMAdapter.empty_image_pixel_values`.
+EMPTY_IMAGES = ("white", "black", "gray", "mean", "zeros")
 
 
 class VLMAdapter:
     """Knows the layout of one family of Hugging Face vision-language models.
 
-    A new family (PaliGemma 2, LLaVA, InternVL, ...) is one subclass registered with
-    :func:`vis_steer_lens.adapters.register_adapter`; nothing else in the library needs to
-    change. Subclasses set the class attributes and implement the methods below.
+    A new family (PaliGemma 2, LLaVA, Qwen2-VL, ...) is one subclass registered with
+    :func:`vis_steer_lens.register_adapter`; nothing else in the library changes. It tells
+    :class:`~vis_steer_lens.HookedViT` how the tower is built (:meth:`tower_config`,
+    :meth:`tower_parts`, :attr:`hook_name_map`) and :class:`~vis_steer_lens.HookedVLM` how image
+    features reach the language model (:meth:`projector`, :meth:`projector_stop_at_layer`,
+    :meth:`image_token_id`, :attr:`end_of_turn_tokens`, :meth:`prefill_masks`,
+    :attr:`language_input_keys`, :meth:`empty_image_pixel_values`).
 
     Attributes:
-        name: Short name of the family, shown in error messages.
-        model_types: ``config.model_type`` values this adapter handles.
-        hf_vision_prefix: Module path of the vision tower inside the full model, with a
-            trailing dot (used to translate Hugging Face module paths into hook names).
+        name: Short name of the family (``"gemma3"``), used in configs and error messages.
+        model_types: ``config.model_type`` values of the full VLMs this adapter handles.
+        tower_model_types: ``config.model_type`` values of their bare vision towers.
+        model_name_markers: Lower-case substrings of hub ids that belong to this family
+            (to pick the family of an SAE release from its model name).
+        hook_name_map: Hugging Face and TransformerBridge names of the family's hooks.
+        end_of_turn_tokens: Tokens that end a chat answer besides the tokenizer's EOS.
+        language_input_keys: The processor outputs the language model takes (besides pixels).
     """
 
     name: ClassVar[str] = "base"
     model_types: ClassVar[tuple[str, ...]] = ()
-    hf_vision_prefix: ClassVar[str] = ""
+    tower_model_types: ClassVar[tuple[str, ...]] = ()
+    model_name_markers: ClassVar[tuple[str, ...]] = ()
+    hook_name_map: ClassVar[HookNameMap]
+    end_of_turn_tokens: ClassVar[tuple[str, ...]] = ()
+    language_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
 
-    # ---- model layout
+    # ---- recognising the family
+    def supports(self, config: Any) -> bool:
+        """Whether a Hugging Face config belongs to this family."""
+        return getattr(config, "model_type", None) in self.model_types
+
+    def supports_tower(self, tower: nn.Module) -> bool:
+        """Whether a bare Hugging Face vision tower belongs to this family."""
+        return getattr(getattr(tower, "config", None), "model_type", None) in self.tower_model_types
+
+    def claims_model_name(self, model_name: str) -> bool:
+        """Whether a hub id or path names a model of this family."""
+        lowered = model_name.lower()
+        return any(marker in lowered for marker in self.model_name_markers)
+
+    def describe(self) -> str:
+        """Model types, for error messages."""
+        return f"model types {', '.join(self.model_types)}; towers {', '.join(self.tower_model_types)}"
+
+    # ---- the vision tower
+    def tower_config(self, tower: nn.Module, model_name: str) -> HookedViTConfig:
+        """The :class:`HookedViTConfig` describing ``tower``."""
+        raise NotImplementedError
+
+    def tower_parts(self, tower: nn.Module) -> TowerParts:
+        """The tower's Hugging Face modules, for HookedViT to run (shared, not copied)."""
+        raise NotImplementedError
+
+    def default_config(self, n_layers: int) -> HookedViTConfig:
+        """A small config of the family's layout, to list its hook names without a model."""
+        raise NotImplementedError
+
+    def hooked_vit(self, tower: nn.Module, model_name: str | None = None) -> HookedViT:
+        """Wrap a bare Hugging Face tower of this family as a :class:`HookedViT`."""
+        if not self.supports_tower(tower):
+            raise UnsupportedModelError(
+                f"The {self.name} adapter takes vision towers of model type {self.tower_model_types}, got "
+                f"{type(tower).__name__} ({getattr(getattr(tower, 'config', None), 'model_type', None)!r})."
+            )
+        name = model_name or getattr(tower.config, "_name_or_path", "") or "unnamed"
+        return HookedViT(
+            self.tower_config(tower, name),
+            self.tower_parts(tower),
+            name_map=self.hook_name_map,
+            hf_tower=tower,
+        )
+
+    @functools.cache  # noqa: B019 - adapters are a few long-lived singletons
+    def _default_hook_names(self, n_layers: int) -> tuple[str, ...]:
+        with torch.device("meta"):
+            return tuple(HookedViT(self.default_config(n_layers), name_map=self.hook_name_map).hook_dict)
+
+    def default_hook_names(self, n_layers: int) -> list[str]:
+        """Hook names of an ``n_layers`` tower of this family, from a tower built on the meta device."""
+        return list(self._default_hook_names(n_layers))
+
+    # ---- the whole model
     def vision_tower(self, model: nn.Module) -> nn.Module:
         """The Hugging Face vision tower of a full model."""
-        raise NotImplementedError
+        return model.model.vision_tower
 
     def projector(self, model: nn.Module) -> nn.Module:
-        """The module that maps the tower's output ``[batch, patches, d_vision]`` to soft tokens."""
+        """A module mapping the tower's output ``[batch, tokens, d_vision]`` to soft tokens ``[batch, soft, d_lm]``."""
         raise NotImplementedError
+
+    def projector_stop_at_layer(self, model: nn.Module, n_layers: int) -> int | None:
+        """Which tower output the projector reads: ``None`` for the last hidden state (after the
+        final norm), else the ``stop_at_layer`` whose residual stream it takes."""
+        return None
 
     def image_token_id(self, model: nn.Module) -> int:
         """Id of the placeholder token that soft image tokens replace."""
-        raise NotImplementedError
+        return int(model.config.image_token_id)
 
-    def hooked_vit_config(self, tower: nn.Module, model_name: str) -> HookedViTConfig:
-        """The :class:`HookedViTConfig` describing ``tower``."""
-        raise NotImplementedError
+    def prefill_masks(self, hf_model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict | None:
+        """Attention masks for an unpadded prefill, where the family needs its own (else ``None``)."""
+        return None
 
     # ---- loading
     def load_model(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
@@ -58,11 +133,60 @@ class VLMAdapter:
         """Load only the vision tower's weights."""
         raise NotImplementedError
 
-    def supports(self, config: Any) -> bool:
-        """Whether a Hugging Face config belongs to this family."""
-        return getattr(config, "model_type", None) in self.model_types
-
     # ---- inputs
-    def empty_image_pixel_values(self, kind: str, processor: Any, dtype: torch.dtype) -> torch.Tensor:
-        """``pixel_values`` ``[1, channels, H, W]`` of an "empty" image (white, black, ...)."""
-        raise NotImplementedError
+    def empty_image_pixel_values(
+        self, kind: str, processor: Any, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """``pixel_values`` ``[1, channels, H, W]`` of an empty image.
+
+        Args:
+            kind: ``"white"``, ``"black"``, ``"gray"`` (128), ``"mean"`` (the processor's
+                mean pixel, i.e. zeros after normalisation up to rounding) or ``"zeros"``
+                (exact zeros after normalisation). The first four pass through the processor as
+                a 224x224 RGB image, as the paper's code does.
+            processor: The model's processor (its image processor resizes and normalises).
+            dtype: Dtype of the result.
+        """
+        if kind not in EMPTY_IMAGES:
+            raise ValueError(f"Unknown empty image {kind!r}; choose one of {EMPTY_IMAGES}.")
+        image_processor = getattr(processor, "image_processor", processor)
+        if kind == "zeros":
+            size = image_processor.size
+            height, width = size["height"], size["width"]
+            return torch.zeros(1, 3, height, width, dtype=dtype)
+        if kind == "mean":
+            colour = tuple(int(round(255 * m)) for m in image_processor.image_mean)
+        else:
+            colour = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}[kind]
+        image = Image.new("RGB", (224, 224), colour)
+        pixel_values = image_processor(images=[image], return_tensors="pt")["pixel_values"]
+        return pixel_values[:1].to(dtype)
+
+
+def load_tower_weights(
+    tower_class: type, vision_config: Any, state: dict[str, torch.Tensor], name_or_path: str
+) -> nn.Module:
+    """Build ``tower_class(vision_config)`` on the meta device and assign ``state`` to it.
+
+    Raises:
+        CheckpointError: If the weights do not fit the tower.
+    """
+    from vis_steer_lens.adapters.checkpoints import CheckpointError
+
+    if not state:
+        raise CheckpointError(f"The checkpoint {name_or_path!r} holds no vision tower weights.")
+    vision_config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        tower = tower_class(vision_config)
+    missing, unexpected = tower.load_state_dict(state, strict=False, assign=True)
+    # position_ids is a non-persistent buffer that checkpoints do not store.
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"Vision weights of {name_or_path!r} do not fit a {tower_class.__name__}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}."
+        )
+    return tower
+
+
+__all__ = ["EMPTY_IMAGES", "UnsupportedModelError", "VLMAdapter", "load_tower_weights"]

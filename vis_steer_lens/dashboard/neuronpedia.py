@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vis_steer_lens.dashboard.results import DashboardResults, patch_labels
+from vis_steer_lens.hook_names import split_hook_name
 
 #: Keys of a ``NeuronpediaDashboardBatch`` (SAEDashboard 0.8.0 ``to_dict``).
 BATCH_KEYS = ("model_id", "layer", "sae_set", "sae_id_suffix", "features")
@@ -67,10 +68,10 @@ def _slug(text: str) -> str:
 
 
 def _layer_of(hook_name: str) -> int:
-    match = re.search(r"(?:blocks|layers?)\.(\d+)", hook_name)
-    if match is None:
+    layer, _ = split_hook_name(hook_name)
+    if layer is None:
         raise ValueError(f"Cannot read a layer number from hook {hook_name!r}; pass layer= explicitly.")
-    return int(match.group(1))
+    return layer
 
 
 def _round(values: Any, digits: int = 3) -> list[float]:

@@ -20,6 +20,8 @@ import torch
 from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from vis_steer_lens.families import adapter_for, get_adapter, supported_families
+
 #: A stopping criterion: ``(tokens [rows, seq], scores) -> bool [rows]`` (``SentenceEndStop``,
 #: any transformers ``StoppingCriteria`` that judges each row by its own tokens).
 StopFn = Callable[..., torch.Tensor]
@@ -27,13 +29,21 @@ StopFn = Callable[..., torch.Tensor]
 _INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def end_of_answer_ids(tokenizer: Any) -> list[int]:
-    """Token ids that end a chat answer: the tokenizer's EOS and, where it has one, Gemma's
-    ``<end_of_turn>`` (what Gemma 3's generation config lists as ``eos_token_id``)."""
+def end_of_answer_ids(tokenizer: Any, adapter: Any = None) -> list[int]:
+    """Token ids that end a chat answer: the tokenizer's EOS and the family's end-of-turn tokens
+    that the tokenizer has (Gemma's ``<end_of_turn>``, Qwen's ``<|im_end|>``: what the models'
+    generation configs list as ``eos_token_id``).
+
+    Args:
+        tokenizer: The model's tokenizer.
+        adapter: The model family's adapter; ``None`` tries every registered family's tokens.
+    """
+    adapters = [adapter] if adapter is not None else [get_adapter(name) for name in supported_families()]
     ids = {tokenizer.eos_token_id}
-    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-    if isinstance(end_of_turn, int) and end_of_turn != tokenizer.unk_token_id:
-        ids.add(end_of_turn)
+    for token in dict.fromkeys(t for a in adapters for t in a.end_of_turn_tokens):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
     return sorted(i for i in ids if i is not None)
 
 
@@ -66,9 +76,9 @@ def greedy_decode(
 
     Args:
         vlm: A :class:`~vis_steer_lens.HookedVLM` (its ``hf_model`` runs) or a Hugging Face
-            Gemma 3 ``...ForConditionalGeneration`` model.
+            ``...ForConditionalGeneration`` model of a registered family.
         inputs: ``input_ids`` ``[batch, seq]`` (left-padded), optionally ``attention_mask``
-            ``[batch, seq]`` and ``token_type_ids`` ``[batch, seq]`` (1 at image tokens), as
+            ``[batch, seq]`` and (Gemma 3) ``token_type_ids`` ``[batch, seq]`` (1 at image tokens), as
             from :meth:`~vis_steer_lens.HookedVLM.prompt_inputs` without ``pixel_values``.
         image_features: Soft image tokens ``[n_images, soft_tokens, d_lm]`` that replace the
             image placeholder tokens in the prefill (``None`` for a text-only prompt).
@@ -131,10 +141,11 @@ def greedy_decode(
     # The cache transformers builds for this config: sliding-window layers keep only their window.
     cache = DynamicCache(config=hf_model.config.get_text_config(decoder=True))
     prefill_mask = attention_mask
-    if attention_mask is None and inputs.get("token_type_ids") is not None:
-        # Without padding the prefill's masks follow from token_type_ids alone; building them here
-        # is a few tensor ops, where transformers builds them with a per-row vmap on every batch.
-        prefill_mask = _image_block_masks(hf_model, inputs["token_type_ids"]) or None
+    if attention_mask is None:
+        # Without padding some families' prefill masks follow from the inputs alone (Gemma 3's
+        # from token_type_ids), faster than transformers builds them.
+        adapter = getattr(vlm, "adapter", None) or adapter_for(hf_model)
+        prefill_mask = adapter.prefill_masks(hf_model, inputs) or None
     prefill = {
         "input_ids": input_ids,
         "attention_mask": prefill_mask,
@@ -198,35 +209,6 @@ def _image_kwargs(vlm: Any, image_features: torch.Tensor | None) -> dict[str, An
     if language_kwargs is not None:  # a HookedVLM: the same path as HookedVLM.generate
         return language_kwargs(None, image_features, {})
     return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=image_features)}}
-
-
-def _image_block_masks(hf_model: Any, token_type_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Gemma 3's prefill masks for unpadded rows, as SDPA boolean masks ``[batch, 1, seq, seq]``.
-
-    Every layer attends causally, and image tokens also see every token of their own image
-    (Gemma 3 attends bidirectionally inside an image); sliding-window layers keep, on top, only
-    the keys less than ``sliding_window`` positions back. Returns ``{}`` (let transformers
-    build the masks) unless the text model runs SDPA attention with Gemma 3's layer types.
-    """
-    config = hf_model.config.get_text_config(decoder=True)
-    layer_types = set(getattr(config, "layer_types", None) or ())
-    if getattr(config, "_attn_implementation", None) != "sdpa" or not layer_types <= {
-        "full_attention",
-        "sliding_attention",
-    }:
-        return {}
-    is_image = token_type_ids == 1
-    starts = is_image & ~torch.nn.functional.pad(is_image, (1, 0))[:, :-1]
-    block = torch.where(is_image, starts.long().cumsum(-1) - 1, -1)  # [batch, seq], -1 off images
-    seq = token_type_ids.shape[1]
-    query = torch.arange(seq, device=token_type_ids.device)[:, None]
-    key = torch.arange(seq, device=token_type_ids.device)[None, :]
-    same_image = (block[:, :, None] == block[:, None, :]) & (block[:, :, None] >= 0)
-    full = ((key <= query)[None] | same_image)[:, None]  # [batch, 1, seq, seq]
-    masks = {"full_attention": full}
-    if "sliding_attention" in layer_types:
-        masks["sliding_attention"] = full & (key > query - config.sliding_window)[None, None]
-    return masks
 
 
 def _infer_attention_mask(input_ids: torch.Tensor, eos: torch.Tensor, pad_token_id: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from sae_lens import SAE
 
+from vis_steer_lens.activations import hook_activations, patch_tokens
 from vis_steer_lens.adapters import EMPTY_IMAGES
 from vis_steer_lens.explain.base import Explainer
 from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
@@ -46,6 +47,8 @@ class SteeringExplainer(Explainer):
         batch_size: Features decoded together (one prefill, then rows retire as they end); each row
             steers a different feature.
         positions: Patches to steer: ``None`` (all), or a bool mask ``[patches]`` / ``[grid, grid]``.
+        include_prefix_tokens: Steer the prefix tokens (a class token) too; by default only the
+            patches are steered.
         direction: ``"sae"``, or a control: ``"random_norm_matched"`` (a random direction with the
             decoder row's norm) or ``"permuted"`` (each feature gets another feature's direction:
             the list rotated by half its length).
@@ -70,6 +73,7 @@ class SteeringExplainer(Explainer):
         max_new_tokens: int = 48,
         batch_size: int = 32,
         positions: torch.Tensor | None = None,
+        include_prefix_tokens: bool = False,
         direction: str = "sae",
         reuse_prefix: bool = True,
         stop_at_sentence_end: bool = True,
@@ -95,18 +99,27 @@ class SteeringExplainer(Explainer):
         self.sweep_multiples = tuple(sweep_multiples)
         self.sweep_features = sweep_features
         self.calibration: pd.DataFrame | None = None
+        self.include_prefix_tokens = include_prefix_tokens
+        self._hook = model.vision.parse_hook_name(self.hook_name)
         self._positions = self._position_mask(positions)
         self._prepare_inputs()
 
     # ------------------------------------------------------------------ setup
     def _position_mask(self, positions: torch.Tensor | None) -> torch.Tensor | None:
+        """The tokens to steer ``[tokens]`` (prefix tokens first), or ``None`` for all of them."""
+        cfg = self.model.vision.cfg
         if positions is None:
-            return None
-        n_patches = self.model.vision.cfg.n_patches
-        mask = torch.as_tensor(positions).flatten().bool()
-        if mask.numel() != n_patches:
-            raise ValueError(f"positions must have {n_patches} entries (one per patch), got {mask.numel()}.")
-        return mask
+            if not cfg.n_prefix_tokens or self.include_prefix_tokens:
+                return None
+            mask = torch.ones(cfg.n_patches, dtype=torch.bool)
+        else:
+            mask = torch.as_tensor(positions).flatten().bool()
+            if mask.numel() != cfg.n_patches:
+                raise ValueError(
+                    f"positions must have {cfg.n_patches} entries (one per patch), got {mask.numel()}."
+                )
+        prefix = torch.full((cfg.n_prefix_tokens,), self.include_prefix_tokens, dtype=torch.bool)
+        return torch.cat([prefix, mask])
 
     def _prepare_inputs(self) -> None:
         """Tokenise the prompt once and compute the empty image's activations below the hook."""
@@ -121,13 +134,12 @@ class SteeringExplainer(Explainer):
         inputs = vlm.prompt_inputs([placeholder], self.prompt.steering)
         self._inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
         self._pixels = pixels
-        parts = self.hook_name.split(".")
-        self._layer = int(parts[1]) if parts[0] == "blocks" else None
+        self._layer = self._hook.layer
         with torch.no_grad():
             if self._layer is None or not self.reuse_prefix:
                 self._start_layer = None
                 self._prefix = None
-            elif parts[-1] == "hook_resid_post":
+            elif self._hook.site == "hook_resid_post":
                 # The hook is the residual stream itself: add to it and start at the next block.
                 self._start_layer = self._layer + 1
                 self._prefix = vlm.vision(pixels, stop_at_layer=self._layer + 1)
@@ -136,19 +148,15 @@ class SteeringExplainer(Explainer):
                 self._prefix = vlm.vision(pixels, stop_at_layer=self._layer)
         tokenizer = getattr(vlm.processor, "tokenizer", vlm.processor)
         self._tokenizer = tokenizer
-        self._eos = end_of_answer_ids(tokenizer)
+        self._eos = end_of_answer_ids(tokenizer, vlm.adapter)
 
     # ------------------------------------------------------------------ coefficients
     def patch_norm(self) -> float:
-        """Mean L2 norm of the empty image's activation at the hook, over patches."""
-        from vis_steer_lens.activations import hook_activations
-
-        acts = hook_activations(self.model, self.hook_name, self._pixels)
-        return (
-            float(acts.float().flatten(2).norm(dim=-1).mean())
-            if acts.ndim == 4
-            else float(acts.float().norm(dim=-1).mean())
+        """Mean L2 norm of the empty image's activation at the hook, over patches (prefix tokens left out)."""
+        acts = patch_tokens(
+            hook_activations(self.model, self.hook_name, self._pixels, flatten=True), self.model
         )
+        return float(acts.float().norm(dim=-1).mean())
 
     def _coefficients(self, features: list[int]) -> list[float]:
         if self.coefficient == "auto":
@@ -262,8 +270,7 @@ class SteeringExplainer(Explainer):
             delta = delta * self._positions.to(vlm.device).view(1, -1, 1)
 
         def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            shaped = delta.reshape(batch, -1, *act.shape[2:]) if act.ndim == 4 else delta
-            return act + shaped.to(act.dtype)
+            return act + self._hook.unflatten(delta, act).to(act.dtype)
 
         if self._prefix is None:  # no reuse: the full tower, with the direction added at the hook
             with vlm.hooks(fwd_hooks=[(self.hook_name, add)]):

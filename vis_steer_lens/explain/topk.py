@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from sae_lens import SAE
 
+from vis_steer_lens.activations import patch_tokens
 from vis_steer_lens.display import heatmap_overlay, mask_patches
 from vis_steer_lens.explain.base import Explainer
 from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
@@ -92,7 +93,7 @@ class TopKExplainer(Explainer):
         self.stop_at_sentence_end = stop_at_sentence_end
         model._require_processor()
         self._tokenizer = getattr(model.processor, "tokenizer", model.processor)
-        self._eos = end_of_answer_ids(self._tokenizer)
+        self._eos = end_of_answer_ids(self._tokenizer, model.adapter)
         self._patch_size = mined.patch_size
 
     def run_config(self) -> dict[str, Any]:
@@ -228,13 +229,19 @@ class SteeringInformedTopKExplainer(TopKExplainer):
         masks = torch.cat(
             [torch.stack([amap.flatten() > 0 for _, _, amap in top]) for top in tops]
         )  # [images, patches]
+        # Prefix tokens (a class token) are never steered: the maps cover patches only.
+        n_prefix = self.model.vision.cfg.n_prefix_tokens
+        masks = torch.cat([masks.new_zeros(masks.shape[0], n_prefix), masks], dim=1)  # [images, tokens]
         multiple = self.coefficient
+        hook_name = self.model.vision.parse_hook_name(self.hook_name)
 
         def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            flat = act.flatten(-2) if act.ndim == 4 else act
-            patch_norm = flat.float().norm(dim=-1).mean(dim=1, keepdim=True)  # [images, 1]
+            flat = hook_name.flatten(act)
+            patch_norm = (
+                patch_tokens(flat, self.model).float().norm(dim=-1).mean(dim=1, keepdim=True)
+            )  # [images, 1]
             delta = multiple * patch_norm.unsqueeze(-1) * per_image_direction.to(act.device).unsqueeze(1)
             delta = delta * masks.to(act.device).unsqueeze(-1)
-            return act + delta.reshape(act.shape).to(act.dtype)
+            return act + hook_name.unflatten(delta, act).to(act.dtype)
 
         return [(self.hook_name, add)]

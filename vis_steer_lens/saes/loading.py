@@ -32,7 +32,7 @@ from vis_steer_lens.saes.dictionary_learning import (
     load_dictionary_learning_sae,
 )
 from vis_steer_lens.saes.registry import get_release, is_vision_release
-from vis_steer_lens.saes.validation import check_sae_fits
+from vis_steer_lens.saes.validation import check_sae_fits, check_sae_tower
 
 #: A function that turns a local folder into an SAE.
 ConvertFn = Callable[[Path], SAE]
@@ -171,7 +171,9 @@ def load_sae(
         source: See :func:`load_sae_unchecked`.
         sae_id: See :func:`load_sae_unchecked`.
         model: A HookedViT or HookedVLM. When given, the SAE's hook must exist in it (any naming
-            convention) and be ``d_in`` wide.
+            convention) and be ``d_in`` wide, and where the SAE records the fingerprint of the tower
+            it was trained on, the model's tower must be that one (another model with the same
+            tower, such as a larger Gemma 3, is fine).
         device: Device of the returned SAE.
         dtype: dtype of the returned SAE.
         converter: See :func:`load_sae_unchecked`.
@@ -183,6 +185,7 @@ def load_sae(
     sae = load_sae_unchecked(source, sae_id, device=device, dtype=dtype, converter=converter)
     if model is not None:
         check_sae_fits(sae, model)
+        check_sae_tower(sae, model)
     return sae
 
 

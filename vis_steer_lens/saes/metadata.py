@@ -14,7 +14,7 @@ from typing import Any
 from sae_lens import SAE
 from sae_lens.saes.sae import SAEMetadata
 
-from vis_steer_lens.hook_names import GEMMA3_HF_PREFIX, equivalent_names
+from vis_steer_lens.families import equivalent_names, family_of_model_name
 
 #: ``model_class_name`` of every vision SAE: the hooks live on a HookedViT.
 VISION_MODEL_CLASS_NAME = "HookedViT"
@@ -25,7 +25,7 @@ def vision_sae_metadata(
     model_name: str,
     n_layers: int | None = None,
     *,
-    hf_prefix: str = GEMMA3_HF_PREFIX,
+    family: str | None = None,
     prepend_bos: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
@@ -37,22 +37,25 @@ def vision_sae_metadata(
         model_name: The model the SAE was trained on, e.g. ``"google/gemma-3-4b-it"``.
         n_layers: Number of layers of the vision tower; when given, a hook on a layer that
             does not exist is rejected.
-        hf_prefix: Prefix of the vision tower in Hugging Face module paths (Gemma 3 by default).
+        family: The model family whose Hugging Face and TransformerBridge names are recorded
+            (``"gemma3"``, ``"internvl3"``); by default the family ``model_name`` belongs to.
         prepend_bos: Kept for SAELens tools that read it; vision inputs have no BOS token.
         **extra: Further JSON-serialisable fields, e.g. ``image_size=896``,
             ``dataset_path="imagenet-1k"``, ``context_size=4096`` (patches per image).
 
     Returns:
-        A plain dict with ``model_name``, ``model_class_name="HookedViT"``, ``hook_name``,
+        A plain dict with ``model_name``, ``model_family``, ``model_class_name="HookedViT"``, ``hook_name``,
         ``hook_name_transformer_bridge``, ``hook_name_hf``, ``prepend_bos`` and the extras.
         Pass it as ``SAEMetadata(**result)`` or to :func:`set_vision_metadata`.
 
     Raises:
         vis_steer_lens.hook_names.UnknownHookNameError: If ``hook_name`` is not a vision hook.
     """
-    names = equivalent_names(hook_name, n_layers=n_layers, hf_prefix=hf_prefix)
+    family = family or family_of_model_name(model_name)
+    names = equivalent_names(hook_name, n_layers=n_layers, family=family)
     metadata: dict[str, Any] = {
         "model_name": model_name,
+        "model_family": family,
         "model_class_name": VISION_MODEL_CLASS_NAME,
         "hook_name": names.hooked_vit,
         "hook_name_transformer_bridge": names.transformer_bridge,

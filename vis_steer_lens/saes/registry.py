@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from vis_steer_lens.hook_names import UnknownHookNameError, canonical_hook_name
+from vis_steer_lens.families import canonical_hook_name, family_of_model_name
+from vis_steer_lens.hook_names import UnknownHookNameError
 
 REGISTRY_FILENAME = "pretrained_vision_saes.yaml"
 
@@ -60,7 +61,7 @@ class VisionSAERelease:
         if sae_id in self.saes:
             return self.saes[sae_id]
         try:
-            canonical = canonical_hook_name(sae_id)
+            canonical = canonical_hook_name(sae_id, family=family_of_model_name(self.model))
         except UnknownHookNameError:
             canonical = None
         if canonical in self.saes:

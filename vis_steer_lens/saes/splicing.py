@@ -17,6 +17,7 @@ from sae_lens import SAE
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from vis_steer_lens.hook_names import HookName
 from vis_steer_lens.saes.validation import SAEModelMismatchError, check_sae_fits
 
 # The SAE's hooks the splice re-exposes; error and output are the splice's own.
@@ -31,9 +32,10 @@ class SplicedSAE(nn.Module):
     flattened for the SAE and restored afterwards.
     """
 
-    def __init__(self, sae: SAE, hook_point: HookPoint, use_error_term: bool):
+    def __init__(self, sae: SAE, hook_point: HookPoint, use_error_term: bool, hook: HookName):
         super().__init__()
         self.__dict__["sae"] = sae
+        self.__dict__["hook"] = hook
         self.__dict__["original_hook_point"] = hook_point
         for name in _SAE_HOOKS:
             setattr(self, name, sae.hook_dict[name])
@@ -42,8 +44,7 @@ class SplicedSAE(nn.Module):
         self.use_error_term = use_error_term
 
     def forward(self, activation: torch.Tensor) -> torch.Tensor:
-        shape = activation.shape
-        x = activation.flatten(-2) if activation.ndim == 4 else activation
+        x = self.hook.flatten(activation)
         feature_acts = self.sae.encode(x.to(self.sae.dtype))
         out = self.sae.decode(feature_acts)
         if self.use_error_term:
@@ -53,7 +54,7 @@ class SplicedSAE(nn.Module):
                 error = self.hook_sae_error(x - clean.to(x.dtype))
             out = out.to(x.dtype) + error
         out = self.hook_sae_output(out.to(activation.dtype))
-        return out.reshape(shape)
+        return self.hook.unflatten(out, activation)
 
 
 @contextmanager
@@ -120,7 +121,8 @@ class SAESplicingMixin:
         if hook_name in spliced:
             raise SAEModelMismatchError(f"An SAE is already spliced at {hook_name!r}; call reset_saes first.")
         hook_point = vit.get_submodule(hook_name)
-        _set_module(vit, hook_name, SplicedSAE(sae, hook_point, use_error_term))
+        splice = SplicedSAE(sae, hook_point, use_error_term, vit.parse_hook_name(hook_name))
+        _set_module(vit, hook_name, splice)
         spliced[hook_name] = vit.get_submodule(hook_name)
         self._refresh_hooks()
 

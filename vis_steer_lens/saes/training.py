@@ -39,8 +39,7 @@ def _activation_stream(
     """Patch-token activations ``[n, d_in]``, one item per image batch."""
     for items in image_batches:
         images, keep = select_patches(items) if select_patches is not None else (items, None)
-        acts = hook_activations(model, hook_name, to_pixel_values(images, image_processor))
-        acts = acts.flatten(-2) if acts.ndim == 4 else acts  # per-head hooks: heads side by side
+        acts = hook_activations(model, hook_name, to_pixel_values(images, image_processor), flatten=True)
         if patches_per_image is not None and patches_per_image < acts.shape[1]:
             chosen = torch.rand(acts.shape[:2], generator=generator).argsort(dim=1)[:, :patches_per_image]
             acts = torch.gather(acts, 1, chosen.unsqueeze(-1).expand(-1, -1, acts.shape[-1]))
@@ -151,7 +150,8 @@ def train_sae(
         hook,
         vit.cfg.model_name,
         n_layers=vit.cfg.n_layers,
-        hf_prefix=vit.cfg.hf_prefix,
+        family=vit.cfg.family,
+        tower_fingerprint=vit.tower_fingerprint(),
         image_size=vit.cfg.image_size,
         patch_size=vit.cfg.patch_size,
         context_size=vit.cfg.n_patches,

@@ -62,6 +62,30 @@ def check_sae_fits(sae: SAE, model: Any) -> str:
     return resolved
 
 
+def check_sae_tower(sae: SAE, model: Any) -> None:
+    """Check that ``model``'s vision tower is the one the SAE was trained on, where the SAE says.
+
+    An SAE whose metadata records a ``tower_fingerprint`` (:meth:`HookedViT.tower_fingerprint`)
+    fits any model with that exact tower: the same SAE explains Gemma 3 4B, 12B and 27B, whose
+    towers are one. SAEs without a fingerprint (e.g. converted releases) are not checked.
+
+    Raises:
+        SAEModelMismatchError: If the tower has other weights than the SAE's.
+    """
+    recorded = sae.cfg.metadata.get("tower_fingerprint")
+    if not recorded:
+        return
+    vit = getattr(model, "vision", model)
+    actual = vit.tower_fingerprint()
+    if actual != recorded:
+        raise SAEModelMismatchError(
+            f"The SAE was trained on a vision tower with fingerprint {recorded} "
+            f"(model_name={sae.cfg.metadata.model_name!r}), but {vit.cfg.model_name!r} has tower {actual}: "
+            "the shapes fit, the weights differ, so its features mean nothing here. Use a model that shares "
+            "the SAE's tower (Gemma 3 4B, 12B and 27B share one), or an SAE trained on this one."
+        )
+
+
 def check_feature_ids(sae: SAE | int, features: Iterable[int] | int | torch.Tensor) -> list[int]:
     """Validate feature ids against an SAE's width (an SAE, or its ``d_sae``).
 

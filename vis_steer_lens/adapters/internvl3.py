@@ -1,0 +1,204 @@
+"""InternVL3 (``InternVLForConditionalGeneration``): InternViT with a class token and layer scale,
+a pixel-shuffle MLP projector, a Qwen2 language model.
+
+InternViT differs from SigLIP in ways the adapter spells out for HookedViT: a learned class token
+before the patches (``n_prefix_tokens=1``), per-channel layer scale ``lambda_1``/``lambda_2`` on
+the attention and MLP outputs, RMSNorm or LayerNorm by ``norm_type``, optional q/k norm over all
+heads, and no final norm when the projector mean-pools (``use_mean_pooling``). The projector drops
+the class token, pixel-shuffles the 2x2 neighbourhoods of patches into one token (a quarter as
+many tokens, four times as wide) and maps them with a LayerNorm-MLP.
+
+The adapter loads transformers-format checkpoints (``OpenGVLab/InternVL3-14B-hf``); the
+remote-code checkpoints (``OpenGVLab/InternVL3-14B``) use other module names.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from vis_steer_lens.adapters.base import VLMAdapter, load_tower_weights
+from vis_steer_lens.adapters.checkpoints import load_tensors
+from vis_steer_lens.hook_names import HookNameMap
+from vis_steer_lens.hooked_vit import BlockParts, HookedViTConfig, TowerParts
+
+_VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")
+
+_NORM_TYPES = {"layer_norm": "LN", "rms_norm": "RMS"}
+
+#: InternViT inside InternVL3, in Hugging Face module paths. transformer-lens 3.9 has no
+#: TransformerBridge architecture for InternVL, so there are no Bridge names.
+INTERNVL3_HOOK_NAMES = HookNameMap(
+    hf_prefix="model.vision_tower.",
+    hf_block="encoder.layer.{layer}",
+    # Only modules whose output is exactly a HookedViT activation: the attention and MLP
+    # modules return their output before layer scale, and q_proj/k_proj before q/k norm.
+    hf_block_sites={
+        "attn.hook_v": "attention.v_proj",
+        "mlp.hook_pre": "mlp.fc1",
+        "hook_resid_post": "",
+    },
+    hf_extra_prefixes=("vision_tower.",),
+    bridge_note="transformer-lens 3.9 has no TransformerBridge for InternVL",
+)
+
+
+def _strip_vision_prefix(key: str) -> str | None:
+    for prefix in _VISION_PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return None
+
+
+class _PositionEmbedding(nn.Module):
+    """Holds InternViT's ``position_embeddings`` ``[1, 1 + patches, d]`` as ``weight`` (shared)."""
+
+    def __init__(self, weight: nn.Parameter):
+        super().__init__()
+        self.weight = weight
+
+
+class InternVLProjector(nn.Module):
+    """Class token out, pixel shuffle, LayerNorm-MLP: ``[batch, 1 + patches, d]`` → ``[batch, patches / 4, d_lm]``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.multi_modal_projector = model.model.multi_modal_projector
+        object.__setattr__(self, "_model", model.model)
+        config = model.config
+        self.drop_prefix = config.vision_feature_select_strategy == "default"
+        self.downsample_ratio = config.downsample_ratio
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.drop_prefix:
+            features = features[:, 1:]
+        batch, n_patches, width = features.shape
+        side = int(n_patches**0.5)
+        grid = self._model.pixel_shuffle(features.reshape(batch, side, side, width), self.downsample_ratio)
+        return self.multi_modal_projector(grid.reshape(batch, -1, grid.shape[-1]))
+
+
+class InternVL3Adapter(VLMAdapter):
+    """Adapter for transformers' ``InternVLForConditionalGeneration`` (InternVL3 1B-78B, ``-hf`` checkpoints)."""
+
+    name: ClassVar[str] = "internvl3"
+    model_types: ClassVar[tuple[str, ...]] = ("internvl",)
+    tower_model_types: ClassVar[tuple[str, ...]] = ("internvl_vision",)
+    model_name_markers: ClassVar[tuple[str, ...]] = ("internvl",)
+    hook_name_map: ClassVar[HookNameMap] = INTERNVL3_HOOK_NAMES
+    end_of_turn_tokens: ClassVar[tuple[str, ...]] = ("<|im_end|>",)
+
+    # ---- the tower
+    def tower_config(self, tower: nn.Module, model_name: str) -> HookedViTConfig:
+        cfg = tower.config
+        image_size, patch_size = cfg.image_size, cfg.patch_size
+        if image_size[0] != image_size[1] or patch_size[0] != patch_size[1]:
+            raise ValueError(f"HookedViT takes square images and patches, got {image_size} / {patch_size}.")
+        has_final_norm = isinstance(tower.layernorm, nn.LayerNorm)
+        return HookedViTConfig(
+            n_layers=cfg.num_hidden_layers,
+            d_model=cfg.hidden_size,
+            n_heads=cfg.num_attention_heads,
+            d_head=cfg.hidden_size // cfg.num_attention_heads,
+            d_mlp=cfg.intermediate_size,
+            image_size=image_size[0],
+            patch_size=patch_size[0],
+            n_channels=cfg.num_channels,
+            layer_norm_eps=cfg.layer_norm_eps,
+            n_prefix_tokens=1,
+            norm_type=_NORM_TYPES[cfg.norm_type],
+            final_norm_type="LN" if has_final_norm else None,
+            layer_scale=True,
+            qk_norm=bool(cfg.use_qk_norm),
+            act_fn=cfg.hidden_act,
+            family=self.name,
+            model_name=model_name,
+            hf_prefix=self.hook_name_map.hf_prefix,
+        )
+
+    def tower_parts(self, tower: nn.Module) -> TowerParts:
+        if tower.embeddings.position_embeddings is None:
+            raise ValueError("InternViT without absolute position embeddings is not supported.")
+        blocks = []
+        for layer in tower.encoder.layer:
+            attention = layer.attention
+            qk_norm = isinstance(attention.q_norm, nn.Module) and not isinstance(
+                attention.q_norm, nn.Identity
+            )
+            blocks.append(
+                BlockParts(
+                    ln1=layer.layernorm_before,
+                    ln2=layer.layernorm_after,
+                    q=attention.q_proj,
+                    k=attention.k_proj,
+                    v=attention.v_proj,
+                    o=attention.projection_layer,
+                    mlp_in=layer.mlp.fc1,
+                    mlp_out=layer.mlp.fc2,
+                    act_fn=layer.mlp.activation_fn,
+                    q_norm=attention.q_norm if qk_norm else None,
+                    k_norm=attention.k_norm if qk_norm else None,
+                    ls1=layer.lambda_1,
+                    ls2=layer.lambda_2,
+                    attn_scale=attention.scale,
+                )
+            )
+        embeddings = tower.embeddings
+        return TowerParts(
+            patch_embed=embeddings.patch_embeddings.projection,
+            pos_embed=_PositionEmbedding(embeddings.position_embeddings),
+            blocks=blocks,
+            final_norm=tower.layernorm if isinstance(tower.layernorm, nn.LayerNorm) else None,
+            prefix_tokens=embeddings.cls_token,
+            interpolate_pos_encoding=embeddings.interpolate_pos_encoding,
+        )
+
+    def default_config(self, n_layers: int) -> HookedViTConfig:
+        return HookedViTConfig(
+            n_layers=n_layers,
+            d_model=8,
+            n_heads=2,
+            d_head=4,
+            d_mlp=8,
+            image_size=4,
+            patch_size=2,
+            n_prefix_tokens=1,
+            final_norm_type=None,
+            layer_scale=True,
+            act_fn="gelu",
+            family=self.name,
+        )
+
+    # ---- the whole model
+    def projector(self, model: nn.Module) -> nn.Module:
+        return InternVLProjector(model)
+
+    def projector_stop_at_layer(self, model: nn.Module, n_layers: int) -> int | None:
+        layer = model.config.vision_feature_layer
+        if not isinstance(layer, int):
+            raise ValueError(f"Several vision feature layers ({layer}) are not supported.")
+        if layer == -1:
+            return None  # the last hidden state, after the final norm where there is one
+        # hidden_states[0] is the embedding output, hidden_states[i] the output of block i - 1.
+        return layer if layer >= 0 else n_layers + 1 + layer
+
+    # ---- loading
+    def load_model(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
+        from transformers import InternVLForConditionalGeneration
+
+        model = InternVLForConditionalGeneration.from_pretrained(
+            name_or_path, dtype=dtype or "auto", revision=revision
+        )
+        return model.to(device or "cpu").eval()
+
+    def load_vision_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
+        from transformers import AutoConfig, InternVLVisionModel
+
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision)
+        tensors = load_tensors(name_or_path, lambda key: _strip_vision_prefix(key) is not None, revision)
+        state = {_strip_vision_prefix(key): value for key, value in tensors.items()}
+        tower = load_tower_weights(InternVLVisionModel, config.vision_config, state, name_or_path)
+        dtype = dtype or next(iter(state.values())).dtype
+        return tower.to(device=device or "cpu", dtype=dtype).eval()

@@ -1,0 +1,166 @@
+"""The registry of model families, and hook-name translation that needs no model in memory.
+
+Each family (Gemma 3, InternVL3, ...) is one :class:`~vis_steer_lens.adapters.VLMAdapter`
+registered here by :mod:`vis_steer_lens.adapters`. The core asks this registry, never a
+family module, so that the core and the adapters do not import each other.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vis_steer_lens.hook_names import HookNameTriple, UnknownHookNameError, name_triple
+
+if TYPE_CHECKING:
+    from vis_steer_lens.adapters.base import VLMAdapter
+
+
+class UnsupportedModelError(ValueError):
+    """A model, tower or checkpoint whose architecture no adapter supports."""
+
+
+_ADAPTERS: list[VLMAdapter] = []
+
+#: The family assumed where none is named (the library's first, and the toy world's).
+DEFAULT_FAMILY = "gemma3"
+
+
+def register_adapter(adapter: VLMAdapter) -> None:
+    """Make a model family loadable; a later registration of the same name replaces the earlier one.
+
+    New adapters are tried before the ones registered earlier.
+    """
+    _ADAPTERS[:] = [a for a in _ADAPTERS if a.name != adapter.name]
+    _ADAPTERS.insert(0, adapter)
+
+
+def supported_families() -> list[str]:
+    """Names of the model families an adapter exists for."""
+    return [a.name for a in _ADAPTERS]
+
+
+def get_adapter(family: str) -> VLMAdapter:
+    """The adapter registered under ``family`` (e.g. ``"gemma3"``, ``"internvl3"``).
+
+    Raises:
+        UnsupportedModelError: Naming the registered families.
+    """
+    for adapter in _ADAPTERS:
+        if adapter.name == family:
+            return adapter
+    raise UnsupportedModelError(
+        f"Unknown model family {family!r}. Registered families: {', '.join(supported_families())}."
+    )
+
+
+def _no_adapter(kind: str, model_type: Any, source: Any) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"No adapter for {kind} {type(source).__name__} with model type {model_type!r}. Supported families: "
+        f"{', '.join(f'{a.name} ({a.describe()})' for a in _ADAPTERS)}. Add one by subclassing "
+        "vis_steer_lens.adapters.VLMAdapter and calling vis_steer_lens.register_adapter."
+    )
+
+
+def adapter_for(source: Any, revision: str | None = None) -> VLMAdapter:
+    """Pick the adapter for a hub id / folder, a Hugging Face config, or a full model.
+
+    Raises:
+        UnsupportedModelError: Naming the supported families, if none fits.
+    """
+    config = source
+    if isinstance(source, str):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source, revision=revision)
+    elif hasattr(source, "config") and not hasattr(source, "model_type"):
+        config = source.config
+    for adapter in _ADAPTERS:
+        if adapter.supports(config):
+            return adapter
+    raise _no_adapter("model", getattr(config, "model_type", None), source)
+
+
+def adapter_for_tower(tower: Any) -> VLMAdapter:
+    """Pick the adapter whose vision tower ``tower`` (a bare Hugging Face tower module) is.
+
+    Raises:
+        UnsupportedModelError: Naming the supported towers, if none fits.
+    """
+    for adapter in _ADAPTERS:
+        if adapter.supports_tower(tower):
+            return adapter
+    raise _no_adapter("vision tower", getattr(getattr(tower, "config", None), "model_type", None), tower)
+
+
+def family_of_model_name(model_name: str | None) -> str:
+    """The family a model name belongs to (``"OpenGVLab/InternVL3-14B"`` → ``"internvl3"``).
+
+    Falls back to :data:`DEFAULT_FAMILY` for names no adapter claims.
+    """
+    for adapter in _ADAPTERS:
+        if model_name and adapter.claims_model_name(model_name):
+            return adapter.name
+    return DEFAULT_FAMILY
+
+
+def _family_names(name: str, n_layers: int | None, family: str) -> tuple[list[str], Any]:
+    adapter = get_adapter(family)
+    if n_layers is None:  # any layer: a tower just deep enough for the layer the name mentions
+        n_layers = max([1, *(int(part) + 1 for part in name.split(".") if part.isdigit())])
+    return adapter.default_hook_names(n_layers), adapter.hook_name_map
+
+
+def canonical_hook_name(name: str, n_layers: int | None = None, family: str = DEFAULT_FAMILY) -> str:
+    """Map a hook name in any convention to its HookedViT name, without a model.
+
+    With a model in memory, prefer ``model.resolve_hook_name``: it knows the model's exact hooks.
+
+    Args:
+        name: A HookedViT name (``blocks.3.hook_resid_post``), a TransformerBridge name
+            (``vision_encoder.encoder_layers.3.hook_out``) or a Hugging Face module path
+            (``model.vision_tower.encoder.layers.3``).
+        n_layers: Number of layers of the tower. When given, layers that do not exist are
+            rejected too.
+        family: The model family whose naming conventions apply (default ``"gemma3"``).
+
+    Raises:
+        UnknownHookNameError: If no convention knows the name; the message lists the closest
+            valid names.
+    """
+    valid, name_map = _family_names(name, n_layers, family)
+    return name_triple(name, valid, name_map).hooked_vit
+
+
+def equivalent_names(name: str, n_layers: int | None = None, family: str = DEFAULT_FAMILY) -> HookNameTriple:
+    """Name one activation in all three conventions, without a model.
+
+    Args:
+        name: A hook name in any convention (see :func:`canonical_hook_name`).
+        n_layers: Number of layers of the tower, to reject layers that do not exist.
+        family: The model family (``"gemma3"``, ``"internvl3"``, ...).
+
+    Returns:
+        The HookedViT name and, where they exist, the TransformerBridge name and the HF
+        module path whose output is this activation.
+
+    Example:
+        >>> equivalent_names("vision_encoder.encoder_layers.16.hook_out").hooked_vit
+        'blocks.16.hook_resid_post'
+    """
+    valid, name_map = _family_names(name, n_layers, family)
+    return name_triple(name, valid, name_map)
+
+
+__all__ = [
+    "DEFAULT_FAMILY",
+    "UnknownHookNameError",
+    "UnsupportedModelError",
+    "adapter_for",
+    "adapter_for_tower",
+    "canonical_hook_name",
+    "equivalent_names",
+    "family_of_model_name",
+    "get_adapter",
+    "register_adapter",
+    "supported_families",
+]
