@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -52,65 +53,44 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
-IMAGE_TOKEN_ID, BOI_TOKEN_ID, EOI_TOKEN_ID = 299, 297, 298
+def tiny_gemma3_ids() -> dict[str, int]:
+    """Token ids of the tiny Gemma 3 of :func:`vis_steer_lens.testing.tiny_hf_vlm`: image, boi, eoi, bos."""
+    return dict(_tiny_gemma3_ids())
 
 
-def tiny_gemma3_config(vision_layers: int = 2, image_size: int = 32, patch_size: int = 8, mm_tokens: int = 4):
-    """A Gemma 3 config of the real architecture at toy size (SigLIP 32-wide, Gemma 3 text 32-wide)."""
-    from transformers import Gemma3Config
+@functools.cache
+def _tiny_gemma3_ids() -> tuple[tuple[str, int], ...]:
+    from vis_steer_lens.testing import tiny_hf_vlm
 
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=4,
-        image_size=image_size,
-        patch_size=patch_size,
-        vision_use_head=False,
-    )
-    text = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        vocab_size=300,
-        max_position_embeddings=256,
-        sliding_window=64,
-    )
-    return Gemma3Config(
-        vision_config=vision,
-        text_config=text,
-        mm_tokens_per_image=mm_tokens,
-        image_token_index=IMAGE_TOKEN_ID,
-        boi_token_index=BOI_TOKEN_ID,
-        eoi_token_index=EOI_TOKEN_ID,
-    )
+    config = tiny_hf_vlm("gemma3")[0].config
+    ids = {
+        "image": config.image_token_id,
+        "boi": config.boi_token_index,
+        "eoi": config.eoi_token_index,
+        "bos": config.text_config.bos_token_id,
+    }
+    return tuple(ids.items())
 
 
-def build_tiny_gemma3(seed: int = 0, **config_kwargs):
-    """A random tiny ``Gemma3ForConditionalGeneration`` in eval mode, float32."""
-    from transformers import Gemma3ForConditionalGeneration
+def build_tiny_gemma3(seed: int = 0, vision_layers: int = 2):
+    """A random tiny ``Gemma3ForConditionalGeneration`` (``vis_steer_lens.testing``), eval mode, float32."""
+    from vis_steer_lens.testing import tiny_hf_vlm
 
-    torch.manual_seed(seed)
-    model = Gemma3ForConditionalGeneration(tiny_gemma3_config(**config_kwargs)).eval()
-    # The projector weight is initialised to zeros, which would hide every vision edit.
-    torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=0.3)
-    return model
+    return tiny_hf_vlm("gemma3", seed=seed, vision_layers=vision_layers)[0]
 
 
 def image_prompt_ids(
     batch: int, mm_tokens: int = 4, text: tuple[int, ...] = (10, 11, 12)
 ) -> dict[str, torch.Tensor]:
     """Hand-built Gemma 3 inputs: ``<bos> <boi> <image>*mm_tokens <eoi> text``, one image per row."""
-    row = [2, BOI_TOKEN_ID] + [IMAGE_TOKEN_ID] * mm_tokens + [EOI_TOKEN_ID, *text]
+    ids = tiny_gemma3_ids()
+    row = [ids["bos"], ids["boi"]] + [ids["image"]] * mm_tokens + [ids["eoi"], *text]
     input_ids = torch.tensor([row] * batch)
     input_ids[:, -1] += torch.arange(batch)  # rows differ in their text too
     return {
         "input_ids": input_ids,
         "attention_mask": torch.ones_like(input_ids),
-        "token_type_ids": (input_ids == IMAGE_TOKEN_ID).long(),
+        "token_type_ids": (input_ids == ids["image"]).long(),
     }
 
 

@@ -116,9 +116,8 @@ def canonical_hook_name(name: str, n_layers: int | None = None, family: str = DE
     With a model in memory, prefer ``model.resolve_hook_name``: it knows the model's exact hooks.
 
     Args:
-        name: A HookedViT name (``blocks.3.hook_resid_post``), a TransformerBridge name
-            (``vision_encoder.encoder_layers.3.hook_out``) or a Hugging Face module path
-            (``model.vision_tower.encoder.layers.3``).
+        name: A HookedViT name (``blocks.3.hook_resid_post``), or the family's TransformerBridge
+            name or Hugging Face module path of a hook (see the family's adapter).
         n_layers: Number of layers of the tower. When given, layers that do not exist are
             rejected too.
         family: The model family whose naming conventions apply (default ``"gemma3"``).
@@ -144,8 +143,8 @@ def equivalent_names(name: str, n_layers: int | None = None, family: str = DEFAU
         module path whose output is this activation.
 
     Example:
-        >>> equivalent_names("vision_encoder.encoder_layers.16.hook_out").hooked_vit
-        'blocks.16.hook_resid_post'
+        >>> equivalent_names("blocks.16.hook_resid_post", family="internvl3").transformer_bridge is None
+        True
     """
     valid, name_map = _family_names(name, n_layers, family)
     return name_triple(name, valid, name_map)

@@ -7,10 +7,10 @@ of valid names; this module holds no list of its own. Two other conventions are 
 wherever a hook name is taken, through the :class:`HookNameMap` that each model family's
 adapter provides:
 
-* TransformerLens ``TransformerBridge`` names, e.g. ``vision_encoder.encoder_layers.3.hook_out``
-  for Gemma 3 (families the Bridge does not support have none);
-* Hugging Face module paths, e.g. ``model.vision_tower.encoder.layers.3`` (the module's
-  output is the activation).
+* TransformerLens ``TransformerBridge`` names (families the Bridge does not support have none);
+* Hugging Face module paths (the module's output is the activation).
+
+The family's own names are in its adapter (e.g. ``vis_steer_lens.adapters.GEMMA3_HOOK_NAMES``).
 
 Only hooks with an exact counterpart are mapped; the others exist in HookedViT alone.
 """
@@ -106,9 +106,8 @@ class HookNameMap:
     Provided by each adapter (:attr:`vis_steer_lens.adapters.VLMAdapter.hook_name_map`).
 
     Attributes:
-        hf_prefix: Path of the vision tower inside the full Hugging Face model, with a trailing
-            dot (``"model.vision_tower."``).
-        hf_block: Path of block ``{layer}`` inside the tower (``"encoder.layers.{layer}"``).
+        hf_prefix: Path of the vision tower inside the full Hugging Face model, with a trailing dot.
+        hf_block: Path of block ``{layer}`` inside the tower.
         hf_block_sites: HookedViT site → path inside the block of the module whose output it
             is (``""``: the block itself).
         hf_other: Hooks outside the blocks → path inside the tower.

@@ -85,7 +85,7 @@ class HookedViTConfig:
     act_fn: str = "gelu_pytorch_tanh"
     family: str = "gemma3"
     model_name: str = "unnamed"
-    hf_prefix: str = "model.vision_tower."
+    hf_prefix: str = ""
     attn_only: bool = False
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -567,19 +567,19 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_hf(cls, vision_tower: nn.Module, model_name: str | None = None) -> HookedViT:
+    def from_hf(cls, tower: nn.Module, model_name: str | None = None) -> HookedViT:
         """Wrap a Hugging Face vision tower already in memory, sharing its weights.
 
         Args:
-            vision_tower: A tower an adapter knows, e.g. ``Gemma3ForConditionalGeneration().model.vision_tower``
-                (SigLIP) or ``InternVLForConditionalGeneration().model.vision_tower`` (InternViT).
+            tower: A bare Hugging Face vision tower of a family with an adapter (SigLIP from a
+                Gemma 3, InternViT from an InternVL3).
             model_name: Name recorded in ``cfg.model_name``. Defaults to the tower config's
                 ``_name_or_path``.
 
         Raises:
             UnsupportedModelError: If no adapter knows the tower's architecture.
         """
-        return adapter_for_tower(vision_tower).hooked_vit(vision_tower, model_name=model_name)
+        return adapter_for_tower(tower).hooked_vit(tower, model_name=model_name)
 
     @classmethod
     def from_pretrained(
@@ -600,7 +600,7 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             revision: Hub revision.
         """
         adapter = adapter_for(name_or_path, revision=revision)
-        tower = adapter.load_vision_tower(name_or_path, device=device, dtype=dtype, revision=revision)
+        tower = adapter.load_tower(name_or_path, device=device, dtype=dtype, revision=revision)
         return adapter.hooked_vit(tower, model_name=name_or_path)
 
     @property

@@ -78,7 +78,7 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or "unnamed"
         self.hf_model = model
         self.processor = processor
-        self.vision = self.adapter.hooked_vit(self.adapter.vision_tower(model), model_name=self.model_name)
+        self.vision = self.adapter.hooked_vit(self.adapter.tower(model), model_name=self.model_name)
         self.projector = HookedProjector(self.adapter.projector(model))
         self._projector_stop = self.adapter.projector_stop_at_layer(model, self.vision.cfg.n_layers)
         self.setup()

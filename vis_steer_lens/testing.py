@@ -33,57 +33,16 @@ _WORDS = (
 ).split()
 _PUNCTUATION = [".", ",", "?", "!", ":", "-", "'"]
 
-# Chat templates with each family's real turn structure and image placeholders.
-_GEMMA3_TEMPLATE = (
-    "{{ bos_token }}"
-    "{%- for message in messages -%}"
-    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
-    "{{ '<start_of_turn>' + role + '\n' }}"
-    "{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
-    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
-    "{%- endfor -%}"
-    "{{ '<end_of_turn>\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
-)
-_QWEN_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{%- for item in message['content'] -%}"
-    "{%- if item['type'] == 'image' -%}{{ '<IMG_CONTEXT>\n' }}"
-    "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
-    "{%- endfor -%}"
-    "{{ '<|im_end|>\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
-)
 
-_GEMMA3_SPECIAL = {
-    "pad_token": "<pad>",
-    "eos_token": "<eos>",
-    "bos_token": "<bos>",
-    "unk_token": "<unk>",
-}
-_GEMMA3_EXTRA = {
-    "start_of_turn_token": "<start_of_turn>",
-    "end_of_turn_token": "<end_of_turn>",
-    "boi_token": "<start_of_image>",
-    "eoi_token": "<end_of_image>",
-    "image_token": "<image_soft_token>",
-}
-_QWEN_SPECIAL = {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>", "unk_token": "<unk>"}
-_QWEN_EXTRA = {
-    "im_start_token": "<|im_start|>",
-    "start_image_token": "<img>",
-    "end_image_token": "</img>",
-    "context_image_token": "<IMG_CONTEXT>",
-    "video_token": "<video>",
-}
+def word_tokenizer(special: dict[str, str], extra: dict[str, str], chat_template: str, add_bos: bool):
+    """A word-level fast tokenizer with a family's special tokens (newlines and punctuation are tokens).
 
-
-def _word_tokenizer(special: dict[str, str], extra: dict[str, str], chat_template: str, add_bos: bool):
-    """A word-level fast tokenizer with a family's special tokens (newlines are tokens)."""
+    Args:
+        special: ``pad_token``, ``eos_token``, ``unk_token`` (and ``bos_token``) → token.
+        extra: Further special tokens by attribute name; ``<name>_id`` attributes are set too.
+        chat_template: The Jinja chat template.
+        add_bos: Whether plain calls prepend the BOS token.
+    """
     from transformers import PreTrainedTokenizerFast
 
     specials = list(dict.fromkeys([*special.values(), *extra.values()]))
@@ -114,143 +73,18 @@ def _word_tokenizer(special: dict[str, str], extra: dict[str, str], chat_templat
     return tokenizer
 
 
-def _perturb(model: nn.Module, seed: int) -> None:
-    """Move every constant-initialised vision/projector parameter away from its init."""
+def perturb_constant_parameters(modules: list[nn.Module], seed: int) -> None:
+    """Draw every parameter that holds one repeated value (a norm's ones, a bias's zeros, a layer
+    scale, a zero class token or projector) around that value, so no weight sits at its init."""
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "vision_tower" not in name and "multi_modal_projector" not in name:
-                continue
-            leaf = name.rsplit(".", 1)[-1]
-            noise = torch.randn(param.shape, generator=gen)
-            if leaf in ("lambda_1", "lambda_2"):
-                param.copy_(0.5 + 0.5 * noise.abs())
-            elif param.ndim == 1 and ("norm" in name or "layernorm" in name):
-                param.copy_((1.0 if leaf == "weight" else 0.0) + 0.2 * noise)
-            elif leaf in ("cls_token", "position_embeddings", "mm_input_projection_weight") or (
-                "multi_modal_projector" in name and param.ndim > 1
-            ):
-                param.copy_(0.3 * noise)
-
-
-def _tiny_gemma3(seed: int, vision_layers: int, text_width: int) -> tuple[nn.Module, Any]:
-    from transformers import (
-        Gemma3Config,
-        Gemma3ForConditionalGeneration,
-        Gemma3ImageProcessor,
-        Gemma3Processor,
-    )
-
-    tokenizer = _word_tokenizer(_GEMMA3_SPECIAL, _GEMMA3_EXTRA, _GEMMA3_TEMPLATE, add_bos=True)
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _GEMMA3_EXTRA.items()}
-    config = Gemma3Config(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=vision_layers,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-            vision_use_head=False,
-        ),
-        text_config=dict(
-            hidden_size=text_width,
-            intermediate_size=2 * text_width,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=256,
-            sliding_window=64,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        ),
-        mm_tokens_per_image=4,
-        image_token_index=ids["image_token"],
-        boi_token_index=ids["boi_token"],
-        eoi_token_index=ids["eoi_token"],
-    )
-    torch.manual_seed(seed)
-    model = Gemma3ForConditionalGeneration(config).eval()
-    image_processor = Gemma3ImageProcessor(
-        size={"height": 32, "width": 32},
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-        do_pan_and_scan=False,
-    )
-    processor = Gemma3Processor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        chat_template=_GEMMA3_TEMPLATE,
-        image_seq_length=4,
-    )
-    return model, processor
-
-
-def _tiny_internvl3(
-    seed: int, vision_layers: int, text_width: int, norm_type: str, qk_norm: bool
-) -> tuple[nn.Module, Any]:
-    from transformers import (
-        GotOcr2ImageProcessor,
-        InternVLConfig,
-        InternVLForConditionalGeneration,
-        InternVLProcessor,
-    )
-
-    tokenizer = _word_tokenizer(_QWEN_SPECIAL, _QWEN_EXTRA, _QWEN_TEMPLATE, add_bos=False)
-    config = InternVLConfig(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=vision_layers,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-            norm_type=norm_type,
-            use_qk_norm=qk_norm,
-            hidden_act="gelu",
-        ),
-        text_config=dict(
-            model_type="qwen2",
-            hidden_size=text_width,
-            intermediate_size=2 * text_width,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=256,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            tie_word_embeddings=False,
-        ),
-        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
-        image_seq_length=4,
-        downsample_ratio=0.5,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    model = InternVLForConditionalGeneration(config).eval()
-    image_processor = GotOcr2ImageProcessor(
-        size={"height": 32, "width": 32},
-        crop_to_patches=False,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    )
-
-    class ImageOnlyInternVLProcessor(InternVLProcessor):
-        """InternVL's processor without its video processor (which needs torchvision)."""
-
-        def __init__(
-            self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None
-        ):
-            super().__init__(image_processor, tokenizer, None, image_seq_length, chat_template)
-
-    processor = ImageOnlyInternVLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4, chat_template=_QWEN_TEMPLATE
-    )
-    return model, processor
+        for module in modules:
+            for param in module.parameters():
+                flat = param.flatten()
+                if flat.numel() and bool((flat == flat[0]).all()):
+                    value = float(flat[0])
+                    scale = 0.3 if value == 0 else 0.5 * abs(value)
+                    param.copy_(value + scale * torch.randn(param.shape, generator=gen))
 
 
 def tiny_hf_vlm(
@@ -277,15 +111,16 @@ def tiny_hf_vlm(
     Returns:
         ``(model, processor)``: the model in eval mode, float32.
     """
-    if family == "gemma3":
-        model, processor = _tiny_gemma3(seed, vision_layers, text_width)
-    elif family == "internvl3":
-        model, processor = _tiny_internvl3(seed, vision_layers, text_width, norm_type, qk_norm)
-    else:
+    if family not in TINY_FAMILIES:
         known = [f for f in supported_families() if f in TINY_FAMILIES]
         raise ValueError(f"tiny_vlm builds the families {known}, got {family!r}.")
-    _perturb(model, seed)
-    return model, processor
+    adapter = get_adapter(family)
+    torch.manual_seed(seed)
+    model, processor = adapter.build_tiny(
+        vision_layers=vision_layers, text_width=text_width, norm_type=norm_type, qk_norm=qk_norm
+    )
+    perturb_constant_parameters([adapter.tower(model), adapter.projector(model)], seed)
+    return model.eval(), processor
 
 
 def tiny_vlm(family: str = "gemma3", **kwargs: Any):
@@ -299,7 +134,6 @@ def tiny_vlm(family: str = "gemma3", **kwargs: Any):
     from vis_steer_lens.hooked_vlm import HookedVLM
 
     model, processor = tiny_hf_vlm(family, **kwargs)
-    get_adapter(family)  # a clear error if the family is not registered
     return HookedVLM.from_hf(model, processor=processor, model_name=f"tiny-{family}")
 
 
@@ -332,4 +166,11 @@ def tiny_sae(
     return set_vision_metadata(sae, metadata)
 
 
-__all__ = ["TINY_FAMILIES", "tiny_hf_vlm", "tiny_sae", "tiny_vlm"]
+__all__ = [
+    "TINY_FAMILIES",
+    "perturb_constant_parameters",
+    "tiny_hf_vlm",
+    "tiny_sae",
+    "tiny_vlm",
+    "word_tokenizer",
+]

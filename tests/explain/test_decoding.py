@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import IMAGE_TOKEN_ID, build_tiny_gemma3, image_prompt_ids, tiny_gemma3_config
+from conftest import build_tiny_gemma3, image_prompt_ids, tiny_gemma3_ids
 from transformers import StoppingCriteria
 
 from vis_steer_lens import HookedVLM
@@ -30,7 +30,7 @@ class StopAfter(StoppingCriteria):
 @pytest.fixture(scope="module")
 def tiny():
     """The conftest tiny Gemma 3: two sliding-window text layers, window 64."""
-    return HookedVLM.from_hf(build_tiny_gemma3(seed=5))
+    return HookedVLM.from_hf(build_tiny_gemma3(seed=6))
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,16 @@ def tiny_hybrid():
     both cache layer types are retired, the sliding one past its window."""
     from transformers import Gemma3ForConditionalGeneration
 
-    config = tiny_gemma3_config()
+    from vis_steer_lens.adapters import get_adapter
+    from vis_steer_lens.testing import perturb_constant_parameters
+
+    config = build_tiny_gemma3().config
     config.text_config.layer_types = ["sliding_attention", "full_attention"]
     config.text_config.sliding_window = 6
     torch.manual_seed(7)
     model = Gemma3ForConditionalGeneration(config).eval()
-    torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=0.3)
+    adapter = get_adapter("gemma3")
+    perturb_constant_parameters([adapter.tower(model), adapter.projector(model)], seed=7)
     return HookedVLM.from_hf(model)
 
 
@@ -126,7 +130,7 @@ def test_left_padded_rows_are_retired_with_their_mask_and_positions(tiny_hybrid)
     inputs = {
         "input_ids": input_ids,
         "attention_mask": (input_ids != PAD).long(),
-        "token_type_ids": (input_ids == IMAGE_TOKEN_ID).long(),
+        "token_type_ids": (input_ids == tiny_gemma3_ids()["image"]).long(),
     }
     prompt_length = inputs["input_ids"].shape[1]
     stop = StopAfter(prompt_length)

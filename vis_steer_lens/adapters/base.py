@@ -103,9 +103,9 @@ class VLMAdapter:
         return list(self._default_hook_names(n_layers))
 
     # ---- the whole model
-    def vision_tower(self, model: nn.Module) -> nn.Module:
+    def tower(self, model: nn.Module) -> nn.Module:
         """The Hugging Face vision tower of a full model."""
-        return model.model.vision_tower
+        raise NotImplementedError
 
     def projector(self, model: nn.Module) -> nn.Module:
         """A module mapping the tower's output ``[batch, tokens, d_vision]`` to soft tokens ``[batch, soft, d_lm]``."""
@@ -129,8 +129,17 @@ class VLMAdapter:
         """Load the full Hugging Face model."""
         raise NotImplementedError
 
-    def load_vision_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
+    def load_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
         """Load only the vision tower's weights."""
+        raise NotImplementedError
+
+    # ---- test models
+    def build_tiny(self, *, vision_layers: int, text_width: int, **options: Any) -> tuple[nn.Module, Any]:
+        """A tiny random model of the family and a working processor (see :mod:`vis_steer_lens.testing`).
+
+        32x32 images in 8-pixel patches (16 patches), 4 soft tokens per image, a word-level
+        tokenizer with the family's special tokens and chat-template structure. Seed torch first.
+        """
         raise NotImplementedError
 
     # ---- inputs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -67,6 +67,30 @@ GEMMA3_HOOK_NAMES = HookNameMap(
         "vision_encoder.encoder_layers.{layer}.ln1.hook_in": "blocks.{layer}.hook_resid_pre",
         "vision_encoder.embeddings.hook_out": "blocks.0.hook_resid_pre",
     },
+)
+
+
+# The tiny test model's tokenizer and chat template: Gemma 3's special tokens and turn structure.
+_TINY_SPECIAL = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
+_TINY_EXTRA = {
+    "start_of_turn_token": "<start_of_turn>",
+    "end_of_turn_token": "<end_of_turn>",
+    "boi_token": "<start_of_image>",
+    "eoi_token": "<end_of_image>",
+    "image_token": "<image_soft_token>",
+}
+_TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' }}"
+    "{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
+    "{%- endfor -%}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
 )
 
 
@@ -145,6 +169,9 @@ class Gemma3Adapter(VLMAdapter):
         )
 
     # ---- the whole model
+    def tower(self, model: nn.Module) -> nn.Module:
+        return model.model.vision_tower
+
     def projector(self, model: nn.Module) -> nn.Module:
         return model.model.multi_modal_projector
 
@@ -180,6 +207,63 @@ class Gemma3Adapter(VLMAdapter):
             masks["sliding_attention"] = full & (key > query - config.sliding_window)[None, None]
         return masks
 
+    # ---- test models
+    def build_tiny(self, *, vision_layers: int, text_width: int, **options) -> tuple[nn.Module, Any]:
+        from transformers import (
+            Gemma3Config,
+            Gemma3ForConditionalGeneration,
+            Gemma3ImageProcessor,
+            Gemma3Processor,
+        )
+
+        from vis_steer_lens.testing import word_tokenizer
+
+        tokenizer = word_tokenizer(_TINY_SPECIAL, _TINY_EXTRA, _TINY_CHAT_TEMPLATE, add_bos=True)
+        ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _TINY_EXTRA.items()}
+        config = Gemma3Config(
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=vision_layers,
+                num_attention_heads=4,
+                image_size=32,
+                patch_size=8,
+                vision_use_head=False,
+            ),
+            text_config=dict(
+                hidden_size=text_width,
+                intermediate_size=2 * text_width,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=8,
+                vocab_size=len(tokenizer),
+                max_position_embeddings=256,
+                sliding_window=64,
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            ),
+            mm_tokens_per_image=4,
+            image_token_index=ids["image_token"],
+            boi_token_index=ids["boi_token"],
+            eoi_token_index=ids["eoi_token"],
+        )
+        model = Gemma3ForConditionalGeneration(config)
+        image_processor = Gemma3ImageProcessor(
+            size={"height": 32, "width": 32},
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+            do_pan_and_scan=False,
+        )
+        processor = Gemma3Processor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            chat_template=_TINY_CHAT_TEMPLATE,
+            image_seq_length=4,
+        )
+        return model, processor
+
     # ---- loading
     def load_model(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
         from transformers import Gemma3ForConditionalGeneration
@@ -189,7 +273,7 @@ class Gemma3Adapter(VLMAdapter):
         )
         return model.to(device or "cpu").eval()
 
-    def load_vision_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
+    def load_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
         from transformers import AutoConfig, SiglipVisionModel
 
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)

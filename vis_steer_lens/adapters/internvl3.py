@@ -14,7 +14,7 @@ remote-code checkpoints (``OpenGVLab/InternVL3-14B``) use other module names.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -42,6 +42,28 @@ INTERNVL3_HOOK_NAMES = HookNameMap(
     },
     hf_extra_prefixes=("vision_tower.",),
     bridge_note="transformer-lens 3.9 has no TransformerBridge for InternVL",
+)
+
+
+# The tiny test model's tokenizer and chat template: Qwen's turns and InternVL's image tokens.
+_TINY_SPECIAL = {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>", "unk_token": "<unk>"}
+_TINY_EXTRA = {
+    "im_start_token": "<|im_start|>",
+    "start_image_token": "<img>",
+    "end_image_token": "</img>",
+    "context_image_token": "<IMG_CONTEXT>",
+    "video_token": "<video>",
+}
+_TINY_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<IMG_CONTEXT>\n' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
+    "{%- endfor -%}"
+    "{{ '<|im_end|>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
 )
 
 
@@ -184,6 +206,84 @@ class InternVL3Adapter(VLMAdapter):
         # hidden_states[0] is the embedding output, hidden_states[i] the output of block i - 1.
         return layer if layer >= 0 else n_layers + 1 + layer
 
+    def tower(self, model: nn.Module) -> nn.Module:
+        return model.model.vision_tower
+
+    # ---- test models
+    def build_tiny(
+        self,
+        *,
+        vision_layers: int,
+        text_width: int,
+        norm_type: str = "layer_norm",
+        qk_norm: bool = False,
+        **options,
+    ) -> tuple[nn.Module, Any]:
+        """See :meth:`VLMAdapter.build_tiny`; ``norm_type`` and ``qk_norm`` are InternViT's options."""
+        from transformers import (
+            GotOcr2ImageProcessor,
+            InternVLConfig,
+            InternVLForConditionalGeneration,
+            InternVLProcessor,
+        )
+
+        from vis_steer_lens.testing import word_tokenizer
+
+        tokenizer = word_tokenizer(_TINY_SPECIAL, _TINY_EXTRA, _TINY_CHAT_TEMPLATE, add_bos=False)
+        config = InternVLConfig(
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=vision_layers,
+                num_attention_heads=4,
+                image_size=32,
+                patch_size=8,
+                norm_type=norm_type,
+                use_qk_norm=qk_norm,
+                hidden_act="gelu",
+            ),
+            text_config=dict(
+                model_type="qwen2",
+                hidden_size=text_width,
+                intermediate_size=2 * text_width,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                vocab_size=len(tokenizer),
+                max_position_embeddings=256,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                tie_word_embeddings=False,
+            ),
+            image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
+            image_seq_length=4,
+            downsample_ratio=0.5,
+            tie_word_embeddings=False,
+        )
+        model = InternVLForConditionalGeneration(config)
+        image_processor = GotOcr2ImageProcessor(
+            size={"height": 32, "width": 32},
+            crop_to_patches=False,
+            image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+        )
+
+        class ImageOnlyInternVLProcessor(InternVLProcessor):
+            """InternVL's processor without its video processor (which needs torchvision)."""
+
+            def __init__(
+                self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None
+            ):
+                super().__init__(image_processor, tokenizer, None, image_seq_length, chat_template)
+
+        processor = ImageOnlyInternVLProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            image_seq_length=4,
+            chat_template=_TINY_CHAT_TEMPLATE,
+        )
+        return model, processor
+
     # ---- loading
     def load_model(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
         from transformers import InternVLForConditionalGeneration
@@ -193,7 +293,7 @@ class InternVL3Adapter(VLMAdapter):
         )
         return model.to(device or "cpu").eval()
 
-    def load_vision_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
+    def load_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
         from transformers import AutoConfig, InternVLVisionModel
 
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)

@@ -53,7 +53,7 @@ class VisionSAERelease:
 
         Args:
             sae_id: The SAE id; a hook name in any convention is accepted
-                (``vision_encoder.encoder_layers.16.hook_out`` finds ``blocks.16.hook_resid_post``).
+                (the Bridge or Hugging Face name of layer 16's output finds ``blocks.16.hook_resid_post``).
 
         Raises:
             UnknownVisionReleaseError: If the release has no such SAE; lists the valid ids.

@@ -1,0 +1,99 @@
+"""The package's layout rules: model-specific names live in adapters/, and no module imports in a cycle."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import vis_steer_lens
+
+PACKAGE = Path(vis_steer_lens.__file__).parent
+
+# Hugging Face / TransformerBridge module names of particular families (the issue's grep).
+_HF_NAMES = re.compile(
+    r"layer_norm1|layer_norm2|self_attn|post_layernorm|encoder\.layers|multi_modal_projector|vision_tower|"
+    r"patch_embedding|position_embedding|layernorm_before|encoder_layers"
+)
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    return modules
+
+
+def _imports(path: Path, module: str, is_package: bool) -> set[str]:
+    """Every vis_steer_lens module ``path`` imports, at module level or inside functions
+    (``if TYPE_CHECKING:`` blocks excepted)."""
+    tree = ast.parse(path.read_text())
+    type_checking = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for node in ast.walk(block)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in type_checking:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("vis_steer_lens")}
+
+
+def test_no_family_module_names_outside_adapters_and_the_toy_world():
+    offenders = []
+    for name, path in _modules().items():
+        if name.startswith(("vis_steer_lens.adapters", "vis_steer_lens.toy")):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if _HF_NAMES.search(line):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_core_has_no_import_cycle():
+    """Edges between modules (an import of ``a.b.c`` also runs ``a.b``'s ``__init__``)."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        if name == "vis_steer_lens":  # the public API re-exports everything
+            continue
+        targets = set()
+        for imported in _imports(path, name, path.name == "__init__.py"):
+            parts = imported.split(".")
+            for end in range(2, len(parts) + 1):  # the module itself and every package above it
+                candidate = ".".join(parts[:end])
+                if candidate in modules and candidate != name and candidate != "vis_steer_lens":
+                    targets.add(candidate)
+        # A package's __init__ running its own submodules is the package's business, not a cycle.
+        graph[name] = {t for t in targets if not t.startswith(name + ".")}
+
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                cycles.append(stack[stack.index(target) :] + [target])
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    shown = [" -> ".join(cycle) for cycle in cycles]
+    assert not cycles, "import cycles:\n" + "\n".join(shown)
