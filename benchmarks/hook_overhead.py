@@ -1,11 +1,12 @@
-"""Forward-time ratio HookedViT / Hugging Face SigLIP tower, measured side by side.
+"""Forward-time ratio HookedViT / Hugging Face vision tower, measured side by side.
 
-Builds a random mid-size tower (12 layers, d_model 768, 256 patches by default), runs the
-Hugging Face tower and HookedViT over the same weights in alternation, and prints the median
-time of each and their ratio: with no hooks, and with a cache of every ``hook_resid_post``.
-Target: ratio <= 1.05 with no hooks.
+Builds a random mid-size tower (12 layers, d_model 768, 256 patches by default) of one family
+(``--family gemma3``: SigLIP; ``--family internvl3``: InternViT with a class token and layer
+scale, ``--norm-type`` layer_norm or rms_norm), runs the Hugging Face tower and HookedViT over
+the same weights in alternation, and prints the median time of each and their ratio: with no
+hooks, and with a cache of every ``hook_resid_post``. Target: ratio <= 1.05 with no hooks.
 
-    python benchmarks/hook_overhead.py [--layers 12] [--d-model 768] [--batch 8] [--device cpu]
+    python benchmarks/hook_overhead.py [--family gemma3] [--layers 12] [--d-model 768] [--batch 8]
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import statistics
 import time
 
 import torch
-from transformers import SiglipVisionConfig, SiglipVisionModel
+from transformers import InternVLVisionConfig, InternVLVisionModel, SiglipVisionConfig, SiglipVisionModel
 
 from vis_steer_lens import HookedViT
 
@@ -34,6 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--family", default="gemma3", choices=["gemma3", "internvl3"])
+    parser.add_argument("--norm-type", default="layer_norm", choices=["layer_norm", "rms_norm"], help="internvl3")
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--heads", type=int, default=12)
@@ -47,17 +50,20 @@ def main() -> None:
 
     torch.manual_seed(0)
     dtype = getattr(torch, args.dtype)
-    config = SiglipVisionConfig(
+    shape = dict(
         hidden_size=args.d_model,
         intermediate_size=4 * args.d_model,
         num_hidden_layers=args.layers,
         num_attention_heads=args.heads,
         image_size=args.image_size,
         patch_size=args.patch_size,
-        vision_use_head=False,
         attn_implementation="sdpa",
     )
-    hf_tower = SiglipVisionModel(config).to(args.device, dtype).eval()
+    if args.family == "gemma3":
+        hf_tower = SiglipVisionModel(SiglipVisionConfig(vision_use_head=False, **shape))
+    else:
+        hf_tower = InternVLVisionModel(InternVLVisionConfig(norm_type=args.norm_type, **shape))
+    hf_tower = hf_tower.to(args.device, dtype).eval()
     vit = HookedViT.from_hf(hf_tower)
     pixels = torch.randn(args.batch, 3, args.image_size, args.image_size, device=args.device, dtype=dtype)
     resid_post = [f"blocks.{i}.hook_resid_post" for i in range(args.layers)]
@@ -78,7 +84,7 @@ def main() -> None:
 
     median = {name: statistics.median(values) for name, values in times.items()}
     print(
-        f"tower: {args.layers} layers, d_model {args.d_model}, {vit.cfg.n_patches} patches, batch {args.batch}, "
+        f"{args.family} tower: {args.layers} layers, d_model {args.d_model}, {vit.cfg.n_tokens} tokens, batch {args.batch}, "
         f"{args.dtype} on {args.device}, {torch.get_num_threads()} threads, {args.repeats} repeats"
     )
     print(f"max |HookedViT - HF| = {diff:.2e}")

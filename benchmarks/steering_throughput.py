@@ -14,12 +14,16 @@ sentence) agree and prints the ratios (a)/(b) (target >= 3x) and (a)/(c) (target
 of (a), (b), (c) runs ``--repeats`` times, interleaved (a, b, c, a, b, c, ...) so that a busy
 spell of the machine hits all three alike; the median time of each is reported.
 
-    python benchmarks/steering_throughput.py                       # the shipped toy VLM and SAE
+    python benchmarks/steering_throughput.py                       # the shipped toy VLM and SAE (Gemma 3)
+    python benchmarks/steering_throughput.py --family internvl3    # a random InternVL3 (class token, layer scale)
     python benchmarks/steering_throughput.py --random-weights gemma-3-4b --device cuda --features 64
 
 With ``--random-weights gemma-3-4b`` the real Gemma 3 4B architecture is built with random
 weights (no download) and a random SAE at vision layer 16; both sides then decode a fixed
-number of tokens (``--fixed-tokens``), since random text has no sentence ends.
+number of tokens (``--fixed-tokens``), since random text has no sentence ends. ``--family
+internvl3`` builds :func:`vis_steer_lens.testing.tiny_vlm`'s InternVL3 with ``--vision-layers``
+blocks and a random SAE at the middle block's output, with a fixed length too; the baseline
+then steers the patches only, as (a) does (the class token is left alone).
 """
 
 from __future__ import annotations
@@ -95,13 +99,23 @@ def random_gemma3_4b(device: str, dtype: torch.dtype):
     return vlm, sae, "default"
 
 
+def random_internvl3(vision_layers: int):
+    """A tiny random InternVL3 (InternViT with a class token, Qwen2 text) and a random SAE mid-tower."""
+    from vis_steer_lens.testing import tiny_sae, tiny_vlm
+
+    vlm = tiny_vlm("internvl3", vision_layers=vision_layers, seed=1)
+    sae = tiny_sae(vlm, f"blocks.{vision_layers // 2}.hook_resid_post", d_sae=512, k=8)
+    return vlm, sae, "default"
+
+
 def paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, empty_pixels, batch_size=8):
     """The authors' loop: full model per batch, HF forward hook on the encoder layer, fixed length."""
     explainer = SteeringExplainer(
         vlm, sae, coefficient=coefficient, prompt=prompt, max_new_tokens=max_new_tokens
     )
-    layer_index = int(explainer.hook_name.split(".")[1])
-    layer = vlm.adapter.vision_tower(vlm.hf_model).encoder.layers[layer_index]
+    # The Hugging Face module whose output is the SAE's hook (the encoder layer's output).
+    layer = vlm.hf_model.get_submodule(vlm.vision.equivalent_names(explainer.hook_name).hf_module)
+    n_prefix = vlm.vision.cfg.n_prefix_tokens
     inputs = {k: v for k, v in explainer._inputs.items()}
     tokenizer = explainer._tokenizer
     prefix = explainer.prompt.prefix("steering")
@@ -109,6 +123,9 @@ def paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, empt
     for start in range(0, len(features), batch_size):
         chunk = features[start : start + batch_size]
         delta = coefficient * sae.W_dec.detach()[chunk].to(vlm.device, vlm.dtype).unsqueeze(1)
+        if n_prefix:  # steer the patches only, as SteeringExplainer does by default
+            delta = delta.expand(-1, vlm.vision.cfg.n_tokens, -1).clone()
+            delta[:, :n_prefix] = 0
 
         def add(module, args, output, delta=delta):
             return output + delta
@@ -155,6 +172,10 @@ def main() -> None:
         "--coefficient", type=float, default=None, help="default: 2x the hook's mean patch norm"
     )
     parser.add_argument("--random-weights", choices=["gemma-3-4b"], default=None)
+    parser.add_argument(
+        "--family", choices=["gemma3", "internvl3"], default="gemma3", help="gemma3: the toy VLM (a Gemma 3)"
+    )
+    parser.add_argument("--vision-layers", type=int, default=12, help="with --family internvl3")
     parser.add_argument("--fixed-tokens", type=int, default=None, help="force this length on both sides")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; medians reported")
@@ -167,6 +188,9 @@ def main() -> None:
             args.device, torch.bfloat16 if args.device != "cpu" else torch.float32
         )
         args.fixed_tokens = args.fixed_tokens or 16
+    elif args.family == "internvl3":
+        vlm, sae, prompt = random_internvl3(args.vision_layers)
+        args.fixed_tokens = args.fixed_tokens or 8
     else:
         vlm, sae, prompt = toy_setup(args.device)
     max_new_tokens = args.fixed_tokens or args.max_new_tokens

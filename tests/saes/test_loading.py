@@ -186,3 +186,29 @@ def test_registered_converter_is_detected_after_the_builtins(tmp_path, no_networ
     finally:
         unregister_converter("my-format")
     assert "my-format" not in registered_converters()
+
+
+def test_an_sae_travels_to_a_larger_model_with_the_same_tower_only(tmp_path):
+    """Gemma 3 4B, 12B and 27B share one tower: an SAE of one loads on the others, not on another tower."""
+    from vis_steer_lens import HookedVLM, SAEModelMismatchError, load_sae
+    from vis_steer_lens.explain import SteeringExplainer
+    from vis_steer_lens.testing import tiny_hf_vlm, tiny_sae
+
+    small, processor = tiny_hf_vlm("gemma3", seed=0)
+    large, large_processor = tiny_hf_vlm("gemma3", seed=1, text_width=48)
+    large.model.vision_tower.load_state_dict(small.model.vision_tower.state_dict())
+    small_vlm = HookedVLM.from_hf(small, processor=processor, model_name="tiny-4b")
+    large_vlm = HookedVLM.from_hf(large, processor=large_processor, model_name="tiny-27b")
+    sae = tiny_sae(small_vlm, "blocks.1.hook_resid_post", d_sae=8)
+    sae.save_model(tmp_path / "sae")
+
+    loaded = load_sae(str(tmp_path / "sae"), model=large_vlm)
+    assert loaded.cfg.metadata.tower_fingerprint == large_vlm.vision.tower_fingerprint()
+    rows = SteeringExplainer(large_vlm, loaded, coefficient=20.0, max_new_tokens=3).explain(
+        [0, 1], progress=False
+    )
+    assert len(rows) == 2
+
+    other = HookedVLM.from_hf(tiny_hf_vlm("gemma3", seed=2)[0], model_name="tiny-other")
+    with pytest.raises(SAEModelMismatchError, match="fingerprint"):
+        load_sae(str(tmp_path / "sae"), model=other)

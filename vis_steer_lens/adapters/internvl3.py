@@ -261,6 +261,12 @@ class InternVL3Adapter(VLMAdapter):
             tie_word_embeddings=False,
         )
         model = InternVLForConditionalGeneration(config)
+        # transformers' init (std 0.02) makes image tokens too faint for a random language model
+        # to answer differently per image; a stronger projector makes the answers depend on it.
+        projector = model.model.multi_modal_projector
+        with torch.no_grad():
+            for linear in (projector.linear_1, projector.linear_2):
+                linear.weight.normal_(std=linear.in_features**-0.5)
         image_processor = GotOcr2ImageProcessor(
             size={"height": 32, "width": 32},
             crop_to_patches=False,
