@@ -157,3 +157,17 @@ def test_threshold_is_recorded_not_applied(tmp_path, write_dl_folder, dl_referen
     assert sae.cfg.metadata.source_format == "paper-release"  # caller's metadata wins
     x = torch.randn(30, 12)
     torch.testing.assert_close(sae.encode(x), dl_reference.encode(state, x), atol=1e-5, rtol=0)
+
+
+def test_internvl3_releases_get_internvl_names(tmp_path, write_dl_folder):
+    """The paper's InternVL3-14B SAEs are recorded with InternVL's module paths, not Gemma's."""
+    write_dl_folder(tmp_path, layer=16)
+    config_path = tmp_path / "config.json"
+    config = json.loads(config_path.read_text())
+    config["trainer"]["lm_name"] = "OpenGVLab/InternVL3-14B"
+    config_path.write_text(json.dumps(config))
+    meta = load_dictionary_learning_sae(tmp_path).cfg.metadata
+    assert meta.model_name == "OpenGVLab/InternVL3-14B" and meta.model_family == "internvl3"
+    assert meta.hook_name == "blocks.16.hook_resid_post"
+    assert meta.hook_name_hf == "model.vision_tower.encoder.layer.16"
+    assert meta.hook_name_transformer_bridge is None  # transformer-lens has no InternVL bridge
