@@ -35,10 +35,10 @@ def test_explain_steering_writes_and_resumes(saved, capsys):
         return main(["--quiet", "explain", *model_args, *run_args])
 
     assert run("0:6") == 0
-    first = pd.read_parquet(saved / "out" / "steering.parquet")
+    first = pd.read_parquet(saved / "out" / "explanations" / "steering.parquet")
     assert first["feature"].tolist() == list(range(6))
     assert run("0:8") == 0  # resumes: only features 6 and 7 are new
-    second = pd.read_parquet(saved / "out" / "steering.parquet")
+    second = pd.read_parquet(saved / "out" / "explanations" / "steering.parquet")
     assert second["feature"].tolist() == list(range(8))
     assert second["raw_generation"].tolist()[:6] == first["raw_generation"].tolist()
     assert "explanations written" in capsys.readouterr().out

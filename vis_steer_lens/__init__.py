@@ -11,6 +11,7 @@ from vis_steer_lens.hook_names import HookName, UnknownHookNameError
 from vis_steer_lens.hooked_vit import HookedViT, HookedViTConfig
 from vis_steer_lens.hooked_vlm import HookedVLM
 from vis_steer_lens.mining import MinedActivations, mine_top_activations
+from vis_steer_lens.runs import RunFolder, RunFolderError
 from vis_steer_lens.saes import (
     FeatureIndexError,
     SAEModelMismatchError,
@@ -39,6 +40,8 @@ __all__ = [
     "export_neuronpedia",
     "feature_attribution",
     "MinedActivations",
+    "RunFolder",
+    "RunFolderError",
     "mine_top_activations",
     "list_vision_releases",
     "load_sae",

@@ -74,19 +74,24 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from vis_steer_lens.explain import make_explainer
+    from vis_steer_lens.runs import RunFolder, run_name
 
     vlm, sae, prompt = load_model_and_sae(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(args.run)
+    run.explanations_dir.mkdir(parents=True, exist_ok=True)
     mined = None
     if args.method != "steering":
-        if args.mined is None:
-            raise SystemExit(
-                f"--method {args.method} needs --mined DIR (the output of `vis-steer-lens mine`)."
-            )
         from vis_steer_lens.mining import MinedActivations
 
-        mined = MinedActivations.load(args.mined)
+        if args.mined is not None:
+            mined = MinedActivations.load(args.mined)
+        elif run.has_mined():
+            mined = run.mined()
+        else:
+            raise SystemExit(
+                f"--method {args.method} needs mined top images: run `vis-steer-lens mine --run {run.root}` "
+                "first, or pass --mined DIR."
+            )
     # The hybrid has no calibration sweep: "auto" means its usual 1x the image's patch norm.
     coefficient = 1.0 if args.method == "hybrid" and args.coefficient == "auto" else args.coefficient
     explainer = make_explainer(
@@ -104,24 +109,28 @@ def cmd_explain(args: argparse.Namespace) -> int:
         direction=args.direction,
         seed=args.seed,
     )
-    name = f"{args.method}" + ("" if args.direction == "sae" else f"-{args.direction}")
-    frame = explainer.explain(args.features, out=out / f"{name}.jsonl", progress=not args.quiet)
-    frame.to_parquet(out / f"{name}.parquet", index=False)
+    name = run_name(args.method, args.direction)
+    frame = explainer.explain(args.features, out=run.explanations_path(name), progress=not args.quiet)
+    frame.to_parquet(run.explanations_export(name), index=False)
     calibration = getattr(explainer, "calibration", None)
     if calibration is not None:
-        calibration.to_csv(out / f"{name}-coefficient-sweep.csv", index=False)
+        calibration.to_csv(run.sweep_path(name), index=False)
         explainer.calibration_figure().write_html(
-            out / f"{name}-coefficient-sweep.html", include_plotlyjs=True
+            run.sweep_path(name).with_suffix(".html"), include_plotlyjs=True
         )
     print(frame[["feature", "explanation"]].to_string(index=False, max_rows=args.show))
-    print(f"\n{len(frame)} explanations written to {out / (name + '.parquet')}")
+    print(f"\n{len(frame)} explanations written to {run.explanations_path(name)} (and .parquet)")
     return 0
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
     from vis_steer_lens.image_sources import ToyImages, as_image_source
     from vis_steer_lens.mining import mine_top_activations
+    from vis_steer_lens.runs import RunFolder
 
+    if (args.out is None) == (args.run is None):
+        raise SystemExit("Pass --run RUN (mined activations go to RUN/mined) or --out DIR, not both.")
+    out = args.out if args.out is not None else str(RunFolder(args.run).mined_dir)
     vlm, sae, _ = load_model_and_sae(args)
     if args.images is None:
         if args.model is not None:
@@ -136,12 +145,12 @@ def cmd_mine(args: argparse.Namespace) -> int:
         k=args.k,
         batch_size=args.batch_size,
         rank_by=args.rank_by,
-        out_dir=args.out,
+        out_dir=out,
         progress=not args.quiet,
     )
-    mined.save(args.out)
+    mined.save(out)
     live = len(mined.live_features())
-    print(f"Mined {sae.cfg.d_sae} features over {len(images)} images ({live} fired); saved to {args.out}")
+    print(f"Mined {sae.cfg.d_sae} features over {len(images)} images ({live} fired); saved to {out}")
     return 0
 
 
@@ -221,8 +230,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vis_steer_lens.evaluate.compare import format_table
     from vis_steer_lens.explain import read_results
     from vis_steer_lens.image_sources import ToyImages, as_image_source
+    from vis_steer_lens.runs import RunFolder, run_name
 
-    explanations = read_results(args.explanations)
+    if args.run is not None:
+        if args.explanations is not None or args.out is not None:
+            raise SystemExit(
+                "With --run, the explanations and the scores are the run's: drop --explanations/--out."
+            )
+        run = RunFolder(args.run)
+        name = run_name(args.method, args.direction)
+        explanations = run.explanations([name])
+        if explanations is None:
+            raise SystemExit(
+                f"{run.root} has no {name} explanations (it has {run.explanation_names() or 'none'}); run "
+                f"`vis-steer-lens explain --run {run.root} --method {args.method}` first."
+            )
+        scores_path = run.scores_path(name)
+    else:
+        if args.explanations is None or args.out is None:
+            raise SystemExit("Pass --run RUN --method METHOD, or --explanations FILE --out DIR.")
+        run, explanations = None, read_results(args.explanations)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        scores_path = out / "scores.jsonl"
     vlm, sae, _ = load_model_and_sae(args)
     if args.model is None:
         generator, reference = ToyGenerator(), ToyImages(seed=args.seed + 202, n=args.n_reference)
@@ -237,10 +267,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     scorer = GenerationAUROCScorer(
         vlm, sae, generator, [reference[i] for i in range(count)], n_images=args.n_images, seed=args.seed
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    scores = scorer.score(explanations, progress=not args.quiet, out_path=out / "scores.jsonl")
+    scores = scorer.score(explanations, progress=not args.quiet, out_path=scores_path)
     table = scorer.summary(scores)
+    if run is not None:
+        run.save_reference(*scorer.reference_activations())
+        print(format_table(table))
+        print(
+            f"\nScores in {scores_path}; `vis-steer-lens compare {run.root}` tabulates every scored method."
+        )
+        return 0
     scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(
         out / "scores.csv", index=False
     )
@@ -249,14 +284,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from vis_steer_lens.evaluate.compare import compare_run, format_margins, format_table
+    from vis_steer_lens.runs import RunFolder, RunFolderError
+
+    run = RunFolder(args.run)
+    try:
+        result = compare_run(run)
+    except RunFolderError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(format_table(result.table))
+    if result.margins is not None and len(result.margins):
+        print(
+            "\nMargins over the controls on the clear features (paired per feature; 95% bootstrap intervals):"
+        )
+        print(format_margins(result.margins))
+    print(f"\nWritten to {run.comparison_path} and {run.comparison_figure_path}.")
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
+    from vis_steer_lens.runs import RunFolder
 
-    index = export_dashboard(args.results, args.out)
+    run_dir = args.run if args.run is not None else args.results
+    if run_dir is None:
+        raise SystemExit("Pass the run folder: `vis-steer-lens dashboard RUN`.")
+    run = RunFolder(run_dir)
+    out = args.out if args.out is not None else run.dashboard_dir
+    index = export_dashboard(run.root, out)
     print(f"Dashboard: {index} (open it in a browser; it works from file://)")
     if args.neuronpedia:
         batches = export_neuronpedia(
-            args.results, args.neuronpedia, model_id=args.model_id, layer=args.layer, sae_set=args.sae_set
+            run.root, args.neuronpedia, model_id=args.model_id, layer=args.layer, sae_set=args.sae_set
         )
         print(f"Neuronpedia export: {len(batches)} batch files in {args.neuronpedia}")
     return 0
@@ -276,9 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="score explanations written earlier (AUROC from generation)")
     _add_model_args(evaluate)
     evaluate.add_argument(
-        "--explanations", required=True, help="a .jsonl/.parquet/.csv file written by explain"
+        "--run", help="run folder: score its --method explanations into it (rerun to resume)"
     )
-    evaluate.add_argument("--out", required=True, help="output folder (rerun to resume)")
+    evaluate.add_argument("--method", choices=METHODS, default="steering", help="with --run")
+    evaluate.add_argument(
+        "--direction", choices=("sae", "random_norm_matched", "permuted"), default="sae", help="with --run"
+    )
+    evaluate.add_argument(
+        "--explanations", help="instead of --run: a .jsonl/.parquet/.csv file written by explain"
+    )
+    evaluate.add_argument("--out", help="with --explanations: output folder (rerun to resume)")
     evaluate.add_argument("--images", help="reference images (folder or dataset); default: toy-world images")
     evaluate.add_argument(
         "--diffusers", help="text-to-image model, e.g. stabilityai/stable-diffusion-3.5-medium"
@@ -288,13 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.set_defaults(func=cmd_evaluate)
 
+    compare = sub.add_parser("compare", help="the comparison table of every method and control a run holds")
+    compare.add_argument("run", help="a run folder (written by mine, explain, evaluate, or the demo)")
+    compare.set_defaults(func=cmd_compare)
+
     dashboard = sub.add_parser(
-        "dashboard", help="static HTML dashboard (and Neuronpedia export) of a results folder"
+        "dashboard", help="static HTML dashboard (and Neuronpedia export) of a run folder"
     )
-    dashboard.add_argument(
-        "--results", required=True, help="a folder written by `demo` (mined/, explanations, scores)"
-    )
-    dashboard.add_argument("--out", required=True)
+    dashboard.add_argument("run", nargs="?", help="a run folder (mined/, explanations, scores)")
+    dashboard.add_argument("--results", help="the run folder (an alias of the positional argument)")
+    dashboard.add_argument("--out", default=None, help="output folder (default: RUN/dashboard)")
     dashboard.add_argument("--neuronpedia", help="also write Neuronpedia batch files to this folder")
     dashboard.add_argument("--model-id", default=None)
     dashboard.add_argument("--layer", type=int, default=None)
@@ -305,7 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(explain)
     explain.add_argument("--method", choices=METHODS, default="steering")
     explain.add_argument("--features", default=None, help='e.g. "0:512" or "3,7,9" (default: all)')
-    explain.add_argument("--out", required=True, help="output folder (rerun to resume)")
+    explain.add_argument(
+        "--run",
+        "--out",
+        dest="run",
+        required=True,
+        help="run folder: explanations go to RUN/explanations (rerun to resume)",
+    )
     explain.add_argument("--coefficient", type=_coefficient, default="auto", help="'auto' or a number")
     explain.add_argument("--direction", choices=("sae", "random_norm_matched", "permuted"), default="sae")
     explain.add_argument(
@@ -316,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--max-new-tokens", type=int, default=48)
     explain.add_argument("--batch-size", type=int, default=32)
-    explain.add_argument("--mined", help="folder written by `vis-steer-lens mine` (topk, hybrid)")
+    explain.add_argument("--mined", help="mined folder for topk/hybrid (default: RUN/mined)")
     explain.add_argument("--k-images", type=int, default=5)
     explain.add_argument("--display", choices=("mask", "heatmap"), default="mask")
     explain.add_argument("--seed", type=int, default=0)
@@ -331,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--rank-by", choices=("max", "mean"), default="max")
     mine.add_argument("--batch-size", type=int, default=64)
     mine.add_argument("--seed", type=int, default=1)
-    mine.add_argument("--out", required=True)
+    mine.add_argument("--run", help="run folder: write RUN/mined")
+    mine.add_argument("--out", help="instead of --run: the folder for the mined activations")
     mine.set_defaults(func=cmd_mine)
 
     toy = sub.add_parser("toy", help="the toy world")

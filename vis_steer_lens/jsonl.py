@@ -8,17 +8,18 @@ from pathlib import Path
 from typing import Any
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path, repair: bool = True) -> list[dict[str, Any]]:
     """The complete rows of a JSON-lines file, cutting off a torn last line.
 
-    A run killed while writing leaves a partial last line; it is removed from the file so that
-    appending continues from the last complete row, never after garbage.
+    A run killed while writing leaves a partial last line; with ``repair`` it is removed from the
+    file so that appending continues from the last complete row, never after garbage. Readers
+    that only look (a dashboard over a run still being written) pass ``repair=False``.
     """
     path = Path(path)
     if not path.exists():
         return []
     rows: list[dict[str, Any]] = []
-    with open(path, "rb+") as f:
+    with open(path, "rb+" if repair else "rb") as f:
         data = f.read()
         good_end = 0
         while (end := data.find(b"\n", good_end)) >= 0:
@@ -27,9 +28,22 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 break
             good_end = end + 1
-        if good_end < len(data):
+        if repair and good_end < len(data):
             f.truncate(good_end)
     return rows
+
+
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]], default: Any = None) -> None:
+    """Replace a file's rows atomically (a temporary file, synced, then renamed over it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def append_jsonl(path: str | Path, rows: list[dict[str, Any]], default: Any = None) -> None:

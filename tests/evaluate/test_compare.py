@@ -102,6 +102,7 @@ def test_control_margins_are_paired_differences_over_clear_features():
         rows.append(("steering (random direction)", feature, "blank", 0.5 + 0.05 * feature))
     rows.append(("steering (random direction)", 9, "blank", 0.1))  # not explained by the method: ignored
     scores = pd.DataFrame(rows, columns=["method_label", "feature", "explanation", "auroc_max"])
+    scores["is_control"] = scores["method_label"] != "steering"  # controls are marked by the explainers
     margins = control_margins(scores, concepts)
     assert len(margins) == 1
     row = margins.iloc[0]
@@ -116,7 +117,8 @@ def test_control_margins_are_paired_differences_over_clear_features():
     # With the ground-truth row (0.4 above the control on every clear feature), steering's 0.3
     # margin is 75% of the ceiling.
     truth = [
-        (GROUND_TRUTH_METHOD, f, c, 0.9 + 0.05 * f) for f, c in enumerate(["red", "blue", "circle", "large"])
+        (GROUND_TRUTH_METHOD, f, c, 0.9 + 0.05 * f, False)
+        for f, c in enumerate(["red", "blue", "circle", "large"])
     ]
     with_truth = pd.concat([scores, pd.DataFrame(truth, columns=scores.columns)], ignore_index=True)
     shares = control_margins(with_truth, concepts).set_index("method_label")["auroc_share_of_ceiling"]
@@ -126,6 +128,7 @@ def test_control_margins_are_paired_differences_over_clear_features():
     flipped = scores.assign(
         method_label=scores["method_label"].map(
             {"steering": "steering (random direction)", "steering (random direction)": "steering"}
-        )
+        ),
+        is_control=~scores["is_control"],
     )
     assert control_margins(flipped, concepts).iloc[0]["auroc_margin"] == pytest.approx(-0.3)

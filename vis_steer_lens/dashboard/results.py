@@ -1,9 +1,10 @@
-"""Reading a results folder (a demo or comparison output) for the dashboards.
+"""Reading a run folder for the dashboards.
 
-A results folder holds ``mined/`` (required: :class:`~vis_steer_lens.mining.MinedActivations`) and,
-when present, ``explanations.parquet``, ``scores.csv``, ``feature_concepts.csv`` and
-``coefficient_sweep.csv``. Both exporters read it through :class:`DashboardResults`, so they agree
-on which features exist and which explanation belongs to which method.
+A run folder (:class:`~vis_steer_lens.RunFolder`) holds ``mined/`` (required here:
+:class:`~vis_steer_lens.mining.MinedActivations`) and, when present, every method's explanations
+and scores, the ground truth and the coefficient sweep. Both exporters read it through
+:class:`DashboardResults`, so they agree on which features exist and which explanation belongs
+to which method.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from vis_steer_lens.evaluate.metrics import method_label
+from vis_steer_lens.evaluate.generation_auroc import scores_from_rows
 from vis_steer_lens.mining import TOP_FILE, MinedActivations
+from vis_steer_lens.runs import RunFolder, with_method_labels
 
 MINED_DIR = "mined"
 EXPLANATIONS_FILE = "explanations.parquet"
@@ -64,41 +66,42 @@ class DashboardResults:
 
     @classmethod
     def load(cls, results_dir: str | Path) -> DashboardResults:
-        """Open a results folder.
+        """Open a run folder (:class:`~vis_steer_lens.RunFolder`): every method's explanations and
+        scores that are there, beside the mined top images.
+
+        Folders written before run folders existed (``explanations.parquet`` and ``scores.csv``
+        at the top) are read too.
 
         Raises:
             FileNotFoundError: The folder, or its ``mined/`` results, is missing.
         """
         root = Path(results_dir)
         if not root.is_dir():
-            raise FileNotFoundError(f"Results folder {str(root)!r} does not exist.")
-        mined_dir = root / MINED_DIR
-        if not (mined_dir / TOP_FILE).is_file():
+            raise FileNotFoundError(f"Run folder {str(root)!r} does not exist.")
+        run = RunFolder(root)
+        if not run.has_mined():
             raise FileNotFoundError(
                 f"{str(root)!r} has no mined activations: expected {MINED_DIR}/{TOP_FILE} "
-                "(run `mine_top_activations(..., out_dir=RESULTS/mined)` or the demo first)."
+                f"(run `vis-steer-lens mine --run {root}`, or the demo, first)."
             )
-        mined = MinedActivations.load(mined_dir)
-        explanations = None
-        if (root / EXPLANATIONS_FILE).is_file():
-            explanations = pd.read_parquet(root / EXPLANATIONS_FILE)
-            if "method_label" not in explanations:
-                directions = explanations.get("direction", pd.Series(["sae"] * len(explanations)))
-                explanations["method_label"] = [
-                    method_label(m, d) for m, d in zip(explanations["method"], directions, strict=True)
-                ]
-        scores = _read_optional_csv(root / SCORES_FILE)
-        if scores is not None and "method_label" not in scores:
-            scores["method_label"] = [
-                method_label(m, d) for m, d in zip(scores["method"], scores["direction"], strict=True)
-            ]
+        mined = run.mined()
+        explanations = run.explanations()
+        if explanations is None and (root / EXPLANATIONS_FILE).is_file():
+            explanations = with_method_labels(pd.read_parquet(root / EXPLANATIONS_FILE))
+        rows, reference = run.scores(), run.reference()
+        if rows is not None and reference is not None:
+            scores = scores_from_rows(rows.to_dict("records"), *reference)
+        else:
+            scores = _read_optional_csv(root / SCORES_FILE)
+            scores = with_method_labels(scores) if scores is not None else None
+        sweep = run.sweep()
         return cls(
             root=root,
             mined=mined,
             explanations=explanations,
             scores=scores,
-            concepts=_read_optional_csv(root / CONCEPTS_FILE),
-            sweep=_read_optional_csv(root / SWEEP_FILE),
+            concepts=run.concepts(),
+            sweep=sweep if sweep is not None else _read_optional_csv(root / SWEEP_FILE),
         )
 
     # -- per feature --------------------------------------------------------------------------------

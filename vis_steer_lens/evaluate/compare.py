@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer
+from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer, scores_from_rows, summarize_scores
 from vis_steer_lens.evaluate.ground_truth import (
     GROUND_TRUTH_METHOD,
     explanation_is_correct,
@@ -20,6 +20,8 @@ from vis_steer_lens.evaluate.ground_truth import (
 )
 from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
 from vis_steer_lens.explain import make_explainer
+from vis_steer_lens.jsonl import write_jsonl
+from vis_steer_lens.runs import RunFolder, RunFolderError, run_name
 from vis_steer_lens.saes.metadata import sae_identity
 
 #: The runs of a comparison: (method, direction). Controls are the steering directions that are not the SAE's.
@@ -127,11 +129,11 @@ def compare(
         topk_batch_size: Features per ``generate`` for Top-k and the hybrid.
         n_images: Generated images per explanation.
         seed: Seeds the explainers and the image generation.
-        out_dir: Where each run's explanations and the scores are written as they finish;
-            a rerun resumes.
+        out_dir: A run folder (:class:`~vis_steer_lens.RunFolder`) where each method's
+            explanations and scores are written as they finish; a rerun resumes.
         progress: Show progress bars.
     """
-    out = Path(out_dir) if out_dir is not None else None
+    run = RunFolder(out_dir) if out_dir is not None else None
     settings = dict(
         prompt=prompt,
         steering_coefficient=steering_coefficient,
@@ -148,36 +150,118 @@ def compare(
     frames = []
     for method, direction in runs:
         explainer = _explainer(method, direction, vlm, sae, mined, settings)
+        name = run_name(method, direction)
         if method == "steering" and settings["steering_coefficient"] == "auto":
             calibration = explainer.calibrate()
             settings["steering_coefficient"] = (
                 explainer.chosen_coefficient
             )  # one choice for every steering run
             explainer.coefficient = explainer.chosen_coefficient
-        path = None if out is None else out / "explanations" / f"{method}-{direction}.jsonl"
+            if run is not None:
+                run.explanations_dir.mkdir(parents=True, exist_ok=True)
+                calibration.to_csv(run.sweep_path(name), index=False)
+        path = None if run is None else run.explanations_path(name)
         frames.append(explainer.explain(features, out=path, progress=progress))
     if concepts is not None and ground_truth_row:
-        frames.append(ground_truth_explanations(concepts, features).assign(sae_id=sae_identity(sae)))
-    explanations = pd.concat(frames, ignore_index=True)
-    explanations["method_label"] = [
-        method_label(m, d) for m, d in zip(explanations["method"], explanations["direction"], strict=True)
-    ]
+        truth = ground_truth_explanations(concepts, features).assign(sae_id=sae_identity(sae))
+        if run is not None:
+            write_jsonl(run.explanations_path(run_name(GROUND_TRUTH_METHOD)), truth.to_dict("records"))
+        frames.append(truth)
+    explanations = _with_labels(pd.concat(frames, ignore_index=True))
 
     scorer = GenerationAUROCScorer(vlm, sae, generator, reference_images, n_images=n_images, seed=seed)
-    scores = scorer.score(
-        explanations, progress=progress, out_path=None if out is None else out / "scores.jsonl"
-    )
-    table = scorer.summary(scores)
+    scored = []
+    for (method, direction), group in explanations.groupby(["method", "direction"], sort=False):
+        path = None if run is None else run.scores_path(run_name(method, direction))
+        scored.append(scorer.score(group, progress=progress, out_path=path))
+    scores = pd.concat(scored, ignore_index=True)
+    reference = scorer.reference_activations()
+    if run is not None:
+        run.save_reference(*reference)
+    table, margins = tabulate(scores, reference, explanations, concepts, seed=seed, runs=runs)
+    return Comparison(explanations, scores, table, comparison_figure(table), calibration, margins)
+
+
+def _with_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame["method_label"] = [
+        method_label(m, d) for m, d in zip(frame["method"], frame["direction"], strict=True)
+    ]
+    frame["is_control"] = [str(d) != "sae" for d in frame["direction"]]
+    return frame
+
+
+def tabulate(
+    scores: pd.DataFrame,
+    reference: tuple[Any, Any],
+    explanations: pd.DataFrame | None = None,
+    concepts: pd.DataFrame | None = None,
+    *,
+    seed: int = 0,
+    runs: tuple[tuple[str, str], ...] = DEFAULT_RUNS,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The comparison table (and, with ground truth, the margins over the controls) from scores.
+
+    Args:
+        scores: Per-explanation scores (:meth:`GenerationAUROCScorer.score`, or
+            :func:`scores_from_rows` over a run folder's rows).
+        reference: The scorer's ``(mean, max)`` reference activations ``[n_ref, d_sae]``.
+        explanations: The explanations (for the ground-truth accuracy); the scores' own
+            explanation texts when ``None``.
+        concepts: Toy-world ground truth, or ``None``.
+        seed: The scorer's seed.
+        runs: The preferred row order; other labels follow, the ground-truth row last.
+
+    Returns:
+        ``(table, margins)``, ``margins`` ``None`` without ground truth.
+    """
+    table = summarize_scores(scores, *reference, seed=seed)
     margins = None
     if concepts is not None:
-        accuracy = ground_truth_accuracy(explanations, concepts, seed=seed)
-        table = table.merge(accuracy, on="method_label", how="left")
+        texts = explanations if explanations is not None else scores
+        table = table.merge(ground_truth_accuracy(texts, concepts, seed=seed), on="method_label", how="left")
         table = table.merge(clear_feature_auroc(scores, concepts, seed=seed), on="method_label", how="left")
         margins = control_margins(scores, concepts, seed=seed)
     order = {method_label(m, d): i for i, (m, d) in enumerate(runs)}
-    order[GROUND_TRUTH_METHOD] = len(runs)
-    table = table.sort_values("method_label", key=lambda s: s.map(order)).reset_index(drop=True)
-    return Comparison(explanations, scores, table, comparison_figure(table), calibration, margins)
+    order[GROUND_TRUTH_METHOD] = len(runs) + 1000
+    rank = table["method_label"].map(lambda label: order.get(label, len(runs)))
+    table = table.assign(_rank=rank).sort_values("_rank", kind="stable").drop(columns="_rank")
+    return table.reset_index(drop=True), margins
+
+
+def compare_run(run: RunFolder | str | Path, *, write: bool = True) -> Comparison:
+    """The comparison table of whatever a run folder holds: the demo's table, for any run.
+
+    Reads every method's explanations and scores (``evaluate`` must have scored at least one
+    method; the negatives it saved make the table without a model), the ground truth where the
+    run has it, and writes ``comparison.csv``, ``margins.csv`` (with ground truth) and
+    ``comparison.html``.
+
+    Raises:
+        RunFolderError: If the run holds no scores.
+    """
+    run = run if isinstance(run, RunFolder) else RunFolder(run)
+    rows = run.scores()
+    reference = run.reference()
+    if rows is None or reference is None:
+        raise RunFolderError(
+            f"{str(run.root)!r} holds no scores yet (it has {run.contents()}); score a method first, e.g. "
+            f"`vis-steer-lens evaluate --run {run.root} --method steering`."
+        )
+    seed = int(rows["seed"].iloc[0]) if "seed" in rows and len(rows) else 0
+    scores = scores_from_rows(rows.to_dict("records"), *reference)
+    explanations = run.explanations()
+    concepts = run.concepts()
+    table, margins = tabulate(scores, reference, explanations, concepts, seed=seed)
+    figure = comparison_figure(table)
+    if write:
+        table.to_csv(run.comparison_path, index=False)
+        figure.write_html(run.comparison_figure_path, include_plotlyjs=True)
+        if margins is not None:
+            margins.to_csv(run.margins_path, index=False)
+    return Comparison(
+        explanations if explanations is not None else scores, scores, table, figure, run.sweep(), margins
+    )
 
 
 def control_margins(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
@@ -202,7 +286,7 @@ def control_margins(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0)
     names more than the one concept can pass 1).
 
     Returns:
-        One row per (method, control) pair, controls being the labels with "direction)" in them:
+        One row per (method, control) pair, controls being the rows marked ``is_control``:
         ``method_label, control, n_clear, auroc_margin, auroc_margin_lo, auroc_margin_hi,
         accuracy_margin, accuracy_margin_lo, accuracy_margin_hi, auroc_share_of_ceiling`` (NaN
         without the ground-truth row).
@@ -230,7 +314,10 @@ def control_margins(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0)
     per_label = {
         label: group.set_index("feature") for label, group in clear.groupby("method_label", sort=False)
     }
-    controls = [label for label in per_label if label.endswith("direction)")]
+    if "is_control" in clear:
+        controls = list(dict.fromkeys(clear.loc[clear["is_control"].astype(bool), "method_label"]))
+    else:  # rows from before explainers recorded it: controls are the other directions
+        controls = list(dict.fromkeys(clear.loc[clear["direction"] != "sae", "method_label"]))
     rows = []
     for label, frame in per_label.items():
         if label in controls:

@@ -244,29 +244,12 @@ class GenerationAUROCScorer:
             bar.update(len(chunk))
         bar.close()
 
-        out = []
+        stored = []
         for row in df.to_dict("records"):
-            scored = done[_key(row)]
-            feature = int(row["feature"])
-            # AUROCs are recomputed from the stored positives so a resumed file always matches
-            # the current reference set.
-            neg_mean, neg_max = ref_mean[:, feature].numpy(), ref_max[:, feature].numpy()
-            out.append(
-                {
-                    "sae_id": row["sae_id"],
-                    "feature": feature,
-                    "method": row["method"],
-                    "direction": row["direction"],
-                    "method_label": method_label(row["method"], row["direction"]),
-                    "explanation": row["explanation"],
-                    "auroc_mean": auroc(scored["positives_mean"], neg_mean),
-                    "auroc_max": auroc(scored["positives_max"], neg_max),
-                    "positives_mean": list(scored["positives_mean"]),
-                    "positives_max": list(scored["positives_max"]),
-                    "n_negatives": int(neg_mean.shape[0]),
-                }
-            )
-        return pd.DataFrame(out)
+            scored = dict(done[_key(row)])
+            scored.update({c: row[c] for c in ("sae_id", "method", "direction", "explanation")})
+            stored.append(scored)
+        return scores_from_rows(stored, ref_mean, ref_max)
 
     def summary(
         self,
@@ -277,40 +260,121 @@ class GenerationAUROCScorer:
     ) -> pd.DataFrame:
         """Per method label: per-feature mean AUROC with a bootstrap CI, and the global AUROC.
 
-        Args:
-            scores: Output of :meth:`score`.
-            negatives_per_feature: Negatives each feature adds to the global pool: all reference
-                images when None, else that many drawn per feature (seeded by the feature, as the
-                authors drew ``len(positives)`` random images with the feature id as seed).
-            n_boot: Bootstrap resamples of the CI.
-            level: CI coverage.
-
-        Returns:
-            One row per method label: ``method_label, n_features, auroc_mean, auroc_mean_lo,
-            auroc_mean_hi, auroc_max, auroc_max_lo, auroc_max_hi, global_auroc_mean, global_auroc_max``.
+        See :func:`summarize_scores` (called with this scorer's reference activations and seed).
         """
         ref_mean, ref_max = self.reference_activations()
-        n_ref = ref_mean.shape[0]
-        rows = []
-        for label, group in scores.groupby("method_label", sort=False):
-            row: dict[str, Any] = {"method_label": label, "n_features": int(group["feature"].nunique())}
-            for variant, ref in (("mean", ref_mean), ("max", ref_max)):
-                mean, lo, hi = bootstrap_mean_ci(
-                    group[f"auroc_{variant}"], n_boot=n_boot, seed=self.seed, level=level
-                )
-                row.update({f"auroc_{variant}": mean, f"auroc_{variant}_lo": lo, f"auroc_{variant}_hi": hi})
-                positives = [np.asarray(p, dtype=np.float64) for p in group[f"positives_{variant}"]]
-                negatives = []
-                for feature in group["feature"]:
-                    column = ref[:, int(feature)].numpy()
-                    if negatives_per_feature is not None:
-                        rng = np.random.default_rng(feature_seed(self.seed, int(feature)))
-                        take = rng.choice(n_ref, size=min(negatives_per_feature, n_ref), replace=False)
-                        column = column[take]
-                    negatives.append(column)
-                row[f"global_auroc_{variant}"] = global_auroc(positives, negatives)
-            rows.append(row)
-        return pd.DataFrame(rows)
+        return summarize_scores(
+            scores,
+            ref_mean,
+            ref_max,
+            seed=self.seed,
+            negatives_per_feature=negatives_per_feature,
+            n_boot=n_boot,
+            level=level,
+        )
+
+
+def scores_from_rows(
+    rows: Iterable[dict[str, Any]], reference_mean: torch.Tensor, reference_max: torch.Tensor
+) -> pd.DataFrame:
+    """Scored rows (stored positives) with their AUROCs against the reference images.
+
+    AUROCs are computed from the stored positives, so stored rows always agree with the
+    reference set they are read against (a resumed file, a run folder read without a model).
+
+    Args:
+        rows: Dicts with ``feature``, ``method``, ``direction``, ``explanation``, ``positives_mean``
+            and ``positives_max`` (and usually ``sae_id``), as :meth:`GenerationAUROCScorer.score` stores.
+        reference_mean: The negatives' mean-pooled activations ``[n_ref, d_sae]``.
+        reference_max: The negatives' max-pooled activations ``[n_ref, d_sae]``.
+
+    Returns:
+        One row per input row: ``sae_id, feature, method, direction, method_label, is_control,
+        explanation, auroc_mean, auroc_max, positives_mean, positives_max, n_negatives``.
+    """
+    out = []
+    for row in rows:
+        feature = int(row["feature"])
+        neg_mean, neg_max = reference_mean[:, feature].numpy(), reference_max[:, feature].numpy()
+        out.append(
+            {
+                "sae_id": row.get("sae_id", ""),
+                "feature": feature,
+                "method": row["method"],
+                "direction": row["direction"],
+                "method_label": method_label(row["method"], row["direction"]),
+                "is_control": str(row["direction"]) != "sae",
+                "explanation": row["explanation"],
+                "auroc_mean": auroc(row["positives_mean"], neg_mean),
+                "auroc_max": auroc(row["positives_max"], neg_max),
+                "positives_mean": list(row["positives_mean"]),
+                "positives_max": list(row["positives_max"]),
+                "n_negatives": int(neg_mean.shape[0]),
+            }
+        )
+    columns = [
+        "sae_id",
+        "feature",
+        "method",
+        "direction",
+        "method_label",
+        "is_control",
+        "explanation",
+        "auroc_mean",
+        "auroc_max",
+        "positives_mean",
+        "positives_max",
+        "n_negatives",
+    ]
+    return pd.DataFrame(out, columns=columns)
+
+
+def summarize_scores(
+    scores: pd.DataFrame,
+    reference_mean: torch.Tensor,
+    reference_max: torch.Tensor,
+    *,
+    seed: int = 0,
+    negatives_per_feature: int | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Per method label: per-feature mean AUROC with a bootstrap CI, and the global AUROC.
+
+    Args:
+        scores: Output of :meth:`GenerationAUROCScorer.score` (or the rows a run folder holds).
+        reference_mean: The negatives' mean-pooled activations ``[n_ref, d_sae]``.
+        reference_max: The negatives' max-pooled activations ``[n_ref, d_sae]``.
+        seed: The scorer's seed (bootstrap, and the negatives drawn per feature).
+        negatives_per_feature: Negatives each feature adds to the global pool: all reference
+            images when None, else that many drawn per feature (seeded by the feature, as the
+            authors drew ``len(positives)`` random images with the feature id as seed).
+        n_boot: Bootstrap resamples of the CI.
+        level: CI coverage.
+
+    Returns:
+        One row per method label: ``method_label, n_features, auroc_mean, auroc_mean_lo,
+        auroc_mean_hi, auroc_max, auroc_max_lo, auroc_max_hi, global_auroc_mean, global_auroc_max``.
+    """
+    n_ref = reference_mean.shape[0]
+    rows = []
+    for label, group in scores.groupby("method_label", sort=False):
+        row: dict[str, Any] = {"method_label": label, "n_features": int(group["feature"].nunique())}
+        for variant, ref in (("mean", reference_mean), ("max", reference_max)):
+            mean, lo, hi = bootstrap_mean_ci(group[f"auroc_{variant}"], n_boot=n_boot, seed=seed, level=level)
+            row.update({f"auroc_{variant}": mean, f"auroc_{variant}_lo": lo, f"auroc_{variant}_hi": hi})
+            positives = [np.asarray(p, dtype=np.float64) for p in group[f"positives_{variant}"]]
+            negatives = []
+            for feature in group["feature"]:
+                column = ref[:, int(feature)].numpy()
+                if negatives_per_feature is not None:
+                    rng = np.random.default_rng(feature_seed(seed, int(feature)))
+                    take = rng.choice(n_ref, size=min(negatives_per_feature, n_ref), replace=False)
+                    column = column[take]
+                negatives.append(column)
+            row[f"global_auroc_{variant}"] = global_auroc(positives, negatives)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def score_generation_auroc(

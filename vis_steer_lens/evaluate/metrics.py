@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from vis_steer_lens.explain.labels import method_label  # noqa: F401 - re-exported for the scorers
+
 
 def _clean(values: Any) -> np.ndarray:
     """1-D float array without NaNs."""
@@ -132,14 +134,3 @@ def auroc_matrix(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         result = (rank_sums - (n_pos * (n_pos + 1) / 2)[:, None]) / (n_pos * n_neg)[:, None]
     result[(n_pos == 0) | (n_neg == 0)] = np.nan
     return result
-
-
-def method_label(method: str, direction: str | None = "sae") -> str:
-    """Table label of an explanation method: the method, plus the control direction if not the SAE's.
-
-    Example: ``method_label("steering", "random_norm_matched") == "steering (random direction)"``.
-    """
-    if direction is None or (isinstance(direction, float) and np.isnan(direction)) or direction == "sae":
-        return str(method)
-    names = {"random_norm_matched": "random direction", "permuted": "permuted direction"}
-    return f"{method} ({names.get(direction, str(direction) + ' direction')})"

@@ -13,6 +13,7 @@ from sae_lens import SAE
 from tqdm.auto import tqdm
 
 from vis_steer_lens.activations import batched
+from vis_steer_lens.explain.labels import method_label
 from vis_steer_lens.explain.prompts import PromptSet
 from vis_steer_lens.explain.results import ResultsFile
 from vis_steer_lens.explain.text import SentenceEndStop
@@ -25,6 +26,8 @@ RESULT_COLUMNS = [
     "feature",
     "method",
     "direction",
+    "method_label",
+    "is_control",
     "direction_feature",
     "explanation",
     "raw_generation",
@@ -94,6 +97,16 @@ class Explainer:
         self.sae_id = sae_id or sae_identity(sae)
         self.d_sae = d_sae or sae.cfg.d_sae
 
+    @property
+    def is_control(self) -> bool:
+        """Whether this explainer is a control (a direction other than the SAE's own)."""
+        return self.direction != "sae"
+
+    @property
+    def label(self) -> str:
+        """The label of this explainer's rows in tables: ``"steering"``, ``"steering (permuted direction)"``."""
+        return method_label(self.method, self.direction)
+
     # ------------------------------------------------------------------ directions
     def direction_features(self, features: list[int]) -> list[int]:
         """For each feature, the feature whose decoder direction is used (``permuted`` rotates the list)."""
@@ -145,6 +158,8 @@ class Explainer:
             "feature": int(feature),
             "method": self.method,
             "direction": self.direction,
+            "method_label": self.label,
+            "is_control": self.is_control,
             "direction_feature": int(direction_feature),
             "prompt_id": self.prompt.prompt_id,
             "model_name": getattr(self.model, "model_name", None),

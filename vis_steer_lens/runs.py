@@ -1,0 +1,260 @@
+"""One run folder: every file of a run named in one place, for every command to read and write.
+
+A run explains the features of one SAE by any number of methods and controls, scores the
+explanations, compares them and shows them in a dashboard. Any subset of those steps may have
+run; every reader shows what is there::
+
+    RUN/
+      mined/                                   top images and statistics (``mine``)
+      explanations/<name>.jsonl                one row per feature, resumable (``explain``)
+      explanations/<name>.parquet              the same rows, exported when a run finishes
+      explanations/<name>-coefficient-sweep.csv  the steering coefficient sweep, if any
+      scores/<name>.<scorer>.jsonl             one row per scored explanation, resumable (``evaluate``)
+      scores/reference.<scorer>.safetensors    the scorer's negatives, for tables without a model
+      feature_concepts.csv                     ground truth per feature (toy world)
+      comparison.csv, margins.csv, comparison.html   the comparison (``compare``)
+      dashboard/, neuronpedia/                 exports (``dashboard``)
+
+``<name>`` is the method, with the control direction appended for controls
+(``steering``, ``topk``, ``hybrid``, ``steering-permuted``, ``ground-truth``; see :func:`run_name`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from vis_steer_lens.explain.labels import method_label
+from vis_steer_lens.jsonl import read_jsonl
+
+#: The scorer whose files :meth:`RunFolder.scores` reads by default.
+DEFAULT_SCORER = "generation_auroc"
+
+
+# Readers list methods in this order (then any others by name, the ground truth last).
+_NAME_ORDER = ("steering", "topk", "hybrid", "steering-random_norm_matched", "steering-permuted")
+
+
+def _name_key(name: str) -> tuple[int, str]:
+    if name in _NAME_ORDER:
+        return _NAME_ORDER.index(name), name
+    return (len(_NAME_ORDER) + (1 if name == "ground-truth" else 0), name)
+
+
+class RunFolderError(FileNotFoundError):
+    """A run folder that lacks what a command needs; the message says which step writes it."""
+
+
+def run_name(method: str, direction: str = "sae") -> str:
+    """The file stem of a method's explanations: ``"steering"``, ``"steering-permuted"``, ...
+
+    Args:
+        method: ``"steering"``, ``"topk"``, ``"hybrid"``, ``"ground truth"``, ...
+        direction: ``"sae"`` for the method itself, else the control's direction.
+    """
+    stem = method.replace(" ", "-")
+    return stem if direction in ("sae", "", None) else f"{stem}-{direction}"
+
+
+class RunFolder:
+    """The files of one run (see the module docstring for the layout).
+
+    Args:
+        root: The run folder. It need not exist yet; writers create what they write.
+
+    Example:
+        >>> run = RunFolder("runs/g3-l16")  # doctest: +SKIP
+        >>> run.explanations()              # every method's rows, or None before `explain`  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise RunFolderError(f"{str(self.root)!r} is a file, not a run folder; pass a folder.")
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ names
+    @property
+    def mined_dir(self) -> Path:
+        return self.root / "mined"
+
+    @property
+    def explanations_dir(self) -> Path:
+        return self.root / "explanations"
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.root / "scores"
+
+    def explanations_path(self, name: str) -> Path:
+        """The resumable ``.jsonl`` of one method's explanations."""
+        return self.explanations_dir / f"{name}.jsonl"
+
+    def explanations_export(self, name: str) -> Path:
+        """The ``.parquet`` export of one method's explanations."""
+        return self.explanations_dir / f"{name}.parquet"
+
+    def sweep_path(self, name: str) -> Path:
+        return self.explanations_dir / f"{name}-coefficient-sweep.csv"
+
+    def scores_path(self, name: str, scorer: str = DEFAULT_SCORER) -> Path:
+        """The resumable ``.jsonl`` of one method's scores by one scorer."""
+        return self.scores_dir / f"{name}.{scorer}.jsonl"
+
+    def reference_path(self, scorer: str = DEFAULT_SCORER) -> Path:
+        """The scorer's reference (negative) activations, saved beside its scores."""
+        return self.scores_dir / f"reference.{scorer}.safetensors"
+
+    @property
+    def concepts_path(self) -> Path:
+        return self.root / "feature_concepts.csv"
+
+    @property
+    def comparison_path(self) -> Path:
+        return self.root / "comparison.csv"
+
+    @property
+    def margins_path(self) -> Path:
+        return self.root / "margins.csv"
+
+    @property
+    def comparison_figure_path(self) -> Path:
+        return self.root / "comparison.html"
+
+    @property
+    def dashboard_dir(self) -> Path:
+        return self.root / "dashboard"
+
+    @property
+    def neuronpedia_dir(self) -> Path:
+        return self.root / "neuronpedia"
+
+    # ------------------------------------------------------------------ what is there
+    def has_mined(self) -> bool:
+        from vis_steer_lens.mining import TOP_FILE
+
+        return (self.mined_dir / TOP_FILE).is_file()
+
+    def mined(self):
+        """The mined top activations (:class:`~vis_steer_lens.MinedActivations`).
+
+        Raises:
+            RunFolderError: If ``mine`` has not written them.
+        """
+        from vis_steer_lens.mining import MinedActivations
+
+        if not self.has_mined():
+            raise RunFolderError(
+                f"{str(self.root)!r} has no mined activations ({self.mined_dir}); run "
+                f"`vis-steer-lens mine --run {self.root}` first."
+            )
+        return MinedActivations.load(self.mined_dir)
+
+    def explanation_names(self) -> list[str]:
+        """Names of the methods whose explanations are in the run: the methods, the controls, the
+        ground truth last."""
+        if not self.explanations_dir.is_dir():
+            return []
+        return sorted((p.stem for p in self.explanations_dir.glob("*.jsonl")), key=_name_key)
+
+    def score_names(self, scorer: str = DEFAULT_SCORER) -> list[str]:
+        """Names of the methods scored by ``scorer``, in :meth:`explanation_names`' order."""
+        if not self.scores_dir.is_dir():
+            return []
+        suffix = f".{scorer}.jsonl"
+        return sorted((p.name[: -len(suffix)] for p in self.scores_dir.glob(f"*{suffix}")), key=_name_key)
+
+    def explanations(self, names: list[str] | None = None) -> pd.DataFrame | None:
+        """Every method's explanations, one row per (method, direction, feature), or ``None``.
+
+        Adds ``method_label`` and ``is_control`` where the rows lack them.
+        """
+        frames = [_read_rows(self.explanations_path(n)) for n in (names or self.explanation_names())]
+        frames = [f for f in frames if f is not None and len(f)]
+        return with_method_labels(pd.concat(frames, ignore_index=True)) if frames else None
+
+    def scores(self, scorer: str = DEFAULT_SCORER, names: list[str] | None = None) -> pd.DataFrame | None:
+        """Every method's scores by ``scorer``, or ``None``."""
+        frames = [_read_rows(self.scores_path(n, scorer)) for n in (names or self.score_names(scorer))]
+        frames = [f for f in frames if f is not None and len(f)]
+        return with_method_labels(pd.concat(frames, ignore_index=True)) if frames else None
+
+    def concepts(self) -> pd.DataFrame | None:
+        return pd.read_csv(self.concepts_path) if self.concepts_path.is_file() else None
+
+    def sweep(self) -> pd.DataFrame | None:
+        """The first coefficient sweep in the run (steering's, usually), or ``None``."""
+        paths = (
+            sorted(self.explanations_dir.glob("*-coefficient-sweep.csv"))
+            if self.explanations_dir.is_dir()
+            else []
+        )
+        return pd.read_csv(paths[0]) if paths else None
+
+    def save_reference(
+        self, reference_mean: torch.Tensor, reference_max: torch.Tensor, scorer: str = DEFAULT_SCORER
+    ) -> None:
+        """Keep a scorer's negatives ``[n_reference, d_sae]`` (mean- and max-pooled activations)."""
+        from safetensors.torch import save_file
+
+        self.scores_dir.mkdir(parents=True, exist_ok=True)
+        tensors = {"mean": reference_mean.float().contiguous(), "max": reference_max.float().contiguous()}
+        save_file(tensors, str(self.reference_path(scorer)))
+
+    def reference(self, scorer: str = DEFAULT_SCORER) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The negatives saved by :meth:`save_reference`, or ``None``."""
+        from safetensors.torch import load_file
+
+        path = self.reference_path(scorer)
+        if not path.is_file():
+            return None
+        tensors = load_file(str(path))
+        return tensors["mean"], tensors["max"]
+
+    def contents(self) -> dict[str, Any]:
+        """What the run holds: mined or not, explained and scored methods, comparison or not."""
+        return {
+            "mined": self.has_mined(),
+            "explanations": self.explanation_names(),
+            "scores": self.score_names(),
+            "concepts": self.concepts_path.is_file(),
+            "comparison": self.comparison_path.is_file(),
+        }
+
+
+def _read_rows(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    return pd.DataFrame(read_jsonl(path, repair=False))
+
+
+def with_method_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill ``direction`` (``"sae"``), ``method_label`` and ``is_control`` where rows lack them."""
+    frame = frame.copy()
+    if "direction" not in frame:
+        frame["direction"] = "sae"
+    frame["direction"] = frame["direction"].where(frame["direction"].notna(), "sae")
+    labels = [method_label(m, d) for m, d in zip(frame["method"], frame["direction"], strict=True)]
+    controls = [str(d) != "sae" for d in frame["direction"]]
+    if "method_label" in frame:
+        frame["method_label"] = frame["method_label"].where(
+            frame["method_label"].notna(), pd.Series(labels, index=frame.index)
+        )
+    else:
+        frame["method_label"] = labels
+    if "is_control" in frame:
+        known = frame["is_control"].notna()
+        frame["is_control"] = [
+            bool(v) if k else c for v, k, c in zip(frame["is_control"], known, controls, strict=True)
+        ]
+    else:
+        frame["is_control"] = controls
+    return frame
+
+
+__all__ = ["DEFAULT_SCORER", "RunFolder", "RunFolderError", "run_name", "with_method_labels"]
