@@ -24,8 +24,8 @@ import torch
 
 from vis_steer_lens.dashboard import export_dashboard
 from vis_steer_lens.explain.base import RESULT_COLUMNS
-from vis_steer_lens.image_sources import ToyImages
 from vis_steer_lens.mining import FORMAT_VERSION, MinedActivations
+from vis_steer_lens.toy import ToyImages
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [

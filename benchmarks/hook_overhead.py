@@ -36,7 +36,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--family", default="gemma3", choices=["gemma3", "internvl3"])
-    parser.add_argument("--norm-type", default="layer_norm", choices=["layer_norm", "rms_norm"], help="internvl3")
+    parser.add_argument(
+        "--norm-type", default="layer_norm", choices=["layer_norm", "rms_norm"], help="internvl3"
+    )
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--d-model", type=int, default=768)
     parser.add_argument("--heads", type=int, default=12)

@@ -31,9 +31,10 @@ import torch
 
 from vis_steer_lens import toy
 from vis_steer_lens.activations import hook_activations, image_processor_of, to_pixel_values
-from vis_steer_lens.evaluate import feature_concepts, ground_truth_accuracy, summarize_feature_concepts
+from vis_steer_lens.evaluate import ground_truth_accuracy
 from vis_steer_lens.evaluate.metrics import auroc_matrix
 from vis_steer_lens.explain import SteeringExplainer
+from vis_steer_lens.toy import feature_concepts, summarize_feature_concepts, toy_ground_truth
 from vis_steer_lens.toy.sae import DEFAULT_D_SAE, DEFAULT_K, train_toy_sae
 from vis_steer_lens.toy.world import CATEGORIES, CONCEPT_CATEGORY, ToyWorld
 
@@ -92,7 +93,7 @@ def main() -> None:
                 explainer.calibrate()
                 coefficient = explainer.coefficient = explainer.chosen_coefficient
             frame = explainer.explain(clear, progress=False)
-            table = ground_truth_accuracy(frame, summary)
+            table = ground_truth_accuracy(frame, toy_ground_truth(summary))
             accuracy[direction] = float(table["accuracy"].iloc[0]) if len(table) else float("nan")
         neurons = str(clear_neurons(bundle.vlm, hook)) if ".mlp.hook_post" in hook else "-"
         print(

@@ -97,3 +97,43 @@ def test_the_core_has_no_import_cycle():
             visit(node, [node])
     shown = [" -> ".join(cycle) for cycle in cycles]
     assert not cycles, "import cycles:\n" + "\n".join(shown)
+
+
+def test_importing_the_package_loads_no_toy_module():
+    import subprocess
+    import sys
+
+    code = "import sys, vis_steer_lens; print(sorted(m for m in sys.modules if m.startswith('vis_steer_lens.toy')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_core_does_not_import_the_toy_world():
+    """The toy world is a plug-in: only it, the CLI and the demo (which runs it) may import it."""
+    allowed = ("vis_steer_lens.toy", "vis_steer_lens.cli", "vis_steer_lens.demo")
+    offenders = []
+    for name, path in _modules().items():
+        if name == "vis_steer_lens" or name.startswith(allowed):
+            continue
+        imported = _imports(path, name, path.name == "__init__.py")
+        offenders += [f"{name} imports {i}" for i in sorted(imported) if i.startswith("vis_steer_lens.toy")]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_toy_world_plugs_in_through_the_registries():
+    from vis_steer_lens.explain.prompts import get_prompt
+    from vis_steer_lens.image_sources import open_image_source
+    from vis_steer_lens.plugins import GENERATORS, GROUND_TRUTHS, IMAGE_SOURCES
+
+    assert get_prompt("toy").prompt_id == "toy"
+    assert (
+        "toy" in IMAGE_SOURCES.names()
+        and "toy" in GROUND_TRUTHS.names()
+        and "toy-renderer" in GENERATORS.names()
+    )
+    images = open_image_source({"kind": "toy", "seed": 3, "n": 4})
+    assert len(images) == 4 and images[0].size == (64, 64)
+    import pytest
+
+    with pytest.raises(ValueError, match="Unknown image source kind 'nope'"):
+        open_image_source({"kind": "nope"})

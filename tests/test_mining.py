@@ -19,12 +19,12 @@ from vis_steer_lens.image_sources import (
     FolderImages,
     ImageSource,
     ListImages,
-    ToyImages,
     as_image_source,
     open_image_source,
 )
 from vis_steer_lens.mining import MinedActivations, mine_top_activations
 from vis_steer_lens.saes import FeatureIndexError
+from vis_steer_lens.toy import ToyImages
 
 HOOK = "blocks.1.hook_resid_post"
 N_IMAGES = 40

@@ -124,9 +124,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
-    from vis_steer_lens.image_sources import ToyImages, as_image_source
+    from vis_steer_lens.image_sources import as_image_source
     from vis_steer_lens.mining import mine_top_activations
     from vis_steer_lens.runs import RunFolder
+    from vis_steer_lens.toy import ToyImages
 
     if (args.out is None) == (args.run is None):
         raise SystemExit("Pass --run RUN (mined activations go to RUN/mined) or --out DIR, not both.")
@@ -183,7 +184,7 @@ def cmd_toy_sae(args: argparse.Namespace) -> int:
     import torch
 
     from vis_steer_lens import HookedVLM, toy
-    from vis_steer_lens.evaluate import feature_concepts, summarize_feature_concepts
+    from vis_steer_lens.toy import feature_concepts, summarize_feature_concepts
     from vis_steer_lens.toy.loading import TOY_MODEL_NAME
     from vis_steer_lens.toy.sae import DEFAULT_D_SAE, DEFAULT_HOOK, DEFAULT_K, train_toy_sae
 
@@ -226,11 +227,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vis_steer_lens.evaluate import DiffusersGenerator, GenerationAUROCScorer, ToyGenerator
+    from vis_steer_lens.evaluate import DiffusersGenerator, GenerationAUROCScorer
     from vis_steer_lens.evaluate.compare import format_table
     from vis_steer_lens.explain import read_results
-    from vis_steer_lens.image_sources import ToyImages, as_image_source
+    from vis_steer_lens.image_sources import as_image_source
     from vis_steer_lens.runs import RunFolder, run_name
+    from vis_steer_lens.toy import ToyGenerator, ToyImages
 
     if args.run is not None:
         if args.explanations is not None or args.out is not None:

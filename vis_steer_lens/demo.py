@@ -7,10 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vis_steer_lens.evaluate import ToyGenerator, feature_concepts, summarize_feature_concepts
 from vis_steer_lens.evaluate.compare import compare, format_margins, format_table
-from vis_steer_lens.image_sources import ToyImages
 from vis_steer_lens.mining import mine_top_activations
+from vis_steer_lens.toy import (
+    ToyGenerator,
+    ToyImages,
+    feature_concepts,
+    summarize_feature_concepts,
+    toy_ground_truth,
+)
 
 #: Settings of the demo, recorded in ``DIR/demo.json``.
 DEMO_SETTINGS: dict[str, Any] = {
@@ -95,7 +100,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
         mined=mined,
         generator=ToyGenerator(),
         reference_images=[reference[i] for i in range(len(reference))],
-        concepts=summary,
+        ground_truth=toy_ground_truth(summary),
         prompt=settings["prompt"],
         steering_coefficient=settings["steering_coefficient"],
         hybrid_coefficient=settings["hybrid_coefficient"],

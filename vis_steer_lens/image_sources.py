@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 import torch
 from PIL import Image
+
+from vis_steer_lens.plugins import IMAGE_SOURCES, UnknownPluginItemError
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 
@@ -181,50 +182,6 @@ class ListImages(ImageSource):
         return {"kind": "list", "name": self.name, "n": len(self)}
 
 
-class ToyImages(ImageSource):
-    """Images of the toy world, each drawn from its own seeded stream so any index is reachable directly.
-
-    Image ``i`` depends only on ``(seed, i)`` (not on which images were drawn before), so the
-    collection is random-access and reproducible. It is a different sequence from
-    ``ToyWorld(seed).sample(n)``, which draws every scene from one shared stream.
-
-    Args:
-        seed: World seed.
-        n: Number of images.
-        max_objects: Most objects per scene.
-    """
-
-    def __init__(self, seed: int = 0, n: int = 1000, max_objects: int = 2) -> None:
-        from vis_steer_lens.toy.world import ToyWorld
-
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}.")
-        self.seed = int(seed)
-        self.n = int(n)
-        self.max_objects = int(max_objects)
-        self.world = ToyWorld(seed=self.seed, max_objects=self.max_objects)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def scene(self, index: int) -> Any:
-        """The ground-truth :class:`~vis_steer_lens.toy.world.Scene` of image ``index``."""
-        index = self._check_index(index)
-        # A string seed is hashed with SHA-512 by `random`, so it is stable across processes.
-        rng = random.Random(f"toy-images:{self.seed}:{self.max_objects}:{index}")
-        return self.world.sample_scene(rng=rng)
-
-    def __getitem__(self, index: int) -> Image.Image:
-        return self.world.render(self.scene(index))
-
-    @property
-    def source_id(self) -> str:
-        return f"toy:seed={self.seed}:n={self.n}:max_objects={self.max_objects}"
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "toy", "seed": self.seed, "n": self.n, "max_objects": self.max_objects}
-
-
 def open_image_source(spec: dict[str, Any] | str | os.PathLike) -> ImageSource:
     """Reopen an image collection from its ``describe()`` output (or a folder path).
 
@@ -237,8 +194,6 @@ def open_image_source(spec: dict[str, Any] | str | os.PathLike) -> ImageSource:
     kind = spec.get("kind")
     if kind == "folder":
         return FolderImages(spec["path"])
-    if kind == "toy":
-        return ToyImages(seed=spec["seed"], n=spec["n"], max_objects=spec.get("max_objects", 2))
     if kind == "dataset":
         if not spec.get("path"):
             raise ValueError(
@@ -255,7 +210,14 @@ def open_image_source(spec: dict[str, Any] | str | os.PathLike) -> ImageSource:
             f"An in-memory image list ({spec.get('name')!r}, {spec.get('n')} images) cannot be reopened "
             "from its description; pass the images again."
         )
-    raise ValueError(f"Unknown image source kind {kind!r} in {spec}; expected folder, toy, dataset or list.")
+    try:
+        opener = IMAGE_SOURCES.get(kind)
+    except UnknownPluginItemError:
+        raise ValueError(
+            f"Unknown image source kind {kind!r} in {spec}; expected folder, dataset, list or a kind a "
+            f"plug-in registers ({', '.join(IMAGE_SOURCES.names()) or 'none installed'})."
+        ) from None
+    return opener(spec)
 
 
 def as_image_source(obj: Any, name: str = "list") -> ImageSource:

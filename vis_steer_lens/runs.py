@@ -185,7 +185,31 @@ class RunFolder:
         return with_method_labels(pd.concat(frames, ignore_index=True)) if frames else None
 
     def concepts(self) -> pd.DataFrame | None:
+        """The ground truth's table (``feature_concepts.csv``), or ``None``."""
         return pd.read_csv(self.concepts_path) if self.concepts_path.is_file() else None
+
+    @property
+    def ground_truth_path(self) -> Path:
+        return self.root / "ground_truth.json"
+
+    def save_ground_truth(self, ground_truth: Any) -> None:
+        """Keep a :class:`~vis_steer_lens.evaluate.GroundTruth`: its table and the plug-in that reopens it."""
+        import json
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        ground_truth.table.to_csv(self.concepts_path, index=False)
+        self.ground_truth_path.write_text(json.dumps({"name": ground_truth.name}) + "\n")
+
+    def ground_truth(self) -> Any:
+        """The run's :class:`~vis_steer_lens.evaluate.GroundTruth`, reopened by its plug-in, or ``None``."""
+        import json
+
+        from vis_steer_lens.plugins import GROUND_TRUTHS
+
+        table = self.concepts()
+        if table is None or not self.ground_truth_path.is_file():
+            return None
+        return GROUND_TRUTHS.get(json.loads(self.ground_truth_path.read_text())["name"])(table)
 
     def sweep(self) -> pd.DataFrame | None:
         """The first coefficient sweep in the run (steering's, usually), or ``None``."""

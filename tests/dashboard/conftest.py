@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from vis_steer_lens.explain.base import RESULT_COLUMNS
-from vis_steer_lens.image_sources import ToyImages
 from vis_steer_lens.mining import mine_top_activations
+from vis_steer_lens.toy import ToyImages
 
 HOOK = "blocks.1.hook_resid_post"
 D_SAE = 8

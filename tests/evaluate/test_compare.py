@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from conftest import build_tiny_toy_vlm, random_sae
 
-from vis_steer_lens.evaluate import GROUND_TRUTH_METHOD, ToyGenerator
+from vis_steer_lens.evaluate import GROUND_TRUTH_METHOD
 from vis_steer_lens.evaluate.compare import (
     DEFAULT_RUNS,
     compare,
@@ -14,8 +14,8 @@ from vis_steer_lens.evaluate.compare import (
     format_margins,
     format_table,
 )
-from vis_steer_lens.image_sources import ToyImages
 from vis_steer_lens.mining import mine_top_activations
+from vis_steer_lens.toy import ToyGenerator, ToyImages, toy_ground_truth
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_compare_runs_every_method_and_tabulates(setup, tmp_path):
         mined=mined,
         generator=ToyGenerator(),
         reference_images=reference,
-        concepts=concepts,
+        ground_truth=toy_ground_truth(concepts),
         prompt="toy",
         steering_coefficient=20.0,
         max_new_tokens=6,
@@ -103,7 +103,7 @@ def test_control_margins_are_paired_differences_over_clear_features():
     rows.append(("steering (random direction)", 9, "blank", 0.1))  # not explained by the method: ignored
     scores = pd.DataFrame(rows, columns=["method_label", "feature", "explanation", "auroc_max"])
     scores["is_control"] = scores["method_label"] != "steering"  # controls are marked by the explainers
-    margins = control_margins(scores, concepts)
+    margins = control_margins(scores, toy_ground_truth(concepts))
     assert len(margins) == 1
     row = margins.iloc[0]
     assert row["method_label"] == "steering" and row["control"] == "steering (random direction)"
@@ -121,9 +121,11 @@ def test_control_margins_are_paired_differences_over_clear_features():
         for f, c in enumerate(["red", "blue", "circle", "large"])
     ]
     with_truth = pd.concat([scores, pd.DataFrame(truth, columns=scores.columns)], ignore_index=True)
-    shares = control_margins(with_truth, concepts).set_index("method_label")["auroc_share_of_ceiling"]
+    shares = control_margins(with_truth, toy_ground_truth(concepts)).set_index("method_label")[
+        "auroc_share_of_ceiling"
+    ]
     assert shares["steering"] == pytest.approx(0.75) and shares[GROUND_TRUTH_METHOD] == pytest.approx(1.0)
-    assert "75%" in format_margins(control_margins(with_truth, concepts))
+    assert "75%" in format_margins(control_margins(with_truth, toy_ground_truth(concepts)))
     # A method below its control gets a negative margin.
     flipped = scores.assign(
         method_label=scores["method_label"].map(
@@ -131,4 +133,4 @@ def test_control_margins_are_paired_differences_over_clear_features():
         ),
         is_control=~scores["is_control"],
     )
-    assert control_margins(flipped, concepts).iloc[0]["auroc_margin"] == pytest.approx(-0.3)
+    assert control_margins(flipped, toy_ground_truth(concepts)).iloc[0]["auroc_margin"] == pytest.approx(-0.3)

@@ -10,14 +10,9 @@ import pytest
 import torch
 from conftest import build_tiny_toy_vlm, random_sae
 
-from vis_steer_lens.evaluate import (
-    GenerationAUROCScorer,
-    ScoresFileMismatchError,
-    ToyGenerator,
-    feature_seed,
-)
+from vis_steer_lens.evaluate import GenerationAUROCScorer, ScoresFileMismatchError, feature_seed
 from vis_steer_lens.saes import FeatureIndexError
-from vis_steer_lens.toy import ToyWorld
+from vis_steer_lens.toy import ToyGenerator, ToyWorld
 
 from .oracle import color_fraction_encoder
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vis_steer_lens.evaluate import DiffusersGenerator, ImageGenerator, ToyGenerator
+from vis_steer_lens.evaluate import DiffusersGenerator, ImageGenerator
+from vis_steer_lens.toy import ToyGenerator
 
 from .tiny_models import tiny_clip_tokenizer, tiny_text_config
 

@@ -7,14 +7,13 @@ import pytest
 import torch
 from conftest import build_tiny_toy_vlm, random_sae
 
-from vis_steer_lens.evaluate import (
+from vis_steer_lens.evaluate import GROUND_TRUTH_METHOD, ground_truth_accuracy
+from vis_steer_lens.toy import (
     CONCEPTS,
-    GROUND_TRUTH_METHOD,
     explanation_is_correct,
     feature_concepts,
-    ground_truth_accuracy,
-    ground_truth_explanations,
     summarize_feature_concepts,
+    toy_ground_truth,
 )
 
 from .oracle import color_fraction_encoder, red_on_black_encoder
@@ -83,28 +82,28 @@ def test_ground_truth_accuracy(oracle_concepts):
             "explanation": ["red things", "a green ring", "a red square", "blue dots", "anything"],
         }
     )
-    table = ground_truth_accuracy(explanations, oracle_concepts).set_index("method_label")
+    table = ground_truth_accuracy(explanations, toy_ground_truth(oracle_concepts)).set_index("method_label")
     assert table.loc["steering", "n_clear"] == 2 and table.loc["steering", "accuracy"] == 0.5
     assert table.loc["topk", "n_clear"] == 1 and table.loc["topk", "accuracy"] == 1.0  # feature 7 is not live
     assert table.loc["topk (permuted direction)", "n_correct"] == 1
-    same = ground_truth_accuracy(explanations, summarize_feature_concepts(oracle_concepts))
+    same = ground_truth_accuracy(explanations, toy_ground_truth(summarize_feature_concepts(oracle_concepts)))
     pd.testing.assert_frame_equal(same, table.reset_index())
 
 
 def test_ground_truth_explanations_name_each_features_concept(oracle_concepts):
-    explanations = ground_truth_explanations(oracle_concepts)
+    explanations = toy_ground_truth(oracle_concepts).explanations()
     assert explanations["feature"].tolist() == [0, 1]
     assert explanations["explanation"].tolist() == ["red", "blue"]
     assert set(explanations["method"]) == {GROUND_TRUTH_METHOD} and set(explanations["direction"]) == {"sae"}
     # Judged by the ground truth, they are all correct.
-    table = ground_truth_accuracy(explanations, oracle_concepts)
+    table = ground_truth_accuracy(explanations, toy_ground_truth(oracle_concepts))
     assert table.loc[0, "method_label"] == GROUND_TRUTH_METHOD and table.loc[0, "accuracy"] == 1.0
     # Only the features asked for, and only those with ground truth (feature 7 has none).
-    assert ground_truth_explanations(oracle_concepts, features=[1, 7])["feature"].tolist() == [1]
+    assert toy_ground_truth(oracle_concepts).explanations(features=[1, 7])["feature"].tolist() == [1]
     # A feature with no object concept falls back to its best concept (here a background).
     summary = summarize_feature_concepts(oracle_concepts).assign(best_object_concept=[None, "blue"])
     summary.loc[0, "best_concept"] = "black background"
-    assert ground_truth_explanations(summary)["explanation"].tolist() == ["black background", "blue"]
+    assert toy_ground_truth(summary).explanations()["explanation"].tolist() == ["black background", "blue"]
 
 
 def test_feature_concepts_on_a_tiny_vlm():

@@ -12,8 +12,8 @@ from vis_steer_lens.explain import (
     TopKExplainer,
     make_explainer,
 )
-from vis_steer_lens.image_sources import ToyImages
 from vis_steer_lens.mining import mine_top_activations
+from vis_steer_lens.toy import ToyImages
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from conftest import build_tiny_toy_vlm, random_sae
 
 from vis_steer_lens.display import mask_patches
 from vis_steer_lens.explain import SteeringInformedTopKExplainer, TopKExplainer
-from vis_steer_lens.image_sources import ToyImages
 from vis_steer_lens.mining import mine_top_activations
+from vis_steer_lens.toy import ToyImages
 
 HOOK = "blocks.1.hook_resid_post"
 

@@ -13,10 +13,10 @@ import torch
 
 from vis_steer_lens import toy
 from vis_steer_lens.demo import DEMO_SETTINGS
-from vis_steer_lens.evaluate import feature_concepts, ground_truth_accuracy, summarize_feature_concepts
+from vis_steer_lens.evaluate import ground_truth_accuracy
 from vis_steer_lens.explain import SteeringExplainer, SteeringInformedTopKExplainer, TopKExplainer
-from vis_steer_lens.image_sources import ToyImages
 from vis_steer_lens.mining import mine_top_activations
+from vis_steer_lens.toy import ToyImages, feature_concepts, summarize_feature_concepts, toy_ground_truth
 
 # Floors below what the shipped SAE measures here (41 clear features; steering 0.66, random direction
 # 0.02, permuted 0.22; Top-k 0.66, hybrid 0.80), above what the controls reach.
@@ -44,7 +44,7 @@ def world():
 
 
 def _accuracy(frame: pd.DataFrame, summary: pd.DataFrame) -> float:
-    table = ground_truth_accuracy(frame, summary)
+    table = ground_truth_accuracy(frame, toy_ground_truth(summary))
     assert len(table) == 1
     return float(table["accuracy"].iloc[0])
 

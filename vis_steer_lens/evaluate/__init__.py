@@ -1,4 +1,4 @@
-"""Scoring explanations: AUROC from generation, CLIP similarity, and toy-world ground truth."""
+"""Scoring explanations: AUROC from generation, CLIP similarity, and ground truth from a plug-in."""
 
 from vis_steer_lens.evaluate.clip_similarity import ClipSimilarityScorer
 from vis_steer_lens.evaluate.encoding import FeatureEncoder, SAEImageEncoder, pooled_activations
@@ -9,20 +9,12 @@ from vis_steer_lens.evaluate.generation_auroc import (
     feature_seed,
     score_generation_auroc,
 )
-from vis_steer_lens.evaluate.generators import (
-    PAPER_DIFFUSION_MODEL,
-    DiffusersGenerator,
-    ImageGenerator,
-    ToyGenerator,
-)
+from vis_steer_lens.evaluate.generators import PAPER_DIFFUSION_MODEL, DiffusersGenerator, ImageGenerator
 from vis_steer_lens.evaluate.ground_truth import (
-    CONCEPTS,
     GROUND_TRUTH_METHOD,
-    explanation_is_correct,
-    feature_concepts,
+    GroundTruth,
     ground_truth_accuracy,
-    ground_truth_explanations,
-    summarize_feature_concepts,
+    load_ground_truth,
 )
 from vis_steer_lens.evaluate.metrics import (
     auroc,
@@ -33,29 +25,25 @@ from vis_steer_lens.evaluate.metrics import (
 )
 
 __all__ = [
-    "CONCEPTS",
     "GROUND_TRUTH_METHOD",
     "PAPER_DIFFUSION_MODEL",
     "ClipSimilarityScorer",
     "DiffusersGenerator",
     "FeatureEncoder",
     "GenerationAUROCScorer",
+    "GroundTruth",
     "ImageGenerator",
     "SAEImageEncoder",
     "ScoresFileMismatchError",
-    "ToyGenerator",
     "auroc",
     "auroc_matrix",
     "bootstrap_mean_ci",
     "explanation_hash",
-    "explanation_is_correct",
-    "feature_concepts",
     "feature_seed",
     "global_auroc",
+    "load_ground_truth",
     "ground_truth_accuracy",
-    "ground_truth_explanations",
     "method_label",
     "pooled_activations",
     "score_generation_auroc",
-    "summarize_feature_concepts",
 ]

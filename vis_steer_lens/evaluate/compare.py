@@ -11,13 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer, scores_from_rows, summarize_scores
-from vis_steer_lens.evaluate.ground_truth import (
-    GROUND_TRUTH_METHOD,
-    explanation_is_correct,
-    ground_truth_accuracy,
-    ground_truth_explanations,
-    summarize_feature_concepts,
-)
+from vis_steer_lens.evaluate.ground_truth import GROUND_TRUTH_METHOD, GroundTruth, ground_truth_accuracy
 from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
 from vis_steer_lens.explain import make_explainer
 from vis_steer_lens.jsonl import write_jsonl
@@ -84,7 +78,7 @@ def compare(
     mined: Any,
     generator: Any,
     reference_images: list[Any],
-    concepts: pd.DataFrame | None = None,
+    ground_truth: GroundTruth | None = None,
     ground_truth_row: bool = True,
     runs: tuple[tuple[str, str], ...] = DEFAULT_RUNS,
     prompt: str = "default",
@@ -110,10 +104,11 @@ def compare(
         mined: Mined top activations (for Top-k and the hybrid).
         generator: Text-to-image generator for the AUROC (the toy renderer, or diffusers).
         reference_images: Negatives for the AUROC (random dataset images).
-        concepts: Toy-world ground truth (:func:`feature_concepts` output or its summary); adds
-            an accuracy column and the AUROC (max pooling) on the features with a clear concept.
-        ground_truth_row: With ``concepts``, also score each feature's ground-truth concept word
-            as an explanation (the ``"ground truth"`` row, :func:`ground_truth_explanations`):
+        ground_truth: A world's :class:`~vis_steer_lens.evaluate.GroundTruth` (the toy world's:
+            ``vis_steer_lens.toy.toy_ground_truth``); adds an accuracy column, the AUROC (max
+            pooling) on the features with a clear concept, and the margins over the controls.
+        ground_truth_row: With ``ground_truth``, also score each feature's concept word as an
+            explanation (the ``"ground truth"`` row, :meth:`GroundTruth.explanations`):
             what a correct one-concept explanation reaches under this scorer, the ceiling that
             the methods' AUROCs are read against.
         runs: ``(method, direction)`` pairs to run.
@@ -162,8 +157,10 @@ def compare(
                 calibration.to_csv(run.sweep_path(name), index=False)
         path = None if run is None else run.explanations_path(name)
         frames.append(explainer.explain(features, out=path, progress=progress))
-    if concepts is not None and ground_truth_row:
-        truth = ground_truth_explanations(concepts, features).assign(sae_id=sae_identity(sae))
+    if run is not None and ground_truth is not None:
+        run.save_ground_truth(ground_truth)
+    if ground_truth is not None and ground_truth_row:
+        truth = ground_truth.explanations(features).assign(sae_id=sae_identity(sae))
         if run is not None:
             write_jsonl(run.explanations_path(run_name(GROUND_TRUTH_METHOD)), truth.to_dict("records"))
         frames.append(truth)
@@ -178,7 +175,7 @@ def compare(
     reference = scorer.reference_activations()
     if run is not None:
         run.save_reference(*reference)
-    table, margins = tabulate(scores, reference, explanations, concepts, seed=seed, runs=runs)
+    table, margins = tabulate(scores, reference, explanations, ground_truth, seed=seed, runs=runs)
     return Comparison(explanations, scores, table, comparison_figure(table), calibration, margins)
 
 
@@ -195,7 +192,7 @@ def tabulate(
     scores: pd.DataFrame,
     reference: tuple[Any, Any],
     explanations: pd.DataFrame | None = None,
-    concepts: pd.DataFrame | None = None,
+    ground_truth: GroundTruth | None = None,
     *,
     seed: int = 0,
     runs: tuple[tuple[str, str], ...] = DEFAULT_RUNS,
@@ -208,7 +205,7 @@ def tabulate(
         reference: The scorer's ``(mean, max)`` reference activations ``[n_ref, d_sae]``.
         explanations: The explanations (for the ground-truth accuracy); the scores' own
             explanation texts when ``None``.
-        concepts: Toy-world ground truth, or ``None``.
+        ground_truth: The world's ground truth, or ``None``.
         seed: The scorer's seed.
         runs: The preferred row order; other labels follow, the ground-truth row last.
 
@@ -217,11 +214,14 @@ def tabulate(
     """
     table = summarize_scores(scores, *reference, seed=seed)
     margins = None
-    if concepts is not None:
+    if ground_truth is not None:
         texts = explanations if explanations is not None else scores
-        table = table.merge(ground_truth_accuracy(texts, concepts, seed=seed), on="method_label", how="left")
-        table = table.merge(clear_feature_auroc(scores, concepts, seed=seed), on="method_label", how="left")
-        margins = control_margins(scores, concepts, seed=seed)
+        accuracy = ground_truth_accuracy(texts, ground_truth, seed=seed)
+        table = table.merge(accuracy, on="method_label", how="left")
+        table = table.merge(
+            clear_feature_auroc(scores, ground_truth, seed=seed), on="method_label", how="left"
+        )
+        margins = control_margins(scores, ground_truth, seed=seed)
     order = {method_label(m, d): i for i, (m, d) in enumerate(runs)}
     order[GROUND_TRUTH_METHOD] = len(runs) + 1000
     rank = table["method_label"].map(lambda label: order.get(label, len(runs)))
@@ -251,8 +251,7 @@ def compare_run(run: RunFolder | str | Path, *, write: bool = True) -> Compariso
     seed = int(rows["seed"].iloc[0]) if "seed" in rows and len(rows) else 0
     scores = scores_from_rows(rows.to_dict("records"), *reference)
     explanations = run.explanations()
-    concepts = run.concepts()
-    table, margins = tabulate(scores, reference, explanations, concepts, seed=seed)
+    table, margins = tabulate(scores, reference, explanations, run.ground_truth(), seed=seed)
     figure = comparison_figure(table)
     if write:
         table.to_csv(run.comparison_path, index=False)
@@ -264,7 +263,7 @@ def compare_run(run: RunFolder | str | Path, *, write: bool = True) -> Compariso
     )
 
 
-def control_margins(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+def control_margins(scores: pd.DataFrame, ground_truth: GroundTruth, seed: int = 0) -> pd.DataFrame:
     """How far each method is above each control, feature by feature, on the clear features.
 
     Method and control explain the same features, so the fair comparison is paired: per clear
@@ -277,10 +276,10 @@ def control_margins(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0)
     Args:
         scores: Per-explanation scores with ``method_label``, ``feature``, ``explanation`` and
             ``auroc_max`` (as from :class:`GenerationAUROCScorer`).
-        concepts: :func:`feature_concepts` output or its summary.
+        ground_truth: The world's :class:`~vis_steer_lens.evaluate.GroundTruth`.
         seed: Seed of the bootstrap intervals.
 
-    When ``scores`` has the ``"ground truth"`` row (:func:`ground_truth_explanations`), its margin
+    When ``scores`` has the ``"ground truth"`` row (:meth:`GroundTruth.explanations`), its margin
     is what a correct one-word explanation gains over that control under this scorer, and each
     row's ``auroc_share_of_ceiling`` is its AUROC margin divided by that one (an explanation that
     names more than the one concept can pass 1).
@@ -302,13 +301,11 @@ def control_margins(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0)
         "accuracy_margin_lo",
         "accuracy_margin_hi",
     ]
-    summary = concepts if "clear" in concepts.columns else summarize_feature_concepts(concepts)
-    truth = summary[summary["clear"]].set_index("feature")["best_object_concept"]
-    truth.index = truth.index.astype(int)
+    truth = ground_truth.clear_concepts()
     clear = scores[scores["feature"].astype(int).isin(truth.index)].copy()
     clear["feature"] = clear["feature"].astype(int)
     clear["correct"] = [
-        float(explanation_is_correct(text, truth[feature]))
+        float(isinstance(text, str) and ground_truth.is_correct(text, truth[feature]))
         for feature, text in zip(clear["feature"], clear["explanation"], strict=True)
     ]
     per_label = {
@@ -358,7 +355,7 @@ def format_margins(margins: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def clear_feature_auroc(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+def clear_feature_auroc(scores: pd.DataFrame, ground_truth: GroundTruth, seed: int = 0) -> pd.DataFrame:
     """Mean AUROC (max pooling) per method label over the features with a clear ground-truth concept.
 
     Most live features of an SAE detect backgrounds, positions or mixtures that no short text pins
@@ -366,14 +363,13 @@ def clear_feature_auroc(scores: pd.DataFrame, concepts: pd.DataFrame, seed: int 
 
     Args:
         scores: Per-explanation scores with ``method_label``, ``feature`` and ``auroc_max``.
-        concepts: :func:`feature_concepts` output or its summary.
+        ground_truth: The world's :class:`~vis_steer_lens.evaluate.GroundTruth`.
         seed: Seed of the bootstrap interval.
 
     Returns:
         ``method_label, clear_auroc_max, clear_auroc_max_lo, clear_auroc_max_hi``.
     """
-    summary = concepts if "clear" in concepts.columns else summarize_feature_concepts(concepts)
-    clear = set(summary.loc[summary["clear"], "feature"].astype(int))
+    clear = set(ground_truth.clear_concepts().index)
     rows = []
     for label, group in scores.groupby("method_label", sort=False):
         values = group.loc[group["feature"].astype(int).isin(clear), "auroc_max"].to_numpy(dtype=float)

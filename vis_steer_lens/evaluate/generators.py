@@ -1,8 +1,9 @@
 """Text-to-image generators that turn an explanation into images for the generation-AUROC scorer.
 
-Any object with a ``name`` and ``__call__(text, n, seed) -> list[PIL.Image]`` is a generator. Two
-ship here: the toy world's renderer (exact, instant, CPU) and a diffusers text-to-image pipeline
-(the paper used Stable Diffusion 3.5 medium, 30 steps, guidance 7.5, 3 images per feature).
+Any object with a ``name`` and ``__call__(text, n, seed) -> list[PIL.Image]`` is a generator. A
+diffusers text-to-image pipeline ships here (the paper used Stable Diffusion 3.5 medium, 30 steps,
+guidance 7.5, 3 images per feature); plug-ins register more (the toy world's renderer is
+``vis_steer_lens.toy.ToyGenerator``, registered as ``"toy-renderer"``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
-
-from vis_steer_lens.toy.renderer import ToyRenderer
-from vis_steer_lens.toy.world import ToyWorld
 
 PAPER_DIFFUSION_MODEL = "stabilityai/stable-diffusion-3.5-medium"
 
@@ -25,27 +23,6 @@ class ImageGenerator(Protocol):
     name: str
 
     def __call__(self, text: str, n: int, seed: int) -> list[Image.Image]: ...
-
-
-class ToyGenerator:
-    """The toy world's text-to-image model: draws scenes with every concept the text names.
-
-    Args:
-        world: World whose sampler fills in what the text leaves unsaid; ``ToyWorld(0)`` if None.
-    """
-
-    name = "toy-renderer"
-
-    def __init__(self, world: ToyWorld | None = None) -> None:
-        self.renderer = ToyRenderer(world)
-
-    def __call__(self, text: str, n: int, seed: int) -> list[Image.Image]:
-        """``n`` 64×64 RGB images for ``text``, deterministic in ``seed``."""
-        return self.renderer(text, n, seed)
-
-    def scenes(self, text: str, n: int, seed: int):
-        """The scenes behind ``__call__(text, n, seed)``, for checking against ground truth."""
-        return self.renderer.scenes(text, n, seed)
 
 
 class DiffusersGenerator:
@@ -94,7 +71,7 @@ class DiffusersGenerator:
             except ImportError:
                 raise ImportError(
                     "DiffusersGenerator needs the 'diffusers' package: pip install 'vis_steer_lens[diffusion]' "
-                    "(or pip install diffusers), or use ToyGenerator for the toy world."
+                    "(or pip install diffusers), or use vis_steer_lens.toy.ToyGenerator for the toy world."
                 ) from None
             pipe = diffusers.AutoPipelineForText2Image.from_pretrained(
                 self.name_or_path, torch_dtype=self.dtype

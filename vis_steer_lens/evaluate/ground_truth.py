@@ -1,266 +1,91 @@
-"""Toy-world ground truth: which concept does each feature detect, and do explanations name it?
+"""Ground truth: each feature's known concept, and whether explanations name it.
 
-On fresh toy-world images every concept's presence is known, so each feature can be scored against
-each concept: the AUROC of "the image contains the concept" predicted by the feature's activation
-(max over patches). Patch-level scoring ("this patch contains the concept" vs the patch's own
-activation) is exact as well, because every object fills one 16-pixel cell, i.e. one patch.
-
-Background context. Every toy object sits on a black or a white background, and the vision tower
-represents "a red object on black" quite differently from "a red object on white". SAEs on it learn
-many features that detect an object concept only on one background: such a feature is a perfect red
-detector on black scenes, yet over all scenes "contains red" predicts it at AUROC ~0.75, because
-half of the red scenes are white ones where it is silent. With ``context="background"`` (the
-default) each feature is scored inside its context: the background whose scenes carry at least
-``CONTEXT_SHARE`` of its activation mass, or all scenes when it fires on both. The pooled AUROC
-over all scenes is kept alongside (``pooled_auroc``) so the strict number is never hidden.
+Only a world where concepts are known (the toy world) has ground truth; a plug-in provides it as a
+:class:`GroundTruth` (registered in :data:`vis_steer_lens.plugins.GROUND_TRUTHS`, so that a run
+folder can reopen it). The core scores against it without knowing the world.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
-from vis_steer_lens.evaluate.encoding import FeatureEncoder, make_encoder
-from vis_steer_lens.evaluate.metrics import auroc_matrix, bootstrap_mean_ci, method_label
-from vis_steer_lens.toy.renderer import concepts_in_text
-from vis_steer_lens.toy.world import CATEGORIES, CONCEPT_CATEGORY, NUM_CELLS, ToyWorld
-
-CONCEPTS: list[str] = [concept for concepts in CATEGORIES.values() for concept in concepts]
-#: A feature's context is one background when that background's scenes carry at least this share of
-#: the feature's activation mass (sum over scenes of its max over patches).
-CONTEXT_SHARE = 0.9
-#: ``context`` value of features scored on all scenes.
-ALL_SCENES = "all scenes"
-#: Columns of :func:`feature_concepts`.
-CONCEPT_COLUMNS = [
-    "feature",
-    "concept",
-    "category",
-    "auroc",
-    "pooled_auroc",
-    "context",
-    "n_positive",
-    "fire_rate",
-]
+from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
+from vis_steer_lens.plugins import GROUND_TRUTHS
 
 
-def feature_concepts(
-    model: Any = None,
-    sae: Any = None,
-    n_images: int = 1000,
-    seed: int = 12345,
-    batch_size: int = 64,
-    level: str = "image",
-    processor: Any = None,
-    encoder: FeatureEncoder | None = None,
-    context: str | None = "background",
-) -> pd.DataFrame:
-    """AUROC of every (live feature, concept) pair on fresh toy-world images.
+@dataclass
+class GroundTruth:
+    """Each feature's known concept, from a plug-in that knows its world.
 
-    Args:
-        model: A HookedViT or HookedVLM of the toy world (64×64 images, 16-px patches).
-        sae: The ``sae_lens.SAE`` to score.
-        n_images: Fresh images drawn from ``ToyWorld(seed)``.
-        seed: World seed; pick one the SAE and the explainers never saw.
-        batch_size: Images per forward pass.
-        level: ``"image"``: presence anywhere in the image vs the feature's max over patches;
-            ``"patch"``: presence in a patch vs that patch's activation.
-        processor: Image processor; the model's own when None.
-        encoder: Instead of ``model`` and ``sae``: a callable ``images -> [n, 16, d_sae]``.
-        context: ``"background"``: score each feature among the scenes of the background it is
-            specific to, if any (see the module docstring); ``None``: always all scenes.
-
-    Returns:
-        Long form, one row per (live feature, concept): ``feature, concept, category, auroc``
-        (in the feature's context), ``pooled_auroc`` (all scenes), ``context`` (a background name
-        or ``"all scenes"``), ``n_positive`` (images or patches containing the concept, all
-        scenes), ``fire_rate`` (share of images where the feature fires anywhere). Features that
-        never fire are left out.
+    Attributes:
+        name: The plug-in's registry name (``"toy"``), recorded in run folders.
+        table: One row per feature: ``feature``, ``concept`` (the target an explanation should
+            name, or ``None``), ``clear`` (the feature detects it reliably) and any columns of the
+            plug-in's own (shown on dashboards).
+        is_correct: ``(explanation, concept) -> bool``: whether an explanation names a concept.
     """
-    if level not in ("image", "patch"):
-        raise ValueError(f"level must be 'image' or 'patch', got {level!r}.")
-    if context not in ("background", None):
-        raise ValueError(f"context must be 'background' or None, got {context!r}.")
-    if n_images < 2:
-        raise ValueError(f"n_images must be at least 2, got {n_images}.")
-    encode = make_encoder(model, sae, encoder, processor)
-    samples = ToyWorld(seed).sample(n_images)
-    per_patch = []  # [batch, patches, d_sae] chunks
-    for start in range(0, n_images, batch_size):
-        acts = encode([image for image, _ in samples[start : start + batch_size]])
-        if acts.ndim != 3 or acts.shape[1] != NUM_CELLS:
-            raise ValueError(
-                f"Expected activations [batch, {NUM_CELLS}, d_sae] (toy images have 16 patches, "
-                f"no class token), got {tuple(acts.shape)}."
-            )
-        per_patch.append(acts)
-    acts = torch.cat(per_patch).numpy()  # [n, 16, d_sae]
-    image_max = acts.max(axis=1)  # [n, d_sae]
-    live = np.flatnonzero((image_max > 0).any(axis=0))
-    fire_rate = (image_max > 0).mean(axis=0)
 
-    if level == "image":
-        labels = np.array([[c in scene.concepts() for c in CONCEPTS] for _, scene in samples])  # [n, C]
-        scores = image_max[:, live]
-        rows_per_image = 1
-    else:
-        labels = np.array(
-            [[c in cell for c in CONCEPTS] for _, scene in samples for cell in scene.cell_concepts()]
-        )  # [n * 16, C]
-        scores = acts[:, :, live].reshape(-1, live.size)
-        rows_per_image = NUM_CELLS
-    pooled = auroc_matrix(scores, labels)  # [C, n_live]
-    table = pooled.copy()
-    contexts = np.full(live.size, ALL_SCENES, dtype=object)
-    if context == "background":
-        backgrounds = np.array([scene.background for _, scene in samples])
-        mass = image_max[:, live]  # [n, n_live]
-        total = np.maximum(mass.sum(axis=0), 1e-12)
-        for background in np.unique(backgrounds):
-            in_background = backgrounds == background
-            specific = mass[in_background].sum(axis=0) / total >= CONTEXT_SHARE  # [n_live]
-            if not specific.any():
-                continue
-            rows_mask = np.repeat(in_background, rows_per_image)
-            within = auroc_matrix(scores[rows_mask][:, specific], labels[rows_mask])
-            table[:, specific] = within
-            contexts[specific] = background
-    n_positive = labels.sum(axis=0)
-    rows = [
-        {
-            "feature": int(feature),
-            "concept": concept,
-            "category": CONCEPT_CATEGORY[concept],
-            "auroc": float(table[c, j]),
-            "pooled_auroc": float(pooled[c, j]),
-            "context": contexts[j],
-            "n_positive": int(n_positive[c]),
-            "fire_rate": float(fire_rate[feature]),
-        }
-        for j, feature in enumerate(live)
-        for c, concept in enumerate(CONCEPTS)
-    ]
-    return pd.DataFrame(rows, columns=CONCEPT_COLUMNS)
+    name: str
+    table: pd.DataFrame
+    is_correct: Callable[[str, str], bool]
+
+    def clear_concepts(self) -> pd.Series:
+        """``feature -> concept`` of the features with a clear concept."""
+        clear = self.table[self.table["clear"].astype(bool)]
+        return pd.Series(clear["concept"].tolist(), index=clear["feature"].astype(int).tolist(), dtype=object)
+
+    def explanations(self, features: list[int] | None = None) -> pd.DataFrame:
+        """Each feature's concept word, as if it were an explanation (method ``"ground truth"``).
+
+        Scored with the same generator and reference images as the methods, these show what a
+        correct one-concept explanation reaches under that scorer: the ceiling that methods'
+        AUROCs are read against.
+
+        Args:
+            features: Features to include (default: every feature with a concept).
+
+        Returns:
+            ``feature, explanation, method, direction`` (direction ``"sae"``).
+        """
+        table = self.table.set_index(self.table["feature"].astype(int))
+        wanted = table.index if features is None else [int(f) for f in features if int(f) in table.index]
+        rows = [
+            (int(f), table.at[f, "concept"], GROUND_TRUTH_METHOD, "sae")
+            for f in wanted
+            if isinstance(table.at[f, "concept"], str)
+        ]
+        return pd.DataFrame(rows, columns=["feature", "explanation", "method", "direction"])
 
 
-def summarize_feature_concepts(concepts: pd.DataFrame, clear_threshold: float = 0.9) -> pd.DataFrame:
-    """Per feature: its best concept overall and its best object (non-background) concept.
-
-    Args:
-        concepts: Output of :func:`feature_concepts`.
-        clear_threshold: A feature is ``clear`` when its best non-background AUROC reaches this.
-
-    Returns:
-        One row per feature: ``feature, best_concept, best_auroc, best_category,
-        best_object_concept, best_object_auroc, best_object_category, clear, best_is_background,
-        fire_rate``, and when ``concepts`` has them, ``context`` and ``best_object_pooled_auroc``
-        (the best object concept's AUROC over all scenes).
-    """
-    has_context = "context" in concepts.columns and "pooled_auroc" in concepts.columns
-    rows = []
-    for feature, group in concepts.dropna(subset=["auroc"]).groupby("feature", sort=True):
-        best = group.loc[group["auroc"].idxmax()]
-        objects = group[group["category"] != "background"]
-        best_object = objects.loc[objects["auroc"].idxmax()] if len(objects) else None
-        object_auroc = float(best_object["auroc"]) if best_object is not None else float("nan")
-        row = {}
-        if has_context:
-            row = {
-                "context": group["context"].iloc[0],
-                "best_object_pooled_auroc": (
-                    float(best_object["pooled_auroc"]) if best_object is not None else float("nan")
-                ),
-            }
-        rows.append(
-            {
-                "feature": int(feature),
-                "best_concept": best["concept"],
-                "best_auroc": float(best["auroc"]),
-                "best_category": best["category"],
-                "best_object_concept": best_object["concept"] if best_object is not None else None,
-                "best_object_auroc": object_auroc,
-                "best_object_category": best_object["category"] if best_object is not None else None,
-                "clear": bool(object_auroc >= clear_threshold),
-                "best_is_background": best["category"] == "background",
-                "fire_rate": float(group["fire_rate"].iloc[0]),
-                **row,
-            }
-        )
-    return pd.DataFrame(rows)
+def load_ground_truth(name: str, table: pd.DataFrame) -> GroundTruth:
+    """Reopen a plug-in's ground truth from its table (as a run folder stores it)."""
+    return GROUND_TRUTHS.get(name)(table)
 
 
 #: Method name of the reference explanations that name each feature's ground-truth concept.
 GROUND_TRUTH_METHOD = "ground truth"
 
 
-def ground_truth_explanations(concepts: pd.DataFrame, features: list[int] | None = None) -> pd.DataFrame:
-    """Each feature's ground-truth concept word, as if it were an explanation.
-
-    Scored with the same generator and reference images as the methods, these show what a
-    correct one-concept explanation reaches under that scorer: the ceiling that methods' AUROCs
-    are read against. (In the toy world a feature that detects its concept on one background
-    only tops out near 0.7, because the renderer draws the unnamed background at random.)
-
-    Args:
-        concepts: :func:`feature_concepts` output or its :func:`summarize_feature_concepts` summary.
-        features: Features to include (default: every feature in ``concepts``); features without
-            ground truth are left out.
-
-    Returns:
-        ``feature, explanation, method, direction``: the best object concept (the best concept
-        of any category for a feature with none), method ``"ground truth"``, direction ``"sae"``.
-    """
-    summary = concepts if "best_object_concept" in concepts.columns else summarize_feature_concepts(concepts)
-    summary = summary.set_index(summary["feature"].astype(int))
-    wanted = summary.index if features is None else [int(f) for f in features if int(f) in summary.index]
-    rows = []
-    for feature in wanted:
-        concept = summary.at[feature, "best_object_concept"]
-        if not isinstance(concept, str) and "best_concept" in summary.columns:
-            concept = summary.at[feature, "best_concept"]
-        if isinstance(concept, str):
-            rows.append((int(feature), concept, GROUND_TRUTH_METHOD, "sae"))
-    return pd.DataFrame(rows, columns=["feature", "explanation", "method", "direction"])
-
-
-def explanation_is_correct(explanation: str, concept: str) -> bool:
-    """Whether an explanation names a toy-world concept (synonyms and plurals count).
-
-    An explanation naming several concepts is correct if any of them is ``concept``.
-    """
-    if concept not in CONCEPT_CATEGORY:
-        raise ValueError(f"Unknown toy-world concept {concept!r}; expected one of {CONCEPTS}.")
-    if not isinstance(explanation, str):
-        return False
-    return concept in concepts_in_text(explanation)
-
-
 def ground_truth_accuracy(
-    explanations: pd.DataFrame, concepts: pd.DataFrame, clear_threshold: float = 0.9, seed: int = 0
+    explanations: pd.DataFrame, ground_truth: GroundTruth, seed: int = 0
 ) -> pd.DataFrame:
-    """Share of clear features whose explanation names their best object concept, per method label.
+    """Share of clear features whose explanation names their concept, per method label.
 
     Args:
         explanations: Columns ``feature``, ``explanation``, ``method`` and optionally ``direction``.
-        concepts: :func:`feature_concepts` output, or its :func:`summarize_feature_concepts` summary.
-        clear_threshold: Used when ``concepts`` is the long form.
+        ground_truth: The world's :class:`GroundTruth`.
         seed: Seed of the bootstrap CI.
 
     Returns:
         One row per method label: ``method_label, n_clear, n_correct, accuracy, accuracy_lo,
-        accuracy_hi``. Only features with a clear non-background concept count (and, for a
-        permuted control, the feature's own concept is the target: it was explained with
-        another feature's direction).
+        accuracy_hi``. Only features with a clear concept count (and, for a permuted control, the
+        feature's own concept is the target: it was explained with another feature's direction).
     """
-    summary = (
-        concepts
-        if "best_object_concept" in concepts.columns
-        else summarize_feature_concepts(concepts, clear_threshold)
-    )
-    clear = summary[summary["clear"]].set_index("feature")["best_object_concept"]
+    clear = ground_truth.clear_concepts()
     df = explanations.copy()
     if "direction" not in df.columns:
         df["direction"] = "sae"
@@ -271,7 +96,7 @@ def ground_truth_accuracy(
     rows = []
     for label, group in df.groupby("method_label", sort=False):
         correct = [
-            explanation_is_correct(text, clear[int(feature)])
+            isinstance(text, str) and ground_truth.is_correct(text, clear[int(feature)])
             for feature, text in zip(group["feature"], group["explanation"], strict=True)
         ]
         mean, lo, hi = bootstrap_mean_ci(np.asarray(correct, dtype=float), seed=seed)
@@ -288,3 +113,6 @@ def ground_truth_accuracy(
     return pd.DataFrame(
         rows, columns=["method_label", "n_clear", "n_correct", "accuracy", "accuracy_lo", "accuracy_hi"]
     )
+
+
+__all__ = ["GROUND_TRUTH_METHOD", "GroundTruth", "ground_truth_accuracy", "load_ground_truth"]

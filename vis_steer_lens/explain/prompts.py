@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vis_steer_lens.toy import tasks as toy_tasks
+from vis_steer_lens.plugins import load_plugins
 
 
 @dataclass(frozen=True)
@@ -117,23 +117,12 @@ PAPER = PromptSet(
     source="Ferrando et al. (CVPR 2026), HPAI-BSC/vision-interp",
 )
 
-# The instructions the toy VLM was trained on.
-TOY = PromptSet(
-    prompt_id="toy",
-    steering=toy_tasks.HIGHLIGHT_PROMPT,
-    topk_mask=toy_tasks.TOPK_PROMPT,
-    topk_heatmap=toy_tasks.TOPK_PROMPT,
-    answer_prefix=toy_tasks.HIGHLIGHT_ANSWER_PREFIX,
-    topk_answer_prefix=toy_tasks.TOPK_ANSWER_PREFIX,
-    source="vis_steer_lens.toy.tasks",
-)
-
-_REGISTRY: dict[str, PromptSet] = {p.prompt_id: p for p in (DEFAULT, PAPER, TOY)}
+_REGISTRY: dict[str, PromptSet] = {p.prompt_id: p for p in (DEFAULT, PAPER)}
 
 
 def register_prompt(prompt: PromptSet, overwrite: bool = False) -> None:
-    """Add a prompt set to the registry under ``prompt.prompt_id``."""
-    if prompt.prompt_id in _REGISTRY and not overwrite:
+    """Add a prompt set to the registry under ``prompt.prompt_id`` (plug-ins add theirs, e.g. ``"toy"``)."""
+    if prompt.prompt_id in _REGISTRY and not overwrite and _REGISTRY[prompt.prompt_id] != prompt:
         raise ValueError(
             f"A prompt set named {prompt.prompt_id!r} exists; pass overwrite=True to replace it."
         )
@@ -144,6 +133,8 @@ def get_prompt(prompt: str | PromptSet) -> PromptSet:
     """Look up a prompt set by id (``"default"``, ``"paper"``, ``"toy"``, ...) or pass one through."""
     if isinstance(prompt, PromptSet):
         return prompt
+    if prompt not in _REGISTRY:
+        load_plugins()  # a plug-in's preset (the toy world's "toy") registers on first use
     try:
         return _REGISTRY[prompt]
     except KeyError:
@@ -151,5 +142,6 @@ def get_prompt(prompt: str | PromptSet) -> PromptSet:
 
 
 def list_prompts() -> list[str]:
-    """Ids of the registered prompt sets."""
+    """Ids of the registered prompt sets (the installed plug-ins' included)."""
+    load_plugins()
     return sorted(_REGISTRY)

@@ -1,6 +1,15 @@
 """The toy world: procedural concept images with known ground truth, a renderer, a tokenizer and tasks."""
 
 from vis_steer_lens.toy.evaluation import caption_accuracy, highlight_accuracy, topk_accuracy
+from vis_steer_lens.toy.generator import ToyGenerator
+from vis_steer_lens.toy.ground_truth import (
+    CONCEPTS,
+    explanation_is_correct,
+    feature_concepts,
+    summarize_feature_concepts,
+    toy_ground_truth,
+)
+from vis_steer_lens.toy.images import ToyImages
 from vis_steer_lens.toy.loading import ToyBundle, load, toy_model_path, toy_sae_path
 from vis_steer_lens.toy.probes import probe_accuracy
 from vis_steer_lens.toy.renderer import ToyRenderer, concepts_in_order, concepts_in_text
@@ -30,7 +39,14 @@ from vis_steer_lens.toy.world import (
 )
 
 __all__ = [
+    "CONCEPTS",
     "ToyBundle",
+    "ToyGenerator",
+    "ToyImages",
+    "explanation_is_correct",
+    "feature_concepts",
+    "summarize_feature_concepts",
+    "toy_ground_truth",
     "caption_accuracy",
     "highlight_accuracy",
     "load",
