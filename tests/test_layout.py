@@ -137,3 +137,24 @@ def test_the_toy_world_plugs_in_through_the_registries():
 
     with pytest.raises(ValueError, match="Unknown image source kind 'nope'"):
         open_image_source({"kind": "nope"})
+
+
+def test_the_top_level_api():
+    import vis_steer_lens as vsl
+
+    for name in (
+        "HookedViT",
+        "HookedVLM",
+        "SteeringExplainer",
+        "TopKExplainer",
+        "SteeringInformedTopKExplainer",
+        "make_explainer",
+        "GenerationAUROCScorer",
+        "ClipSimilarityScorer",
+        "compare",
+        "compare_run",
+        "RunFolder",
+        "feature_attribution",
+        "load_sae",
+    ):
+        assert name in vsl.__all__ and getattr(vsl, name) is not None, name

@@ -6,6 +6,15 @@ The public API lives here; everything else is private unless a submodule documen
 from vis_steer_lens.adapters import UnsupportedModelError, VLMAdapter, register_adapter
 from vis_steer_lens.attribution import feature_attribution
 from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
+from vis_steer_lens.evaluate import ClipSimilarityScorer, GenerationAUROCScorer, GroundTruth
+from vis_steer_lens.evaluate.compare import compare, compare_run
+from vis_steer_lens.explain import (
+    SteeringExplainer,
+    SteeringInformedTopKExplainer,
+    TopKExplainer,
+    make_explainer,
+    register_prompt,
+)
 from vis_steer_lens.families import canonical_hook_name, equivalent_names, supported_families
 from vis_steer_lens.hook_names import HookName, UnknownHookNameError
 from vis_steer_lens.hooked_vit import HookedViT, HookedViTConfig
@@ -24,6 +33,16 @@ from vis_steer_lens.saes import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClipSimilarityScorer",
+    "GenerationAUROCScorer",
+    "GroundTruth",
+    "SteeringExplainer",
+    "SteeringInformedTopKExplainer",
+    "TopKExplainer",
+    "compare",
+    "compare_run",
+    "make_explainer",
+    "register_prompt",
     "HookName",
     "HookedViT",
     "HookedViTConfig",

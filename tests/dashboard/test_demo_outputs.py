@@ -56,6 +56,11 @@ def test_demo_writes_every_output(demo_dir, capsys):
     # Rerunning resumes from the folder and reproduces the table.
     assert main(["--quiet", "demo", "--out", str(demo_dir)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(demo_dir / "comparison.csv"), comparison)
+    # `compare RUN` rebuilds the demo's table and margins from the run folder alone (no model).
+    assert main(["compare", str(demo_dir)]) == 0
+    assert "ground truth" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(demo_dir / "comparison.csv"), comparison)
+    pd.testing.assert_frame_equal(pd.read_csv(demo_dir / "margins.csv"), margins)
 
 
 def test_demo_neuronpedia_batch_loads_with_saedashboard(demo_dir):
