@@ -14,6 +14,8 @@ from vis_steer_lens.cli import main
 
 from .test_neuronpedia import _schema_file
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):

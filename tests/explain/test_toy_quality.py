@@ -18,6 +18,8 @@ from vis_steer_lens.explain import SteeringExplainer, SteeringInformedTopKExplai
 from vis_steer_lens.mining import mine_top_activations
 from vis_steer_lens.toy import ToyImages, feature_concepts, summarize_feature_concepts, toy_ground_truth
 
+pytestmark = pytest.mark.slow
+
 # Floors below what the shipped SAE measures here (41 clear features; steering 0.66, random direction
 # 0.02, permuted 0.22; Top-k 0.66, hybrid 0.80), above what the controls reach.
 MIN_CLEAR_FEATURES = 12
