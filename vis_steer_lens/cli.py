@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-METHODS = ("steering", "topk", "hybrid")
+from vis_steer_lens.explain.settings import DIRECTIONS, DISPLAYS, EMPTY_IMAGES, METHODS
 
 
 def _dtype(name: str | None) -> torch.dtype | None:
@@ -28,15 +28,14 @@ def _dtype(name: str | None) -> torch.dtype | None:
 
 
 def _coefficient(text: str) -> float | str:
+    from vis_steer_lens.explain.settings import check_coefficient
+
     if text == "auto":
         return text
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--coefficient must be 'auto' or a number, got {text!r}") from None
-    if not torch.isfinite(torch.tensor(value)):
-        raise argparse.ArgumentTypeError(f"--coefficient must be finite, got {text!r}")
-    return value
+        return check_coefficient(text, "--coefficient ('auto' or a number)")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -92,14 +91,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 f"--method {args.method} needs mined top images: run `vis-steer-lens mine --run {run.root}` "
                 "first, or pass --mined DIR."
             )
-    # The hybrid has no calibration sweep: "auto" means its usual 1x the image's patch norm.
-    coefficient = 1.0 if args.method == "hybrid" and args.coefficient == "auto" else args.coefficient
     explainer = make_explainer(
         args.method,
         vlm,
         sae,
         mined=mined,
-        coefficient=coefficient,
+        coefficient=args.coefficient,
         empty_image=args.empty_image,
         k_images=args.k_images,
         display=args.display,
@@ -341,9 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--run", help="run folder: score its --method explanations into it (rerun to resume)"
     )
     evaluate.add_argument("--method", choices=METHODS, default="steering", help="with --run")
-    evaluate.add_argument(
-        "--direction", choices=("sae", "random_norm_matched", "permuted"), default="sae", help="with --run"
-    )
+    evaluate.add_argument("--direction", choices=DIRECTIONS, default="sae", help="with --run")
     evaluate.add_argument(
         "--explanations", help="instead of --run: a .jsonl/.parquet/.csv file written by explain"
     )
@@ -385,18 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run folder: explanations go to RUN/explanations (rerun to resume)",
     )
     explain.add_argument("--coefficient", type=_coefficient, default="auto", help="'auto' or a number")
-    explain.add_argument("--direction", choices=("sae", "random_norm_matched", "permuted"), default="sae")
+    explain.add_argument("--direction", choices=DIRECTIONS, default="sae")
     explain.add_argument(
         "--prompt", default=None, help="prompt preset: default, paper, toy (default: toy for the toy world)"
     )
-    explain.add_argument(
-        "--empty-image", default="white", choices=("white", "black", "gray", "mean", "zeros")
-    )
+    explain.add_argument("--empty-image", default="white", choices=EMPTY_IMAGES)
     explain.add_argument("--max-new-tokens", type=int, default=48)
     explain.add_argument("--batch-size", type=int, default=32)
     explain.add_argument("--mined", help="mined folder for topk/hybrid (default: RUN/mined)")
     explain.add_argument("--k-images", type=int, default=5)
-    explain.add_argument("--display", choices=("mask", "heatmap"), default="mask")
+    explain.add_argument("--display", choices=DISPLAYS, default="mask")
     explain.add_argument("--seed", type=int, default=0)
     explain.add_argument("--show", type=int, default=20, help="rows to print")
     explain.set_defaults(func=cmd_explain)

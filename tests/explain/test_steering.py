@@ -204,3 +204,8 @@ def test_clean_explanation():
     assert clean_explanation("the highlighted element in the image is a blue ring", prefix) == "blue ring"
     assert clean_explanation("Here is one:\nThe highlighted element in the image is a cat.", prefix) == "cat"
     assert clean_explanation("dotted square . extra", prefix) == "dotted square"
+
+
+def test_a_coefficient_that_overflows_is_refused_naming_the_feature(vlm, sae):
+    with pytest.raises(ValueError, match=r"non-finite.*feature\(s\) 2"):
+        explainer(vlm, sae, coefficient=-1e30).explain([2], progress=False)

@@ -16,6 +16,7 @@ from vis_steer_lens.activations import batched
 from vis_steer_lens.explain.labels import method_label
 from vis_steer_lens.explain.prompts import PromptSet
 from vis_steer_lens.explain.results import ResultsFile
+from vis_steer_lens.explain.settings import DIRECTIONS
 from vis_steer_lens.explain.text import SentenceEndStop
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids
@@ -38,8 +39,6 @@ RESULT_COLUMNS = [
     "model_name",
     "seconds",
 ]
-
-DIRECTIONS = ("sae", "random_norm_matched", "permuted")
 
 
 def parse_features(spec: str | int | Iterable[int] | None, d_sae: int) -> list[int]:

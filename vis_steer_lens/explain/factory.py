@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from vis_steer_lens.explain.settings import (
+    METHODS,
+    HybridSettings,
+    SteeringSettings,
+    TopKSettings,
+    settings_for,
+)
 from vis_steer_lens.explain.steering import SteeringExplainer
 from vis_steer_lens.explain.topk import SteeringInformedTopKExplainer, TopKExplainer
-
-METHODS = ("steering", "topk", "hybrid")
 
 
 def make_explainer(
@@ -16,11 +21,12 @@ def make_explainer(
     sae: Any,
     *,
     mined: Any = None,
-    coefficient: float | str = "auto",
-    empty_image: str = "white",
-    k_images: int = 5,
-    display: str = "mask",
-    batch_size: int = 32,
+    settings: SteeringSettings | TopKSettings | HybridSettings | None = None,
+    coefficient: float | str | None = None,
+    empty_image: str | None = None,
+    k_images: int | None = None,
+    display: str | None = None,
+    batch_size: int | None = None,
     **common: Any,
 ):
     """Build the explainer of ``method`` with its method-specific settings picked out.
@@ -30,29 +36,53 @@ def make_explainer(
         model: The subject (and explainer) HookedVLM.
         sae: The SAE whose features are explained.
         mined: Mined top activations; required for ``"topk"`` and ``"hybrid"``.
-        coefficient: Steering coefficient (``"steering"``, ``"hybrid"``; Top-k ignores it).
+        settings: The method's settings (:class:`SteeringSettings`, :class:`TopKSettings` or
+            :class:`HybridSettings`, whose fields say their units). Instead of it, the loose
+            keywords below, each method taking what is its own (:func:`settings_for`):
+        coefficient: Steering's absolute scale (or ``"auto"``); the hybrid's multiple of the
+            image's patch norm (``"auto"``: its default, 1.0). Top-k ignores it.
         empty_image: Empty image of ``"steering"``.
         k_images: Top images per prompt (``"topk"``, ``"hybrid"``).
         display: ``"mask"`` or ``"heatmap"`` (``"topk"``, ``"hybrid"``).
-        batch_size: Features per ``generate`` call.
+        batch_size: Features per batch.
         **common: Settings every explainer takes: ``prompt``, ``max_new_tokens``, ``direction``,
             ``seed``.
 
     Raises:
         ValueError: For an unknown method, or Top-k / hybrid without ``mined``.
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; expected one of {list(METHODS)}.")
+    if settings is None:
+        settings = settings_for(
+            method,
+            coefficient=coefficient,
+            empty_image=empty_image,
+            k_images=k_images,
+            display=display,
+            batch_size=batch_size,
+        )
+    elif not isinstance(settings, type(settings_for(method))) or (
+        method == "topk" and isinstance(settings, HybridSettings)
+    ):
+        raise ValueError(
+            f"method={method!r} takes {type(settings_for(method)).__name__}, got {type(settings).__name__}."
+        )
     if method == "steering":
         return SteeringExplainer(
-            model, sae, coefficient=coefficient, empty_image=empty_image, batch_size=batch_size, **common
+            model,
+            sae,
+            coefficient=settings.coefficient,
+            empty_image=settings.empty_image,
+            batch_size=settings.batch_size,
+            **common,
         )
     if mined is None:
         raise ValueError(f"method={method!r} needs mined top activations (mine_top_activations).")
-    topk = dict(sae=sae, k_images=k_images, display=display, batch_size=batch_size, **common)
+    topk = dict(sae=sae, k_images=settings.k_images, display=settings.display, batch_size=settings.batch_size)
     if method == "topk":
-        return TopKExplainer(mined, model, **topk)
-    return SteeringInformedTopKExplainer(mined, model, coefficient=coefficient, **topk)
+        return TopKExplainer(mined, model, **topk, **common)
+    return SteeringInformedTopKExplainer(
+        mined, model, coefficient=settings.patch_norm_multiple, **topk, **common
+    )
 
 
 __all__ = ["METHODS", "make_explainer"]

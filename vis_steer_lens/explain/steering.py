@@ -22,10 +22,10 @@ import torch
 from sae_lens import SAE
 
 from vis_steer_lens.activations import hook_activations, patch_tokens
-from vis_steer_lens.adapters import EMPTY_IMAGES
 from vis_steer_lens.explain.base import Explainer
 from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
+from vis_steer_lens.explain.settings import SteeringSettings
 from vis_steer_lens.explain.text import clean_explanation
 from vis_steer_lens.saes.validation import check_sae_fits
 
@@ -84,12 +84,8 @@ class SteeringExplainer(Explainer):
         super().__init__(
             model, sae, prompt=get_prompt(prompt), batch_size=batch_size, direction=direction, seed=seed
         )
-        if empty_image not in EMPTY_IMAGES:
-            raise ValueError(f"empty_image must be one of {EMPTY_IMAGES}, got {empty_image!r}.")
-        if isinstance(coefficient, str) and coefficient != "auto":
-            raise ValueError(f"coefficient must be a number, a mapping or 'auto', got {coefficient!r}.")
-        if isinstance(coefficient, (int, float)) and not torch.isfinite(torch.tensor(float(coefficient))):
-            raise ValueError(f"coefficient must be finite, got {coefficient!r}.")
+        checked = SteeringSettings(coefficient=coefficient, empty_image=empty_image, batch_size=batch_size)
+        coefficient = checked.coefficient
         self.hook_name = check_sae_fits(sae, model)
         self.coefficient = coefficient
         self.empty_image = empty_image
@@ -290,6 +286,16 @@ class SteeringExplainer(Explainer):
             image_features = self._steered_image_features(
                 self.directions(features, direction_features), coefficients
             )
+            finite = torch.isfinite(image_features.flatten(1)).all(dim=1)
+            if not bool(finite.all()):
+                bad = [
+                    (f, c) for f, c, ok in zip(features, coefficients, finite.tolist(), strict=True) if not ok
+                ]
+                raise ValueError(
+                    f"Steering made the image tokens non-finite (inf or NaN) for feature(s) "
+                    f"{', '.join(f'{f} (coefficient {c:g})' for f, c in bad[:5])}: the coefficient is too large "
+                    f"for {vlm.dtype}. Use a smaller one (the hook's mean patch norm is {self.patch_norm():.3g})."
+                )
             inputs = {k: v.expand(batch, -1) for k, v in self._inputs.items()}
             prompt_length = inputs["input_ids"].shape[1]
             prefix = self.prompt.prefix(self.method)

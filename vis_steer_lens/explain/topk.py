@@ -21,6 +21,7 @@ from vis_steer_lens.display import heatmap_overlay, mask_patches
 from vis_steer_lens.explain.base import Explainer
 from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
+from vis_steer_lens.explain.settings import check_coefficient
 from vis_steer_lens.explain.text import clean_explanation
 from vis_steer_lens.saes.validation import check_sae_fits
 
@@ -204,8 +205,7 @@ class SteeringInformedTopKExplainer(TopKExplainer):
     def __init__(
         self, mined: Any, explainer_model: Any = None, *, sae: SAE, coefficient: float = 1.0, **kwargs: Any
     ):
-        if not torch.isfinite(torch.tensor(float(coefficient))):
-            raise ValueError(f"coefficient must be finite, got {coefficient!r}.")
+        coefficient = check_coefficient(coefficient, "coefficient (a multiple of the patch norm)")
         super().__init__(mined, explainer_model, sae=sae, **kwargs)
         self.hook_name = check_sae_fits(sae, self.model)
         self.coefficient = float(coefficient)
