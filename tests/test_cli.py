@@ -57,10 +57,33 @@ def test_explain_rejects_bad_input(saved):
     ]
     with pytest.raises(SystemExit):
         main(base + ["--coefficient", "inf"])
-    with pytest.raises(Exception, match="d_sae=12"):
-        main(base + ["--features", "10:20", "--coefficient", "1"])
-    with pytest.raises(SystemExit, match="--mined"):
-        main(base + ["--method", "topk"])
+    assert "d_sae=12" in cli_error(main, base + ["--features", "10:20", "--coefficient", "1"])
+    assert "--mined" in cli_error(main, base + ["--method", "topk"])
+    with pytest.raises(Exception, match="d_sae=12"):  # --debug: the exception itself
+        main(base + ["--features", "10:20", "--coefficient", "1", "--debug"])
+
+
+def cli_error(main, argv) -> str:
+    """The one line a user error prints, after checking the exit status is 2 and nothing else printed."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    lines = [line for line in err.getvalue().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err.getvalue()
+    assert "Traceback" not in err.getvalue()
+    return lines[0]
+
+
+def test_quiet_and_debug_work_after_the_subcommand(tmp_path):
+    from vis_steer_lens.cli import build_parser
+
+    args = build_parser().parse_args(["mine", "--run", str(tmp_path), "--quiet", "--debug"])
+    assert args.quiet and args.debug
+    assert build_parser().parse_args(["mine", "--run", str(tmp_path)]).quiet is False
 
 
 def test_evaluate_scores_an_explanations_file_and_resumes(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_cli import cli_error
 
 from vis_steer_lens import RunFolder
 from vis_steer_lens.cli import main
@@ -79,16 +80,17 @@ def test_the_dashboard_shows_both_methods_explanations_and_aurocs(run):
 def test_a_partial_run_reads_what_is_there(tmp_path):
     run = RunFolder(tmp_path / "empty")
     assert run.explanations() is None and run.scores() is None and not run.has_mined()
-    with pytest.raises(SystemExit, match="holds no scores"):
-        main(["compare", str(run.root)])
+    assert "holds no scores" in cli_error(main, ["compare", str(run.root)])
     assert (
         main(["--quiet", "explain", "--run", str(run.root), "--features", "0:2", "--coefficient", "50"]) == 0
     )
     assert run.contents()["explanations"] == ["steering"] and not run.contents()["mined"]
-    with pytest.raises(SystemExit, match="mine --run"):
-        main(["--quiet", "explain", "--run", str(run.root), "--method", "topk", "--features", "0:2"])
-    with pytest.raises(SystemExit, match="no topk explanations"):
-        main(["--quiet", "evaluate", "--run", str(run.root), "--method", "topk"])
+    assert "mine --run" in cli_error(
+        main, ["--quiet", "explain", "--run", str(run.root), "--method", "topk", "--features", "0:2"]
+    )
+    assert "no topk explanations" in cli_error(
+        main, ["--quiet", "evaluate", "--run", str(run.root), "--method", "topk"]
+    )
 
 
 def test_a_file_is_not_a_run_folder(tmp_path):

@@ -291,7 +291,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         result = compare_run(run)
     except RunFolderError as err:
-        raise SystemExit(f"error: {err}") from None
+        raise SystemExit(str(err)) from None
     print(format_table(result.table))
     if result.margins is not None and len(result.margins):
         print(
@@ -324,7 +324,18 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vis-steer-lens", description=__doc__.splitlines()[0])
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    # The same two options after the subcommand (`vis-steer-lens mine ... --quiet`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+
+    def add_command(*names, **kwargs):
+        return add_parser(*names, parents=[common], **kwargs)
+
+    sub.add_parser = add_command
 
     demo = sub.add_parser(
         "demo", help="the main job on the toy world: explain, score and compare every method"
@@ -440,10 +451,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors a user's input can cause (the library's own types derive from these): one line, exit 2.
+USER_ERRORS = (ValueError, KeyError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. A user error prints one line, ``error: ...``, and exits with status 2
+    (``--debug`` shows the traceback instead)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    if args.quiet:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights" bars on stderr
+    try:
+        return args.func(args)
+    except SystemExit as stop:
+        if not isinstance(stop.code, str) or args.debug:
+            raise
+        message = stop.code
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        message = str(err) if not isinstance(err, KeyError) or not err.args else str(err.args[0])
+    message = " ".join(message.split())  # one line
+    print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

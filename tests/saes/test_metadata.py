@@ -58,3 +58,25 @@ def test_set_vision_metadata_overrides_fields_in_place():
     assert returned is sae
     assert sae.cfg.metadata.model_name == "new"
     assert sae.cfg.metadata.hook_name_hf == "model.vision_tower.encoder.layers.0"
+
+
+def test_the_sae_identity_fingerprints_every_weight():
+    """Two SAEs that differ only past the first 16 decoder rows (or only in the encoder) differ."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    from vis_steer_lens.saes.metadata import sae_identity
+
+    def make():
+        torch.manual_seed(0)
+        sae = TopKSAE(TopKSAEConfig(d_in=8, d_sae=64, k=4))
+        with torch.no_grad():
+            for param in sae.parameters():
+                param.normal_()
+        return sae
+
+    base, later_row, encoder = make(), make(), make()
+    assert sae_identity(base) == sae_identity(make())
+    with torch.no_grad():
+        later_row.W_dec[40, 0] += 1.0
+        encoder.W_enc[0, 0] += 1.0
+    assert len({sae_identity(base), sae_identity(later_row), sae_identity(encoder)}) == 3

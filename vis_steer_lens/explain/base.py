@@ -42,7 +42,12 @@ RESULT_COLUMNS = [
 
 
 def parse_features(spec: str | int | Iterable[int] | None, d_sae: int) -> list[int]:
-    """Feature ids from ``"0:512"``, ``"3,7,9"``, an int, an iterable, or ``None`` (all)."""
+    """Feature ids from ``"0:512"``, ``"3,7,9"``, an int, an iterable, or ``None`` (all).
+
+    Raises:
+        ValueError: For a selection that names no feature (``""``, ``"5:5"``, ``"10:5"``), a
+            range or id that is not a number, or a feature named twice.
+    """
     if spec is None:
         return list(range(d_sae))
     if isinstance(spec, int):
@@ -51,13 +56,27 @@ def parse_features(spec: str | int | Iterable[int] | None, d_sae: int) -> list[i
         ids: list[int] = []
         for part in spec.split(","):
             part = part.strip()
-            if ":" in part:
-                start, _, stop = part.partition(":")
-                ids.extend(range(int(start or 0), int(stop) if stop else d_sae))
-            elif part:
-                ids.append(int(part))
-        return ids
-    return [int(f) for f in spec]
+            try:
+                if ":" in part:
+                    start, _, stop = part.partition(":")
+                    first, end = int(start or 0), int(stop) if stop else d_sae
+                    if end <= first:
+                        raise ValueError(f"the range {part!r} is empty (its end must be above its start)")
+                    ids.extend(range(first, end))
+                elif part:
+                    ids.append(int(part))
+            except ValueError as err:
+                raise ValueError(
+                    f"Bad feature selection {spec!r}: {err}. Use e.g. '0:512' or '3,7,9'."
+                ) from None
+    else:
+        ids = [int(f) for f in spec]
+    if not ids:
+        raise ValueError(f"The feature selection {spec!r} names no feature; use e.g. '0:512' or '3,7,9'.")
+    repeated = sorted({f for f in ids if ids.count(f) > 1}) if len(ids) != len(set(ids)) else []
+    if repeated:
+        raise ValueError(f"Features named more than once: {repeated[:10]}; name each feature once.")
+    return ids
 
 
 class Explainer:
@@ -110,6 +129,11 @@ class Explainer:
     def direction_features(self, features: list[int]) -> list[int]:
         """For each feature, the feature whose decoder direction is used (``permuted`` rotates the list)."""
         if self.direction == "permuted":
+            if len(features) < 2:
+                raise ValueError(
+                    "direction='permuted' explains each feature with another feature's direction, so it needs "
+                    f"at least 2 features; got {list(features)}."
+                )
             shift = len(features) // 2
             return [features[(i + shift) % len(features)] for i in range(len(features))]
         return list(features)

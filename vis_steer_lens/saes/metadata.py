@@ -84,7 +84,7 @@ def set_vision_metadata(sae: SAE, metadata: dict[str, Any] | SAEMetadata) -> SAE
 
 
 def sae_identity(sae: SAE) -> str:
-    """A stable id for an SAE: model, hook, width and a fingerprint of its decoder.
+    """A stable id for an SAE: model, hook, width and a fingerprint of every weight.
 
     Recorded in every result row and checked when a run resumes, so results of one SAE are
     never appended to another's. A release's ``sae_id`` is used when the metadata has one.
@@ -92,6 +92,10 @@ def sae_identity(sae: SAE) -> str:
     import hashlib
 
     meta = sae.cfg.metadata
-    fingerprint = hashlib.sha1(sae.W_dec.detach()[:16].float().cpu().numpy().tobytes()).hexdigest()[:10]
+    digest = hashlib.sha1()
+    for name, tensor in sorted(sae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    fingerprint = digest.hexdigest()[:10]
     name = meta.get("sae_id") or f"{meta.get('model_name', 'unknown')}/{meta.get('hook_name', 'unknown')}"
     return f"{name}/d{sae.cfg.d_sae}/{fingerprint}"
