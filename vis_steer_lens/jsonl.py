@@ -3,34 +3,66 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 
 def read_jsonl(path: str | Path, repair: bool = True) -> list[dict[str, Any]]:
-    """The complete rows of a JSON-lines file, cutting off a torn last line.
+    """Every complete row of a JSON-lines file; damaged lines are kept out, never the rows after them.
 
-    A run killed while writing leaves a partial last line; with ``repair`` it is removed from the
-    file so that appending continues from the last complete row, never after garbage. Readers
-    that only look (a dashboard over a run still being written) pass ``repair=False``.
+    A run killed while writing leaves a partial last line. A damaged line elsewhere (a disk or an
+    editor's doing) costs only itself: every good row before and after it is read. With
+    ``repair`` the file is made clean so that appending continues after good rows: damaged lines
+    are moved to a side file ``<name>.damaged`` (kept, for a look) and a warning says how many.
+    Readers that only look (a dashboard over a run still being written) pass ``repair=False``.
     """
     path = Path(path)
     if not path.exists():
         return []
+    data = path.read_bytes()
     rows: list[dict[str, Any]] = []
-    with open(path, "rb+" if repair else "rb") as f:
-        data = f.read()
-        good_end = 0
-        while (end := data.find(b"\n", good_end)) >= 0:
-            try:
-                rows.append(json.loads(data[good_end:end]))
-            except json.JSONDecodeError:
-                break
-            good_end = end + 1
-        if repair and good_end < len(data):
-            f.truncate(good_end)
+    good: list[bytes] = []
+    damaged: list[bytes] = []
+    lines = data.split(b"\n")
+    torn = lines.pop() if lines else b""  # after the last newline: empty, or a torn last line
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+            good.append(line)
+        except json.JSONDecodeError:
+            damaged.append(line)
+    if repair and (damaged or torn):
+        if damaged:
+            with open(path.with_name(path.name + ".damaged"), "ab") as side:
+                side.write(b"".join(line + b"\n" for line in damaged))
+            logger.warning(
+                "%s: %d damaged line(s) set aside in %s; the %d good rows are kept.",
+                path,
+                len(damaged),
+                path.name + ".damaged",
+                len(rows),
+            )
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(line + b"\n" for line in good))
+        os.replace(tmp, path)
     return rows
+
+
+def append_jsonl(path: str | Path, rows: list[dict[str, Any]], default: Any = None) -> None:
+    """Append rows durably: written, flushed and synced to disk before returning."""
+    if not rows:
+        return
+    with open(path, "a") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]], default: Any = None) -> None:
@@ -44,14 +76,3 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]], default: Any = Non
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def append_jsonl(path: str | Path, rows: list[dict[str, Any]], default: Any = None) -> None:
-    """Append rows durably: written, flushed and synced to disk before returning."""
-    if not rows:
-        return
-    with open(path, "a") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=default) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
