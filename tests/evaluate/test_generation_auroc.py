@@ -146,3 +146,22 @@ def test_tiny_vlm_with_random_sae_and_resume(vlm, sae, reference_images, tmp_pat
         scorer().score(explanations([(99, "steering", "sae", "red")]), progress=False)
     with pytest.raises(ValueError, match="explanation"):
         scorer().score(pd.DataFrame({"feature": [1]}), progress=False)
+
+
+def test_explanations_of_another_sae_are_refused():
+    from conftest import build_tiny_toy_vlm, random_sae
+
+    from vis_steer_lens.saes import SAEModelMismatchError
+    from vis_steer_lens.saes.metadata import sae_identity
+    from vis_steer_lens.toy import ToyGenerator, ToyImages
+
+    vlm = build_tiny_toy_vlm()
+    sae = random_sae(d_in=32, d_sae=8, hook_name="blocks.0.hook_resid_post")
+    other = random_sae(d_in=32, d_sae=8, hook_name="blocks.0.hook_resid_post", seed=5)
+    scorer = GenerationAUROCScorer(
+        vlm, sae, ToyGenerator(), [ToyImages(seed=1, n=4)[i] for i in range(4)], n_images=1
+    )
+    rows = pd.DataFrame({"feature": [0], "explanation": ["red"], "sae_id": [sae_identity(other)]})
+    with pytest.raises(SAEModelMismatchError, match="scorer measures SAE"):
+        scorer.score(rows, progress=False)
+    assert len(scorer.score(rows.assign(sae_id=sae_identity(sae)), progress=False)) == 1

@@ -153,3 +153,14 @@ def test_row_retiring_decode_answers_as_generate_does_on_the_shipped_toy_model()
     answers = explainer.explain(fired, progress=False)["raw_generation"].tolist()
     assert len({len(a.split()) for a in answers}) > 1, answers  # rows ended at different steps
     assert answers == _generate_reference(explainer, fired)
+
+
+def test_the_sae_must_be_the_one_that_was_mined(setup):
+    from vis_steer_lens.saes import SAEModelMismatchError
+
+    vlm, sae, mined = setup
+    other = random_sae(d_in=32, d_sae=10, hook_name=HOOK, k=2, seed=9)  # same shape, other weights
+    with pytest.raises(SAEModelMismatchError, match="mined top images are of SAE"):
+        SteeringInformedTopKExplainer(mined, vlm, sae=other, prompt="toy")
+    with pytest.raises(SAEModelMismatchError):
+        TopKExplainer(mined, vlm, sae=other, prompt="toy")

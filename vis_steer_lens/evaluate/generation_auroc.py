@@ -29,7 +29,8 @@ from vis_steer_lens.evaluate.encoding import FeatureEncoder, make_encoder, poole
 from vis_steer_lens.evaluate.generators import ImageGenerator
 from vis_steer_lens.evaluate.metrics import auroc, bootstrap_mean_ci, global_auroc, method_label
 from vis_steer_lens.jsonl import append_jsonl, read_jsonl
-from vis_steer_lens.saes.validation import check_feature_ids
+from vis_steer_lens.saes.metadata import sae_identity
+from vis_steer_lens.saes.validation import SAEModelMismatchError, check_feature_ids
 
 KEY_COLUMNS = ("sae_id", "feature", "method", "direction", "explanation_hash")
 
@@ -222,6 +223,15 @@ class GenerationAUROCScorer:
         if self.sae is not None:
             sae_id = str(getattr(self.sae.cfg.metadata, "sae_id", None) or "")
         df = _normalise_explanations(explanations, sae_id)
+        if self.sae is not None:
+            ours = sae_identity(self.sae)
+            # Rows that name a full SAE identity must name this SAE: another's features mean other things.
+            foreign = sorted({i for i in df["sae_id"] if "/d" in i and i != ours})
+            if foreign:
+                raise SAEModelMismatchError(
+                    f"The explanations are of SAE {foreign[0]}, but the scorer measures SAE {ours}. Score them "
+                    "with the SAE they explain (the same --sae as explain)."
+                )
         ref_mean, ref_max = self.reference_activations()
         d_sae = ref_mean.shape[1]
         check_feature_ids(d_sae, df["feature"].tolist())

@@ -23,7 +23,8 @@ from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
 from vis_steer_lens.explain.settings import check_coefficient
 from vis_steer_lens.explain.text import clean_explanation
-from vis_steer_lens.saes.validation import check_sae_fits
+from vis_steer_lens.saes.metadata import sae_identity
+from vis_steer_lens.saes.validation import SAEModelMismatchError, check_sae_fits
 
 
 class TopKExplainer(Explainer):
@@ -72,6 +73,12 @@ class TopKExplainer(Explainer):
         if direction not in self._allowed_directions:
             raise ValueError(
                 f"{type(self).__name__} supports direction {self._allowed_directions}, got {direction!r}."
+            )
+        if sae is not None and sae_identity(sae) != mined.sae_id:
+            raise SAEModelMismatchError(
+                f"The mined top images are of SAE {mined.sae_id}, but the SAE given is {sae_identity(sae)}: "
+                "its features would be explained with another SAE's images. Mine with this SAE, or pass the "
+                "SAE that was mined."
             )
         super().__init__(
             model,
