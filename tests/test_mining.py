@@ -325,3 +325,27 @@ def test_image_sources(tmp_path):
         as_image_source(iter(pixels))
     with pytest.raises(ValueError, match="Unknown image source kind"):
         open_image_source({"kind": "nope"})
+
+
+def test_nothing_to_mine_and_an_unwritable_out_are_refused_up_front(vlm, sae, images, tmp_path):
+    with pytest.raises(ValueError, match="holds no image"):
+        mine_top_activations(vlm, sae, ListImages([], name="none"), k=2, progress=False)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        mine_top_activations(vlm, sae, images, k=2, out_dir=a_file, progress=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        import os
+
+        if os.access(locked, os.W_OK):  # root ignores permissions: a path under a file instead
+            target = a_file / "sub"
+            with pytest.raises((PermissionError, NotADirectoryError)):
+                mine_top_activations(vlm, sae, images, k=2, out_dir=target, progress=False)
+        else:
+            with pytest.raises(PermissionError, match="Cannot write"):
+                mine_top_activations(vlm, sae, images, k=2, out_dir=locked / "out", progress=False)
+    finally:
+        locked.chmod(0o700)

@@ -440,6 +440,21 @@ def _mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     ]
 
 
+def _check_writable(folder: Path) -> None:
+    """Fail now, not after hours of mining, if ``folder`` cannot take the results."""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"--out {str(folder)!r} is a file; mined results go to a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-check"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(
+            f"Cannot write the mined results to {str(folder)!r}: {err.strerror or err}."
+        ) from None
+
+
 def mine_top_activations(
     model: Any,
     sae: Any,
@@ -498,6 +513,10 @@ def mine_top_activations(
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}.")
     source = as_image_source(images)
+    if len(source) == 0:
+        raise ValueError("The image source holds no image; mining needs at least one.")
+    if out_dir is not None:
+        _check_writable(Path(out_dir))  # before the mining, not after it
     hook_name = check_sae_fits(sae, model)
     vit = vision_model(model)
     feature_ids = list(range(sae.cfg.d_sae)) if features is None else check_feature_ids(sae, features)
