@@ -79,7 +79,7 @@ def test_feature_attribution_sums_to_the_pre_activation(vit, cache):
     n_prefix = vit.cfg.n_prefix_tokens
     resid = cache["blocks.2.hook_resid_post"][:, n_prefix:]
     pre = (resid - sae.b_dec) @ sae.W_enc[:, 3] + sae.b_enc[3]
-    assert table["contribution"].sum() == pytest.approx(float(pre.mean()), abs=ATOL)
+    assert table["contribution"].sum() == pytest.approx(float(pre.detach().mean()), abs=ATOL)
     heads = table[table["kind"] == "head"]
     assert len(heads) == vit.cfg.n_layers * vit.cfg.n_heads
     assert set(table[table["kind"] == "mlp"]["layer"]) == {0, 1, 2}

@@ -24,6 +24,7 @@ from vis_steer_lens.image_sources import (
 )
 from vis_steer_lens.mining import MinedActivations, mine_top_activations
 from vis_steer_lens.saes import FeatureIndexError
+from vis_steer_lens.store import ResumeMismatchError
 from vis_steer_lens.toy import ToyImages
 
 HOOK = "blocks.1.hook_resid_post"
@@ -222,7 +223,7 @@ def test_resume_after_interruption_is_identical(vlm, sae, images, tmp_path):
 def test_mismatched_checkpoint_is_refused(vlm, sae, images, tmp_path):
     settings = dict(batch_size=BATCH, progress=False)
     mine_top_activations(vlm, sae, images, k=3, out_dir=tmp_path, **settings)
-    with pytest.raises(ValueError, match=r"k: checkpoint 3 vs now 4"):
+    with pytest.raises(ResumeMismatchError, match=r"k: stored 3, now 4"):
         mine_top_activations(vlm, sae, images, k=4, out_dir=tmp_path, **settings)
     with pytest.raises(ValueError, match="rank_by"):
         mine_top_activations(vlm, sae, images, k=3, rank_by="mean", out_dir=tmp_path, **settings)

@@ -36,6 +36,7 @@ from vis_steer_lens.activations import feature_activations, image_processor_of, 
 from vis_steer_lens.image_sources import ImageSource, as_image_source, open_image_source
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids, check_sae_fits
+from vis_steer_lens.store import ResumeMismatchError, description_mismatches
 
 FORMAT_VERSION = 1
 TOP_FILE = "top.safetensors"
@@ -433,11 +434,7 @@ def _atomic_write(target: Path, write: Any) -> None:
 
 
 def _mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    return [
-        f"{key}: checkpoint {saved.get(key)!r} vs now {current.get(key)!r}"
-        for key in _RESUME_KEYS
-        if saved.get(key) != current.get(key)
-    ]
+    return description_mismatches(saved, current, keys=_RESUME_KEYS)
 
 
 def _check_writable(folder: Path) -> None:
@@ -548,7 +545,7 @@ def mine_top_activations(
         mined = MinedActivations.load(out_dir)
         differences = _mismatches(mined.meta, meta)
         if differences:
-            raise ValueError(
+            raise ResumeMismatchError(
                 f"The checkpoint in {str(out_dir)!r} was made with other settings, so it cannot be resumed "
                 f"({'; '.join(differences)}). Use another out_dir, or resume=False to start over."
             )

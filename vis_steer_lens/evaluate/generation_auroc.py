@@ -28,14 +28,14 @@ from vis_steer_lens.activations import iter_images
 from vis_steer_lens.evaluate.encoding import FeatureEncoder, make_encoder, pooled_activations
 from vis_steer_lens.evaluate.generators import ImageGenerator
 from vis_steer_lens.evaluate.metrics import auroc, bootstrap_mean_ci, global_auroc, method_label
-from vis_steer_lens.jsonl import append_jsonl, read_jsonl
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import SAEModelMismatchError, check_feature_ids
+from vis_steer_lens.store import ResultsStore, ResumeMismatchError
 
 KEY_COLUMNS = ("sae_id", "feature", "method", "direction", "explanation_hash")
 
 
-class ScoresFileMismatchError(ValueError):
+class ScoresFileMismatchError(ResumeMismatchError):
     """A scores file written with other generation settings (generator, n_images, seed)."""
 
 
@@ -78,39 +78,6 @@ def _normalise_explanations(explanations: pd.DataFrame, default_sae_id: str) -> 
 
 def _key(row: dict[str, Any] | pd.Series) -> tuple:
     return tuple(int(row[c]) if c == "feature" else str(row[c]) for c in KEY_COLUMNS)
-
-
-class _JsonlScores:
-    """Append-only JSONL of scored rows, tolerant of a torn last line (a run killed mid-write)."""
-
-    def __init__(self, path: str | Path, settings: dict[str, Any]) -> None:
-        self.path = Path(path)
-        self.settings = settings
-        self.rows: dict[tuple, dict[str, Any]] = {}
-        if self.path.suffix != ".jsonl":
-            raise ValueError(f"Scores are appended to a .jsonl file; got {str(self.path)!r}.")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            self._load()
-
-    def _load(self) -> None:
-        for row in read_jsonl(self.path):
-            self._check(row)
-            self.rows[_key(row)] = row
-
-    def _check(self, row: dict[str, Any]) -> None:
-        differing = {k: (row.get(k), v) for k, v in self.settings.items() if row.get(k) != v}
-        if differing:
-            details = "; ".join(f"{k}: file has {a!r}, this run {b!r}" for k, (a, b) in differing.items())
-            raise ScoresFileMismatchError(
-                f"Refusing to resume {self.path}: its rows were generated with other settings ({details}). "
-                "Use another out_path or the original settings."
-            )
-
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        append_jsonl(self.path, rows)
-        for row in rows:
-            self.rows[_key(row)] = row
 
 
 class GenerationAUROCScorer:
@@ -236,7 +203,9 @@ class GenerationAUROCScorer:
         d_sae = ref_mean.shape[1]
         check_feature_ids(d_sae, df["feature"].tolist())
 
-        store = _JsonlScores(out_path, self._settings()) if out_path is not None else None
+        store = None
+        if out_path is not None:
+            store = ResultsStore(out_path, self._settings(), key=KEY_COLUMNS, error=ScoresFileMismatchError)
         done: dict[tuple, dict[str, Any]] = dict(store.rows) if store is not None else {}
         todo: dict[tuple, dict[str, Any]] = {}
         for row in df.to_dict("records"):
