@@ -156,3 +156,20 @@ def random_sae(
     for key, value in vision_sae_metadata(hook_name, model_name).items():
         sae.cfg.metadata[key] = value
     return sae
+
+
+#: Hook of the shared tiny toy VLM + random SAE + mining fixture.
+TOY_MINED_HOOK = "blocks.1.hook_resid_post"
+
+
+@pytest.fixture(scope="session")
+def toy_mined():
+    """One tiny random toy VLM, a random 10-feature SAE at ``blocks.1.hook_resid_post`` and its
+    mined top images (40 toy images, k=4): shared by the explainer, factory and comparison tests."""
+    from vis_steer_lens.mining import mine_top_activations
+    from vis_steer_lens.toy import ToyImages
+
+    vlm = build_tiny_toy_vlm()
+    sae = random_sae(d_in=32, d_sae=10, hook_name=TOY_MINED_HOOK, k=2)
+    mined = mine_top_activations(vlm, sae, ToyImages(seed=3, n=40), k=4, batch_size=20, progress=False)
+    return vlm, sae, mined

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import build_tiny_toy_vlm, random_sae
 
 from vis_steer_lens.evaluate import GROUND_TRUTH_METHOD
 from vis_steer_lens.evaluate.compare import (
@@ -14,15 +13,12 @@ from vis_steer_lens.evaluate.compare import (
     format_margins,
     format_table,
 )
-from vis_steer_lens.mining import mine_top_activations
 from vis_steer_lens.toy import ToyGenerator, ToyImages, toy_ground_truth
 
 
 @pytest.fixture(scope="module")
-def setup():
-    vlm = build_tiny_toy_vlm()
-    sae = random_sae(d_in=32, d_sae=8, hook_name="blocks.1.hook_resid_post", k=2)
-    mined = mine_top_activations(vlm, sae, ToyImages(seed=3, n=30), k=3, batch_size=30, progress=False)
+def setup(toy_mined):
+    vlm, sae, mined = toy_mined
     reference = ToyImages(seed=4, n=12)
     return vlm, sae, mined, [reference[i] for i in range(len(reference))]
 

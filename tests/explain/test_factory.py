@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from conftest import build_tiny_toy_vlm, random_sae
 
 from vis_steer_lens.explain import (
     METHODS,
@@ -12,16 +11,11 @@ from vis_steer_lens.explain import (
     TopKExplainer,
     make_explainer,
 )
-from vis_steer_lens.mining import mine_top_activations
-from vis_steer_lens.toy import ToyImages
 
 
 @pytest.fixture(scope="module")
-def setup():
-    vlm = build_tiny_toy_vlm()
-    sae = random_sae(d_in=32, d_sae=8, hook_name="blocks.1.hook_resid_post", k=2)
-    mined = mine_top_activations(vlm, sae, ToyImages(seed=3, n=20), k=3, batch_size=20, progress=False)
-    return vlm, sae, mined
+def setup(toy_mined):
+    return toy_mined
 
 
 def test_each_method_builds_its_explainer(setup):

@@ -5,22 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_toy_vlm, random_sae
+from conftest import TOY_MINED_HOOK, random_sae
 
 from vis_steer_lens.display import mask_patches
 from vis_steer_lens.explain import SteeringInformedTopKExplainer, TopKExplainer
 from vis_steer_lens.mining import mine_top_activations
 from vis_steer_lens.toy import ToyImages
 
-HOOK = "blocks.1.hook_resid_post"
+HOOK = TOY_MINED_HOOK
 
 
 @pytest.fixture(scope="module")
-def setup():
-    vlm = build_tiny_toy_vlm()
-    sae = random_sae(d_in=32, d_sae=10, hook_name=HOOK, k=2)
-    mined = mine_top_activations(vlm, sae, ToyImages(seed=3, n=40), k=4, batch_size=20, progress=False)
-    return vlm, sae, mined
+def setup(toy_mined):
+    return toy_mined
 
 
 def test_topk_rows_show_the_features_top_images(setup):
