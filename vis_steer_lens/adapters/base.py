@@ -30,6 +30,11 @@ class VLMAdapter:
 
     Attributes:
         name: Short name of the family (``"gemma3"``), used in configs and error messages.
+        model_class: The transformers class of the full model (``"Gemma3ForConditionalGeneration"``).
+        tower_class: The transformers class of the bare tower (``"SiglipVisionModel"``).
+        vision_prefixes: Key prefixes under which checkpoints store the tower's weights.
+        layout: The family's :class:`HookedViTConfig` layout fields (prefix tokens, norms, layer
+            scale, ...), used to list its hook names without a model.
         model_types: ``config.model_type`` values of the full VLMs this adapter handles.
         tower_model_types: ``config.model_type`` values of their bare vision towers.
         model_name_markers: Lower-case substrings of hub ids that belong to this family
@@ -40,6 +45,10 @@ class VLMAdapter:
     """
 
     name: ClassVar[str] = "base"
+    model_class: ClassVar[str] = ""
+    tower_class: ClassVar[str] = ""
+    vision_prefixes: ClassVar[tuple[str, ...]] = ()
+    layout: ClassVar[dict[str, Any]] = {}
     model_types: ClassVar[tuple[str, ...]] = ()
     tower_model_types: ClassVar[tuple[str, ...]] = ()
     model_name_markers: ClassVar[tuple[str, ...]] = ()
@@ -76,7 +85,8 @@ class VLMAdapter:
 
     def default_config(self, n_layers: int) -> HookedViTConfig:
         """A small config of the family's layout, to list its hook names without a model."""
-        raise NotImplementedError
+        shape = dict(d_model=8, n_heads=2, d_head=4, d_mlp=8, image_size=4, patch_size=2)
+        return HookedViTConfig(n_layers=n_layers, family=self.name, **shape, **self.layout)
 
     def hooked_vit(self, tower: nn.Module, model_name: str | None = None) -> HookedViT:
         """Wrap a bare Hugging Face tower of this family as a :class:`HookedViT`."""
@@ -126,12 +136,34 @@ class VLMAdapter:
 
     # ---- loading
     def load_model(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
-        """Load the full Hugging Face model."""
-        raise NotImplementedError
+        """Load the full Hugging Face model (``model_class``)."""
+        import transformers
+
+        model_class = getattr(transformers, self.model_class)
+        model = model_class.from_pretrained(name_or_path, dtype=dtype or "auto", revision=revision)
+        return model.to(device or "cpu").eval()
 
     def load_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
-        """Load only the vision tower's weights."""
-        raise NotImplementedError
+        """Load only the vision tower's weights (from the shards that hold them)."""
+        import transformers
+        from transformers import AutoConfig
+
+        from vis_steer_lens.adapters.checkpoints import load_tensors
+
+        def strip(key: str) -> str | None:
+            return next((key[len(p) :] for p in self.vision_prefixes if key.startswith(p)), None)
+
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision)
+        tensors = load_tensors(name_or_path, lambda key: strip(key) is not None, revision)
+        state = {strip(key): value for key, value in tensors.items()}
+        tower_class = getattr(transformers, self.tower_class)
+        tower = self._finish_tower(load_tower_weights(tower_class, config.vision_config, state, name_or_path))
+        dtype = dtype or next(iter(state.values())).dtype
+        return tower.to(device=device or "cpu", dtype=dtype).eval()
+
+    def _finish_tower(self, tower: nn.Module) -> nn.Module:
+        """Restore what a checkpoint does not store (non-persistent buffers); the tower by default."""
+        return tower
 
     # ---- test models
     def build_tiny(self, *, vision_layers: int, text_width: int, **options: Any) -> tuple[nn.Module, Any]:

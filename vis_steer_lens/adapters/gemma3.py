@@ -7,8 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vis_steer_lens.adapters.base import VLMAdapter, load_tower_weights
-from vis_steer_lens.adapters.checkpoints import load_tensors
+from vis_steer_lens.adapters.base import VLMAdapter
 from vis_steer_lens.hook_names import HookNameMap
 from vis_steer_lens.hooked_vit import BlockParts, HookedViTConfig, TowerParts
 
@@ -94,17 +93,13 @@ _TINY_CHAT_TEMPLATE = (
 )
 
 
-def _strip_vision_prefix(key: str) -> str | None:
-    for prefix in _VISION_PREFIXES:
-        if key.startswith(prefix):
-            return key[len(prefix) :]
-    return None
-
-
 class Gemma3Adapter(VLMAdapter):
     """Adapter for transformers' ``Gemma3ForConditionalGeneration`` (Gemma 3 4B/12B/27B, MedGemma)."""
 
     name: ClassVar[str] = "gemma3"
+    model_class: ClassVar[str] = "Gemma3ForConditionalGeneration"
+    tower_class: ClassVar[str] = "SiglipVisionModel"
+    vision_prefixes: ClassVar[tuple[str, ...]] = _VISION_PREFIXES
     model_types: ClassVar[tuple[str, ...]] = ("gemma3",)
     tower_model_types: ClassVar[tuple[str, ...]] = ("siglip_vision_model",)
     model_name_markers: ClassVar[tuple[str, ...]] = ("gemma-3", "gemma3", "medgemma")
@@ -154,18 +149,6 @@ class Gemma3Adapter(VLMAdapter):
             blocks=blocks,
             final_norm=tower.post_layernorm,
             interpolate_pos_encoding=embeddings.interpolate_pos_encoding,
-        )
-
-    def default_config(self, n_layers: int) -> HookedViTConfig:
-        return HookedViTConfig(
-            n_layers=n_layers,
-            d_model=8,
-            n_heads=2,
-            d_head=4,
-            d_mlp=8,
-            image_size=4,
-            patch_size=2,
-            family=self.name,
         )
 
     # ---- the whole model
@@ -264,23 +247,7 @@ class Gemma3Adapter(VLMAdapter):
         )
         return model, processor
 
-    # ---- loading
-    def load_model(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
-        from transformers import Gemma3ForConditionalGeneration
-
-        model = Gemma3ForConditionalGeneration.from_pretrained(
-            name_or_path, dtype=dtype or "auto", revision=revision
-        )
-        return model.to(device or "cpu").eval()
-
-    def load_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
-        from transformers import AutoConfig, SiglipVisionModel
-
-        config = AutoConfig.from_pretrained(name_or_path, revision=revision)
-        tensors = load_tensors(name_or_path, lambda key: _strip_vision_prefix(key) is not None, revision)
-        state = {_strip_vision_prefix(key): value for key, value in tensors.items()}
-        tower = load_tower_weights(SiglipVisionModel, config.vision_config, state, name_or_path)
+    def _finish_tower(self, tower: nn.Module) -> nn.Module:
         n_pos = tower.embeddings.position_embedding.num_embeddings
-        tower.embeddings.position_ids = torch.arange(n_pos).expand((1, -1))
-        dtype = dtype or next(iter(state.values())).dtype
-        return tower.to(device=device or "cpu", dtype=dtype).eval()
+        tower.embeddings.position_ids = torch.arange(n_pos).expand((1, -1))  # non-persistent
+        return tower

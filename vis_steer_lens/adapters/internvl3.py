@@ -19,12 +19,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from vis_steer_lens.adapters.base import VLMAdapter, load_tower_weights
-from vis_steer_lens.adapters.checkpoints import load_tensors
+from vis_steer_lens.adapters.base import VLMAdapter
 from vis_steer_lens.hook_names import HookNameMap
 from vis_steer_lens.hooked_vit import BlockParts, HookedViTConfig, TowerParts
-
-_VISION_PREFIXES = ("model.vision_tower.", "vision_tower.")
 
 _NORM_TYPES = {"layer_norm": "LN", "rms_norm": "RMS"}
 
@@ -67,13 +64,6 @@ _TINY_CHAT_TEMPLATE = (
 )
 
 
-def _strip_vision_prefix(key: str) -> str | None:
-    for prefix in _VISION_PREFIXES:
-        if key.startswith(prefix):
-            return key[len(prefix) :]
-    return None
-
-
 class _PositionEmbedding(nn.Module):
     """Holds InternViT's ``position_embeddings`` ``[1, 1 + patches, d]`` as ``weight`` (shared)."""
 
@@ -106,6 +96,11 @@ class InternVL3Adapter(VLMAdapter):
     """Adapter for transformers' ``InternVLForConditionalGeneration`` (InternVL3 1B-78B, ``-hf`` checkpoints)."""
 
     name: ClassVar[str] = "internvl3"
+    model_class: ClassVar[str] = "InternVLForConditionalGeneration"
+    tower_class: ClassVar[str] = "InternVLVisionModel"
+    vision_prefixes: ClassVar[tuple[str, ...]] = ("model.vision_tower.", "vision_tower.")
+    # A class token, layer scale, and no final norm (InternVL3 mean-pools); hook names follow.
+    layout: ClassVar[dict] = dict(n_prefix_tokens=1, final_norm_type=None, layer_scale=True, act_fn="gelu")
     model_types: ClassVar[tuple[str, ...]] = ("internvl",)
     tower_model_types: ClassVar[tuple[str, ...]] = ("internvl_vision",)
     model_name_markers: ClassVar[tuple[str, ...]] = ("internvl",)
@@ -175,22 +170,6 @@ class InternVL3Adapter(VLMAdapter):
             final_norm=tower.layernorm if isinstance(tower.layernorm, nn.LayerNorm) else None,
             prefix_tokens=embeddings.cls_token,
             interpolate_pos_encoding=embeddings.interpolate_pos_encoding,
-        )
-
-    def default_config(self, n_layers: int) -> HookedViTConfig:
-        return HookedViTConfig(
-            n_layers=n_layers,
-            d_model=8,
-            n_heads=2,
-            d_head=4,
-            d_mlp=8,
-            image_size=4,
-            patch_size=2,
-            n_prefix_tokens=1,
-            final_norm_type=None,
-            layer_scale=True,
-            act_fn="gelu",
-            family=self.name,
         )
 
     # ---- the whole model
@@ -289,22 +268,3 @@ class InternVL3Adapter(VLMAdapter):
             chat_template=_TINY_CHAT_TEMPLATE,
         )
         return model, processor
-
-    # ---- loading
-    def load_model(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
-        from transformers import InternVLForConditionalGeneration
-
-        model = InternVLForConditionalGeneration.from_pretrained(
-            name_or_path, dtype=dtype or "auto", revision=revision
-        )
-        return model.to(device or "cpu").eval()
-
-    def load_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
-        from transformers import AutoConfig, InternVLVisionModel
-
-        config = AutoConfig.from_pretrained(name_or_path, revision=revision)
-        tensors = load_tensors(name_or_path, lambda key: _strip_vision_prefix(key) is not None, revision)
-        state = {_strip_vision_prefix(key): value for key, value in tensors.items()}
-        tower = load_tower_weights(InternVLVisionModel, config.vision_config, state, name_or_path)
-        dtype = dtype or next(iter(state.values())).dtype
-        return tower.to(device=device or "cpu", dtype=dtype).eval()
