@@ -53,6 +53,28 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+#: Every block's hook names in firing order, pinned for every family (TransformerLens semantics).
+PINNED_BLOCK_HOOKS = [
+    "hook_resid_pre",
+    "ln1.hook_scale",
+    "ln1.hook_normalized",
+    "attn.hook_q",
+    "attn.hook_k",
+    "attn.hook_v",
+    "attn.hook_attn_scores",
+    "attn.hook_pattern",
+    "attn.hook_z",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "ln2.hook_scale",
+    "ln2.hook_normalized",
+    "mlp.hook_pre",
+    "mlp.hook_post",
+    "hook_mlp_out",
+    "hook_resid_post",
+]
+
+
 def tiny_gemma3_ids() -> dict[str, int]:
     """Token ids of the tiny Gemma 3 of :func:`vis_steer_lens.testing.tiny_hf_vlm`: image, boi, eoi, bos."""
     return dict(_tiny_gemma3_ids())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_tiny_gemma3
+from conftest import PINNED_BLOCK_HOOKS, build_tiny_gemma3
 
 from vis_steer_lens import HookedViT, UnknownHookNameError
 from vis_steer_lens.adapters import UnsupportedModelError
@@ -23,25 +23,7 @@ def hf_out(model, pixels):
 
 
 def test_hook_names_are_pinned(vit):
-    block = [
-        "hook_resid_pre",
-        "ln1.hook_scale",
-        "ln1.hook_normalized",
-        "attn.hook_q",
-        "attn.hook_k",
-        "attn.hook_v",
-        "attn.hook_attn_scores",
-        "attn.hook_pattern",
-        "attn.hook_z",
-        "hook_attn_out",
-        "hook_resid_mid",
-        "ln2.hook_scale",
-        "ln2.hook_normalized",
-        "mlp.hook_pre",
-        "mlp.hook_post",
-        "hook_mlp_out",
-        "hook_resid_post",
-    ]
+    block = PINNED_BLOCK_HOOKS
     expected = ["hook_embed", "hook_pos_embed"]
     expected += [f"blocks.0.{h}" for h in block] + [f"blocks.1.{h}" for h in block]
     expected += ["ln_final.hook_scale", "ln_final.hook_normalized"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import PINNED_BLOCK_HOOKS
 
 from vis_steer_lens import HookedViT, HookedVLM, equivalent_names
 from vis_steer_lens.testing import tiny_hf_vlm
@@ -97,25 +98,7 @@ def test_an_edit_at_every_vision_hook_reaches_the_logits(internvl):
 
 def test_hook_names_are_pinned(internvl):
     _, _, vlm = internvl
-    block = [
-        "hook_resid_pre",
-        "ln1.hook_scale",
-        "ln1.hook_normalized",
-        "attn.hook_q",
-        "attn.hook_k",
-        "attn.hook_v",
-        "attn.hook_attn_scores",
-        "attn.hook_pattern",
-        "attn.hook_z",
-        "hook_attn_out",
-        "hook_resid_mid",
-        "ln2.hook_scale",
-        "ln2.hook_normalized",
-        "mlp.hook_pre",
-        "mlp.hook_post",
-        "hook_mlp_out",
-        "hook_resid_post",
-    ]
+    block = PINNED_BLOCK_HOOKS
     expected = ["hook_embed", "hook_pos_embed"] + [f"blocks.{i}.{h}" for i in range(2) for h in block]
     # use_mean_pooling: InternViT has no final norm, so there is no ln_final.
     assert vlm.vision.hook_names() == expected
