@@ -97,3 +97,16 @@ def test_topk_and_hybrid_run_and_never_steer_the_class_token(vlm, sae, images):
     active = torch.stack([amap.flatten() > 0 for _, _, amap in tops[0]])
     assert (delta[:, 1:][active].abs().sum(-1) > 0).all() and (delta[:, 1:][~active] == 0).all()
     assert len(hybrid.explain([0, 1], progress=False)) == 2
+
+
+def test_mining_gives_each_image_one_tile_even_when_the_processor_tiles(vlm, sae):
+    """InternVL's processor cuts a wide image into several tiles; statistics are per image."""
+    tiling = vlm.processor.image_processor
+    tiling.crop_to_patches, tiling.min_patches, tiling.max_patches = True, 1, 6
+    try:
+        wide = Image.new("RGB", (96, 32), (200, 40, 40))
+        assert tiling(images=[wide], return_tensors="pt")["pixel_values"].shape[0] > 1  # tiles on its own
+        mined = mine_top_activations(vlm, sae, ListImages([wide, wide], name="wide"), k=2, progress=False)
+        assert mined.images_processed == 2
+    finally:
+        tiling.crop_to_patches = False

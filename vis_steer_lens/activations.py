@@ -18,15 +18,35 @@ def vision_model(model: Any) -> Any:
     return getattr(model, "vision", model)
 
 
+class _OneTilePerImage:
+    """An image processor called with the family's options for one tile per image."""
+
+    def __init__(self, image_processor: Any, options: dict[str, Any]):
+        self.image_processor, self.options = image_processor, options
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.image_processor(*args, **{**self.options, **kwargs})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.image_processor, name)
+
+
 def image_processor_of(model: Any, processor: Any = None) -> Any:
-    """The image processor to use: the one given, else the model's (a HookedVLM's processor)."""
+    """The image processor to use: the one given, else the model's (a HookedVLM's processor).
+
+    Statistics, maps and scores are per image, so every image must become one tower input: a
+    family whose processor can tile an image (InternVL's ``crop_to_patches``) is called with its
+    adapter's ``one_tile_per_image`` options.
+    """
     processor = processor if processor is not None else getattr(model, "processor", None)
     if processor is None:
         raise ValueError(
             "Turning images into pixel_values needs an image processor: pass processor=, use a HookedVLM "
             "loaded with its processor, or pass pixel_values tensors instead of images."
         )
-    return getattr(processor, "image_processor", processor)
+    image_processor = getattr(processor, "image_processor", processor)
+    options = getattr(getattr(model, "adapter", None), "one_tile_per_image", None)
+    return _OneTilePerImage(image_processor, options) if options else image_processor
 
 
 def iter_images(source: Any) -> Iterator[Any]:

@@ -42,6 +42,8 @@ class VLMAdapter:
         hook_name_map: Hugging Face and TransformerBridge names of the family's hooks.
         end_of_turn_tokens: Tokens that end a chat answer besides the tokenizer's EOS.
         language_input_keys: The processor outputs the language model takes (besides pixels).
+        one_tile_per_image: Image-processor options that make each image one tower input (for
+            mining and scoring, which are per image), where the processor can tile images.
     """
 
     name: ClassVar[str] = "base"
@@ -55,6 +57,7 @@ class VLMAdapter:
     hook_name_map: ClassVar[HookNameMap]
     end_of_turn_tokens: ClassVar[tuple[str, ...]] = ()
     language_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
+    one_tile_per_image: ClassVar[dict[str, Any]] = {}
 
     # ---- recognising the family
     def supports(self, config: Any) -> bool:

@@ -106,6 +106,8 @@ class InternVL3Adapter(VLMAdapter):
     model_name_markers: ClassVar[tuple[str, ...]] = ("internvl",)
     hook_name_map: ClassVar[HookNameMap] = INTERNVL3_HOOK_NAMES
     end_of_turn_tokens: ClassVar[tuple[str, ...]] = ("<|im_end|>",)
+    # InternVL's processor cuts large images into 448-px tiles; mining and scoring need one per image.
+    one_tile_per_image: ClassVar[dict] = {"crop_to_patches": False}
 
     # ---- the tower
     def tower_config(self, tower: nn.Module, model_name: str) -> HookedViTConfig:
