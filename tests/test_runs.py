@@ -99,3 +99,42 @@ def test_a_file_is_not_a_run_folder(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunFolderError, match="is a file"):
         RunFolder(tmp_path / "file")
+
+
+def test_an_unfinished_mining_checkpoint_is_not_explained_from(tmp_path):
+    from vis_steer_lens.mining import MinedActivations
+
+    run = RunFolder(tmp_path / "run")
+    assert main(["--quiet", "mine", "--run", str(run.root), "--n-images", "40", "--batch-size", "20"]) == 0
+    mined = MinedActivations.load(run.mined_dir)
+    mined.images_processed = 20  # as a checkpoint left by a crash halfway
+    mined.save(run.mined_dir)
+    assert "unfinished" in cli_error(
+        main, ["--quiet", "explain", "--run", str(run.root), "--method", "topk", "--features", "0:2"]
+    )
+
+
+def test_mined_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    run = RunFolder(tmp_path / "run")
+    assert main(["--quiet", "mine", "--run", str(run.root), "--n-images", "10", "--batch-size", "10"]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in run.mined_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
+
+
+def test_dtype_is_honoured_on_the_toy_world(tmp_path):
+    import argparse
+
+    import torch
+
+    from vis_steer_lens.cli import load_model_and_sae
+
+    options = dict(model=None, sae=None, sae_id=None, device="cpu")
+    vlm, _, _ = load_model_and_sae(argparse.Namespace(**options, dtype="float64"))
+    assert vlm.dtype == torch.float64
+    args = ["--quiet", "explain", "--run", str(tmp_path / "r"), "--features", "0:2", "--coefficient", "30"]
+    assert main([*args, "--dtype", "bfloat16"]) == 0

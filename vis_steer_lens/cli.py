@@ -22,9 +22,14 @@ def _dtype(name: str | None) -> torch.dtype | None:
     if name is None:
         return None
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+        return {
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+            "float64": torch.float64,
+        }[name]
     except KeyError:
-        raise SystemExit(f"--dtype must be float32, bfloat16 or float16, got {name!r}") from None
+        raise SystemExit(f"--dtype must be float32, bfloat16, float16 or float64, got {name!r}") from None
 
 
 def _coefficient(text: str) -> float | str:
@@ -46,6 +51,8 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
         from vis_steer_lens import toy
 
         bundle = toy.load(device=args.device)
+        if args.dtype is not None:  # the toy model is float32; honour --dtype as for a real model
+            bundle.vlm.to(_dtype(args.dtype))
         sae = (
             bundle.sae
             if args.sae is None
@@ -90,6 +97,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
             raise SystemExit(
                 f"--method {args.method} needs mined top images: run `vis-steer-lens mine --run {run.root}` "
                 "first, or pass --mined DIR."
+            )
+        if mined.images_processed < int(mined.meta.get("n_images", 0)):
+            raise SystemExit(
+                f"The mining checkpoint has {mined.images_processed} of {mined.meta['n_images']} images: it is "
+                "unfinished. Rerun the same `vis-steer-lens mine` command to finish it first."
             )
     explainer = make_explainer(
         args.method,
@@ -254,7 +266,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         scores_path = out / "scores.jsonl"
     vlm, sae, _ = load_model_and_sae(args)
     if args.model is None:
-        generator, reference = ToyGenerator(), ToyImages(seed=args.seed + 202, n=args.n_reference)
+        generator = ToyGenerator()
+        if args.images is not None:  # the reference images given, else fresh toy images
+            reference = as_image_source(args.images)
+        else:
+            reference = ToyImages(seed=args.seed + 202, n=args.n_reference)
     else:
         if args.images is None or args.diffusers is None:
             raise SystemExit(

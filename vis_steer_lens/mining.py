@@ -426,6 +426,10 @@ def _atomic_write(target: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes owner-only files; results get the permissions of any file written here.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
