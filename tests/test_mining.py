@@ -350,3 +350,14 @@ def test_nothing_to_mine_and_an_unwritable_out_are_refused_up_front(vlm, sae, im
                 mine_top_activations(vlm, sae, images, k=2, out_dir=locked / "out", progress=False)
     finally:
         locked.chmod(0o700)
+
+
+def test_bfloat16_pixel_tensors_mine(vlm, sae):
+    pixels = [
+        torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(i)).to(torch.bfloat16)
+        for i in range(4)
+    ]
+    source = ListImages(pixels, name="half")
+    assert source.source_id != ListImages([p.float() for p in pixels], name="half").source_id
+    mined = mine_top_activations(vlm, sae, source, k=2, progress=False)
+    assert mined.images_processed == 4

@@ -171,7 +171,10 @@ class ListImages(ImageSource):
         digest = hashlib.sha1()
         for item in self.items:
             if isinstance(item, torch.Tensor):
-                digest.update(item.detach().cpu().contiguous().numpy().tobytes())
+                # The raw bytes, for any dtype (numpy has no bfloat16): a dtype's bytes are its values.
+                digest.update(str(item.dtype).encode())
+                flat = item.detach().cpu().contiguous().reshape(-1)
+                digest.update(flat.view(torch.uint8).numpy().tobytes())
             elif isinstance(item, Image.Image):
                 digest.update(item.tobytes())
             else:

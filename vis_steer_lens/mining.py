@@ -32,7 +32,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from vis_steer_lens.activations import feature_activations, image_processor_of, to_pixel_values, vision_model
+from vis_steer_lens.activations import (
+    hook_activations,
+    image_processor_of,
+    patch_tokens,
+    to_pixel_values,
+    vision_model,
+)
 from vis_steer_lens.image_sources import ImageSource, as_image_source, open_image_source
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids, check_sae_fits
@@ -43,6 +49,12 @@ TOP_FILE = "top.safetensors"
 FEATURES_FILE = "features.parquet"
 META_FILE = "mining.json"
 RANK_BY = ("max", "mean")
+
+#: Largest block of dense SAE codes (numbers) held at once while mining: 128 MiB in float32, one
+#: image of an 8192-feature SAE over 4096 patches.
+CODE_BLOCK_ELEMENTS = 1 << 25
+#: Largest block of top-k maps (numbers) updated at once: bounds mining's temporaries (16 MiB in float32).
+MAP_BLOCK_ELEMENTS = 1 << 22
 
 # Settings that must match for a checkpoint to be continued: anything that changes which images are
 # kept or what the statistics mean.
@@ -267,6 +279,11 @@ class MinedActivations:
     def update(self, feature_acts: torch.Tensor, first_image_id: int) -> None:
         """Fold one batch into the running top-k and statistics.
 
+        Memory beyond the state is a few ``[F, k, patches]``-sized blocks of at most
+        :data:`MAP_BLOCK_ELEMENTS` numbers and the batch's nonzero activations: the statistics are
+        computed from the nonzeros (a TopK SAE has ``k`` per token), never from a dense float64 or
+        bool copy of the ``[batch, patches, F]`` activations.
+
         Args:
             feature_acts: ``[batch, patches, F]`` activations of the mined features (row order of
                 ``feature_ids``) on images ``first_image_id .. first_image_id + batch - 1``.
@@ -281,12 +298,15 @@ class MinedActivations:
                 f"Expected activations [batch, {self.n_patches}, {len(self.feature_ids)}], got {tuple(acts.shape)}."
             )
         self._update_top(acts, first_image_id)
-        positive = acts > 0
-        self.fire_patches += positive.sum(dim=(0, 1))
-        self.fire_images += positive.any(dim=1).sum(dim=0)
-        self.act_sum += acts.double().sum(dim=(0, 1))
-        self.max_act = torch.maximum(self.max_act, acts.amax(dim=(0, 1)))
-        self._update_histogram(acts.reshape(batch * n_patches, n_features))
+        images, patches, features = (acts > 0).nonzero(as_tuple=True)  # the codes: [nnz] each
+        values = acts[images, patches, features]
+        self.fire_patches += torch.bincount(features, minlength=n_features)
+        image_feature = torch.unique(images * n_features + features)  # (image, feature) pairs that fired
+        self.fire_images += torch.bincount(image_feature % n_features, minlength=n_features)
+        self.act_sum += torch.zeros_like(self.act_sum).index_add_(0, features, values.double())
+        batch_max = acts.amax(dim=(0, 1))
+        self.max_act = torch.maximum(self.max_act, batch_max)
+        self._update_histogram_codes(features, values, batch_max)
         self.images_processed = first_image_id + batch
 
     def _update_top(self, acts: torch.Tensor, first_image_id: int) -> None:
@@ -299,20 +319,33 @@ class MinedActivations:
         from_kept = order < k
         kept_slot = order.clamp(max=k - 1)
         batch_pos = (order - k).clamp(min=0)
-        new_ids = torch.where(from_kept, self.top_image_ids.gather(1, kept_slot), first_image_id + batch_pos)
-        kept_maps = self.top_maps.gather(1, kept_slot.unsqueeze(-1).expand(-1, -1, self.n_patches))
-        # acts[batch_pos, :, feature] for every (feature, slot): advanced indices around a slice put
-        # the broadcast [F, k] dims first, giving [F, k, patches] without materialising [F, batch, P].
-        feature_index = torch.arange(len(self.feature_ids), device=acts.device).unsqueeze(1)
-        batch_maps = acts[batch_pos, :, feature_index]
-        self.top_maps = torch.where(from_kept.unsqueeze(-1), kept_maps, batch_maps)
+        self.top_image_ids = torch.where(
+            from_kept, self.top_image_ids.gather(1, kept_slot), first_image_id + batch_pos
+        )
         self.top_scores = candidates.gather(1, order)
-        self.top_image_ids = new_ids
+        # The maps are rewritten in place, a block of features at a time, so the temporaries stay a
+        # few blocks however many features are mined (a whole-store copy is 640 MiB at 8k x 5 x 4096).
+        block = max(1, MAP_BLOCK_ELEMENTS // (k * self.n_patches))
+        for start in range(0, len(self.feature_ids), block):
+            rows = slice(start, start + block)
+            changed = ~(from_kept[rows] & (kept_slot[rows] == torch.arange(k, device=acts.device)))
+            if not bool(changed.any()):
+                continue
+            kept_maps = self.top_maps[rows].gather(
+                1, kept_slot[rows].unsqueeze(-1).expand(-1, -1, self.n_patches)
+            )
+            # acts[batch_pos, :, feature] for each (feature, slot): advanced indices around a slice put
+            # the broadcast [features, k] dims first, giving [features, k, patches].
+            feature_index = torch.arange(start, min(start + block, len(self.feature_ids)), device=acts.device)
+            batch_maps = acts[batch_pos[rows], :, feature_index.unsqueeze(1)]
+            self.top_maps[rows] = torch.where(from_kept[rows].unsqueeze(-1), kept_maps, batch_maps)
 
-    def _update_histogram(self, acts: torch.Tensor) -> None:
-        """Add a ``[tokens, F]`` block of activations to the per-feature histograms (see module doc)."""
+    def _update_histogram_codes(
+        self, features: torch.Tensor, values: torch.Tensor, batch_max: torch.Tensor
+    ) -> None:
+        """Add a batch's nonzero activations (``features``, ``values`` ``[nnz]``; per-feature
+        ``batch_max`` ``[F]``) to the per-feature histograms (see module doc)."""
         bins = self.hist_bins
-        batch_max = acts.amax(dim=0)
         grow = (batch_max > 0) & (batch_max >= self.hist_range)
         if grow.any():
             needed = batch_max[grow]
@@ -324,16 +357,14 @@ class MinedActivations:
                 old_range > 0, torch.round(torch.log2(new_range / old_range.clamp(min=1e-38))), 0
             )
             doublings = doublings.long().clamp(0, 62)
-            target = torch.arange(bins, device=acts.device).unsqueeze(0) >> doublings.unsqueeze(
+            target = torch.arange(bins, device=batch_max.device).unsqueeze(0) >> doublings.unsqueeze(
                 1
             )  # [G, bins]
             merged = torch.zeros_like(self.hist_counts[grow]).scatter_add_(1, target, self.hist_counts[grow])
             self.hist_counts[grow] = merged
             self.hist_range[grow] = new_range
-        tokens, features = (acts > 0).nonzero(as_tuple=True)
-        if len(tokens) == 0:
+        if len(features) == 0:
             return
-        values = acts[tokens, features]
         bin_index = torch.floor(values / self.hist_range[features] * bins).long().clamp(0, bins - 1)
         flat = torch.bincount(features * bins + bin_index, minlength=len(self.feature_ids) * bins)
         self.hist_counts += flat.view(len(self.feature_ids), bins)
@@ -569,11 +600,18 @@ def mine_top_activations(
             batch = [source[i] for i in range(first, min(first + batch_size, len(source)))]
             if image_processor is None and not all(isinstance(item, torch.Tensor) for item in batch):
                 image_processor = image_processor_of(model, processor)
-            pixel_values = to_pixel_values(batch, image_processor)
-            feature_acts = feature_activations(model, sae, hook_name, pixel_values)  # [batch, patches, d_sae]
-            if feature_index is not None:
-                feature_acts = feature_acts[..., feature_index.to(feature_acts.device)]
-            mined.update(feature_acts, first)
+            pixel_values = to_pixel_values(batch, image_processor).to(device=vit.device, dtype=vit.dtype)
+            tower_acts = patch_tokens(hook_activations(model, hook_name, pixel_values, flatten=True), vit)
+            # Dense codes [images, patches, d_sae] for a few images at a time, whatever the batch size.
+            per_block = max(1, CODE_BLOCK_ELEMENTS // (tower_acts.shape[1] * sae.cfg.d_sae))
+            for offset in range(0, len(batch), per_block):
+                chunk = tower_acts[offset : offset + per_block]
+                with torch.no_grad():
+                    codes = sae.encode(chunk.to(device=sae.W_enc.device, dtype=sae.W_enc.dtype))
+                if feature_index is not None:
+                    codes = codes[..., feature_index.to(codes.device)]
+                mined.update(codes, first + offset)
+                del codes
             bar.update(len(batch))
             if out_dir is not None and mined.images_processed - last_checkpoint >= checkpoint_every:
                 mined.save(out_dir)

@@ -1,0 +1,113 @@
+"""Peak memory of top-k mining at real widths: the mining state against the top-k store it keeps.
+
+Each configuration runs in a fresh subprocess (so its peak RSS is its own): a tower cut to its
+embedding (4096 patches of an 896-px image, as SigLIP at Gemma 3's size; the tower's own memory
+is not what is measured), a random TopK SAE (k=25) of ``--d-sae`` features, and
+``mine_top_activations`` over two batches of random images. Printed per configuration: the
+top-k store (``F x k x patches`` float32 maps plus scores and ids), the peak RSS growth during
+mining (the store included, the model, SAE and images not), their ratio (target <= 1.5), and the
+growth from batch 1 to each larger batch against one batch of the tower's activations at its
+real width (target: no more than that).
+
+    python benchmarks/mining_memory.py [--d-sae 8192 65536] [--batch 1 8 32] [--k 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+PATCHES = 4096  # 896 px / 14 px patches, squared
+REAL_D_MODEL = 1152  # SigLIP's width in Gemma 3: one batch of tower activations is batch x 4096 x 1152
+
+
+def measure(d_sae: int, batch: int, k: int) -> dict:
+    """Run one configuration in this process and return its memory figures (bytes)."""
+    import resource
+
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    from vis_steer_lens import HookedViT, HookedViTConfig, mine_top_activations
+    from vis_steer_lens.image_sources import ListImages
+    from vis_steer_lens.saes import set_vision_metadata, vision_sae_metadata
+
+    torch.manual_seed(0)
+    cfg = HookedViTConfig(
+        n_layers=0,
+        d_model=64,
+        n_heads=1,
+        d_head=64,
+        d_mlp=64,
+        image_size=896,
+        patch_size=14,
+        model_name="bench",
+    )
+    vit = HookedViT(cfg).eval()
+    sae = TopKSAE(TopKSAEConfig(d_in=64, d_sae=d_sae, k=25))
+    set_vision_metadata(sae, vision_sae_metadata("hook_embed", "bench", 0))
+    images = ListImages([torch.randn(3, 896, 896) for _ in range(2 * batch)], name="noise")
+    torch.set_num_threads(2)
+    # Warm up kernels on a throw-away run with a tiny SAE (its store must not pre-allocate this one's).
+    small = TopKSAE(TopKSAEConfig(d_in=64, d_sae=32, k=4))
+    set_vision_metadata(small, vision_sae_metadata("hook_embed", "bench", 0))
+    mine_top_activations(vit, small, ListImages(images.items[:1], name="w"), k=k, batch_size=1, progress=False)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    mined = mine_top_activations(vit, sae, images, k=k, batch_size=batch, progress=False)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    store = sum(
+        getattr(mined, name).element_size() * getattr(mined, name).numel()
+        for name in ("top_maps", "top_scores", "top_image_ids")
+    )
+    return {
+        "d_sae": d_sae,
+        "batch": batch,
+        "k": k,
+        "store": store,
+        "growth": max(peak - before, 0),
+        "peak": peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--d-sae", type=int, nargs="+", default=[8192, 65536])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--one", nargs=3, type=int, help=argparse.SUPPRESS)  # internal: d_sae batch k
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(*args.one)))
+        return
+    gib = 1024**3
+    print(
+        f"{'d_sae':>6} {'batch':>5} {'store GiB':>10} {'peak growth GiB':>16} {'growth/store':>13} {'vs batch 1 GiB':>15} {'one batch of tower acts GiB':>28}"
+    )
+    for d_sae in args.d_sae:
+        first = None
+        for batch in args.batch:
+            out = (
+                subprocess.run(
+                    [sys.executable, __file__, "--one", str(d_sae), str(batch), str(args.k)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            row = json.loads(out)
+            first = first if first is not None else row["growth"]
+            tower_batch = batch * PATCHES * REAL_D_MODEL * 4
+            print(
+                f"{d_sae:>6} {batch:>5} {row['store'] / gib:>10.3f} {row['growth'] / gib:>16.3f} "
+                f"{row['growth'] / row['store']:>13.2f} {(row['growth'] - first) / gib:>15.3f} {tower_batch / gib:>28.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
