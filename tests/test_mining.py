@@ -361,3 +361,51 @@ def test_bfloat16_pixel_tensors_mine(vlm, sae):
     assert source.source_id != ListImages([p.float() for p in pixels], name="half").source_id
     mined = mine_top_activations(vlm, sae, source, k=2, progress=False)
     assert mined.images_processed == 4
+
+
+_MEMORY_PROBE = """
+import resource, sys, torch
+from sae_lens import TopKSAE, TopKSAEConfig
+from vis_steer_lens import HookedViT, HookedViTConfig, mine_top_activations
+from vis_steer_lens.image_sources import ListImages
+from vis_steer_lens.saes import set_vision_metadata, vision_sae_metadata
+batch, d_sae = int(sys.argv[1]), int(sys.argv[2])
+torch.manual_seed(0)
+cfg = HookedViTConfig(n_layers=0, d_model=64, n_heads=1, d_head=64, d_mlp=64, image_size=896, patch_size=14)
+vit = HookedViT(cfg).eval()
+def sae_of(width):
+    sae = TopKSAE(TopKSAEConfig(d_in=64, d_sae=width, k=25))
+    return set_vision_metadata(sae, vision_sae_metadata("hook_embed", "probe", 0))
+images = ListImages([torch.randn(3, 896, 896) for _ in range(2 * batch)], name="noise")
+mine_top_activations(vit, sae_of(32), ListImages(images.items[:1], name="w"), k=5, progress=False)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+mined = mine_top_activations(vit, sae_of(d_sae), images, k=5, batch_size=batch, progress=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+store = sum(t.element_size() * t.numel() for t in (mined.top_maps, mined.top_scores, mined.top_image_ids))
+print(peak - before, store)
+"""
+
+
+@pytest.mark.slow
+def test_mining_memory_at_real_patch_count_is_bounded():
+    """4096 patches (896 px, 14-px patches) and the paper's 8192 features: the mining state stays
+    within 1.5x the top-k store it keeps (issue 16's target), and batch 8 costs no more than batch 1
+    plus one batch of the tower's activations at SigLIP's width (8 x 4096 x 1152 float32)."""
+    import subprocess
+    import sys
+
+    def probe(batch: int) -> tuple[int, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _MEMORY_PROBE, str(batch), "2048"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        growth, store = map(int, out.stdout.split())
+        return growth, store
+
+    growth_1, store = probe(1)
+    growth_8, _ = probe(8)
+    assert store == 2048 * 5 * 4096 * 4 + 2048 * 5 * (4 + 8)
+    assert growth_1 <= 1.75 * store, growth_1 / store
+    assert growth_8 - growth_1 <= 8 * 4096 * 1152 * 4, growth_8 - growth_1

@@ -50,9 +50,11 @@ FEATURES_FILE = "features.parquet"
 META_FILE = "mining.json"
 RANK_BY = ("max", "mean")
 
-#: Largest block of dense SAE codes (numbers) held at once while mining: 128 MiB in float32, one
-#: image of an 8192-feature SAE over 4096 patches.
-CODE_BLOCK_ELEMENTS = 1 << 25
+#: Largest block of dense SAE codes (numbers) held at once while mining: 32 MiB in float32 (at
+#: least one image: 128 MiB for an 8192-feature SAE over 4096 patches).
+CODE_BLOCK_ELEMENTS = 1 << 23
+#: Tokens x features encoded by the SAE at once (32 MiB of pre-activations in float32).
+ENCODE_CHUNK_ELEMENTS = 1 << 23
 #: Largest block of top-k maps (numbers) updated at once: bounds mining's temporaries (16 MiB in float32).
 MAP_BLOCK_ELEMENTS = 1 << 22
 
@@ -298,7 +300,8 @@ class MinedActivations:
                 f"Expected activations [batch, {self.n_patches}, {len(self.feature_ids)}], got {tuple(acts.shape)}."
             )
         self._update_top(acts, first_image_id)
-        images, patches, features = (acts > 0).nonzero(as_tuple=True)  # the codes: [nnz] each
+        # SAE codes are >= 0 (ReLU, TopK, JumpReLU), so their nonzeros are the firing entries: [nnz] each.
+        images, patches, features = acts.nonzero(as_tuple=True)
         values = acts[images, patches, features]
         self.fire_patches += torch.bincount(features, minlength=n_features)
         image_feature = torch.unique(images * n_features + features)  # (image, feature) pairs that fired
@@ -472,6 +475,23 @@ def _mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return description_mismatches(saved, current, keys=_RESUME_KEYS)
 
 
+@torch.no_grad()
+def _encode_in_chunks(sae: Any, acts: torch.Tensor) -> torch.Tensor:
+    """``sae.encode`` of ``[images, patches, d_in]`` into one preallocated ``[images, patches, d_sae]``,
+    a few patches at a time, so the SAE's own temporaries (pre-activations, the scatter of its top
+    k) are a chunk's, not the whole block's."""
+    images, patches, _ = acts.shape
+    d_sae = sae.cfg.d_sae
+    codes = torch.empty(images, patches, d_sae, device=sae.W_enc.device, dtype=torch.float32)
+    flat_in = acts.reshape(images * patches, -1)
+    flat_out = codes.view(images * patches, d_sae)
+    step = max(1, ENCODE_CHUNK_ELEMENTS // d_sae)
+    for start in range(0, images * patches, step):
+        chunk = flat_in[start : start + step].to(device=sae.W_enc.device, dtype=sae.W_enc.dtype)
+        flat_out[start : start + step] = sae.encode(chunk)
+    return codes
+
+
 def _check_writable(folder: Path) -> None:
     """Fail now, not after hours of mining, if ``folder`` cannot take the results."""
     if folder.exists() and not folder.is_dir():
@@ -605,9 +625,7 @@ def mine_top_activations(
             # Dense codes [images, patches, d_sae] for a few images at a time, whatever the batch size.
             per_block = max(1, CODE_BLOCK_ELEMENTS // (tower_acts.shape[1] * sae.cfg.d_sae))
             for offset in range(0, len(batch), per_block):
-                chunk = tower_acts[offset : offset + per_block]
-                with torch.no_grad():
-                    codes = sae.encode(chunk.to(device=sae.W_enc.device, dtype=sae.W_enc.dtype))
+                codes = _encode_in_chunks(sae, tower_acts[offset : offset + per_block])
                 if feature_index is not None:
                     codes = codes[..., feature_index.to(codes.device)]
                 mined.update(codes, first + offset)
