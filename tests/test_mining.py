@@ -388,15 +388,17 @@ print(peak - before, store)
 
 @pytest.mark.slow
 def test_mining_memory_at_real_patch_count_is_bounded():
-    """4096 patches (896 px, 14-px patches) and the paper's 8192 features: the mining state stays
-    within 1.5x the top-k store it keeps (issue 16's target), and batch 8 costs no more than batch 1
-    plus one batch of the tower's activations at SigLIP's width (8 x 4096 x 1152 float32)."""
+    """4096 patches (896 px, 14-px patches) and the paper's 8192 features: what the SAE's width adds
+    to mining's peak memory (the same run with a 32-feature SAE subtracted, so the tower and the
+    images cancel out) stays within 1.5x the top-k store it keeps (issue 16's target), and batch 8
+    adds no more than one batch of the tower's activations at SigLIP's width (8 x 4096 x 1152
+    float32) over batch 1."""
     import subprocess
     import sys
 
-    def probe(batch: int) -> tuple[int, int]:
+    def probe(batch: int, d_sae: int) -> tuple[int, int]:
         out = subprocess.run(
-            [sys.executable, "-c", _MEMORY_PROBE, str(batch), "2048"],
+            [sys.executable, "-c", _MEMORY_PROBE, str(batch), str(d_sae)],
             capture_output=True,
             text=True,
             check=True,
@@ -404,8 +406,13 @@ def test_mining_memory_at_real_patch_count_is_bounded():
         growth, store = map(int, out.stdout.split())
         return growth, store
 
-    growth_1, store = probe(1)
-    growth_8, _ = probe(8)
-    assert store == 2048 * 5 * 4096 * 4 + 2048 * 5 * (4 + 8)
-    assert growth_1 <= 1.75 * store, growth_1 / store
-    assert growth_8 - growth_1 <= 8 * 4096 * 1152 * 4, growth_8 - growth_1
+    def width_cost(batch: int) -> tuple[int, int]:
+        wide, store = probe(batch, 8192)
+        narrow, _ = probe(batch, 32)
+        return wide - narrow, store
+
+    cost_1, store = width_cost(1)
+    cost_8, _ = width_cost(8)
+    assert store == 8192 * 5 * 4096 * 4 + 8192 * 5 * (4 + 8)
+    assert cost_1 <= 1.5 * store, cost_1 / store
+    assert cost_8 - cost_1 <= 8 * 4096 * 1152 * 4, cost_8 - cost_1
