@@ -5,9 +5,10 @@ embedding (4096 patches of an 896-px image, as SigLIP at Gemma 3's size; the tow
 is not what is measured), a random TopK SAE (k=25) of ``--d-sae`` features, and
 ``mine_top_activations`` over two batches of random images. Printed per configuration: the
 top-k store (``F x k x patches`` float32 maps plus scores and ids), the peak RSS growth during
-mining (the store included, the model, SAE and images not), their ratio (target <= 1.5), and the
-growth from batch 1 to each larger batch against one batch of the tower's activations at its
-real width (target: no more than that).
+mining (the store included, the model, SAE and images not), the *width cost* (that growth minus
+the same run's with a 32-feature SAE, so the tower's and the images' share cancels out), its
+ratio to the store (target <= 1.5), and the width cost's growth from batch 1 to each larger batch
+against one batch of the tower's activations at its real width (target: no more than that).
 
     python benchmarks/mining_memory.py [--d-sae 8192 65536] [--batch 1 8 32] [--k 5]
 """
@@ -53,7 +54,9 @@ def measure(d_sae: int, batch: int, k: int) -> dict:
     # Warm up kernels on a throw-away run with a tiny SAE (its store must not pre-allocate this one's).
     small = TopKSAE(TopKSAEConfig(d_in=64, d_sae=32, k=4))
     set_vision_metadata(small, vision_sae_metadata("hook_embed", "bench", 0))
-    mine_top_activations(vit, small, ListImages(images.items[:1], name="w"), k=k, batch_size=1, progress=False)
+    mine_top_activations(
+        vit, small, ListImages(images.items[:1], name="w"), k=k, batch_size=1, progress=False
+    )
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     mined = mine_top_activations(vit, sae, images, k=k, batch_size=batch, progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -78,6 +81,9 @@ def main() -> None:
     parser.add_argument("--d-sae", type=int, nargs="+", default=[8192, 65536])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument(
+        "--narrow", type=int, default=32, help="features of the baseline run that is subtracted"
+    )
     parser.add_argument("--one", nargs=3, type=int, help=argparse.SUPPRESS)  # internal: d_sae batch k
     args = parser.parse_args()
     if args.one:

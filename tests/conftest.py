@@ -195,3 +195,13 @@ def toy_mined():
     sae = random_sae(d_in=32, d_sae=10, hook_name=TOY_MINED_HOOK, k=2)
     mined = mine_top_activations(vlm, sae, ToyImages(seed=3, n=40), k=4, batch_size=20, progress=False)
     return vlm, sae, mined
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The main job (`vis-steer-lens demo`) on the shipped toy world, run once per test session."""
+    from vis_steer_lens.cli import main
+
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["--quiet", "demo", "--out", str(out)]) == 0
+    return out

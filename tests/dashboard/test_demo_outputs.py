@@ -18,10 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    assert main(["--quiet", "demo", "--out", str(out)]) == 0
-    return out
+def demo_dir(demo_run):
+    return demo_run  # the session's one demo run
 
 
 def test_demo_writes_every_output(demo_dir, capsys):

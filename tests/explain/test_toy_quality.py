@@ -1,22 +1,16 @@
 """Quality on the shipped toy world: do explanations name the concept a feature really detects?
 
-Ground truth comes from fresh scenes (``feature_concepts``, the same scenes as the demo's); only
-features with a clear object concept count. The numbers these tests bound are reported in the
-README's demo table.
+They read the demo's run folder (the session runs the demo once): ground truth from fresh
+scenes (``feature_concepts``), and only features with a clear object concept count. The numbers
+these tests bound are the README's demo table.
 """
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
-import torch
 
-from vis_steer_lens import toy
-from vis_steer_lens.demo import DEMO_SETTINGS
+from vis_steer_lens import RunFolder, toy
 from vis_steer_lens.evaluate import ground_truth_accuracy
-from vis_steer_lens.explain import SteeringExplainer, SteeringInformedTopKExplainer, TopKExplainer
-from vis_steer_lens.mining import mine_top_activations
-from vis_steer_lens.toy import ToyImages, feature_concepts, summarize_feature_concepts, toy_ground_truth
 
 pytestmark = pytest.mark.slow
 
@@ -31,49 +25,37 @@ STEERING_MAJORITY = 0.6
 
 
 @pytest.fixture(scope="module")
-def world():
-    torch.set_num_threads(2)
-    bundle = toy.load()
-    concepts = feature_concepts(
-        bundle.vlm,
-        bundle.sae,
-        n_images=DEMO_SETTINGS["ground_truth_images"],
-        seed=DEMO_SETTINGS["ground_truth_seed"],
-    )
-    summary = summarize_feature_concepts(concepts)
-    clear = sorted(int(f) for f in summary.loc[summary["clear"], "feature"])
-    return bundle, summary, clear
+def world(demo_run):
+    """The demo's run folder (run once per session): every method's explanations of every live
+    feature and the toy world's ground truth from fresh scenes."""
+    run = RunFolder(demo_run)
+    ground_truth = run.ground_truth()
+    clear = sorted(int(f) for f in ground_truth.clear_concepts().index)
+    return run, ground_truth, clear
 
 
-def _accuracy(frame: pd.DataFrame, summary: pd.DataFrame) -> float:
-    table = ground_truth_accuracy(frame, toy_ground_truth(summary))
+def _accuracy(run: RunFolder, ground_truth, label: str) -> float:
+    frame = run.explanations()
+    table = ground_truth_accuracy(frame[frame["method_label"] == label], ground_truth)
     assert len(table) == 1
     return float(table["accuracy"].iloc[0])
 
 
 @pytest.fixture(scope="module")
 def steering(world):
-    bundle, summary, clear = world
-    explainer = SteeringExplainer(bundle.vlm, bundle.sae, coefficient="auto", prompt="toy", max_new_tokens=24)
-    explainer.calibrate()
-    coefficient = explainer.chosen_coefficient
-    runs = {
-        direction: SteeringExplainer(
-            bundle.vlm,
-            bundle.sae,
-            coefficient=coefficient,
-            prompt="toy",
-            max_new_tokens=24,
-            direction=direction,
-        ).explain(clear, progress=False)
-        for direction in ("sae", "random_norm_matched", "permuted")
+    run, ground_truth, _ = world
+    labels = {
+        "sae": "steering",
+        "random_norm_matched": "steering (random direction)",
+        "permuted": "steering (permuted direction)",
     }
-    return {direction: _accuracy(frame, summary) for direction, frame in runs.items()}
+    return {direction: _accuracy(run, ground_truth, label) for direction, label in labels.items()}
 
 
 def test_the_shipped_sae_has_clear_features(world):
-    bundle, summary, clear = world
-    assert bundle.sae.cfg.metadata.hook_name == "blocks.0.hook_resid_post"
+    run, ground_truth, clear = world
+    assert toy.load().sae.cfg.metadata.hook_name == "blocks.0.hook_resid_post"
+    summary = ground_truth.table
     assert len(clear) >= MIN_CLEAR_FEATURES, summary.sort_values("best_object_auroc").tail(20)
     assert set(summary.loc[summary["clear"], "best_object_category"]) <= {"color", "shape", "size", "texture"}
 
@@ -89,25 +71,11 @@ def test_steering_names_the_concept_for_a_clear_majority(steering):
 
 
 def test_topk_and_hybrid_name_the_concept(world, steering):
-    bundle, summary, clear = world
-    mined = mine_top_activations(
-        bundle.vlm,
-        bundle.sae,
-        ToyImages(seed=101, n=2000),
-        k=5,
-        rank_by="max",
-        batch_size=250,
-        progress=False,
-    )
-    common = dict(sae=bundle.sae, prompt="toy", max_new_tokens=24, k_images=5)
-    topk = TopKExplainer(mined, bundle.vlm, **common).explain(clear, progress=False)
-    hybrid = SteeringInformedTopKExplainer(mined, bundle.vlm, coefficient=1.0, **common).explain(
-        clear, progress=False
-    )
-    for name, frame in (("topk", topk), ("hybrid", hybrid)):
-        accuracy = _accuracy(frame, summary)
-        assert accuracy >= TOPK_FLOOR, (name, accuracy)
-        assert accuracy >= steering["random_norm_matched"] + MIN_MARGIN_OVER_CONTROLS, (name, accuracy)
+    run, ground_truth, _ = world
+    for label in ("topk", "hybrid"):
+        accuracy = _accuracy(run, ground_truth, label)
+        assert accuracy >= TOPK_FLOOR, (label, accuracy)
+        assert accuracy >= steering["random_norm_matched"] + MIN_MARGIN_OVER_CONTROLS, (label, accuracy)
 
 
 def test_the_shipped_sae_meets_the_feature_count_bar(world):
