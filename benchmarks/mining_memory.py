@@ -90,28 +90,28 @@ def main() -> None:
         print(json.dumps(measure(*args.one)))
         return
     gib = 1024**3
+
+    def run(d_sae: int, batch: int) -> dict:
+        command = [sys.executable, __file__, "--one", str(d_sae), str(batch), str(args.k)]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
     print(
-        f"{'d_sae':>6} {'batch':>5} {'store GiB':>10} {'peak growth GiB':>16} {'growth/store':>13} {'vs batch 1 GiB':>15} {'one batch of tower acts GiB':>28}"
+        f"{'d_sae':>6} {'batch':>5} {'store GiB':>10} {'peak growth GiB':>16} {'width cost GiB':>15} "
+        f"{'cost/store':>11} {'cost vs batch 1 GiB':>20} {'one batch of tower acts GiB':>28}"
     )
+    narrow = {batch: run(args.narrow, batch)["growth"] for batch in args.batch}
     for d_sae in args.d_sae:
         first = None
         for batch in args.batch:
-            out = (
-                subprocess.run(
-                    [sys.executable, __file__, "--one", str(d_sae), str(batch), str(args.k)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            row = json.loads(out)
-            first = first if first is not None else row["growth"]
+            row = run(d_sae, batch)
+            cost = row["growth"] - narrow[batch]
+            first = first if first is not None else cost
             tower_batch = batch * PATCHES * REAL_D_MODEL * 4
             print(
                 f"{d_sae:>6} {batch:>5} {row['store'] / gib:>10.3f} {row['growth'] / gib:>16.3f} "
-                f"{row['growth'] / row['store']:>13.2f} {(row['growth'] - first) / gib:>15.3f} {tower_batch / gib:>28.3f}"
+                f"{cost / gib:>15.3f} {cost / row['store']:>11.2f} {(cost - first) / gib:>20.3f} "
+                f"{tower_batch / gib:>28.3f}"
             )
 
 
