@@ -3,7 +3,7 @@
 Each configuration runs in a fresh subprocess (so its peak RSS is its own): a tower cut to its
 embedding (4096 patches of an 896-px image, as SigLIP at Gemma 3's size; the tower's own memory
 is not what is measured), a random TopK SAE (k=25) of ``--d-sae`` features, and
-``mine_top_activations`` over two batches of random images. Printed per configuration: the
+``mine_top_activations`` over the same ``--images`` random images at every batch size. Printed per configuration: the
 top-k store (``F x k x patches`` float32 maps plus scores and ids), the peak RSS growth during
 mining (the store included, the model, SAE and images not), the *width cost* (that growth minus
 the same run's with a 32-feature SAE, so the tower's and the images' share cancels out), its
@@ -24,7 +24,7 @@ PATCHES = 4096  # 896 px / 14 px patches, squared
 REAL_D_MODEL = 1152  # SigLIP's width in Gemma 3: one batch of tower activations is batch x 4096 x 1152
 
 
-def measure(d_sae: int, batch: int, k: int) -> dict:
+def measure(d_sae: int, batch: int, k: int, n_images: int) -> dict:
     """Run one configuration in this process and return its memory figures (bytes)."""
     import resource
 
@@ -49,7 +49,9 @@ def measure(d_sae: int, batch: int, k: int) -> dict:
     vit = HookedViT(cfg).eval()
     sae = TopKSAE(TopKSAEConfig(d_in=64, d_sae=d_sae, k=25))
     set_vision_metadata(sae, vision_sae_metadata("hook_embed", "bench", 0))
-    images = ListImages([torch.randn(3, 896, 896) for _ in range(2 * batch)], name="noise")
+    # The same images at every batch size (the store's pages become resident as features first enter
+    # it, so fewer images would touch less of it and look cheaper).
+    images = ListImages([torch.randn(3, 896, 896) for _ in range(n_images)], name="noise")
     torch.set_num_threads(2)
     # Warm up kernels on a throw-away run with a tiny SAE (its store must not pre-allocate this one's).
     small = TopKSAE(TopKSAEConfig(d_in=64, d_sae=32, k=4))
@@ -84,7 +86,8 @@ def main() -> None:
     parser.add_argument(
         "--narrow", type=int, default=32, help="features of the baseline run that is subtracted"
     )
-    parser.add_argument("--one", nargs=3, type=int, help=argparse.SUPPRESS)  # internal: d_sae batch k
+    parser.add_argument("--images", type=int, default=64, help="images mined in every configuration")
+    parser.add_argument("--one", nargs=4, type=int, help=argparse.SUPPRESS)  # internal: d_sae batch k images
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(*args.one)))
@@ -92,7 +95,7 @@ def main() -> None:
     gib = 1024**3
 
     def run(d_sae: int, batch: int) -> dict:
-        command = [sys.executable, __file__, "--one", str(d_sae), str(batch), str(args.k)]
+        command = [sys.executable, __file__, "--one", str(d_sae), str(batch), str(args.k), str(args.images)]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         return json.loads(out.strip().splitlines()[-1])
 

@@ -376,7 +376,9 @@ vit = HookedViT(cfg).eval()
 def sae_of(width):
     sae = TopKSAE(TopKSAEConfig(d_in=64, d_sae=width, k=25))
     return set_vision_metadata(sae, vision_sae_metadata("hook_embed", "probe", 0))
-images = ListImages([torch.randn(3, 896, 896) for _ in range(2 * batch)], name="noise")
+# The same 16 images at every batch size: the top-k store's pages become resident as features
+# first enter it, so fewer images would touch less of it and look cheaper.
+images = ListImages([torch.randn(3, 896, 896) for _ in range(16)], name="noise")
 mine_top_activations(vit, sae_of(32), ListImages(images.items[:1], name="w"), k=5, progress=False)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 mined = mine_top_activations(vit, sae_of(d_sae), images, k=5, batch_size=batch, progress=False)
