@@ -26,7 +26,14 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
 from vis_steer_lens.families import adapter_for, adapter_for_tower
-from vis_steer_lens.hook_names import HookName, HookNameMap, resolve_hook_name, split_hook_name
+from vis_steer_lens.hook_names import (
+    HookName,
+    HookNameMap,
+    HookNameTriple,
+    name_triple,
+    resolve_hook_name,
+    split_hook_name,
+)
 from vis_steer_lens.saes.splicing import SAESplicingMixin
 
 #: Norm kinds, as TransformerLens names them in ``cfg.normalization_type``.
@@ -754,10 +761,8 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         """
         return self.parse_hook_name(name).width
 
-    def equivalent_names(self, name: str):
+    def equivalent_names(self, name: str) -> HookNameTriple:
         """One hook named in HookedViT, TransformerBridge and Hugging Face conventions."""
-        from vis_steer_lens.hook_names import name_triple
-
         return name_triple(name, self._hook_sites(), self._name_map)
 
     @property

@@ -15,7 +15,7 @@ from vis_steer_lens.evaluate.ground_truth import GROUND_TRUTH_METHOD, GroundTrut
 from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
 from vis_steer_lens.explain import make_explainer
 from vis_steer_lens.jsonl import write_jsonl
-from vis_steer_lens.runs import RunFolder, RunFolderError, run_name
+from vis_steer_lens.runs import RunFolder, RunFolderError, run_name, with_method_labels
 from vis_steer_lens.saes.metadata import sae_identity
 
 #: The runs of a comparison: (method, direction). Controls are the steering directions that are not the SAE's.
@@ -164,7 +164,7 @@ def compare(
         if run is not None:
             write_jsonl(run.explanations_path(run_name(GROUND_TRUTH_METHOD)), truth.to_dict("records"))
         frames.append(truth)
-    explanations = _with_labels(pd.concat(frames, ignore_index=True))
+    explanations = with_method_labels(pd.concat(frames, ignore_index=True))
 
     scorer = GenerationAUROCScorer(vlm, sae, generator, reference_images, n_images=n_images, seed=seed)
     scored = []
@@ -177,15 +177,6 @@ def compare(
         run.save_reference(*reference)
     table, margins = tabulate(scores, reference, explanations, ground_truth, seed=seed, runs=runs)
     return Comparison(explanations, scores, table, comparison_figure(table), calibration, margins)
-
-
-def _with_labels(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.copy()
-    frame["method_label"] = [
-        method_label(m, d) for m, d in zip(frame["method"], frame["direction"], strict=True)
-    ]
-    frame["is_control"] = [str(d) != "sae" for d in frame["direction"]]
-    return frame
 
 
 def tabulate(
