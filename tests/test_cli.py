@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 from conftest import build_tiny_toy_vlm, random_sae
@@ -129,3 +133,17 @@ def test_toy_sae_trains_a_saelens_folder(saved, tmp_path, capsys):
     sae = SAE.load_from_disk(str(out))  # plain SAELens
     assert sae.cfg.d_sae == 16 and sae.cfg.metadata.hook_name == "blocks.0.hook_resid_post"
     assert sae.cfg.metadata.model_name == "vis_steer_lens/toy"
+
+
+def test_a_second_explain_of_the_same_run_is_refused(tmp_path):
+    path = tmp_path / "explanations" / "steering.jsonl"
+    path.parent.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a live process holds the results file's lock
+        path.with_name(path.name + ".lock").write_text(f"{socket.gethostname()}:{writer.pid}")
+        argv = ["--quiet", "explain", "--features", "0:2", "--coefficient", "30", "--run", str(tmp_path)]
+        message = cli_error(main, argv)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert "being written by another process" in message and str(writer.pid) in message

@@ -46,7 +46,9 @@ def _coefficient(text: str) -> float | str:
 def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """The subject model and SAE named on the command line, or the toy world's; and the prompt to use."""
     from vis_steer_lens import HookedVLM, load_sae
+    from vis_steer_lens.distributed import current_world, device_for
 
+    args.device = device_for(current_world(), args.device)  # one GPU per rank under a launcher
     if args.model is None:
         from vis_steer_lens import toy
 
@@ -79,6 +81,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from vis_steer_lens.distributed import current_world
     from vis_steer_lens.explain import make_explainer
     from vis_steer_lens.runs import RunFolder, run_name
 
@@ -120,6 +123,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
     name = run_name(args.method, args.direction)
     frame = explainer.explain(args.features, out=run.explanations_path(name), progress=not args.quiet)
+    if not current_world().is_main:  # under torchrun every rank returns the merged rows; rank 0 reports
+        return 0
     frame.to_parquet(run.explanations_export(name), index=False)
     calibration = getattr(explainer, "calibration", None)
     if calibration is not None:

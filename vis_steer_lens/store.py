@@ -4,7 +4,9 @@ A store is a JSON-lines file of finished rows, keyed (by feature, or by feature 
 with a run description beside it (``<file>.run.json``): the settings that define the run. Rows
 are appended durably as work finishes; reopening with the same description resumes, and with
 another one fails, naming every setting that differs. A torn or damaged line costs only itself
-(:func:`vis_steer_lens.jsonl.read_jsonl`). Mining keeps its state in safetensors but checks its
+(:func:`vis_steer_lens.jsonl.read_jsonl`). One process writes a store at a time: a lock file
+(``<file>.lock``, holding the writer's host and pid) refuses a second writer, and a lock left by a
+process that died on this host is taken over. Mining keeps its state in safetensors but checks its
 description with the same :func:`description_mismatches`.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,83 @@ from vis_steer_lens.jsonl import append_jsonl, read_jsonl
 
 class ResumeMismatchError(ValueError):
     """Results written by a run with other settings (another SAE, method, prompt, generator, ...)."""
+
+
+class ResultsLockedError(OSError):
+    """Another live process is writing the same results file."""
+
+
+class WriterLock:
+    """An exclusive lock file beside a results file, for the lifetime of one writer.
+
+    ``O_CREAT | O_EXCL`` creation is atomic on local filesystems and NFSv3+, so of two processes
+    opening the same store only one gets it. The file records ``host:pid``; a lock whose process is
+    gone (same host) is stale and taken over, one on another host is respected.
+
+    Args:
+        path: The lock file.
+        target: The file it protects (for messages).
+    """
+
+    def __init__(self, path: str | Path, target: str | Path) -> None:
+        self.path = Path(path)
+        self.target = Path(target)
+        self.held = False
+
+    def acquire(self) -> WriterLock:
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and not self._alive(holder):
+                    self.path.unlink(missing_ok=True)  # its writer died: the lock is stale
+                    continue
+                if holder == owner:
+                    raise ResultsLockedError(
+                        f"{self.target} is open for writing already in this process (a results store not "
+                        "closed yet); close() it, or use one store per file."
+                    ) from None
+                raise ResultsLockedError(
+                    f"{self.target} is being written by another process ({holder or 'unknown'}); two "
+                    f"writers would duplicate its rows. Wait for it to finish, write to another path, or "
+                    f"delete {self.path.name} if no such process is running."
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                f.write(owner)
+            self.held = True
+            return self
+        raise ResultsLockedError(f"Could not take the lock {self.path} for {self.target}; try again.")
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.path.unlink(missing_ok=True)
+
+    def _holder(self) -> str | None:
+        try:
+            return self.path.read_text().strip() or None
+        except OSError:
+            return None
+
+    @staticmethod
+    def _alive(holder: str) -> bool:
+        host, _, pid = holder.rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit():
+            return True  # cannot tell for another machine: assume it is working
+        if int(pid) == os.getpid():
+            return True  # this process holds it already (another store object over the same file)
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def json_default(value: Any) -> Any:
@@ -67,10 +147,15 @@ class ResultsStore:
         resume: Keep finished rows of an earlier run with the same description. With
             ``resume=False`` an existing file is an error, never silently overwritten.
         error: The error type raised on a mismatch (a :class:`ResumeMismatchError` subclass).
+        read_only: Only read the finished rows: no lock, no description written, the file left
+            as it is (for a reader beside a writer, or a merge that reads shards).
+
+    A writing store holds ``<file>.lock`` until :meth:`close` (or the end of a ``with`` block).
 
     Raises:
         ResumeMismatchError: If the file was written with another description (or has none).
         FileExistsError: If the file exists and ``resume`` is false.
+        ResultsLockedError: If another live process is writing the file.
     """
 
     def __init__(
@@ -80,6 +165,7 @@ class ResultsStore:
         key: str | tuple[str, ...] | Callable[[dict[str, Any]], Hashable] = "feature",
         resume: bool = True,
         error: type[ResumeMismatchError] = ResumeMismatchError,
+        read_only: bool = False,
     ):
         self.path = Path(path)
         if self.path.suffix != ".jsonl":
@@ -89,17 +175,31 @@ class ResultsStore:
         self._key = _key_function(key)
         self._error = error
         self.rows: dict[Hashable, dict[str, Any]] = {}
+        self.read_only = read_only
+        self._lock = WriterLock(self.path.with_name(self.path.name + ".lock"), self.path)
+        if read_only:
+            if self.path.exists() or self.description_path.exists():
+                self._check_description()
+                self._add_rows(read_jsonl(self.path, repair=False))
+            return
         if self.path.parent.exists() and not self.path.parent.is_dir():
             raise NotADirectoryError(f"{str(self.path.parent)!r} is a file; results go into a folder.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self._open(resume)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, resume: bool) -> None:
         if self.path.exists() or self.description_path.exists():
             if not resume:
                 raise FileExistsError(
                     f"{self.path} holds results already; pass resume=True to continue it, or another path."
                 )
             self._check_description()
-            for row in read_jsonl(self.path):
-                self.rows[self._key(row)] = row
+            self._add_rows(read_jsonl(self.path))
         else:
             tmp = self.description_path.with_name(self.description_path.name + ".tmp")
             tmp.write_text(json.dumps(self.description, indent=2, sort_keys=True))
@@ -118,6 +218,20 @@ class ResultsStore:
                 "Use another output path, or the original settings."
             )
 
+    def _add_rows(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.rows[self._key(row)] = row
+
+    def close(self) -> None:
+        """Release the writer's lock (the rows stay readable through :attr:`rows`)."""
+        self._lock.release()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def key(self, row: dict[str, Any]) -> Hashable:
         """The key of a row."""
         return self._key(row)
@@ -129,6 +243,10 @@ class ResultsStore:
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Write finished rows durably (flush + fsync) before returning."""
+        if self.read_only:
+            raise ValueError(f"{self.path} was opened read-only; open it with read_only=False to write.")
+        if not self._lock.held:
+            raise ValueError(f"{self.path} was closed; open it again to write more rows.")
         append_jsonl(self.path, rows, default=json_default)
         for row in rows:
             self.rows[self._key(row)] = _plain(row)
@@ -139,6 +257,44 @@ class ResultsStore:
         return pd.DataFrame([self.rows[k] for k in order])
 
 
+def shard_path(path: str | Path, rank: int) -> Path:
+    """Where rank ``rank`` of a launched run writes its rows of the results file ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".shards") / f"rank-{int(rank):05d}.jsonl"
+
+
+def merge_shards(store: ResultsStore) -> int:
+    """Fold every rank's shard file into ``store`` (the rows it lacks), then delete the shards.
+
+    Safe to repeat after a crash at any point: rows are appended (synced) before their shard goes,
+    and rows the store has already are never added twice. A shard whose writer is still alive is
+    refused (:class:`ResultsLockedError`).
+
+    Returns:
+        The number of rows added.
+    """
+    folder = store.path.with_name(store.path.name + ".shards")
+    if not folder.is_dir():
+        return 0
+    added = 0
+    for part_path in sorted(folder.glob("rank-*.jsonl")):
+        lock = WriterLock(part_path.with_name(part_path.name + ".lock"), part_path).acquire()
+        try:
+            part = ResultsStore(
+                part_path, store.description, key=store._key, error=store._error, read_only=True
+            )
+            new = [row for key, row in part.rows.items() if key not in store.rows]
+            store.append(new)
+            added += len(new)
+            part_path.unlink(missing_ok=True)
+            part.description_path.unlink(missing_ok=True)
+        finally:
+            lock.release()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+    return added
+
+
 def _key_function(key: str | tuple[str, ...] | Callable) -> Callable[[dict[str, Any]], Hashable]:
     if callable(key):
         return key
@@ -147,4 +303,13 @@ def _key_function(key: str | tuple[str, ...] | Callable) -> Callable[[dict[str, 
     return lambda row: tuple(int(row[c]) if c == "feature" else str(row[c]) for c in key)
 
 
-__all__ = ["ResultsStore", "ResumeMismatchError", "description_mismatches", "json_default"]
+__all__ = [
+    "ResultsLockedError",
+    "ResultsStore",
+    "ResumeMismatchError",
+    "WriterLock",
+    "description_mismatches",
+    "json_default",
+    "merge_shards",
+    "shard_path",
+]

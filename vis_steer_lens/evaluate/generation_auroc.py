@@ -215,13 +215,17 @@ class GenerationAUROCScorer:
         pending = list(todo.values())
         rows_per_chunk = max(1, self.batch_size // self.n_images)
         bar = tqdm(total=len(pending), desc="generation AUROC", disable=not progress)
-        for start in range(0, len(pending), rows_per_chunk):
-            chunk = self._score_rows(pending[start : start + rows_per_chunk])
+        try:
+            for start in range(0, len(pending), rows_per_chunk):
+                chunk = self._score_rows(pending[start : start + rows_per_chunk])
+                if store is not None:
+                    store.append(chunk)
+                done.update({_key(r): r for r in chunk})
+                bar.update(len(chunk))
+        finally:
+            bar.close()
             if store is not None:
-                store.append(chunk)
-            done.update({_key(r): r for r in chunk})
-            bar.update(len(chunk))
-        bar.close()
+                store.close()
 
         stored = []
         for row in df.to_dict("records"):

@@ -13,6 +13,7 @@ from sae_lens import SAE
 from tqdm.auto import tqdm
 
 from vis_steer_lens.activations import batched
+from vis_steer_lens.distributed import World, barrier, current_world, gather_objects, shard
 from vis_steer_lens.explain.labels import method_label
 from vis_steer_lens.explain.prompts import PromptSet
 from vis_steer_lens.explain.results import ResultsFile
@@ -20,6 +21,7 @@ from vis_steer_lens.explain.settings import DIRECTIONS
 from vis_steer_lens.explain.text import SentenceEndStop
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids
+from vis_steer_lens.store import merge_shards, shard_path
 
 #: Columns of every explainer's results, in this order.
 RESULT_COLUMNS = [
@@ -193,35 +195,15 @@ class Explainer:
         row.update(fields)
         return row
 
-    def explain(
+    def _explain_all(
         self,
-        features: str | int | Iterable[int] | None = None,
-        *,
-        out: str | Path | None = None,
-        resume: bool = True,
-        progress: bool = True,
-    ) -> pd.DataFrame:
-        """Explain features, one row each.
-
-        Args:
-            features: Feature ids (an iterable, an int, a ``"0:512"`` / ``"1,5,9"`` string, or
-                ``None`` for all).
-            out: A ``.jsonl`` file to append rows to as batches finish; rerunning with the same
-                path skips finished features (and refuses a file from other settings).
-            resume: Continue an existing ``out`` file (``False``: fail if it exists).
-            progress: Show a tqdm bar.
-
-        Returns:
-            A DataFrame with :data:`RESULT_COLUMNS`, rows in the order of ``features``.
-        """
-        ids = check_feature_ids(self.d_sae, parse_features(features, self.d_sae))
-        config = self.run_config()
-        if self.direction == "permuted":
-            config["features"] = ids  # the rotation depends on the whole list
-        store = ResultsFile(out, config, resume=resume) if out is not None else None
-        rows: dict[int, dict[str, Any]] = dict(store.rows) if store is not None else {}
-        direction_of = dict(zip(ids, self.direction_features(ids), strict=True))
-        todo = [f for f in dict.fromkeys(ids) if f not in rows]
+        todo: list[int],
+        direction_of: dict[int, int],
+        rows: dict[int, dict[str, Any]],
+        store: ResultsFile | None,
+        progress: bool,
+    ) -> None:
+        """Explain ``todo`` in batches into ``rows`` (and ``store``, durably, as each batch ends)."""
         bar = tqdm(total=len(todo), desc=f"{self.method} explanations", unit="feature", disable=not progress)
         try:
             for batch in batched(todo, self.batch_size):
@@ -236,5 +218,67 @@ class Explainer:
                 bar.update(len(batch))
         finally:
             bar.close()
+
+    def explain(
+        self,
+        features: str | int | Iterable[int] | None = None,
+        *,
+        out: str | Path | None = None,
+        resume: bool = True,
+        progress: bool = True,
+        world: World | None = None,
+    ) -> pd.DataFrame:
+        """Explain features, one row each.
+
+        Under ``torchrun`` / ``accelerate launch`` each rank explains a disjoint share of the
+        features (see :mod:`vis_steer_lens.distributed`); with ``out``, each rank appends to its
+        own shard file and rank 0 merges them into ``out``, so ``out`` holds each feature once.
+        Every rank returns the whole result.
+
+        Args:
+            features: Feature ids (an iterable, an int, a ``"0:512"`` / ``"1,5,9"`` string, or
+                ``None`` for all).
+            out: A ``.jsonl`` file to append rows to as batches finish; rerunning with the same
+                path skips finished features (and refuses a file from other settings, or one that
+                another live process is writing).
+            resume: Continue an existing ``out`` file (``False``: fail if it exists).
+            progress: Show a tqdm bar (rank 0's only, under a launcher).
+            world: The ranks to share the work with (default: from the launcher's environment).
+
+        Returns:
+            A DataFrame with :data:`RESULT_COLUMNS`, rows in the order of ``features``.
+        """
+        ids = check_feature_ids(self.d_sae, parse_features(features, self.d_sae))
+        config = self.run_config()
+        if self.direction == "permuted":
+            config["features"] = ids  # the rotation depends on the whole list
+        world = current_world() if world is None else world
+        direction_of = dict(zip(ids, self.direction_features(ids), strict=True))
+        unique = list(dict.fromkeys(ids))
+        progress = progress and world.is_main
+        rows: dict[int, dict[str, Any]] = {}
+        if out is None:
+            self._explain_all(shard(unique, world), direction_of, rows, None, progress)
+            for part in gather_objects(rows, world):
+                rows.update(part)
+        elif not world.distributed:
+            with ResultsFile(out, config, resume=resume) as store:
+                rows.update(store.rows)
+                self._explain_all([f for f in unique if f not in rows], direction_of, rows, store, progress)
+        else:
+            if world.is_main:  # rows a crashed launch left in shards first, so nothing is redone
+                with ResultsFile(out, config, resume=resume) as store:
+                    merge_shards(store)
+            barrier(world)
+            done = ResultsFile(out, config, read_only=True).rows
+            todo = shard([f for f in unique if f not in done], world)
+            with ResultsFile(shard_path(out, world.rank), config) as part:
+                self._explain_all(todo, direction_of, {}, part, progress)
+            barrier(world)
+            if world.is_main:
+                with ResultsFile(out, config) as store:
+                    merge_shards(store)
+            barrier(world)
+            rows.update(ResultsFile(out, config, read_only=True).rows)
         frame = pd.DataFrame([rows[f] for f in ids if f in rows])
         return frame.reindex(columns=RESULT_COLUMNS + [c for c in frame.columns if c not in RESULT_COLUMNS])

@@ -23,10 +23,13 @@ class ResultsFile(ResultsStore):
         run_config: JSON-able settings that define the run; stored beside the file.
         resume: Keep finished rows of an earlier run with the same settings. With
             ``resume=False`` an existing file is an error, never silently overwritten.
+        read_only: Only read the rows (no writer's lock); see :class:`~vis_steer_lens.store.ResultsStore`.
     """
 
-    def __init__(self, path: str | Path, run_config: dict[str, Any], resume: bool = True):
-        super().__init__(path, run_config, key="feature", resume=resume)
+    def __init__(
+        self, path: str | Path, run_config: dict[str, Any], resume: bool = True, read_only: bool = False
+    ):
+        super().__init__(path, run_config, key="feature", resume=resume, read_only=read_only)
         self.run_config = self.description
 
 
