@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from vis_steer_lens.image_sources import to_rgb
+
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 
 
@@ -64,7 +66,7 @@ def iter_images(source: Any) -> Iterator[Any]:
             raise ValueError(f"No image files ({', '.join(sorted(_IMAGE_SUFFIXES))}) under {str(folder)!r}.")
         for path in files:
             with Image.open(path) as image:
-                yield image.convert("RGB")
+                yield to_rgb(image)
         return
     column_names = getattr(source, "column_names", None)
     if column_names is not None:  # a datasets.Dataset
@@ -91,15 +93,88 @@ def batched(items: Iterable[Any], batch_size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def is_image(item: Any) -> bool:
+    """Whether ``item`` is an image for the image processor (a PIL image or a uint8 tensor), not
+    already-processed pixel values (a floating tensor); see :func:`to_pixel_values`."""
+    return isinstance(item, Image.Image) or (isinstance(item, torch.Tensor) and item.dtype == torch.uint8)
+
+
+def needs_image_processor(images: Iterable[Any]) -> bool:
+    """Whether any of ``images`` must go through the image processor (:func:`is_image`)."""
+    return any(is_image(item) for item in images)
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """A uint8 ``[channels, H, W]`` image tensor (1 channel: gray, 3: RGB, 4: RGBA, values 0..255,
+    as ``torchvision.io.read_image`` gives) as an RGB PIL image (:func:`~vis_steer_lens.image_sources.to_rgb`).
+
+    Raises:
+        ValueError: Not uint8, or not ``[1|3|4, H, W]``.
+    """
+    if tensor.dtype != torch.uint8 or tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
+        raise ValueError(
+            f"A uint8 image tensor must be [channels, H, W] with 1, 3 or 4 channels, got {tuple(tensor.shape)} "
+            f"{tensor.dtype}; permute an [H, W, channels] array with .permute(2, 0, 1)."
+        )
+    array = tensor.detach().cpu().permute(1, 2, 0).numpy()
+    return to_rgb(Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array))
+
+
 def to_pixel_values(images: list[Any], image_processor: Any | None) -> torch.Tensor:
-    """Stack PIL images (through the processor) or pixel tensors into ``[batch, channels, H, W]``."""
-    if all(isinstance(image, torch.Tensor) for image in images):
-        return torch.stack(images)
+    """Stack a batch into the tower's ``[batch, channels, H, W]`` pixel values.
+
+    The rule for each item: a PIL image, or a uint8 ``[channels, H, W]`` tensor (values 0..255, an
+    image as ``torchvision.io.read_image`` gives it), is an image: it is made RGB
+    (:func:`~vis_steer_lens.image_sources.to_rgb`) and run through ``image_processor`` (resized
+    and normalised as the model expects). A floating tensor (any float dtype) is pixel values
+    already processed and is used as it is. Other dtypes are refused.
+
+    Args:
+        images: The batch, images and pixel tensors in any mix (processed ones must match the
+            processor's output shape).
+        image_processor: Needed when the batch holds an image.
+
+    Returns:
+        ``[batch, channels, H, W]``.
+
+    Raises:
+        ValueError: An image without an image processor, a tensor of another dtype, or shapes that
+            do not stack.
+    """
+    items = list(images)
+    for item in items:
+        if isinstance(item, torch.Tensor) and not (item.is_floating_point() or item.dtype == torch.uint8):
+            raise ValueError(
+                f"A pixel tensor must be floating (pixel values already processed) or uint8 (an image, "
+                f"values 0..255), got {item.dtype} {tuple(item.shape)}; convert it with .float() or "
+                ".to(torch.uint8)."
+            )
+        elif not isinstance(item, (torch.Tensor, Image.Image)):
+            raise ValueError(f"Expected PIL images or [channels, H, W] tensors, got a {type(item).__name__}.")
+    positions = [i for i, item in enumerate(items) if is_image(item)]
+    if not positions:
+        return torch.stack(items)
     if image_processor is None:
-        raise ValueError("PIL images need an image processor; pass processor= or pixel tensors.")
-    return image_processor(images=[image.convert("RGB") for image in images], return_tensors="pt")[
-        "pixel_values"
+        raise ValueError(
+            "PIL images and uint8 image tensors need an image processor; pass processor=, or floating "
+            "pixel tensors already processed."
+        )
+    pictures = [
+        tensor_to_image(items[i]) if isinstance(items[i], torch.Tensor) else to_rgb(items[i])
+        for i in positions
     ]
+    processed = image_processor(images=pictures, return_tensors="pt")["pixel_values"]
+    if len(positions) == len(items):
+        return processed
+    for position, pixels in zip(positions, processed, strict=True):
+        items[position] = pixels
+    shapes = sorted({tuple(item.shape) for item in items})
+    if len(shapes) > 1:
+        raise ValueError(
+            f"A batch mixes processed pixel tensors and images whose processed shapes differ ({shapes}); "
+            "pass pixel tensors of the processor's output shape, or images only."
+        )
+    return torch.stack(items)
 
 
 def hook_activations(
