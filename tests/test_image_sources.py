@@ -216,7 +216,8 @@ def test_images_strings_name_folders_and_saved_datasets(tmp_path, datasets_modul
 
     # Broken bytes in a dataset row: an UnreadableImageError naming the row and its file.
     broken = datasets.Dataset.from_dict(
-        {"image": [{"bytes": b"junk", "path": "bad.png"}]}, features=datasets.Features({"image": datasets.Image()})
+        {"image": [{"bytes": b"junk", "path": "bad.png"}]},
+        features=datasets.Features({"image": datasets.Image()}),
     )
     with pytest.raises(UnreadableImageError, match="bad.png"):
         DatasetImages(broken)[0]

@@ -139,20 +139,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_mine(args: argparse.Namespace) -> int:
     from vis_steer_lens.image_sources import as_image_source
-    from vis_steer_lens.mining import mine_top_activations
+    from vis_steer_lens.mining import _check_writable, mine_top_activations
     from vis_steer_lens.runs import RunFolder
     from vis_steer_lens.toy import ToyImages
 
     if (args.out is None) == (args.run is None):
         raise SystemExit("Pass --run RUN (mined activations go to RUN/mined) or --out DIR, not both.")
+    for option in ("n_images", "k", "batch_size"):
+        value = getattr(args, option)
+        if isinstance(value, int) and value < 1:
+            raise SystemExit(f"--{option.replace('_', '-')} must be >= 1, got {value}.")
     out = args.out if args.out is not None else str(RunFolder(args.run).mined_dir)
-    vlm, sae, _ = load_model_and_sae(args)
+    # The output and the images are checked before the model and SAE load (minutes for a real model).
+    _check_writable(Path(out))
     if args.images is None:
         if args.model is not None:
             raise SystemExit("--images is required with --model.")
         images = ToyImages(seed=args.seed, n=args.n_images)
     else:
         images = as_image_source(args.images)
+    vlm, sae, _ = load_model_and_sae(args)
     mined = mine_top_activations(
         vlm,
         sae,
@@ -163,9 +169,13 @@ def cmd_mine(args: argparse.Namespace) -> int:
         out_dir=out,
         progress=not args.quiet,
     )
-    mined.save(out)
     live = len(mined.live_features())
-    print(f"Mined {sae.cfg.d_sae} features over {len(images)} images ({live} fired); saved to {out}")
+    summary = f"Mined {len(mined.feature_ids)} features over {mined.images_mined} images ({live} fired)"
+    skipped = mined.skipped_images
+    if skipped:
+        names = ", ".join(item["name"] for item in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        summary += f"; skipped {len(skipped)} unreadable image(s): {names}"
+    print(f"{summary}; saved to {out}")
     return 0
 
 
@@ -428,8 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     mine = sub.add_parser("mine", help="find each feature's top-activating images")
     _add_model_args(mine)
-    mine.add_argument("--images", help="image folder or dataset (default: toy-world images)")
-    mine.add_argument("--n-images", type=int, default=2000, help="toy-world images to mine")
+    mine.add_argument(
+        "--images",
+        help="image folder, dataset saved with save_to_disk (FOLDER[:SPLIT]), or Hugging Face dataset "
+        "(OWNER/NAME[:SPLIT] or hf://datasets/OWNER/NAME[:SPLIT], split default train; needs "
+        "vis-steer-lens[hf]) (default: toy-world images)",
+    )
+    mine.add_argument("--n-images", type=int, default=2000, help="toy-world images to mine (>= 1)")
     mine.add_argument("--k", type=int, default=5)
     mine.add_argument("--rank-by", choices=("max", "mean"), default="max")
     mine.add_argument("--batch-size", type=int, default=64)

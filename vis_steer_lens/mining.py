@@ -20,6 +20,7 @@ has ``R_f = 0`` and no counts.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -29,17 +30,28 @@ from typing import Any
 
 import pandas as pd
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from vis_steer_lens.activations import (
     hook_activations,
     image_processor_of,
+    needs_image_processor,
     patch_tokens,
     to_pixel_values,
     vision_model,
 )
-from vis_steer_lens.image_sources import ImageSource, as_image_source, open_image_source
+from vis_steer_lens.image_sources import (
+    IMAGE_DECODE_ERRORS,
+    FolderImages,
+    ImageSource,
+    NoReadableImageError,
+    UnreadableImageError,
+    as_image_source,
+    open_image_source,
+    to_rgb,
+)
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids, check_sae_fits
 from vis_steer_lens.store import ResumeMismatchError, description_mismatches
@@ -48,7 +60,14 @@ FORMAT_VERSION = 1
 TOP_FILE = "top.safetensors"
 FEATURES_FILE = "features.parquet"
 META_FILE = "mining.json"
+#: A folder source's listing when mined (relative name, size, mtime_ns per file): resuming after
+#: files were deleted keeps every image's id, and reopening finds the images mined.
+LISTING_FILE = "image_listing.parquet"
 RANK_BY = ("max", "mean")
+#: Unreadable images logged one by one; the rest are counted (all are in ``meta["skipped_images"]``).
+_SKIPS_LOGGED = 10
+
+logger = logging.getLogger(__name__)
 
 #: Largest block of dense SAE codes (numbers) held at once while mining: 32 MiB in float32 (at
 #: least one image: 128 MiB for an 8192-feature SAE over 4096 patches).
@@ -106,8 +125,11 @@ class MinedActivations:
         max_act: ``[F]`` float32, largest activation seen (0 if never positive).
         hist_counts: ``[F, hist_bins]`` int64 counts of nonzero patch activations.
         hist_range: ``[F]`` float32 upper edge ``R_f`` of each feature's histogram.
-        meta: Settings and provenance (``mining.json``).
-        images_processed: Images folded in so far.
+        meta: Settings and provenance (``mining.json``); ``meta["skipped_images"]`` lists the
+            images that could not be read (``{"index", "name", "reason"}``), which keep their
+            index but contribute nothing.
+        images_processed: Images of the source gone through so far, read or skipped (the next
+            index to mine); :attr:`images_mined` of them were read.
         images: The image source (reopened from ``meta["image_source"]`` on first use if absent).
         model: The model mined with, when mined in this process (``None`` after :meth:`load`).
     """
@@ -191,6 +213,16 @@ class MinedActivations:
         return int(self.meta["hist_bins"])
 
     @property
+    def skipped_images(self) -> list[dict[str, Any]]:
+        """The images that could not be read, ``{"index", "name", "reason"}`` each, by index."""
+        return self.meta.get("skipped_images", [])
+
+    @property
+    def images_mined(self) -> int:
+        """Images read and folded in: the denominator of every frequency in :attr:`stats`."""
+        return self.images_processed - len(self.skipped_images)
+
+    @property
     def complete(self) -> bool:
         """Whether every image of the source has been processed."""
         return self.images_processed >= int(self.meta["n_images"])
@@ -227,6 +259,9 @@ class MinedActivations:
         """Image ``image_id`` of the mined collection, reopened from its description if needed."""
         if self.images is None:
             source = open_image_source(self.meta["image_source"])
+            mined_dir = getattr(self, "_mined_dir", None)
+            if source.source_id != self.source_id and mined_dir is not None:
+                source = _folder_as_mined(source, mined_dir, self.source_id) or source
             if source.source_id != self.source_id:
                 raise ValueError(
                     f"The reopened image source is {source.source_id!r}, but the mining ran on "
@@ -248,14 +283,18 @@ class MinedActivations:
 
     @property
     def stats(self) -> pd.DataFrame:
-        """One row per mined feature: frequencies, activation summary and top image ids."""
-        n_images = max(self.images_processed, 1)
+        """One row per mined feature: frequencies, activation summary and top image ids.
+
+        Frequencies and means are over the images read (:attr:`images_mined`, ``n_images_seen``),
+        not counting unreadable images that were skipped.
+        """
+        n_images = max(self.images_mined, 1)
         n_tokens = n_images * self.n_patches
         fire_patches = self.fire_patches.double()
         return pd.DataFrame(
             {
                 "feature": self.feature_ids.tolist(),
-                "n_images_seen": [self.images_processed] * len(self.feature_ids),
+                "n_images_seen": [self.images_mined] * len(self.feature_ids),
                 "frac_images": (self.fire_images.double() / n_images).tolist(),
                 "frac_nonzero": (fire_patches / n_tokens).tolist(),
                 "max_act": self.max_act.double().tolist(),
@@ -272,7 +311,7 @@ class MinedActivations:
     def live_features(self, min_frac: float = 0.0) -> list[int]:
         """Features that fired (``> 0`` on some patch) on at least one image and on at least
         ``min_frac`` of the images."""
-        frac = self.fire_images.double() / max(self.images_processed, 1)
+        frac = self.fire_images.double() / max(self.images_mined, 1)
         live = (self.fire_images > 0) & (frac >= min_frac)
         return self.feature_ids[live].tolist()
 
@@ -387,6 +426,7 @@ class MinedActivations:
         return {
             **self.meta,
             "images_processed": self.images_processed,
+            "images_mined": self.images_mined,
             "complete": self.complete,
             "histogram": {
                 "kind": "linear-power-of-two-range",
@@ -438,14 +478,17 @@ class MinedActivations:
                 f"{path} has format version {meta.get('version')}; this library reads {FORMAT_VERSION}."
             )
         images_processed = int(meta.pop("images_processed"))
-        for derived in ("complete", "histogram"):
+        for derived in ("complete", "histogram", "images_mined"):
             meta.pop(derived, None)
         tensors = load_file(str(path))
         mined = cls(
             **{name: tensors[name] for name in _STATE_TENSORS}, meta=meta, images_processed=images_processed
         )
+        mined._mined_dir = Path(out_dir)  # where a folder's listing is, for image()
         if images is not None:
             source = as_image_source(images)
+            if source.source_id != mined.source_id:
+                source = _folder_as_mined(source, out_dir, mined.source_id) or source
             if source.source_id != mined.source_id:
                 raise ValueError(
                     f"The images given are {source.source_id!r}, but the mining ran on {mined.source_id!r}."
@@ -469,6 +512,84 @@ def _atomic_write(target: Path, write: Any) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _write_listing(out_dir: str | os.PathLike, source: FolderImages) -> None:
+    frame = pd.DataFrame(source.entries, columns=["name", "size", "mtime_ns"])
+    _atomic_write(Path(out_dir) / LISTING_FILE, lambda path: frame.to_parquet(path, index=False))
+
+
+def _folder_as_mined(source: Any, out_dir: str | os.PathLike, mined_id: str) -> FolderImages | None:
+    """``source`` as the folder was listed when mined (from ``LISTING_FILE`` in ``out_dir``), where
+    files were only deleted since: their ids are kept and they read as unreadable.
+
+    Returns:
+        The folder as listed then, or ``None`` when ``source`` is no folder, no listing was kept, or
+        the listing is of another collection.
+
+    Raises:
+        ResumeMismatchError: Files of the folder were added or changed since (naming them).
+    """
+    path = Path(out_dir) / LISTING_FILE
+    if not isinstance(source, FolderImages) or not path.is_file():
+        return None
+    table = pd.read_parquet(path)
+    entries = list(zip(table["name"], table["size"], table["mtime_ns"], strict=True))
+    listed = FolderImages(source.path, entries=entries)
+    if listed.source_id != mined_id:
+        return None
+    changes = source.changes_since(entries)
+    if changes["added"] or changes["changed"]:
+        said = "; ".join(
+            f"{len(names)} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+            for what, names in (("changed", changes["changed"]), ("added", changes["added"]))
+            if names
+        )
+        raise ResumeMismatchError(
+            f"The image folder {str(source.path)!r} changed since it was mined in {str(out_dir)!r}: {said}. "
+            "Its images would no longer be the ones mined; restore them, use another out_dir, or "
+            "resume=False to start over."
+        )
+    return listed
+
+
+def _read_batch(
+    source: ImageSource, indices: range, skipped: list[dict[str, Any]]
+) -> tuple[list[int], list[Any]]:
+    """The readable images among ``indices``: their ids and items (PIL images decoded and made RGB
+    now, one at a time). Each unreadable one is appended to ``skipped`` as ``{"index", "name", "reason"}``."""
+    ids: list[int] = []
+    items: list[Any] = []
+    for index in indices:
+        try:
+            item = source[index]
+            if isinstance(item, Image.Image):
+                item = to_rgb(item)
+        except UnreadableImageError as err:
+            reason = err.reason
+        except IMAGE_DECODE_ERRORS as err:
+            reason = f"it cannot be decoded ({type(err).__name__}: {err})"
+        else:
+            ids.append(index)
+            items.append(item)
+            continue
+        skipped.append({"index": index, "name": source.image_name(index), "reason": reason})
+        if len(skipped) <= _SKIPS_LOGGED:
+            logger.warning("Skipping unreadable image %s: %s", skipped[-1]["name"], reason)
+            if len(skipped) == _SKIPS_LOGGED:
+                logger.warning("Further unreadable images are counted, not logged (meta['skipped_images']).")
+    return ids, items
+
+
+def _contiguous_runs(ids: list[int], longest: int):
+    """``(offset, count)`` of the runs of consecutive ids in ``ids`` (sorted), each at most ``longest``."""
+    offset = 0
+    while offset < len(ids):
+        count = 1
+        while count < longest and offset + count < len(ids) and ids[offset + count] == ids[offset] + count:
+            count += 1
+        yield offset, count
+        offset += count
 
 
 def _mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -529,6 +650,14 @@ def mine_top_activations(
     ``sae.encode`` → ``[batch, patches, d_sae]`` → per-image score (max or mean over patches) →
     merged into the running top-k. Memory holds ``F × k × patches`` maps, never per-image data.
 
+    An image that cannot be read (missing, empty, truncated, not an image) is skipped: it keeps its
+    index, enters no top-k and no statistic (frequencies are over the images read), and is named in
+    ``meta["skipped_images"]``. PIL images and uint8 ``[3, H, W]`` tensors go through the image
+    processor; floating tensors are pixel values already processed
+    (:func:`~vis_steer_lens.activations.to_pixel_values`). A folder's listing is kept in ``out_dir``
+    (``image_listing.parquet``), so a run resumes after files were deleted (they become skipped
+    images); files added or changed since are refused.
+
     Args:
         model: A HookedViT or HookedVLM.
         sae: A ``sae_lens.SAE`` whose ``cfg.metadata.hook_name`` names a hook of ``model``.
@@ -553,6 +682,8 @@ def mine_top_activations(
     Raises:
         ValueError: Bad settings, or a checkpoint in ``out_dir`` from different settings (naming
             each difference).
+        NoReadableImageError: Not one image of the source could be read.
+        OSError: ``out_dir`` cannot be written (found before any mining).
     """
     if rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}.")
@@ -598,6 +729,18 @@ def mine_top_activations(
     mined = None
     if out_dir is not None and resume and (Path(out_dir) / TOP_FILE).is_file():
         mined = MinedActivations.load(out_dir)
+        if source.source_id != mined.source_id:
+            listed = _folder_as_mined(source, out_dir, mined.source_id)
+            if listed is not None:  # files deleted since the checkpoint: the ids stay those mined
+                gone = source.changes_since(listed.entries)["removed"]
+                logger.warning(
+                    "%d image(s) of %s were deleted since the checkpoint (%s); unmined ones are skipped.",
+                    len(gone),
+                    listed.path,
+                    ", ".join(gone[:3]) + (", ..." if len(gone) > 3 else ""),
+                )
+                source = listed
+                meta.update(source_id=source.source_id, image_source=source.describe(), n_images=len(source))
         differences = _mismatches(mined.meta, meta)
         if differences:
             raise ResumeMismatchError(
@@ -607,6 +750,15 @@ def mine_top_activations(
         mined.meta["batch_size"] = int(batch_size)
     if mined is None:
         mined = MinedActivations.empty(feature_ids, k, vit.cfg.n_patches, hist_bins, meta)
+        if out_dir is not None and isinstance(source, FolderImages):
+            _write_listing(out_dir, source)
+    elif (
+        out_dir is not None
+        and isinstance(source, FolderImages)
+        and not (Path(out_dir) / LISTING_FILE).is_file()
+    ):
+        _write_listing(out_dir, source)  # a checkpoint from before listings were kept
+    skipped = mined.meta.setdefault("skipped_images", [])
     mined.images, mined.model = source, model
     mined.to(sae.device)
 
@@ -617,26 +769,43 @@ def mine_top_activations(
     bar = tqdm(total=len(source), initial=start, unit="img", desc="mining", disable=not progress)
     try:
         for first in range(start, len(source), batch_size):
-            batch = [source[i] for i in range(first, min(first + batch_size, len(source)))]
-            if image_processor is None and not all(isinstance(item, torch.Tensor) for item in batch):
-                image_processor = image_processor_of(model, processor)
-            pixel_values = to_pixel_values(batch, image_processor).to(device=vit.device, dtype=vit.dtype)
-            tower_acts = patch_tokens(hook_activations(model, hook_name, pixel_values, flatten=True), vit)
-            # Dense codes [images, patches, d_sae] for a few images at a time, whatever the batch size.
-            per_block = max(1, CODE_BLOCK_ELEMENTS // (tower_acts.shape[1] * sae.cfg.d_sae))
-            for offset in range(0, len(batch), per_block):
-                codes = _encode_in_chunks(sae, tower_acts[offset : offset + per_block])
-                if feature_index is not None:
-                    codes = codes[..., feature_index.to(codes.device)]
-                mined.update(codes, first + offset)
-                del codes
-            bar.update(len(batch))
-            if out_dir is not None and mined.images_processed - last_checkpoint >= checkpoint_every:
+            end = min(first + batch_size, len(source))
+            ids, batch = _read_batch(source, range(first, end), skipped)
+            if batch:
+                if image_processor is None and needs_image_processor(batch):
+                    image_processor = image_processor_of(model, processor)
+                pixel_values = to_pixel_values(batch, image_processor).to(device=vit.device, dtype=vit.dtype)
+                tower_acts = patch_tokens(hook_activations(model, hook_name, pixel_values, flatten=True), vit)
+                # Dense codes [images, patches, d_sae] for a few images at a time, whatever the batch
+                # size; a run of consecutive ids at a time, so skipped images leave gaps.
+                per_block = max(1, CODE_BLOCK_ELEMENTS // (tower_acts.shape[1] * sae.cfg.d_sae))
+                for offset, count in _contiguous_runs(ids, per_block):
+                    codes = _encode_in_chunks(sae, tower_acts[offset : offset + count])
+                    if feature_index is not None:
+                        codes = codes[..., feature_index.to(codes.device)]
+                    mined.update(codes, ids[offset])
+                    del codes
+            mined.images_processed = end  # read or skipped, every image up to here is done
+            bar.update(end - first)
+            due = mined.images_processed - last_checkpoint >= checkpoint_every
+            if out_dir is not None and due and mined.images_mined > 0:
                 mined.save(out_dir)
                 last_checkpoint = mined.images_processed
     finally:
         bar.close()
     mined.to("cpu")
+    if mined.images_mined == 0:
+        named = "; ".join(f"{item['name']} ({item['reason']})" for item in skipped[:3])
+        raise NoReadableImageError(
+            f"None of the {len(source)} images of {source.source_id} could be read, so nothing was mined "
+            f"(e.g. {named}). Expected image files PIL can decode; check the source."
+        )
+    if skipped:
+        logger.warning(
+            "%d of %d images could not be read and were skipped (named in meta['skipped_images']).",
+            len(skipped),
+            len(source),
+        )
     if out_dir is not None:
         mined.save(out_dir)
     return mined
