@@ -43,6 +43,18 @@ def _coefficient(text: str) -> float | str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or 'auto', got {text!r}")
+    return value
+
+
 def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """The subject model and SAE named on the command line, or the toy world's; and the prompt to use."""
     from vis_steer_lens import HookedVLM, load_sae
@@ -428,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--empty-image", default="white", choices=EMPTY_IMAGES)
     explain.add_argument("--max-new-tokens", type=int, default=48)
-    explain.add_argument("--batch-size", type=int, default=32)
+    explain.add_argument(
+        "--batch-size", type=_batch_size, default=32, help="features per batch, or 'auto' (fits free memory)"
+    )
     explain.add_argument("--mined", help="mined folder for topk/hybrid (default: RUN/mined)")
     explain.add_argument("--k-images", type=int, default=5)
     explain.add_argument("--display", choices=DISPLAYS, default="mask")

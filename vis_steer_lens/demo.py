@@ -29,6 +29,9 @@ DEMO_SETTINGS: dict[str, Any] = {
     "k_images": 5,
     "rank_by": "max",
     "steering_coefficient": "auto",
+    # The toy model is cheap, so the demo sweeps wider than the real-size default (5 x 8 rows).
+    "sweep_multiples": [0.5, 1.0, 2.0, 4.0, 8.0, 16.0],
+    "sweep_features": 32,
     "hybrid_coefficient": 1.0,
     "n_images": 20,
     "max_new_tokens": 40,
@@ -103,6 +106,10 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
         ground_truth=toy_ground_truth(summary),
         prompt=settings["prompt"],
         steering_coefficient=settings["steering_coefficient"],
+        steering_sweep={
+            "sweep_multiples": tuple(settings["sweep_multiples"]),
+            "sweep_features": settings["sweep_features"],
+        },
         hybrid_coefficient=settings["hybrid_coefficient"],
         k_images=settings["k_images"],
         max_new_tokens=settings["max_new_tokens"],

@@ -123,7 +123,7 @@ def test_positions_restrict_the_steered_patches(vlm, sae):
 
 def test_auto_coefficient_sweep(vlm, sae):
     exp = explainer(vlm, sae, coefficient="auto", sweep_multiples=(0.0, 4.0, 16.0), sweep_features=6)
-    frame = exp.explain(range(3), progress=False)
+    frame = exp.explain(range(3, 11), progress=False)
     sweep = exp.calibration
     assert sweep["multiple"].tolist() == [0.0, 4.0, 16.0]
     assert sweep["chosen"].sum() == 1
@@ -131,6 +131,23 @@ def test_auto_coefficient_sweep(vlm, sae):
     assert frame["coefficient"].iloc[0] == pytest.approx(exp.chosen_coefficient)
     assert exp.chosen_coefficient == pytest.approx(sweep[sweep["chosen"]]["coefficient"].iloc[0])
     assert exp.calibration_figure().data
+
+
+def test_the_sweep_samples_the_explained_features_and_its_rows_are_reused(vlm, sae, monkeypatch):
+    exp = explainer(vlm, sae, coefficient="auto", sweep_multiples=(4.0, 16.0), sweep_features=3, batch_size=4)
+    steered = []
+    generate = exp._generate
+    monkeypatch.setattr(exp, "_generate", lambda f, d, c: steered.extend(f) or generate(f, d, c))
+    features = [1, 4, 6, 9, 11]
+    frame = exp.explain(features, progress=False)
+    swept = exp.calibration["explanations"]
+    assert len(steered) == 2 * 3 + len(features) - 3  # the 3 swept rows at the choice are not redone
+    assert set(steered[:6]) <= set(features)  # the sample comes from the features explained
+    fixed = explainer(vlm, sae, coefficient=exp.chosen_coefficient, batch_size=4).explain(
+        features, progress=False
+    )
+    assert frame["raw_generation"].tolist() == fixed["raw_generation"].tolist()
+    assert len(swept) == 2 and all(len(row) == 3 for row in swept)
 
 
 def test_resume_after_a_crash_loses_and_duplicates_nothing(vlm, sae, tmp_path, monkeypatch):

@@ -64,6 +64,7 @@ def _explainer(method: str, direction: str, vlm, sae, mined, settings: dict[str,
         display=settings["display"],
         batch_size=settings["batch_size" if steering else "topk_batch_size"],
         direction=direction,
+        **(settings["steering_sweep"] if steering and settings["steering_sweep"] else {}),
         prompt=settings["prompt"],
         max_new_tokens=settings["max_new_tokens"],
         seed=settings["seed"],
@@ -83,6 +84,7 @@ def compare(
     runs: tuple[tuple[str, str], ...] = DEFAULT_RUNS,
     prompt: str = "default",
     steering_coefficient: float | str = "auto",
+    steering_sweep: dict[str, Any] | None = None,
     hybrid_coefficient: float = 1.0,
     empty_image: str = "white",
     k_images: int = 5,
@@ -115,6 +117,8 @@ def compare(
         prompt: Prompt preset for all explainers.
         steering_coefficient: Steering coefficient (number or ``"auto"``; the sweep runs once
             and its choice is used by every steering run).
+        steering_sweep: ``sweep_multiples`` / ``sweep_features`` of the ``"auto"`` coefficient's
+            sweep (default: :class:`~vis_steer_lens.SteeringExplainer`'s).
         hybrid_coefficient: Hybrid coefficient, a multiple of each image's patch norm.
         empty_image: Empty image of the steering runs.
         k_images: Top images per Top-k prompt.
@@ -132,6 +136,7 @@ def compare(
     settings = dict(
         prompt=prompt,
         steering_coefficient=steering_coefficient,
+        steering_sweep=dict(steering_sweep or {}),
         hybrid_coefficient=hybrid_coefficient,
         empty_image=empty_image,
         k_images=k_images,

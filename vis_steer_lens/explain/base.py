@@ -19,6 +19,7 @@ from vis_steer_lens.explain.prompts import PromptSet
 from vis_steer_lens.explain.results import ResultsFile
 from vis_steer_lens.explain.settings import DIRECTIONS
 from vis_steer_lens.explain.text import SentenceEndStop
+from vis_steer_lens.memory import auto_batch_size, check_batch_size
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids
 from vis_steer_lens.store import merge_shards, shard_path
@@ -96,7 +97,7 @@ class Explainer:
         sae: SAE | None,
         *,
         prompt: PromptSet,
-        batch_size: int,
+        batch_size: int | str,
         direction: str,
         seed: int,
         sae_id: str | None = None,
@@ -104,14 +105,16 @@ class Explainer:
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.model = model
         self.sae = sae
         self.prompt = prompt
-        self.batch_size = batch_size
+        # "auto" is resolved when the work starts (:meth:`_resolve_batch_size`), once the
+        # subclass knows what a row holds.
+        self.batch_size: int | str = check_batch_size(batch_size)
+        self.batch_size_auto = self.batch_size == "auto"
         self.direction = direction
         self.seed = seed
+        self._requested: list[int] = []  # the features of the current explain() call
         if sae is None and (sae_id is None or d_sae is None):
             raise ValueError("An explainer needs the SAE, or its sae_id and d_sae.")
         self.sae_id = sae_id or sae_identity(sae)
@@ -170,6 +173,17 @@ class Explainer:
     def _explain_batch(self, features: list[int], direction_features: list[int]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def _row_bytes(self) -> int:
+        """Estimated peak bytes one feature adds to a batch (for ``batch_size="auto"``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no memory estimate; give batch_size.")
+
+    def _resolve_batch_size(self) -> int:
+        """Turn ``batch_size="auto"`` into the largest batch that fits the free memory
+        (:func:`vis_steer_lens.memory.auto_batch_size`); a number stays as given."""
+        if self.batch_size == "auto":
+            self.batch_size = auto_batch_size(self._row_bytes(), self.model.device)
+        return int(self.batch_size)
+
     def _stopping_criteria(self, prompt_length: int) -> list | None:
         """Per-row stop at the end of the answer's first sentence (if ``stop_at_sentence_end``)."""
         if not getattr(self, "stop_at_sentence_end", False):
@@ -204,6 +218,7 @@ class Explainer:
         progress: bool,
     ) -> None:
         """Explain ``todo`` in batches into ``rows`` (and ``store``, durably, as each batch ends)."""
+        self._resolve_batch_size()
         bar = tqdm(total=len(todo), desc=f"{self.method} explanations", unit="feature", disable=not progress)
         try:
             for batch in batched(todo, self.batch_size):
@@ -212,6 +227,7 @@ class Explainer:
                 seconds = (time.perf_counter() - start) / len(batch)
                 for row in new_rows:
                     row["seconds"] = seconds
+                    row["batch_size"] = self.batch_size  # what "auto" chose, for the record
                 if store is not None:
                     store.append(new_rows)
                 rows.update({row["feature"]: row for row in new_rows})
@@ -253,6 +269,7 @@ class Explainer:
         if self.direction == "permuted":
             config["features"] = ids  # the rotation depends on the whole list
         world = current_world() if world is None else world
+        self._requested = ids  # what a calibration samples from (the same list on every rank)
         direction_of = dict(zip(ids, self.direction_features(ids), strict=True))
         unique = list(dict.fromkeys(ids))
         progress = progress and world.is_main

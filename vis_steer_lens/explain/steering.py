@@ -27,10 +27,14 @@ from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
 from vis_steer_lens.explain.settings import SteeringSettings
 from vis_steer_lens.explain.text import clean_explanation
+from vis_steer_lens.memory import explain_bytes_per_row
 from vis_steer_lens.saes.validation import check_sae_fits
 
 #: Multiples of the hook's mean patch norm tried by the ``"auto"`` coefficient sweep.
-DEFAULT_SWEEP = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+DEFAULT_SWEEP = (1.0, 2.0, 4.0, 8.0, 16.0)
+#: Features the ``"auto"`` sweep explains at each multiple: 5 x 8 = 40 steered rows, two batches of
+#: 32, of which the 8 rows at the chosen multiple are kept as those features' explanations.
+DEFAULT_SWEEP_FEATURES = 8
 
 
 class SteeringExplainer(Explainer):
@@ -40,12 +44,17 @@ class SteeringExplainer(Explainer):
         model: A :class:`~vis_steer_lens.HookedVLM` with a processor.
         sae: A ``sae_lens.SAE`` whose hook is a vision hook of ``model``.
         coefficient: Scale of the added direction: a number, a mapping feature → number, or
-            ``"auto"`` (a calibration sweep, see :meth:`calibrate`, runs before the first batch).
+            ``"auto"`` (a calibration sweep, see :meth:`calibrate`, runs before the first batch;
+            it costs ``len(sweep_multiples) * sweep_features`` steered rows, 40 by default, packed
+            into batches of ``batch_size``; the sweep's rows at the chosen multiple are reused as
+            explanations, so the extra cost is 32 rows: one batch at the default batch size).
         empty_image: ``"white"`` (the paper's), ``"black"``, ``"gray"``, ``"mean"`` or ``"zeros"``.
         prompt: A prompt id (``"default"``, ``"paper"``, ``"toy"``) or a :class:`PromptSet`.
         max_new_tokens: Cap on generated tokens (rows usually stop earlier, at their sentence end).
         batch_size: Features decoded together (one prefill, then rows retire as they end); each row
-            steers a different feature.
+            steers a different feature. ``"auto"``: the largest batch whose estimated peak fits in
+            the free memory of the model's device (:mod:`vis_steer_lens.memory`), chosen when the
+            work starts and recorded in each row's ``batch_size``.
         positions: Patches to steer: ``None`` (all), or a bool mask ``[patches]`` / ``[grid, grid]``.
         include_prefix_tokens: Steer the prefix tokens (a class token) too; by default only the
             patches are steered.
@@ -55,8 +64,10 @@ class SteeringExplainer(Explainer):
         reuse_prefix: Reuse the empty image's activations below the hook (``False`` runs the full
             tower with a hook, as the paper's code does; the explanations are the same).
         stop_at_sentence_end: Stop each row at its sentence end instead of ``max_new_tokens``.
-        sweep_multiples: Multiples of the mean patch norm tried by ``coefficient="auto"``.
-        sweep_features: How many features the sweep explains per multiple.
+        sweep_multiples: Multiples of the mean patch norm tried by ``coefficient="auto"``
+            (:data:`DEFAULT_SWEEP`).
+        sweep_features: How many features the sweep explains per multiple (8); a seeded sample
+            of the features being explained.
         seed: Seeds random directions and the sweep's feature sample.
     """
 
@@ -78,7 +89,7 @@ class SteeringExplainer(Explainer):
         reuse_prefix: bool = True,
         stop_at_sentence_end: bool = True,
         sweep_multiples: Sequence[float] = DEFAULT_SWEEP,
-        sweep_features: int = 32,
+        sweep_features: int = DEFAULT_SWEEP_FEATURES,
         seed: int = 0,
     ):
         super().__init__(
@@ -95,6 +106,8 @@ class SteeringExplainer(Explainer):
         self.sweep_multiples = tuple(sweep_multiples)
         self.sweep_features = sweep_features
         self.calibration: pd.DataFrame | None = None
+        # Sweep rows by (feature, direction feature, coefficient), reused when explaining at the choice.
+        self._sweep_rows: dict[tuple[int, int, float], dict[str, Any]] = {}
         self.include_prefix_tokens = include_prefix_tokens
         self._hook = model.vision.parse_hook_name(self.hook_name)
         self._positions = self._position_mask(positions)
@@ -174,8 +187,15 @@ class SteeringExplainer(Explainer):
         unfinished, or repeating a word three times running). The best-scoring multiple wins
         (ties go to the smaller one). Sets ``self.chosen_coefficient`` and ``self.calibration``.
 
+        Cost: ``len(sweep_multiples) * len(features)`` steered rows (40 by default), queued into
+        batches of ``batch_size`` (two ``generate`` calls at 32). At Gemma-3-4B's real widths
+        that is about the cost of 40 explanations; the sweep's rows at the chosen multiple are
+        kept and returned as explanations when those features are explained at that
+        coefficient, so 32 rows are extra.
+
         Args:
-            features: Features to sweep on; by default a seeded sample of ``sweep_features``.
+            features: Features to sweep on; by default a seeded sample of ``sweep_features`` of
+                the features being explained (of all features when called before ``explain``).
             progress: Show progress bars.
 
         Returns:
@@ -183,32 +203,45 @@ class SteeringExplainer(Explainer):
             degenerate_fraction, score, chosen, and the explanations.
         """
         if features is None:
+            pool = self._requested if self._requested else list(range(self.sae.cfg.d_sae))
             gen = torch.Generator().manual_seed(self.seed)
-            count = min(self.sweep_features, self.sae.cfg.d_sae)
-            features = sorted(torch.randperm(self.sae.cfg.d_sae, generator=gen)[:count].tolist())
+            count = min(self.sweep_features, len(pool))
+            features = sorted(pool[i] for i in torch.randperm(len(pool), generator=gen)[:count].tolist())
         features = list(features)
+        if not features:
+            raise ValueError("The coefficient sweep needs at least one feature (sweep_features >= 1).")
+        direction_of = dict(zip(features, self.direction_features(features), strict=True))
         norm = self.patch_norm()
+        self._resolve_batch_size()
+        # Every (multiple, feature) row in one queue, so the sweep fills whole batches.
+        queue = [(multiple * norm, f) for multiple in self.sweep_multiples for f in features]
+        generated: list[dict[str, Any]] = []
+        for start in range(0, len(queue), self.batch_size):
+            chunk = queue[start : start + self.batch_size]
+            chunk_features = [f for _, f in chunk]
+            generated += self._generate(
+                chunk_features, [direction_of[f] for f in chunk_features], [c for c, _ in chunk]
+            )
         records = []
-        for multiple in self.sweep_multiples:
-            coefficient = multiple * norm
-            explanations, degenerate = [], 0
-            for start in range(0, len(features), self.batch_size):
-                chunk = features[start : start + self.batch_size]
-                for row in self._generate(chunk, self.direction_features(chunk), [coefficient] * len(chunk)):
-                    explanations.append(row["explanation"])
-                    degenerate += int(_is_degenerate(row["explanation"], row["finished"]))
+        for index, multiple in enumerate(self.sweep_multiples):
+            rows = generated[index * len(features) : (index + 1) * len(features)]
+            explanations = [row["explanation"] for row in rows]
+            degenerate = sum(_is_degenerate(row["explanation"], row["finished"]) for row in rows)
             n = len(explanations)
             distinct = len(set(explanations)) / n
             records.append(
                 {
                     "multiple": multiple,
-                    "coefficient": coefficient,
+                    "coefficient": multiple * norm,
                     "distinct_fraction": distinct,
                     "degenerate_fraction": degenerate / n,
                     "score": distinct * (1 - degenerate / n),
                     "explanations": explanations,
                 }
             )
+        self._sweep_rows = {
+            (r["feature"], r["direction_feature"], float(r["coefficient"])): r for r in generated
+        }
         sweep = pd.DataFrame(records)
         best = int(sweep["score"].to_numpy().argmax())  # first maximum: the smaller multiple on ties
         sweep["chosen"] = [i == best for i in range(len(sweep))]
@@ -329,8 +362,25 @@ class SteeringExplainer(Explainer):
             )
         return rows
 
+    def _row_bytes(self) -> int:
+        # With prefix reuse only the blocks after the hook run per row.
+        return explain_bytes_per_row(self.model, 1, self.max_new_tokens, from_layer=self._start_layer or 0)
+
     def _explain_batch(self, features: list[int], direction_features: list[int]) -> list[dict[str, Any]]:
-        generated = self._generate(features, direction_features, self._coefficients(features))
+        coefficients = self._coefficients(features)
+        keys = [(f, d, float(c)) for f, d, c in zip(features, direction_features, coefficients, strict=True)]
+        fresh = [i for i, key in enumerate(keys) if key not in self._sweep_rows]
+        made = (
+            self._generate(
+                [features[i] for i in fresh],
+                [direction_features[i] for i in fresh],
+                [coefficients[i] for i in fresh],
+            )
+            if fresh
+            else []
+        )
+        by_index = dict(zip(fresh, made, strict=True))
+        generated = [by_index[i] if i in by_index else self._sweep_rows[key] for i, key in enumerate(keys)]
         return [
             self._row(
                 g["feature"],

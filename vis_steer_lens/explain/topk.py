@@ -23,6 +23,7 @@ from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
 from vis_steer_lens.explain.settings import check_coefficient
 from vis_steer_lens.explain.text import clean_explanation
+from vis_steer_lens.memory import explain_bytes_per_row
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import SAEModelMismatchError, check_sae_fits
 
@@ -40,7 +41,8 @@ class TopKExplainer(Explainer):
         display: ``"mask"`` (inactive patches painted gray) or ``"heatmap"`` (green overlay).
         prompt: A prompt id or :class:`PromptSet`; its Top-k instruction is used.
         max_new_tokens: Cap on generated tokens.
-        batch_size: Features per batch (one prompt each; decoded together, rows leaving as they end).
+        batch_size: Features per batch (one prompt each; decoded together, rows leaving as they end);
+            ``"auto"`` fits the free memory (see :class:`~vis_steer_lens.SteeringExplainer`).
         heatmap_alpha: Overlay opacity at the map's maximum (``display="heatmap"``).
         direction: ``"sae"`` (each feature's own images) or ``"permuted"`` (a control: each
             feature is shown another feature's images, the list rotated by half its length).
@@ -133,6 +135,9 @@ class TopKExplainer(Explainer):
     def _steering_hook(self, features, direction_features, tops) -> list[tuple[str, Any]]:
         """Hooks active while the prompt's images are encoded (none for plain Top-k)."""
         return []
+
+    def _row_bytes(self) -> int:
+        return explain_bytes_per_row(self.model, self.k_images, self.max_new_tokens)
 
     def _explain_batch(self, features: list[int], direction_features: list[int]) -> list[dict[str, Any]]:
         tops = [
