@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from vis_steer_lens.cli import main
 from vis_steer_lens.distributed import World, contiguous_shard, current_world, shard
 from vis_steer_lens.jsonl import read_jsonl
+from vis_steer_lens.mining import MinedActivations
 
 EXPLAIN = ["explain", "--features", "0:10", "--max-new-tokens", "6", "--batch-size", "3"]
 #: Columns that differ between two runs of the same work (wall-clock timings).
@@ -102,3 +104,99 @@ def test_world_comes_from_the_launcher(monkeypatch):
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(ValueError, match="RANK=2 does not fit WORLD_SIZE=2"):
         current_world()
+
+
+MINE = ["mine", "--n-images", "40", "--batch-size", "6", "--k", "4"]
+
+
+def _torchrun_mine(run: Path) -> subprocess.CompletedProcess:
+    cli = Path(sys.executable).with_name("vis-steer-lens")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["--no-python", "--", str(cli), "--quiet", *MINE, "--run", str(run)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def _assert_same_mining(ours: MinedActivations, reference: MinedActivations) -> None:
+    for name in (
+        "top_image_ids",
+        "top_scores",
+        "top_maps",
+        "fire_images",
+        "fire_patches",
+        "max_act",
+        "hist_counts",
+        "hist_range",
+    ):
+        assert torch.equal(getattr(ours, name), getattr(reference, name)), name
+    torch.testing.assert_close(ours.act_sum, reference.act_sum, rtol=1e-12, atol=0)  # summation order only
+    assert ours.images_processed == reference.images_processed and ours.complete
+    assert ours.meta.get("image_range") is None
+
+
+@pytest.fixture(scope="module")
+def one_process_mining(tmp_path_factory):
+    run = tmp_path_factory.mktemp("single-mine")
+    assert main(["--quiet", *MINE, "--run", str(run)]) == 0
+    return MinedActivations.load(run / "mined")
+
+
+def test_merged_blocks_equal_one_pass_with_skipped_images():
+    from vis_steer_lens.mining import _mine_block
+    from vis_steer_lens.testing import tiny_sae, tiny_vlm
+
+    vlm = tiny_vlm("gemma3", seed=1)
+    sae = tiny_sae(vlm, "blocks.1.hook_resid_post", d_sae=24, k=3)
+    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(17)]
+    images[3] = images[11] = torch.zeros(3, 32, 32)  # ties: equal scores on two images in two blocks
+    settings = dict(
+        k=4, batch_size=3, rank_by="max", features=None, processor=None, hist_bins=16, checkpoint_every=5000
+    )
+    one = _mine_block(vlm, sae, images, out_dir=None, resume=True, progress=False, **settings)
+    blocks = [contiguous_shard(len(images), World(rank=r, size=3)) for r in range(3)]
+    parts = [
+        _mine_block(vlm, sae, images, out_dir=None, resume=True, progress=False, image_range=b, **settings)
+        for b in blocks
+    ]
+    _assert_same_mining(MinedActivations.merge(parts), one)
+    with pytest.raises(ValueError, match="consecutive image ids"):
+        MinedActivations.merge([parts[0], parts[2]])
+
+
+@pytest.mark.slow
+def test_two_ranks_mine_disjoint_blocks_and_merge_exactly(one_process_mining, tmp_path):
+    _torchrun_mine(tmp_path)
+    assert not (tmp_path / "mined" / "shards").exists()
+    _assert_same_mining(MinedActivations.load(tmp_path / "mined"), one_process_mining)
+
+
+@pytest.mark.slow
+def test_a_crashed_ranks_mining_shard_resumes(one_process_mining, tmp_path):
+    from vis_steer_lens import toy
+    from vis_steer_lens.mining import _mine_block
+
+    # Rank 1 (images 20..39) died after 10 images: its checkpoint has images 20..29.
+    bundle = toy.load()
+    images = toy.ToyImages(seed=1, n=40)  # the CLI's default --seed
+    settings = dict(
+        k=4, batch_size=6, rank_by="max", features=None, processor=None, hist_bins=50, checkpoint_every=5000
+    )
+    shard_dir = tmp_path / "mined" / "shards" / "rank-00001"
+    partial = _mine_block(
+        bundle.vlm,
+        bundle.sae,
+        images,
+        out_dir=None,
+        resume=True,
+        progress=False,
+        image_range=range(20, 30),
+        **settings,
+    )
+    partial.meta["image_range"] = [20, 40]
+    partial.save(shard_dir)
+    assert not MinedActivations.load(shard_dir).complete
+    _torchrun_mine(tmp_path)
+    _assert_same_mining(MinedActivations.load(tmp_path / "mined"), one_process_mining)

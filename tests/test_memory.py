@@ -47,3 +47,21 @@ def test_auto_batch_fits_the_budget_and_changes_nothing_but_speed(vlm, monkeypat
     frame = auto.explain(range(10), progress=False)
     assert auto.batch_size == 3 and set(frame["batch_size"]) == {3}  # chosen, and recorded in every row
     assert frame["raw_generation"].tolist() == fixed["raw_generation"].tolist()
+
+
+def test_auto_batch_mining_fits_the_budget_and_mines_the_same(vlm, monkeypatch):
+    import torch
+
+    from vis_steer_lens import mine_top_activations
+    from vis_steer_lens.memory import mining_bytes_per_image
+
+    sae = tiny_sae(vlm, "blocks.1.hook_resid_post", d_sae=16, k=3)
+    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(9)]
+    fixed = mine_top_activations(vlm, sae, images, k=3, batch_size=9, progress=False)
+    per_image = mining_bytes_per_image(vlm.vision, sae)
+    monkeypatch.setattr(
+        memory, "available_bytes", lambda device=None: int(2.5 * per_image / memory.DEFAULT_BUDGET_FRACTION)
+    )
+    auto = mine_top_activations(vlm, sae, images, k=3, batch_size="auto", progress=False)
+    assert auto.meta["batch_size"] == 2 and auto.meta["batch_size_auto"]
+    assert torch.equal(auto.top_image_ids, fixed.top_image_ids) and torch.equal(auto.top_maps, fixed.top_maps)

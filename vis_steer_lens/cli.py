@@ -150,6 +150,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
+    from vis_steer_lens.distributed import current_world
     from vis_steer_lens.image_sources import as_image_source
     from vis_steer_lens.mining import _check_writable, mine_top_activations
     from vis_steer_lens.runs import RunFolder
@@ -181,13 +182,20 @@ def cmd_mine(args: argparse.Namespace) -> int:
         out_dir=out,
         progress=not args.quiet,
     )
+    if not current_world().is_main:  # under torchrun every rank returns the merged result; rank 0 reports
+        return 0
     live = len(mined.live_features())
     summary = f"Mined {len(mined.feature_ids)} features over {mined.images_mined} images ({live} fired)"
     skipped = mined.skipped_images
     if skipped:
         names = ", ".join(item["name"] for item in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         summary += f"; skipped {len(skipped)} unreadable image(s): {names}"
-    print(f"{summary}; saved to {out}")
+    batch = (
+        f" (batch size {mined.meta['batch_size']}, chosen by 'auto')"
+        if mined.meta.get("batch_size_auto")
+        else ""
+    )
+    print(f"{summary}; saved to {out}{batch}")
     return 0
 
 
@@ -461,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--n-images", type=int, default=2000, help="toy-world images to mine (>= 1)")
     mine.add_argument("--k", type=int, default=5)
     mine.add_argument("--rank-by", choices=("max", "mean"), default="max")
-    mine.add_argument("--batch-size", type=int, default=64)
+    mine.add_argument(
+        "--batch-size", type=_batch_size, default=64, help="images per batch, or 'auto' (fits free memory)"
+    )
     mine.add_argument("--seed", type=int, default=1)
     mine.add_argument("--run", help="run folder: write RUN/mined")
     mine.add_argument("--out", help="instead of --run: the folder for the mined activations")

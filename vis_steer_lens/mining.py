@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from vis_steer_lens.activations import (
     to_pixel_values,
     vision_model,
 )
+from vis_steer_lens.distributed import World, barrier, contiguous_shard, current_world, gather_objects
 from vis_steer_lens.image_sources import (
     IMAGE_DECODE_ERRORS,
     FolderImages,
@@ -52,6 +54,7 @@ from vis_steer_lens.image_sources import (
     open_image_source,
     to_rgb,
 )
+from vis_steer_lens.memory import auto_batch_size, check_batch_size, mining_bytes_per_image
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids, check_sae_fits
 from vis_steer_lens.store import ResumeMismatchError, description_mismatches
@@ -60,6 +63,8 @@ FORMAT_VERSION = 1
 TOP_FILE = "top.safetensors"
 FEATURES_FILE = "features.parquet"
 META_FILE = "mining.json"
+#: Under a launcher, each rank's part of the run: ``<out_dir>/shards/rank-00000`` ...
+SHARDS_DIR = "shards"
 #: A folder source's listing when mined (relative name, size, mtime_ns per file): resuming after
 #: files were deleted keeps every image's id, and reopening finds the images mined.
 LISTING_FILE = "image_listing.parquet"
@@ -91,6 +96,7 @@ _RESUME_KEYS = (
     "features",
     "hist_bins",
     "n_patches",
+    "image_range",
 )
 _STATE_TENSORS = (
     "feature_ids",
@@ -218,14 +224,76 @@ class MinedActivations:
         return self.meta.get("skipped_images", [])
 
     @property
+    def image_range(self) -> tuple[int, int]:
+        """The block of image ids this state covers: all of them, or one rank's shard."""
+        block = self.meta.get("image_range")
+        return (0, int(self.meta["n_images"])) if block is None else (int(block[0]), int(block[1]))
+
+    @property
     def images_mined(self) -> int:
         """Images read and folded in: the denominator of every frequency in :attr:`stats`."""
-        return self.images_processed - len(self.skipped_images)
+        return self.images_processed - self.image_range[0] - len(self.skipped_images)
 
     @property
     def complete(self) -> bool:
-        """Whether every image of the source has been processed."""
-        return self.images_processed >= int(self.meta["n_images"])
+        """Whether every image of the source (of the shard, for one rank's part) has been processed."""
+        return self.images_processed >= self.image_range[1]
+
+    @classmethod
+    def merge(cls, parts: list[MinedActivations]) -> MinedActivations:
+        """One state from the finished shards of a launched run, equal to one process's pass.
+
+        ``parts`` cover consecutive blocks of image ids in order (as
+        :func:`vis_steer_lens.distributed.contiguous_shard` cuts them). Counts, maxima and
+        histograms merge exactly (histogram ranges are powers of two, see the module doc); the
+        top-k lists are merged by (score desc, image id asc), the order one pass keeps, so the kept
+        images, scores and maps are identical; the float64 sums differ only in summation order.
+
+        Raises:
+            ValueError: If the parts are from different settings, unfinished, or leave a gap.
+        """
+        if not parts:
+            raise ValueError("Nothing to merge: give the shards' mined states.")
+        first = parts[0]
+        position = 0
+        for part in parts:
+            differences = _mismatches(part.meta, first.meta, ignore=("image_range",))
+            if differences:
+                raise ValueError(f"Shards from different runs cannot be merged ({'; '.join(differences)}).")
+            start, stop = part.image_range
+            if start != position or not part.complete:
+                raise ValueError(
+                    f"The shards must be finished and cover consecutive image ids: expected one starting at "
+                    f"{position}, got images {start}..{stop} ({part.images_processed - start} processed)."
+                )
+            position = stop
+        if position != int(first.meta["n_images"]):
+            raise ValueError(f"The shards cover images 0..{position} of {first.meta['n_images']}.")
+        meta = {key: value for key, value in first.meta.items() if key != "image_range"}
+        meta["skipped_images"] = [item for part in parts for item in part.skipped_images]
+        merged = cls.empty(first.feature_ids.tolist(), first.k, first.n_patches, first.hist_bins, meta)
+        merged.images_processed = position
+        k = first.k
+        for part in parts:
+            candidates = torch.cat([merged.top_scores, part.top_scores], dim=1)  # [F, 2k]
+            # Kept entries precede the part's (lower ids), so a stable sort breaks ties by lower id.
+            order = torch.sort(candidates, dim=1, descending=True, stable=True).indices[:, :k]
+            merged.top_scores = candidates.gather(1, order)
+            merged.top_image_ids = torch.cat([merged.top_image_ids, part.top_image_ids], dim=1).gather(
+                1, order
+            )
+            maps = torch.cat([merged.top_maps, part.top_maps], dim=1)
+            merged.top_maps = maps.gather(1, order.unsqueeze(-1).expand(-1, -1, first.n_patches))
+            merged.fire_images += part.fire_images
+            merged.fire_patches += part.fire_patches
+            merged.act_sum += part.act_sum
+            merged.max_act = torch.maximum(merged.max_act, part.max_act)
+            new_range = torch.maximum(merged.hist_range, part.hist_range)
+            merged.hist_counts = _rebin(merged.hist_counts, merged.hist_range, new_range) + _rebin(
+                part.hist_counts, part.hist_range, new_range
+            )
+            merged.hist_range = new_range
+        return merged
 
     def _row(self, feature: int) -> int:
         feature = int(feature)
@@ -393,17 +461,7 @@ class MinedActivations:
             needed = batch_max[grow]
             new_range = torch.exp2(torch.floor(torch.log2(needed)) + 1)
             new_range = torch.where(new_range <= needed, new_range * 2, new_range)  # log2 rounding guard
-            old_range = self.hist_range[grow]
-            # Doubling the range s times merges each run of 2**s old bins into one new bin.
-            doublings = torch.where(
-                old_range > 0, torch.round(torch.log2(new_range / old_range.clamp(min=1e-38))), 0
-            )
-            doublings = doublings.long().clamp(0, 62)
-            target = torch.arange(bins, device=batch_max.device).unsqueeze(0) >> doublings.unsqueeze(
-                1
-            )  # [G, bins]
-            merged = torch.zeros_like(self.hist_counts[grow]).scatter_add_(1, target, self.hist_counts[grow])
-            self.hist_counts[grow] = merged
+            self.hist_counts[grow] = _rebin(self.hist_counts[grow], self.hist_range[grow], new_range)
             self.hist_range[grow] = new_range
         if len(features) == 0:
             return
@@ -592,8 +650,18 @@ def _contiguous_runs(ids: list[int], longest: int):
         offset += count
 
 
-def _mismatches(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    return description_mismatches(saved, current, keys=_RESUME_KEYS)
+def _mismatches(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    return description_mismatches(saved, current, keys=[k for k in _RESUME_KEYS if k not in ignore])
+
+
+def _rebin(counts: torch.Tensor, old_range: torch.Tensor, new_range: torch.Tensor) -> torch.Tensor:
+    """Histogram counts ``[F, bins]`` over ``[0, old_range)`` re-binned to ``[0, new_range)`` (both
+    powers of two, ``new >= old``): doubling the range ``s`` times merges runs of ``2**s`` bins, exactly."""
+    bins = counts.shape[1]
+    doublings = torch.where(old_range > 0, torch.round(torch.log2(new_range / old_range.clamp(min=1e-38))), 0)
+    doublings = doublings.long().clamp(0, 62)
+    target = torch.arange(bins, device=counts.device).unsqueeze(0) >> doublings.unsqueeze(1)  # [F, bins]
+    return torch.zeros_like(counts).scatter_add_(1, target, counts)
 
 
 @torch.no_grad()
@@ -619,7 +687,7 @@ def _check_writable(folder: Path) -> None:
         raise NotADirectoryError(f"--out {str(folder)!r} is a file; mined results go to a folder.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-check"
+        probe = folder / f".write-check-{os.getpid()}"  # one per process: ranks probe at once
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
@@ -643,6 +711,7 @@ def mine_top_activations(
     hist_bins: int = 50,
     progress: bool = True,
     checkpoint_every: int = 5000,
+    world: World | None = None,
 ) -> MinedActivations:
     """Find each feature's top-``k`` images in one streaming pass.
 
@@ -665,7 +734,9 @@ def mine_top_activations(
             or list of PIL images / ``[3, H, W]`` pixel tensors (random access is needed to show
             top images later).
         k: Images kept per feature.
-        batch_size: Images per forward pass.
+        batch_size: Images per forward pass, or ``"auto"``: the largest batch whose estimated peak
+            fits in the free memory of the model's device (:mod:`vis_steer_lens.memory`; recorded
+            in ``meta["batch_size"]``).
         rank_by: ``"max"`` or ``"mean"`` of the feature over patches (the paper ranks by mean).
         features: SAE feature ids to mine; ``None`` for all.
         out_dir: Where to checkpoint and save; ``None`` keeps everything in memory.
@@ -675,6 +746,11 @@ def mine_top_activations(
         hist_bins: Bins of the per-feature activation histograms.
         progress: Show a tqdm bar over images.
         checkpoint_every: Images between checkpoints (rounded up to whole batches).
+        world: The ranks to share the images with (default: from the launcher's environment).
+            Under ``torchrun`` / ``accelerate launch`` each rank mines a consecutive block of
+            images into ``out_dir/shards/rank-N`` (resumable on its own), and rank 0 merges the
+            blocks exactly (:meth:`MinedActivations.merge`) into ``out_dir``; every rank returns
+            the merged result.
 
     Returns:
         The :class:`MinedActivations`, also saved to ``out_dir`` when given.
@@ -685,12 +761,94 @@ def mine_top_activations(
         NoReadableImageError: Not one image of the source could be read.
         OSError: ``out_dir`` cannot be written (found before any mining).
     """
+    settings = dict(
+        k=k,
+        batch_size=batch_size,
+        rank_by=rank_by,
+        features=features,
+        processor=processor,
+        hist_bins=hist_bins,
+        checkpoint_every=checkpoint_every,
+    )
+    world = current_world() if world is None else world
+    if not world.distributed:
+        return _mine_block(model, sae, images, out_dir=out_dir, resume=resume, progress=progress, **settings)
+    source = as_image_source(images)
+    block = contiguous_shard(len(source), world)
+    if out_dir is not None:
+        out = Path(out_dir)
+        if resume and (out / TOP_FILE).is_file():  # finished before: every rank reads the result
+            done = MinedActivations.load(out, images=source)
+            if not done.complete or done.meta.get("image_range") is not None:
+                raise ResumeMismatchError(
+                    f"{str(out)!r} holds an unfinished one-process mining checkpoint; finish it with the same "
+                    "one-process command, or pass resume=False to mine it again under the launcher."
+                )
+            return _finish_merged(done, source, model)
+        part_dir = out / SHARDS_DIR / f"rank-{world.rank:05d}"
+        _mine_block(
+            model,
+            sae,
+            source,
+            out_dir=part_dir,
+            resume=resume,
+            progress=progress and world.is_main,
+            image_range=block,
+            **settings,
+        )
+        barrier(world)
+        if world.is_main:
+            parts = [MinedActivations.load(out / SHARDS_DIR / f"rank-{r:05d}") for r in range(world.size)]
+            merged = MinedActivations.merge(parts)
+            merged.save(out)
+            if isinstance(source, FolderImages):
+                _write_listing(out, source)
+            shutil.rmtree(out / SHARDS_DIR)
+        barrier(world)
+        return _finish_merged(MinedActivations.load(out, images=source), source, model)
+    part = _mine_block(
+        model,
+        sae,
+        source,
+        out_dir=None,
+        resume=resume,
+        progress=progress and world.is_main,
+        image_range=block,
+        **settings,
+    )
+    part.images = part.model = None  # only the state travels between ranks
+    return _finish_merged(MinedActivations.merge(gather_objects(part, world)), source, model)
+
+
+def _finish_merged(mined: MinedActivations, source: ImageSource, model: Any) -> MinedActivations:
+    mined.images, mined.model = source, model
+    return mined
+
+
+def _mine_block(
+    model: Any,
+    sae: Any,
+    images: Any,
+    *,
+    k: int,
+    batch_size: int | str,
+    rank_by: str,
+    features: Any,
+    out_dir: str | os.PathLike | None,
+    resume: bool,
+    processor: Any,
+    hist_bins: int,
+    progress: bool,
+    checkpoint_every: int,
+    image_range: range | None = None,
+) -> MinedActivations:
+    """:func:`mine_top_activations` in one process, over all images or the block ``image_range``
+    (one rank's shard: its state covers those ids, and an all-unreadable block is no error)."""
     if rank_by not in RANK_BY:
         raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}.")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    batch_size = check_batch_size(batch_size)
     if hist_bins < 1:
         raise ValueError(f"hist_bins must be >= 1, got {hist_bins}.")
     if checkpoint_every < 1:
@@ -705,6 +863,9 @@ def mine_top_activations(
     feature_ids = list(range(sae.cfg.d_sae)) if features is None else check_feature_ids(sae, features)
     if not feature_ids:
         raise ValueError("features= is empty: give at least one feature id, or None for all.")
+    auto_batch = batch_size == "auto"
+    if auto_batch:
+        batch_size = auto_batch_size(mining_bytes_per_image(vit, sae), vit.device)
     meta = {
         "version": FORMAT_VERSION,
         "sae_id": sae_identity(sae),
@@ -724,6 +885,8 @@ def mine_top_activations(
         "patch_size": int(vit.cfg.patch_size),
         "image_size": int(vit.cfg.image_size),
         "batch_size": int(batch_size),
+        "batch_size_auto": auto_batch,
+        "image_range": None if image_range is None else [image_range.start, image_range.stop],
     }
 
     mined = None
@@ -747,9 +910,12 @@ def mine_top_activations(
                 f"The checkpoint in {str(out_dir)!r} was made with other settings, so it cannot be resumed "
                 f"({'; '.join(differences)}). Use another out_dir, or resume=False to start over."
             )
-        mined.meta["batch_size"] = int(batch_size)
+        mined.meta.update(batch_size=int(batch_size), batch_size_auto=auto_batch)
+    # After resuming, which may swap in the folder as it was listed when the run began.
+    block = range(len(source)) if image_range is None else image_range
     if mined is None:
         mined = MinedActivations.empty(feature_ids, k, vit.cfg.n_patches, hist_bins, meta)
+        mined.images_processed = block.start
         if out_dir is not None and isinstance(source, FolderImages):
             _write_listing(out_dir, source)
     elif (
@@ -766,10 +932,10 @@ def mine_top_activations(
     image_processor = None
     start = mined.images_processed
     last_checkpoint = start
-    bar = tqdm(total=len(source), initial=start, unit="img", desc="mining", disable=not progress)
+    bar = tqdm(total=len(block), initial=start - block.start, unit="img", desc="mining", disable=not progress)
     try:
-        for first in range(start, len(source), batch_size):
-            end = min(first + batch_size, len(source))
+        for first in range(start, block.stop, batch_size):
+            end = min(first + batch_size, block.stop)
             ids, batch = _read_batch(source, range(first, end), skipped)
             if batch:
                 if image_processor is None and needs_image_processor(batch):
@@ -794,7 +960,7 @@ def mine_top_activations(
     finally:
         bar.close()
     mined.to("cpu")
-    if mined.images_mined == 0:
+    if mined.images_mined == 0 and image_range is None:
         named = "; ".join(f"{item['name']} ({item['reason']})" for item in skipped[:3])
         raise NoReadableImageError(
             f"None of the {len(source)} images of {source.source_id} could be read, so nothing was mined "
