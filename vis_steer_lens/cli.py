@@ -113,7 +113,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 f"--method {args.method} needs mined top images: run `vis-steer-lens mine --run {run.root}` "
                 "first, or pass --mined DIR."
             )
-        if mined.images_processed < int(mined.meta.get("n_images", 0)):
+        if not mined.complete:
             raise SystemExit(
                 f"The mining checkpoint has {mined.images_processed} of {mined.meta['n_images']} images: it is "
                 "unfinished. Rerun the same `vis-steer-lens mine` command to finish it first."

@@ -177,7 +177,7 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path) -> Path:
         "model_name": mined.meta.get("model_name"),
         "d_sae": mined.d_sae,
         "n_features": len(rows),
-        "images_processed": mined.images_processed,
+        "images_processed": mined.images_mined,  # read and mined (skipped unreadable ones excluded)
         "grid_size": mined.grid_size,
         "methods": methods,
         "has_scores": results.scores is not None,

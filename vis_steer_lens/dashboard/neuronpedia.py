@@ -124,7 +124,7 @@ def _feature_record(results: DashboardResults, feature: int, stats_row: dict[str
         "freq_hist_data_bar_heights": [float(c) for c in counts.tolist()],
         "logits_hist_data_bar_heights": [],
         "logits_hist_data_bar_values": [],
-        "n_prompts_total": int(mined.images_processed),
+        "n_prompts_total": int(mined.images_mined),  # unreadable images were never prompts
         "n_tokens_in_prompt": int(mined.n_patches),
         "dataset": mined.source_id,
         "decoder_weights_dist": [],
