@@ -393,3 +393,20 @@ def test_mining_memory_at_real_patch_count_is_bounded():
     assert store == 8192 * 5 * 4096 * 4 + 8192 * 5 * (4 + 8)
     assert cost_1 <= 1.5 * store, cost_1 / store
     assert cost_8 - cost_1 <= 8 * 4096 * 1152 * 4, cost_8 - cost_1
+
+
+def test_sparse_maps_are_stored_as_nonzeros_and_reload_exactly(tmp_path):
+    from safetensors import safe_open
+
+    from vis_steer_lens.testing import tiny_sae, tiny_vlm
+
+    vlm = tiny_vlm("gemma3", seed=4)
+    sae = tiny_sae(vlm, "blocks.1.hook_resid_post", d_sae=64, k=2)  # 2 of 64 per patch: sparse maps
+    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(12)]
+    mined = mine_top_activations(vlm, sae, images, k=3, batch_size=4, out_dir=tmp_path, progress=False)
+    with safe_open(str(tmp_path / "top.safetensors"), framework="pt") as f:
+        assert "top_maps" not in f.keys() and "top_maps_index" in f.keys()
+        stored = f.get_tensor("top_maps_values").numel()
+    assert stored == int(torch.count_nonzero(mined.top_maps)) < mined.top_maps.numel() / 2
+    again = MinedActivations.load(tmp_path)
+    assert torch.equal(again.top_maps, mined.top_maps) and again.top_maps.shape == mined.top_maps.shape

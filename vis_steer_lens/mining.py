@@ -478,7 +478,19 @@ class MinedActivations:
         return self
 
     def _state_tensors(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name).detach().cpu().contiguous() for name in _STATE_TENSORS}
+        tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in _STATE_TENSORS}
+        # A TopK feature's map is mostly zeros outside the patches it fires on: store the nonzeros
+        # (flat index, value) when that is smaller; :meth:`load` rebuilds the dense maps exactly.
+        maps = tensors["top_maps"]
+        nonzero = int(torch.count_nonzero(maps))
+        index_dtype = torch.int32 if maps.numel() < 2**31 else torch.int64
+        if nonzero * (4 + index_dtype.itemsize) < maps.numel() * 4:
+            flat = maps.view(-1)
+            index = flat.nonzero().view(-1)
+            del tensors["top_maps"]
+            tensors["top_maps_index"] = index.to(index_dtype)
+            tensors["top_maps_values"] = flat[index]
+        return tensors
 
     def _full_meta(self) -> dict[str, Any]:
         return {
@@ -499,7 +511,10 @@ class MinedActivations:
 
         Each file is written to a temporary name and moved into place, so a crash never leaves a
         half-written file. ``top.safetensors`` (tensors plus the metadata in its header) is the
-        authoritative state read by :meth:`load` and by resuming; it is written first.
+        authoritative state read by :meth:`load` and by resuming; it is written first. The top-k
+        maps are stored as their nonzeros (``top_maps_index``, flat int32/int64 indices into
+        ``[F, k, patches]``, and ``top_maps_values``) when that is smaller than the dense
+        ``top_maps``, as it is for TopK SAEs; :meth:`load` restores them exactly.
         """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -539,6 +554,11 @@ class MinedActivations:
         for derived in ("complete", "histogram", "images_mined"):
             meta.pop(derived, None)
         tensors = load_file(str(path))
+        if "top_maps_index" in tensors:  # maps stored as their nonzeros
+            k, n_patches = int(meta["k"]), int(meta["n_patches"])
+            dense = torch.zeros(len(tensors["feature_ids"]) * k * n_patches)
+            dense[tensors.pop("top_maps_index").long()] = tensors.pop("top_maps_values")
+            tensors["top_maps"] = dense.view(-1, k, n_patches)
         mined = cls(
             **{name: tensors[name] for name in _STATE_TENSORS}, meta=meta, images_processed=images_processed
         )
