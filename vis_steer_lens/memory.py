@@ -39,6 +39,27 @@ def available_bytes(device: str | torch.device | None = None) -> int:
     return int(pages * page_size)
 
 
+def peak_rss_bytes(reset: bool = False) -> int:
+    """This process's peak resident memory in bytes (after ``reset``: its current resident memory).
+
+    Linux's ``VmHWM``, reset through ``/proc/self/clear_refs``, so a measurement can start after
+    the setup. Not ``getrusage``'s ``ru_maxrss``: in a process started from a larger one (a test
+    session) that starts at the parent's peak and hides any growth below it. Falls back to it
+    without ``/proc``.
+    """
+    import resource
+
+    try:
+        if reset:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmHWM"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
@@ -157,5 +178,6 @@ __all__ = [
     "image_tokens_per_image",
     "language_bytes_per_row",
     "mining_bytes_per_image",
+    "peak_rss_bytes",
     "tower_bytes_per_image",
 ]

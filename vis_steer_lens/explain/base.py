@@ -229,8 +229,9 @@ class Explainer:
                     row["seconds"] = seconds
                     row["batch_size"] = self.batch_size  # what "auto" chose, for the record
                 if store is not None:
-                    store.append(new_rows)
-                rows.update({row["feature"]: row for row in new_rows})
+                    store.append(new_rows)  # keeps each row once, as written (JSON types)
+                if rows is not getattr(store, "rows", None):
+                    rows.update({row["feature"]: row for row in new_rows})
                 bar.update(len(batch))
         finally:
             bar.close()
@@ -280,7 +281,8 @@ class Explainer:
                 rows.update(part)
         elif not world.distributed:
             with ResultsFile(out, config, resume=resume) as store:
-                rows.update(store.rows)
+                # The store's rows are the results: one copy of each row, fresh or resumed alike.
+                rows = store.rows
                 self._explain_all([f for f in unique if f not in rows], direction_of, rows, store, progress)
         else:
             if world.is_main:  # rows a crashed launch left in shards first, so nothing is redone
