@@ -137,10 +137,8 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         model = adapter.load_model(name_or_path, device=device, dtype=dtype, revision=revision)
         processor = None
         if load_processor:
-            from transformers import AutoProcessor
-
             try:
-                processor = AutoProcessor.from_pretrained(name_or_path, revision=revision)
+                processor = adapter.load_processor(name_or_path, revision=revision)
             except (OSError, ValueError, TypeError) as err:
                 logger.warning(
                     "No processor loaded from %r (%s); pass one to HookedVLM.from_hf.", name_or_path, err

@@ -11,10 +11,19 @@ The weights are random but not at their initial values: norm weights, layer scal
 token and position embeddings are drawn away from transformers' constant inits, and the
 projector is never zero, so every vision edit reaches the logits and an equivalence test
 against Hugging Face can fail where a shortcut would be taken.
+
+:func:`random_vlm` builds the released architectures themselves (Gemma 3 4B/12B/27B,
+InternVL3-14B) with random weights, their depth and vocabulary optionally cut, and a processor
+with the family's special tokens and chat structure at the real image size:
+
+>>> vlm = random_vlm("gemma-3-4b", n_vision_layers=2, n_text_layers=1, vocab_size=4096)  # doctest: +SKIP
+>>> sae = random_sae(vlm, "blocks.1.hook_resid_post")  # 8192 features, k=25, as the paper's  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -34,7 +43,15 @@ _WORDS = (
 _PUNCTUATION = [".", ",", "?", "!", ":", "-", "'"]
 
 
-def word_tokenizer(special: dict[str, str], extra: dict[str, str], chat_template: str, add_bos: bool):
+def word_tokenizer(
+    special: dict[str, str],
+    extra: dict[str, str],
+    chat_template: str,
+    add_bos: bool,
+    *,
+    token_ids: Mapping[str, int] | None = None,
+    vocab_size: int | None = None,
+):
     """A word-level fast tokenizer with a family's special tokens (newlines and punctuation are tokens).
 
     Args:
@@ -42,12 +59,37 @@ def word_tokenizer(special: dict[str, str], extra: dict[str, str], chat_template
         extra: Further special tokens by attribute name; ``<name>_id`` attributes are set too.
         chat_template: The Jinja chat template.
         add_bos: Whether plain calls prepend the BOS token.
+        token_ids: Fixed ids of some special tokens (token → id), e.g. a release's (see
+            :func:`fit_token_ids`); the other tokens take the free ids in order. By default the
+            special tokens come first, then newline, punctuation and words.
+        vocab_size: Fill the vocabulary up to this many ids with ``<unused{id}>`` words, so every
+            id a model of that vocabulary emits decodes.
+
+    Raises:
+        ValueError: If ``vocab_size`` cannot hold the tokens or a fixed id lies outside it.
     """
     from transformers import PreTrainedTokenizerFast
 
     specials = list(dict.fromkeys([*special.values(), *extra.values()]))
     words = sorted({variant for word in _WORDS for variant in (word, word.capitalize())})
-    vocabulary = [*specials, "\n", *_PUNCTUATION, *words]
+    ordinary = ["\n", *_PUNCTUATION, *words]
+    token_ids = dict(token_ids or {})
+    needed = len(specials) + len(ordinary) + len(set(token_ids) - set(specials))
+    size = vocab_size or max(needed, max(token_ids.values(), default=-1) + 1)
+    if needed > size or any(not 0 <= i < size for i in token_ids.values()):
+        raise ValueError(
+            f"A vocabulary of {size} ids cannot hold {needed} tokens with the fixed ids {token_ids}; "
+            f"use vocab_size >= {needed} and ids below it."
+        )
+    vocabulary: list[str | None] = [None] * size
+    for token, index in token_ids.items():
+        vocabulary[index] = token
+    free = [index for index, token in enumerate(vocabulary) if token is None]
+    placed = [token for token in specials if token not in token_ids] + ordinary
+    for index, token in zip(free, placed, strict=False):
+        vocabulary[index] = token
+    for index in free[len(placed) :]:
+        vocabulary[index] = f"<unused{index}>"
     backend = Tokenizer(
         models.WordLevel({t: i for i, t in enumerate(vocabulary)}, unk_token=special["unk_token"])
     )
@@ -73,6 +115,27 @@ def word_tokenizer(special: dict[str, str], extra: dict[str, str], chat_template
     return tokenizer
 
 
+def fit_token_ids(token_ids: Mapping[str, int], vocab_size: int) -> dict[str, int]:
+    """A release's special-token ids fitted into a vocabulary of ``vocab_size`` ids.
+
+    Ids below ``vocab_size`` are kept; the others move to the highest ids not taken, in their
+    released order (Gemma 3 at 4096 ids: ``<start_of_image>`` 255999 → 4093, ``<end_of_image>``
+    256000 → 4094, ``<image_soft_token>`` 262144 → 4095; ``<start_of_turn>`` stays 105).
+
+    Raises:
+        ValueError: If the vocabulary has fewer ids than there are tokens.
+    """
+    if len(token_ids) > vocab_size:
+        raise ValueError(f"{len(token_ids)} special tokens do not fit a vocabulary of {vocab_size} ids.")
+    fitted = {token: index for token, index in token_ids.items() if index < vocab_size}
+    moved = sorted((index, token) for token, index in token_ids.items() if index >= vocab_size)
+    taken = set(fitted.values())
+    top = [index for index in range(vocab_size - 1, -1, -1) if index not in taken][: len(moved)]
+    for (_, token), index in zip(moved, sorted(top), strict=True):
+        fitted[token] = index
+    return fitted
+
+
 def perturb_constant_parameters(modules: list[nn.Module], seed: int) -> None:
     """Draw every parameter that holds one repeated value (a norm's ones, a bias's zeros, a layer
     scale, a zero class token or projector) around that value, so no weight sits at its init."""
@@ -80,9 +143,11 @@ def perturb_constant_parameters(modules: list[nn.Module], seed: int) -> None:
     with torch.no_grad():
         for module in modules:
             for param in module.parameters():
-                flat = param.flatten()
-                if flat.numel() and bool((flat == flat[0]).all()):
-                    value = float(flat[0])
+                if not param.numel():
+                    continue
+                low, high = torch.aminmax(param.detach())  # no full-size temporary for large weights
+                if bool(low == high):
+                    value = float(low)
                     scale = 0.3 if value == 0 else 0.5 * abs(value)
                     param.copy_(value + scale * torch.randn(param.shape, generator=gen))
 
@@ -166,9 +231,153 @@ def tiny_sae(
     return set_vision_metadata(sae, metadata)
 
 
+def rss_high_water(reset: bool = False) -> int:
+    """This process's peak resident memory in bytes; with ``reset``, restart the peak at the current
+    resident memory first (and return that).
+
+    Linux's ``VmHWM`` of the process's own memory map, reset through ``/proc/self/clear_refs``.
+    Not ``getrusage``'s ``ru_maxrss``: in a process started from a larger one (a test session) that
+    starts at the parent's peak and hides any growth below it. Falls back to it without ``/proc``.
+    """
+    import resource
+
+    try:
+        if reset:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmHWM"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def released_models() -> dict[str, str]:
+    """Released models :func:`random_vlm` builds, name → family (from the registered adapters)."""
+    return {name: family for family in supported_families() for name in get_adapter(family).released_configs}
+
+
+def _release_adapter(name: str):
+    models = released_models()
+    if name not in models:
+        raise ValueError(f"random_vlm builds the released models {sorted(models)}, got {name!r}.")
+    return get_adapter(models[name])
+
+
+def random_hf_vlm(
+    name: str,
+    n_vision_layers: int | None = None,
+    n_text_layers: int | None = None,
+    vocab_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    save_to: str | os.PathLike | None = None,
+    max_shard_size: str | int = "200MB",
+    device: str | torch.device | None = None,
+) -> tuple[nn.Module, Any]:
+    """A released VLM architecture with random weights, and a processor at its real image size.
+
+    The configuration is the release's (its adapter's ``released_configs``, written out from the
+    released ``config.json``); only the depth and the vocabulary can be cut. The special tokens
+    keep their released ids where the vocabulary holds them and move to its top otherwise
+    (:func:`fit_token_ids`), in the tokenizer and in the config alike. The model is built
+    directly in ``dtype`` on ``device`` (one copy of the weights, never a float32 one first);
+    every constant-initialised parameter (norms, biases, layer scales, Gemma 3's zero projector)
+    is drawn away from its init and the projector maps at unit gain, so the greedy answers
+    depend on the image.
+
+    Args:
+        name: ``"gemma-3-4b"``, ``"gemma-3-12b"``, ``"gemma-3-27b"`` or ``"internvl3-14b"``
+            (:func:`released_models`).
+        n_vision_layers: Vision encoder blocks (default: the release's).
+        n_text_layers: Language model layers (default: the release's).
+        vocab_size: Vocabulary size (default: the release's).
+        dtype: Weight dtype.
+        seed: Seeds the weights (the caller's global RNG state is left as it was).
+        save_to: Also write the model (safetensors, in shards of ``max_shard_size``) and the
+            processor to this folder, for ``from_pretrained``.
+        max_shard_size: Shard size for ``save_to``.
+        device: Where the weights are built (default CPU).
+
+    Returns:
+        ``(model, processor)``, the model in eval mode.
+    """
+    adapter = _release_adapter(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, processor = adapter.build_random(
+            name,
+            n_vision_layers=n_vision_layers,
+            n_text_layers=n_text_layers,
+            vocab_size=vocab_size,
+            dtype=dtype,
+            device=device,
+        )
+    perturb_constant_parameters([model], seed)
+    if save_to is not None:
+        model.save_pretrained(save_to, max_shard_size=max_shard_size)
+        processor.save_pretrained(save_to)
+    return model.eval(), processor
+
+
+def random_vlm(
+    name: str,
+    n_vision_layers: int | None = None,
+    n_text_layers: int | None = None,
+    vocab_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    save_to: str | os.PathLike | None = None,
+    max_shard_size: str | int = "200MB",
+    device: str | torch.device | None = None,
+):
+    """A :class:`~vis_steer_lens.HookedVLM` over :func:`random_hf_vlm`'s model and processor.
+
+    Named ``random-<name>`` (so SAE metadata records a random model). See
+    :func:`random_hf_vlm` for the arguments.
+    """
+    from vis_steer_lens.hooked_vlm import HookedVLM
+
+    model, processor = random_hf_vlm(
+        name,
+        n_vision_layers=n_vision_layers,
+        n_text_layers=n_text_layers,
+        vocab_size=vocab_size,
+        dtype=dtype,
+        seed=seed,
+        save_to=save_to,
+        max_shard_size=max_shard_size,
+        device=device,
+    )
+    return HookedVLM.from_hf(model, processor=processor, model_name=f"random-{name}")
+
+
+def random_sae(
+    vit: Any,
+    hook_name: str,
+    d_sae: int = 8192,
+    k: int = 25,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+):
+    """A random TopK SAE of the paper's shape (8192 features, k = 25) at ``hook_name`` of ``vit``.
+
+    :func:`tiny_sae` at the paper's width, on the model's device: distinct unit-norm decoder
+    rows, the tower's fingerprint in its metadata.
+    """
+    sae = tiny_sae(vit, hook_name, d_sae=d_sae, k=k, seed=seed)
+    return sae.to(device=getattr(vit, "device", "cpu"), dtype=dtype)
+
+
 __all__ = [
     "TINY_FAMILIES",
+    "fit_token_ids",
     "perturb_constant_parameters",
+    "random_hf_vlm",
+    "random_sae",
+    "random_vlm",
+    "released_models",
+    "rss_high_water",
     "tiny_hf_vlm",
     "tiny_sae",
     "tiny_vlm",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import functools
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -44,6 +46,10 @@ class VLMAdapter:
         language_input_keys: The processor outputs the language model takes (besides pixels).
         one_tile_per_image: Image-processor options that make each image one tower input (for
             mining and scoring, which are per image), where the processor can tile images.
+        released_configs: Released models the family can build with random weights (see
+            :func:`vis_steer_lens.testing.random_vlm`): name → the fields of its ``config.json``
+            that define the architecture (``vision_config``, ``text_config`` and top-level ones).
+        released_token_ids: The released tokenizer's special tokens and their ids.
     """
 
     name: ClassVar[str] = "base"
@@ -58,6 +64,8 @@ class VLMAdapter:
     end_of_turn_tokens: ClassVar[tuple[str, ...]] = ()
     language_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
     one_tile_per_image: ClassVar[dict[str, Any]] = {}
+    released_configs: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    released_token_ids: ClassVar[Mapping[str, int]] = {}
 
     # ---- recognising the family
     def supports(self, config: Any) -> bool:
@@ -164,6 +172,16 @@ class VLMAdapter:
         dtype = dtype or next(iter(state.values())).dtype
         return tower.to(device=device or "cpu", dtype=dtype).eval()
 
+    def load_processor(self, name_or_path: str, *, revision: str | None = None) -> Any:
+        """The processor saved with a checkpoint (transformers' ``AutoProcessor``).
+
+        Raises:
+            OSError, ValueError, TypeError: As ``AutoProcessor`` does when there is none.
+        """
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(name_or_path, revision=revision)
+
     def _finish_tower(self, tower: nn.Module) -> nn.Module:
         """Restore what a checkpoint does not store (non-persistent buffers); the tower by default."""
         return tower
@@ -176,6 +194,87 @@ class VLMAdapter:
         tokenizer with the family's special tokens and chat-template structure. Seed torch first.
         """
         raise NotImplementedError
+
+    def released_config(self, name: str) -> dict[str, Any]:
+        """A copy of the released configuration ``name`` (see :attr:`released_configs`).
+
+        Raises:
+            KeyError: Naming the releases the family knows.
+        """
+        if name not in self.released_configs:
+            raise KeyError(
+                f"The {self.name} adapter knows the releases {sorted(self.released_configs)}, got {name!r}."
+            )
+        return copy.deepcopy(dict(self.released_configs[name]))
+
+    def shrunk_config(
+        self,
+        name: str,
+        n_vision_layers: int | None = None,
+        n_text_layers: int | None = None,
+        vocab_size: int | None = None,
+    ) -> tuple[dict[str, Any], dict[str, int]]:
+        """The released configuration with its depth and vocabulary cut, and the special-token ids
+        fitted into that vocabulary (:func:`vis_steer_lens.testing.fit_token_ids`).
+
+        Returns:
+            ``(config fields, token → id)``.
+        """
+        from vis_steer_lens.testing import fit_token_ids
+
+        config = self.released_config(name)
+        vision, text = config["vision_config"], config["text_config"]
+        for sub, layers in ((vision, n_vision_layers), (text, n_text_layers)):
+            if layers is not None:
+                if layers < 1:
+                    raise ValueError(f"A model needs at least one layer per tower, got {layers}.")
+                sub["num_hidden_layers"] = layers
+        text["vocab_size"] = vocab_size or text["vocab_size"]
+        return config, fit_token_ids(self.released_token_ids, text["vocab_size"])
+
+    def random_config(
+        self,
+        name: str,
+        *,
+        n_vision_layers: int | None = None,
+        n_text_layers: int | None = None,
+        vocab_size: int | None = None,
+    ) -> tuple[Any, Any]:
+        """The Hugging Face config of a released model (depth and vocabulary optionally cut) and a
+        processor with the family's special tokens and chat structure at the real image size."""
+        raise NotImplementedError
+
+    def build_random(
+        self,
+        name: str,
+        *,
+        n_vision_layers: int | None = None,
+        n_text_layers: int | None = None,
+        vocab_size: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+    ) -> tuple[nn.Module, Any]:
+        """A released architecture with transformers' random init, built directly in ``dtype`` on
+        ``device``, and its processor (see :mod:`vis_steer_lens.testing`). Seed torch first.
+
+        The generation config stops at the family's end-of-turn tokens, as the releases' do.
+        """
+        from transformers import AutoModelForImageTextToText
+
+        config, processor = self.random_config(
+            name, n_vision_layers=n_vision_layers, n_text_layers=n_text_layers, vocab_size=vocab_size
+        )
+        with torch.device(device or "cpu"):
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+        self._finish_random(model)
+        tokenizer = processor.tokenizer
+        stop = [tokenizer.eos_token_id, *tokenizer.convert_tokens_to_ids(list(self.end_of_turn_tokens))]
+        model.generation_config.eos_token_id = list(dict.fromkeys(stop))
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        return model.eval(), processor
+
+    def _finish_random(self, model: nn.Module) -> None:
+        """Family-specific changes to transformers' init of a random released model (none by default)."""
 
     # ---- inputs
     def empty_image_pixel_values(
