@@ -435,20 +435,24 @@ class MinedActivations:
         self.top_scores = candidates.gather(1, order)
         # The maps are rewritten in place, a block of features at a time, so the temporaries stay a
         # few blocks however many features are mined (a whole-store copy is 640 MiB at 8k x 5 x 4096).
-        block = max(1, MAP_BLOCK_ELEMENTS // (k * self.n_patches))
+        # Only the features whose list changed are touched (after the first images, few per batch).
+        changed = (~(from_kept & (kept_slot == torch.arange(k, device=acts.device)))).any(dim=1)  # [F]
+        block = max(1, MAP_BLOCK_ELEMENTS // ((k + acts.shape[0]) * self.n_patches))
         for start in range(0, len(self.feature_ids), block):
-            rows = slice(start, start + block)
-            changed = ~(from_kept[rows] & (kept_slot[rows] == torch.arange(k, device=acts.device)))
-            if not bool(changed.any()):
+            span = slice(start, min(start + block, len(self.feature_ids)))
+            local = changed[span].nonzero().view(-1)
+            if len(local) == 0:
                 continue
-            kept_maps = self.top_maps[rows].gather(
-                1, kept_slot[rows].unsqueeze(-1).expand(-1, -1, self.n_patches)
-            )
-            # acts[batch_pos, :, feature] for each (feature, slot): advanced indices around a slice put
-            # the broadcast [features, k] dims first, giving [features, k, patches].
-            feature_index = torch.arange(start, min(start + block, len(self.feature_ids)), device=acts.device)
-            batch_maps = acts[batch_pos[rows], :, feature_index.unsqueeze(1)]
-            self.top_maps[rows] = torch.where(from_kept[rows].unsqueeze(-1), kept_maps, batch_maps)
+            # A slice (a view) when the whole block changed, as in the first batches; else the rows.
+            whole = len(local) == span.stop - span.start
+            rows = span if whole else start + local
+            # The block's activations feature-major [features, batch, patches]: gathering maps
+            # straight from [batch, patches, F] reads each patch F numbers apart (a cache miss each).
+            block_acts = acts[:, :, span].permute(2, 0, 1)
+            block_acts = block_acts if whole else block_acts[local]
+            # Kept maps then the batch's, [features, k + batch, patches], indexed like `candidates`.
+            pool = torch.cat([self.top_maps[rows], block_acts], dim=1)
+            self.top_maps[rows] = pool.gather(1, order[rows].unsqueeze(-1).expand(-1, -1, self.n_patches))
 
     def _update_histogram_codes(
         self, features: torch.Tensor, values: torch.Tensor, batch_max: torch.Tensor
