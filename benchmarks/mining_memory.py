@@ -53,8 +53,8 @@ def measure(
 
     from vis_steer_lens import HookedViT, HookedViTConfig, mine_top_activations
     from vis_steer_lens.image_sources import ListImages
+    from vis_steer_lens.memory import peak_rss_bytes
     from vis_steer_lens.saes import set_vision_metadata, vision_sae_metadata
-    from vis_steer_lens.testing import rss_high_water
 
     torch.manual_seed(0)
     if model is None:
@@ -90,9 +90,9 @@ def measure(
     mine_top_activations(
         vit, small, ListImages(images.items[:1], name="w"), k=k, batch_size=1, progress=False
     )
-    before = rss_high_water(reset=True)  # what the model, SAE, images and warm-up hold now
+    before = peak_rss_bytes(reset=True)  # what the model, SAE, images and warm-up hold now
     mined = mine_top_activations(vit, sae, images, k=k, batch_size=batch, progress=False)
-    peak = rss_high_water()
+    peak = peak_rss_bytes()
     store = sum(
         getattr(mined, name).element_size() * getattr(mined, name).numel()
         for name in ("top_maps", "top_scores", "top_image_ids")

@@ -261,13 +261,14 @@ def test_building_in_bfloat16_holds_one_bfloat16_copy():
     262,208-word tokenizer; a float32 build first would add 2x the weights."""
     code = (
         "import json, torch\n"
-        "from vis_steer_lens.testing import random_hf_vlm, rss_high_water\n"
-        "before = rss_high_water(reset=True)\n"
+        "from vis_steer_lens.memory import peak_rss_bytes\n"
+        "from vis_steer_lens.testing import random_hf_vlm\n"
+        "before = peak_rss_bytes(reset=True)\n"
         "model, _ = random_hf_vlm('gemma-3-4b', n_vision_layers=1, n_text_layers=2, dtype=torch.bfloat16)\n"
         "weights = sum(p.numel() * p.element_size() for p in model.parameters())\n"
         "embedding = model.get_input_embeddings().weight\n"
         "embedding = embedding.numel() * embedding.element_size()\n"
-        "print(json.dumps({'growth': rss_high_water() - before, 'weights': weights, 'embedding': embedding}))\n"
+        "print(json.dumps({'growth': peak_rss_bytes() - before, 'weights': weights, 'embedding': embedding}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     row = json.loads(out.strip().splitlines()[-1])

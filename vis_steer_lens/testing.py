@@ -231,27 +231,6 @@ def tiny_sae(
     return set_vision_metadata(sae, metadata)
 
 
-def rss_high_water(reset: bool = False) -> int:
-    """This process's peak resident memory in bytes; with ``reset``, restart the peak at the current
-    resident memory first (and return that).
-
-    Linux's ``VmHWM`` of the process's own memory map, reset through ``/proc/self/clear_refs``.
-    Not ``getrusage``'s ``ru_maxrss``: in a process started from a larger one (a test session) that
-    starts at the parent's peak and hides any growth below it. Falls back to it without ``/proc``.
-    """
-    import resource
-
-    try:
-        if reset:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        with open("/proc/self/status") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
-        return int(fields["VmHWM"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def released_models() -> dict[str, str]:
     """Released models :func:`random_vlm` builds, name → family (from the registered adapters)."""
     return {name: family for family in supported_families() for name in get_adapter(family).released_configs}
@@ -377,7 +356,6 @@ __all__ = [
     "random_sae",
     "random_vlm",
     "released_models",
-    "rss_high_water",
     "tiny_hf_vlm",
     "tiny_sae",
     "tiny_vlm",
