@@ -70,3 +70,13 @@ def test_another_live_process_holds_the_file(tmp_path):
     with ResultsStore(path, {"k": 1}) as store:
         store.append([{"feature": 0}])
     assert store.done == {0}
+
+
+def test_a_run_that_wrote_no_row_does_not_block_the_next(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    with ResultsStore(path, {"coefficient": -1e30}):
+        pass  # failed before its first row (say, a non-finite coefficient)
+    with ResultsStore(path, {"coefficient": 30.0}) as store:  # other settings: nothing to keep, so accepted
+        store.append([{"feature": 0}])
+    with pytest.raises(ResumeMismatchError, match="coefficient"):
+        ResultsStore(path, {"coefficient": 31.0})  # now it has a row: refused as before

@@ -193,6 +193,11 @@ class ResultsStore:
             raise
 
     def _open(self, resume: bool) -> None:
+        if not (self.path.exists() and self.path.stat().st_size > 0):
+            # A run that stopped before its first row (a bad setting, a crash while loading) leaves
+            # at most a description: nothing to keep, so this run's settings replace it.
+            self.path.unlink(missing_ok=True)
+            self.description_path.unlink(missing_ok=True)
         if self.path.exists() or self.description_path.exists():
             if not resume:
                 raise FileExistsError(

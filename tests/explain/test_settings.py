@@ -36,3 +36,11 @@ def test_unknown_method_and_display():
         settings_for("lime")
     with pytest.raises(ValueError, match="display"):
         TopKSettings(display="blur")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_max_new_tokens_must_be_a_positive_integer(bad):
+    from vis_steer_lens.explain.settings import check_positive_int
+
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an integer >= 1"):
+        check_positive_int(bad, "max_new_tokens")

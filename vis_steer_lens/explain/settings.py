@@ -38,6 +38,17 @@ def check_coefficient(value: Any, what: str = "coefficient") -> float:
     return number
 
 
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` as an int >= 1 (not a bool).
+
+    Raises:
+        ValueError: Otherwise, naming the setting.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class SteeringSettings:
     """Settings of :class:`~vis_steer_lens.explain.SteeringExplainer` that are its own.

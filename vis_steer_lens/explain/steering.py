@@ -25,7 +25,7 @@ from vis_steer_lens.activations import hook_activations, patch_tokens
 from vis_steer_lens.explain.base import Explainer
 from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
-from vis_steer_lens.explain.settings import SteeringSettings
+from vis_steer_lens.explain.settings import SteeringSettings, check_positive_int
 from vis_steer_lens.explain.text import clean_explanation
 from vis_steer_lens.memory import explain_bytes_per_row
 from vis_steer_lens.saes.validation import check_sae_fits
@@ -100,7 +100,7 @@ class SteeringExplainer(Explainer):
         self.hook_name = check_sae_fits(sae, model)
         self.coefficient = coefficient
         self.empty_image = empty_image
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = check_positive_int(max_new_tokens, "max_new_tokens")
         self.reuse_prefix = reuse_prefix
         self.stop_at_sentence_end = stop_at_sentence_end
         self.sweep_multiples = tuple(sweep_multiples)

@@ -21,7 +21,7 @@ from vis_steer_lens.display import heatmap_overlay, mask_patches
 from vis_steer_lens.explain.base import Explainer
 from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
-from vis_steer_lens.explain.settings import check_coefficient
+from vis_steer_lens.explain.settings import check_coefficient, check_positive_int
 from vis_steer_lens.explain.text import clean_explanation
 from vis_steer_lens.memory import explain_bytes_per_row
 from vis_steer_lens.saes.metadata import sae_identity
@@ -98,7 +98,7 @@ class TopKExplainer(Explainer):
         self.mined = mined
         self.k_images = min(k_images, mined.k)
         self.display = display
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = check_positive_int(max_new_tokens, "max_new_tokens")
         self.heatmap_alpha = heatmap_alpha
         self.stop_at_sentence_end = stop_at_sentence_end
         model._require_processor()
