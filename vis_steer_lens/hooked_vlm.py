@@ -266,18 +266,22 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         return self.processor
 
     def prompt_inputs(
-        self, images: Sequence[Any] | None, instruction: str | Sequence[str]
+        self,
+        images: Sequence[Any] | None,
+        instruction: str | Sequence[str],
+        device: str | torch.device | None = None,
     ) -> dict[str, torch.Tensor]:
         """Chat-templated model inputs: one user turn per row, with its images then the instruction.
 
         Args:
             images: One PIL image per row (or a list of images per row; ``None`` for text only).
             instruction: The user's text, one string for all rows or one per row.
+            device: Where the tensors go (default: the model's device).
 
         Returns:
             A dict with ``input_ids``, ``attention_mask``, ``pixel_values`` and whatever else the
-            family's language model takes (``token_type_ids`` for Gemma 3), on the model's
-            device, left-padded for generation.
+            family's language model takes (``token_type_ids`` for Gemma 3), on ``device``,
+            left-padded for generation.
         """
         processor = self._require_processor()
         n_rows = (
@@ -305,7 +309,7 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         )
         keep = (*self.adapter.language_input_keys, "pixel_values")
         return {
-            key: value.to(self.device) if hasattr(value, "to") else value
+            key: value.to(device or self.device) if hasattr(value, "to") else value
             for key, value in inputs.items()
             if key in keep
         }
