@@ -281,7 +281,8 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         Returns:
             A dict with ``input_ids``, ``attention_mask``, ``pixel_values`` and whatever else the
             family's language model takes (``token_type_ids`` for Gemma 3), on ``device``,
-            left-padded for generation.
+            left-padded for generation. Each image is one tower input (the adapter's
+            ``one_tile_per_image`` options: InternVL's processor does not tile it).
         """
         processor = self._require_processor()
         n_rows = (
@@ -306,6 +307,9 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             return_dict=True,
             return_tensors="pt",
             padding=True,
+            # One tower input per image (InternVL would tile a large one): the explainers' masks and
+            # the hybrid's steering are per image.
+            **self.adapter.one_tile_per_image,
         )
         keep = (*self.adapter.language_input_keys, "pixel_values")
         return {

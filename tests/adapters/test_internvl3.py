@@ -146,3 +146,16 @@ def test_config_round_trips(internvl):
     assert HookedViTConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="Unknown HookedViTConfig fields"):
         HookedViTConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_prompts_give_each_image_one_tile_even_when_the_processor_would_tile():
+    from PIL import Image
+
+    from vis_steer_lens.testing import tiny_vlm
+
+    vlm = tiny_vlm("internvl3", seed=0)
+    vlm.processor.image_processor.crop_to_patches = True  # as the released processor is
+    wide = Image.new("RGB", (96, 32), "red")  # three tiles wide at 32 px
+    inputs = vlm.prompt_inputs([wide, wide], "What is in the image?")
+    assert inputs["pixel_values"].shape[0] == 2  # one tile per image, no thumbnails
+    assert int((inputs["input_ids"] == vlm.image_token_id).sum()) == 2 * 4
