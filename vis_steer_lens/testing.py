@@ -299,35 +299,19 @@ def random_hf_vlm(
     return model.eval(), processor
 
 
-def random_vlm(
-    name: str,
-    n_vision_layers: int | None = None,
-    n_text_layers: int | None = None,
-    vocab_size: int | None = None,
-    dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-    save_to: str | os.PathLike | None = None,
-    max_shard_size: str | int = "200MB",
-    device: str | torch.device | None = None,
-):
+def random_vlm(name: str, **kwargs: Any):
     """A :class:`~vis_steer_lens.HookedVLM` over :func:`random_hf_vlm`'s model and processor.
 
-    Named ``random-<name>`` (so SAE metadata records a random model). See
-    :func:`random_hf_vlm` for the arguments.
+    Named ``random-<name>`` (so SAE metadata records a random model).
+
+    Args:
+        name: The release (see :func:`released_models`).
+        **kwargs: ``n_vision_layers``, ``n_text_layers``, ``vocab_size``, ``dtype``, ``seed``,
+            ``save_to``, ``max_shard_size``, ``device`` (see :func:`random_hf_vlm`).
     """
     from vis_steer_lens.hooked_vlm import HookedVLM
 
-    model, processor = random_hf_vlm(
-        name,
-        n_vision_layers=n_vision_layers,
-        n_text_layers=n_text_layers,
-        vocab_size=vocab_size,
-        dtype=dtype,
-        seed=seed,
-        save_to=save_to,
-        max_shard_size=max_shard_size,
-        device=device,
-    )
+    model, processor = random_hf_vlm(name, **kwargs)
     return HookedVLM.from_hf(model, processor=processor, model_name=f"random-{name}")
 
 

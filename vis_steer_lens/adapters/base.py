@@ -50,6 +50,8 @@ class VLMAdapter:
             :func:`vis_steer_lens.testing.random_vlm`): name → the fields of its ``config.json``
             that define the architecture (``vision_config``, ``text_config`` and top-level ones).
         released_token_ids: The released tokenizer's special tokens and their ids.
+        test_tokens: The test models' word-level tokenizer: ``(special, extra, chat_template,
+            add_bos)`` as :func:`vis_steer_lens.testing.word_tokenizer` takes them.
     """
 
     name: ClassVar[str] = "base"
@@ -66,6 +68,7 @@ class VLMAdapter:
     one_tile_per_image: ClassVar[dict[str, Any]] = {}
     released_configs: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     released_token_ids: ClassVar[Mapping[str, int]] = {}
+    test_tokens: ClassVar[tuple[dict[str, str], dict[str, str], str, bool]] = ({}, {}, "", False)
 
     # ---- recognising the family
     def supports(self, config: Any) -> bool:
@@ -207,31 +210,6 @@ class VLMAdapter:
             )
         return copy.deepcopy(dict(self.released_configs[name]))
 
-    def shrunk_config(
-        self,
-        name: str,
-        n_vision_layers: int | None = None,
-        n_text_layers: int | None = None,
-        vocab_size: int | None = None,
-    ) -> tuple[dict[str, Any], dict[str, int]]:
-        """The released configuration with its depth and vocabulary cut, and the special-token ids
-        fitted into that vocabulary (:func:`vis_steer_lens.testing.fit_token_ids`).
-
-        Returns:
-            ``(config fields, token → id)``.
-        """
-        from vis_steer_lens.testing import fit_token_ids
-
-        config = self.released_config(name)
-        vision, text = config["vision_config"], config["text_config"]
-        for sub, layers in ((vision, n_vision_layers), (text, n_text_layers)):
-            if layers is not None:
-                if layers < 1:
-                    raise ValueError(f"A model needs at least one layer per tower, got {layers}.")
-                sub["num_hidden_layers"] = layers
-        text["vocab_size"] = vocab_size or text["vocab_size"]
-        return config, fit_token_ids(self.released_token_ids, text["vocab_size"])
-
     def random_config(
         self,
         name: str,
@@ -240,8 +218,35 @@ class VLMAdapter:
         n_text_layers: int | None = None,
         vocab_size: int | None = None,
     ) -> tuple[Any, Any]:
-        """The Hugging Face config of a released model (depth and vocabulary optionally cut) and a
-        processor with the family's special tokens and chat structure at the real image size."""
+        """The Hugging Face config of a released model, its depth and vocabulary optionally cut, and
+        a processor with the family's special tokens and chat structure at the real image size.
+
+        The special tokens keep their released ids where the vocabulary holds them and move to its
+        top otherwise (:func:`vis_steer_lens.testing.fit_token_ids`), in the tokenizer (a
+        word-level one, :attr:`test_tokens`) and the config alike.
+        """
+        from vis_steer_lens.testing import fit_token_ids, word_tokenizer
+
+        fields = self.released_config(name)
+        vision, text = fields["vision_config"], fields["text_config"]
+        for sub, layers in ((vision, n_vision_layers), (text, n_text_layers)):
+            if layers is not None:
+                if layers < 1:
+                    raise ValueError(f"A model needs at least one layer per tower, got {layers}.")
+                sub["num_hidden_layers"] = layers
+        text["vocab_size"] = vocab_size or text["vocab_size"]
+        ids = fit_token_ids(self.released_token_ids, text["vocab_size"])
+        special, extra, chat_template, add_bos = self.test_tokens
+        tokenizer = word_tokenizer(
+            special, extra, chat_template, add_bos, token_ids=ids, vocab_size=text["vocab_size"]
+        )
+        return self._released_model_config(fields, ids, tokenizer)
+
+    def _released_model_config(
+        self, fields: dict[str, Any], ids: dict[str, int], tokenizer: Any
+    ) -> tuple[Any, Any]:
+        """``(config, processor)`` from a release's config ``fields`` (cut), its special tokens' ``ids``
+        in that vocabulary and a tokenizer holding them."""
         raise NotImplementedError
 
     def build_random(

@@ -225,6 +225,7 @@ class Gemma3Adapter(VLMAdapter):
     end_of_turn_tokens: ClassVar[tuple[str, ...]] = ("<end_of_turn>",)
     language_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "token_type_ids")
     released_configs: ClassVar[dict] = GEMMA3_RELEASED_CONFIGS
+    test_tokens: ClassVar[tuple] = (_TINY_SPECIAL, _TINY_EXTRA, _TINY_CHAT_TEMPLATE, True)
     released_token_ids: ClassVar[dict] = GEMMA3_TOKEN_IDS
 
     # ---- the tower
@@ -316,7 +317,7 @@ class Gemma3Adapter(VLMAdapter):
 
         from vis_steer_lens.testing import word_tokenizer
 
-        tokenizer = word_tokenizer(_TINY_SPECIAL, _TINY_EXTRA, _TINY_CHAT_TEMPLATE, add_bos=True)
+        tokenizer = word_tokenizer(*self.test_tokens)
         ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _TINY_EXTRA.items()}
         config = Gemma3Config(
             vision_config=dict(
@@ -350,36 +351,20 @@ class Gemma3Adapter(VLMAdapter):
         model = Gemma3ForConditionalGeneration(config)
         return model, _processor(tokenizer, image_size=32, image_seq_length=4)
 
-    def random_config(
-        self,
-        name: str,
-        *,
-        n_vision_layers: int | None = None,
-        n_text_layers: int | None = None,
-        vocab_size: int | None = None,
-    ) -> tuple[Any, Any]:
+    def _released_model_config(self, fields: dict, ids: dict, tokenizer: Any) -> tuple[Any, Any]:
         from transformers import Gemma3Config
 
-        from vis_steer_lens.testing import word_tokenizer
-
-        fields, ids = self.shrunk_config(name, n_vision_layers, n_text_layers, vocab_size)
-        text = fields["text_config"]
-        tokenizer = word_tokenizer(
-            _TINY_SPECIAL,
-            _TINY_EXTRA,
-            _TINY_CHAT_TEMPLATE,
-            add_bos=True,
-            token_ids=ids,
-            vocab_size=text["vocab_size"],
+        fields["text_config"].update(
+            pad_token_id=ids["<pad>"], eos_token_id=ids["<eos>"], bos_token_id=ids["<bos>"]
         )
-        text.update(pad_token_id=ids["<pad>"], eos_token_id=ids["<eos>"], bos_token_id=ids["<bos>"])
         fields.update(
             image_token_index=ids["<image_soft_token>"],
             boi_token_index=ids["<start_of_image>"],
             eoi_token_index=ids["<end_of_image>"],
         )
-        vision = fields["vision_config"]
-        processor = _processor(tokenizer, vision["image_size"], fields["mm_tokens_per_image"])
+        processor = _processor(
+            tokenizer, fields["vision_config"]["image_size"], fields["mm_tokens_per_image"]
+        )
         return Gemma3Config(**fields), processor
 
     def _finish_random(self, model: nn.Module) -> None:

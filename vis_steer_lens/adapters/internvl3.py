@@ -216,6 +216,7 @@ class InternVL3Adapter(VLMAdapter):
     # InternVL's processor cuts large images into 448-px tiles; mining and scoring need one per image.
     one_tile_per_image: ClassVar[dict] = {"crop_to_patches": False}
     released_configs: ClassVar[dict] = INTERNVL3_RELEASED_CONFIGS
+    test_tokens: ClassVar[tuple] = (_TINY_SPECIAL, _TINY_EXTRA, _TINY_CHAT_TEMPLATE, False)
     released_token_ids: ClassVar[dict] = INTERNVL3_TOKEN_IDS
 
     # ---- the tower
@@ -335,7 +336,7 @@ class InternVL3Adapter(VLMAdapter):
 
         from vis_steer_lens.testing import word_tokenizer
 
-        tokenizer = word_tokenizer(_TINY_SPECIAL, _TINY_EXTRA, _TINY_CHAT_TEMPLATE, add_bos=False)
+        tokenizer = word_tokenizer(*self.test_tokens)
         config = InternVLConfig(
             vision_config=dict(
                 hidden_size=32,
@@ -370,29 +371,10 @@ class InternVL3Adapter(VLMAdapter):
         _strengthen_projector(model)
         return model, _processor(tokenizer, image_size=32, image_seq_length=4, crop_to_patches=False)
 
-    def random_config(
-        self,
-        name: str,
-        *,
-        n_vision_layers: int | None = None,
-        n_text_layers: int | None = None,
-        vocab_size: int | None = None,
-    ) -> tuple[Any, Any]:
+    def _released_model_config(self, fields: dict, ids: dict, tokenizer: Any) -> tuple[Any, Any]:
         from transformers import InternVLConfig
 
-        from vis_steer_lens.testing import word_tokenizer
-
-        fields, ids = self.shrunk_config(name, n_vision_layers, n_text_layers, vocab_size)
-        text = fields["text_config"]
-        tokenizer = word_tokenizer(
-            _TINY_SPECIAL,
-            _TINY_EXTRA,
-            _TINY_CHAT_TEMPLATE,
-            add_bos=False,
-            token_ids=ids,
-            vocab_size=text["vocab_size"],
-        )
-        text.update(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"])
+        fields["text_config"].update(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"])
         fields["image_token_id"] = ids["<IMG_CONTEXT>"]
         image_size = fields["vision_config"]["image_size"][0]
         processor = _processor(tokenizer, image_size, fields["image_seq_length"], crop_to_patches=True)
