@@ -10,20 +10,28 @@
     produced on average (rounded up).
 
 Both (a) and (b) explain the same features; the script checks that their explanations (first
-sentence) agree and prints the ratios (a)/(b) (target >= 3x) and (a)/(c) (target >= 0.9). Each
-of (a), (b), (c) runs ``--repeats`` times, interleaved (a, b, c, a, b, c, ...) so that a busy
+sentence) agree and that the steered answers differ across features (a model whose answer
+ignores the image, or a steering edit that does not reach the answer, fails it), exits non-zero
+if either check fails, and prints the ratios (a)/(b) (target >= 3x) and (a)/(c) (target >= 0.9).
+Each of (a), (b), (c) runs ``--repeats`` times, interleaved (a, b, c, a, b, c, ...) so that a busy
 spell of the machine hits all three alike; the median time of each is reported.
 
     python benchmarks/steering_throughput.py                       # the shipped toy VLM and SAE (Gemma 3)
-    python benchmarks/steering_throughput.py --family internvl3    # a random InternVL3 (class token, layer scale)
-    python benchmarks/steering_throughput.py --random-weights gemma-3-4b --device cuda --features 64
+    python benchmarks/steering_throughput.py --family internvl3    # a tiny random InternVL3 (class token, layer scale)
+    python benchmarks/steering_throughput.py --random-weights gemma-3-4b --n-vision-layers 4 --features 8 --fixed-tokens 8
+    python benchmarks/steering_throughput.py --random-weights gemma-3-4b --full-depth --device cuda --features 64
 
-With ``--random-weights gemma-3-4b`` the real Gemma 3 4B architecture is built with random
-weights (no download) and a random SAE at vision layer 16; both sides then decode a fixed
-number of tokens (``--fixed-tokens``), since random text has no sentence ends. ``--family
-internvl3`` builds :func:`vis_steer_lens.testing.tiny_vlm`'s InternVL3 with ``--vision-layers``
-blocks and a random SAE at the middle block's output, with a fixed length too; the baseline
-then steers the patches only, as (a) does (the class token is left alone).
+``--random-weights NAME`` builds a released architecture (Gemma 3 4B/12B/27B, InternVL3-14B) with
+random weights (:func:`vis_steer_lens.testing.random_vlm`: the released widths, no download) in
+``--dtype`` (bfloat16 by default) and a random SAE of the paper's shape (8192 features, k = 25) at
+vision layer ``--sae-layer`` (16 by default, the paper's; half the depth of a shallower tower). On
+a CPU the depth is cut (``--n-text-layers``, 2 by default; ``--n-vision-layers``, the full 27 or
+24 by default) and ``--vocab-size`` can shrink the vocabulary; ``--full-depth`` is the released
+depth and vocabulary (the GPU mode). Both sides then decode a fixed number of tokens
+(``--fixed-tokens``), since random text has no sentence ends. ``--family internvl3`` builds
+:func:`vis_steer_lens.testing.tiny_vlm`'s InternVL3 with ``--vision-layers`` blocks and a random
+SAE at the middle block's output, with a fixed length too. For InternVL the baseline steers the
+patches only, as (a) does (the class token is left alone).
 """
 
 from __future__ import annotations
@@ -35,7 +43,6 @@ import time
 
 import torch
 
-from vis_steer_lens import HookedVLM
 from vis_steer_lens.explain import SteeringExplainer
 from vis_steer_lens.explain.text import clean_explanation
 
@@ -47,55 +54,31 @@ def toy_setup(device: str):
     return bundle.vlm, bundle.sae, "toy"
 
 
-def random_gemma3_4b(device: str, dtype: torch.dtype):
-    """Gemma 3 4B's architecture with random weights, a word-level processor, and a random SAE at layer 16."""
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+def random_release(
+    name: str,
+    device: str,
+    dtype: torch.dtype,
+    n_vision_layers: int | None,
+    n_text_layers: int | None,
+    vocab_size: int | None,
+    sae_layer: int | None,
+):
+    """A released architecture with random weights (``random_vlm``) and a random SAE of the paper's
+    shape at vision layer ``sae_layer`` (default 16, or half the depth of a shallower tower)."""
+    from vis_steer_lens.testing import random_sae, random_vlm
 
-    from vis_steer_lens.saes import vision_sae_metadata
-    from vis_steer_lens.toy import build_tokenizer
-    from vis_steer_lens.toy.tokenizer import build_processor, special_token_ids
-
-    tokenizer = build_tokenizer()
-    ids = special_token_ids(tokenizer)
-    vision = dict(
-        hidden_size=1152,
-        intermediate_size=4304,
-        num_hidden_layers=27,
-        num_attention_heads=16,
-        image_size=896,
-        patch_size=14,
-        vision_use_head=False,
+    vlm = random_vlm(
+        name,
+        n_vision_layers=n_vision_layers,
+        n_text_layers=n_text_layers,
+        vocab_size=vocab_size,
+        dtype=dtype,
+        device=device,
     )
-    text = dict(
-        hidden_size=2560,
-        intermediate_size=10240,
-        num_hidden_layers=34,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        head_dim=256,
-        vocab_size=max(262_208, ids["vocab_size"]),
-        max_position_embeddings=4096,
-        sliding_window=1024,
-    )
-    config = Gemma3Config(
-        vision_config=vision,
-        text_config=text,
-        mm_tokens_per_image=256,
-        image_token_index=ids["image_token_id"],
-        boi_token_index=ids["boi_token_id"],
-        eoi_token_index=ids["eoi_token_id"],
-    )
-    with torch.device(device):
-        model = Gemma3ForConditionalGeneration(config).to(dtype).eval()
-    processor = build_processor(tokenizer, image_size=896, mm_tokens_per_image=256)
-    vlm = HookedVLM.from_hf(model, processor, model_name="random-gemma-3-4b")
-    from sae_lens import TopKSAE, TopKSAEConfig
-
-    sae = TopKSAE(TopKSAEConfig(d_in=1152, d_sae=8192, k=25, device=device)).to(dtype)
-    with torch.no_grad():
-        sae.W_dec.div_(sae.W_dec.norm(dim=-1, keepdim=True))
-    for key, value in vision_sae_metadata("blocks.16.hook_resid_post", "random-gemma-3-4b").items():
-        sae.cfg.metadata[key] = value
+    depth = vlm.vision.cfg.n_layers
+    layer = sae_layer if sae_layer is not None else (16 if depth > 16 else depth // 2)
+    # The SAE in the model's dtype, so that both sides round the steering direction alike.
+    sae = random_sae(vlm, f"blocks.{layer}.hook_resid_post", dtype=dtype)
     return vlm, sae, "default"
 
 
@@ -171,7 +154,40 @@ def main() -> None:
     parser.add_argument(
         "--coefficient", type=float, default=None, help="default: 2x the hook's mean patch norm"
     )
-    parser.add_argument("--random-weights", choices=["gemma-3-4b"], default=None)
+    parser.add_argument(
+        "--random-weights",
+        choices=["gemma-3-4b", "gemma-3-12b", "gemma-3-27b", "internvl3-14b"],
+        default=None,
+        help="a released architecture with random weights",
+    )
+    parser.add_argument(
+        "--n-text-layers",
+        type=int,
+        default=2,
+        help="with --random-weights: language model layers (CPU-sized)",
+    )
+    parser.add_argument(
+        "--n-vision-layers",
+        type=int,
+        default=None,
+        help="with --random-weights (default: the released depth)",
+    )
+    parser.add_argument(
+        "--vocab-size", type=int, default=None, help="with --random-weights (default: released)"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["bfloat16", "float16", "float32"],
+        default="bfloat16",
+        help="with --random-weights",
+    )
+    parser.add_argument(
+        "--full-depth", action="store_true", help="with --random-weights: the released depth and vocabulary"
+    )
+    parser.add_argument("--sae-layer", type=int, default=None, help="with --random-weights (default: 16)")
+    parser.add_argument(
+        "--min-agreement", type=float, default=1.0, help="fail below this fraction of identical explanations"
+    )
     parser.add_argument(
         "--family", choices=["gemma3", "internvl3"], default="gemma3", help="gemma3: the toy VLM (a Gemma 3)"
     )
@@ -184,8 +200,18 @@ def main() -> None:
         parser.error("--repeats must be at least 1")
 
     if args.random_weights:
-        vlm, sae, prompt = random_gemma3_4b(
-            args.device, torch.bfloat16 if args.device != "cpu" else torch.float32
+        if args.full_depth and (args.n_vision_layers or args.vocab_size):
+            parser.error(
+                "--full-depth is the released depth and vocabulary; drop --n-vision-layers / --vocab-size"
+            )
+        vlm, sae, prompt = random_release(
+            args.random_weights,
+            args.device,
+            getattr(torch, args.dtype),
+            n_vision_layers=None if args.full_depth else args.n_vision_layers,
+            n_text_layers=None if args.full_depth else args.n_text_layers,
+            vocab_size=None if args.full_depth else args.vocab_size,
+            sae_layer=args.sae_layer,
         )
         args.fixed_tokens = args.fixed_tokens or 16
     elif args.family == "internvl3":
@@ -241,6 +267,7 @@ def main() -> None:
     t_ours, t_base, t_floor = (statistics.median(times[key]) for key in ("ours", "base", "floor"))
     agree = sum(a == b for a, b in zip(frame["explanation"], baseline, strict=True)) / len(features)
     n = len(features)
+    distinct = frame["raw_generation"].nunique()
     print(
         f"model {vlm.model_name}, SAE {sae.cfg.metadata.hook_name}, {n} features, device {args.device}, "
         f"{torch.get_num_threads()} threads, coefficient {coefficient:.1f}, median of {args.repeats} runs"
@@ -253,8 +280,18 @@ def main() -> None:
         f"(c) unsteered generate batch {args.batch_size:>3}: {n / t_floor:8.2f} features/s ({floor_tokens} tokens)"
     )
     print(f"explanations identical (first sentence): {agree:.1%}")
+    print(f"distinct steered answers: {distinct} of {n}")
     print(f"ratio (a)/(b) = {t_base / t_ours:.2f}x  (target >= 3)")
     print(f"ratio (a)/(c) = {t_floor / t_ours:.2f}   (target >= 0.9)")
+    failures = []
+    if agree < args.min_agreement:
+        failures.append(f"only {agree:.1%} of the explanations equal the baseline's")
+    if n > 1 and distinct < max(2, n // 2):
+        failures.append(
+            f"{distinct} distinct answers for {n} features: the steered answers hardly depend on the feature"
+        )
+    if failures:
+        raise SystemExit("CHECK FAILED: " + "; ".join(failures))
 
 
 if __name__ == "__main__":
