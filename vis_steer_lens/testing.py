@@ -282,7 +282,8 @@ def random_hf_vlm(
         ``(model, processor)``, the model in eval mode.
     """
     adapter = _release_adapter(name)
-    with torch.random.fork_rng(devices=[]):
+    target = torch.device(device or "cpu")
+    with torch.random.fork_rng(devices=[target.index or 0] if target.type == "cuda" else []):
         torch.manual_seed(seed)
         model, processor = adapter.build_random(
             name,
