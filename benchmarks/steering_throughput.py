@@ -8,6 +8,11 @@
     row has emitted EOS or the cap is reached (no stop at the end of a sentence).
 (c) A floor: plain unsteered batched ``generate`` of (a)'s batch size, as many new tokens as (a)
     produced on average (rounded up).
+(d) The floor of the same work: the tower's blocks after the hook on the cached empty image
+    (unsteered), the projector, and a plain batched ``generate`` from those image tokens with the
+    prefill and the same number of decode steps (no sentence-end stop, no rows retired).
+(b') With ``--paper-tokens N`` (the authors used 200), the paper's procedure once more at N new
+    tokens: what the authors' own setting costs against (a).
 
 Both (a) and (b) explain the same features; the script checks that their explanations (first
 sentence) agree and that the steered answers differ across features (a model whose answer
@@ -199,6 +204,12 @@ def main() -> None:
     )
     parser.add_argument("--vision-layers", type=int, default=12, help="with --family internvl3")
     parser.add_argument("--fixed-tokens", type=int, default=None, help="force this length on both sides")
+    parser.add_argument(
+        "--paper-tokens",
+        type=int,
+        default=None,
+        help="also time the paper's procedure at this length (theirs: 200)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; medians reported")
     args = parser.parse_args()
@@ -260,8 +271,36 @@ def main() -> None:
                     pad_token_id=tokenizer.pad_token_id,
                 )
 
-    times: dict[str, list[float]] = {"ours": [], "base": [], "floor": []}
+    def same_work():
+        for start in range(0, len(features), args.batch_size):
+            n = len(features[start : start + args.batch_size])
+            batch = {k: v.expand(n, -1) for k, v in ours._inputs.items()}
+            with torch.no_grad():
+                if ours._prefix is None:
+                    image_features = vlm.encode_images(ours._pixels.expand(n, -1, -1, -1))
+                else:
+                    resid = ours._prefix.expand(n, -1, -1)
+                    image_features = vlm.encode_images(resid=resid, start_at_layer=ours._start_layer)
+                vlm.generate(
+                    **batch,
+                    image_features=image_features,
+                    max_new_tokens=floor_tokens,
+                    min_new_tokens=floor_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+
+    times: dict[str, list[float]] = {"ours": [], "base": [], "floor": [], "same": [], "paper": []}
     for _ in range(args.repeats):
+        times["same"].append(timed(same_work, args.device)[1])
+        if args.paper_tokens:
+            times["paper"].append(
+                timed(
+                    lambda: paper_baseline(
+                        vlm, sae, features, coefficient, prompt, args.paper_tokens, ours._pixels
+                    ),
+                    args.device,
+                )[1]
+            )
         frame, t = timed(lambda: ours.explain(features, progress=False), args.device)
         times["ours"].append(t)
         baseline, t = timed(
@@ -285,10 +324,24 @@ def main() -> None:
     print(
         f"(c) unsteered generate batch {args.batch_size:>3}: {n / t_floor:8.2f} features/s ({floor_tokens} tokens)"
     )
+    t_same = statistics.median(times["same"])
+    print(
+        f"(d) same work, plain   batch {args.batch_size:>3}: {n / t_same:8.2f} features/s "
+        f"(tower after the hook, projector, prefill, {floor_tokens} decode steps)"
+    )
+    if args.paper_tokens:
+        t_paper = statistics.median(times["paper"])
+        print(
+            f"(b') paper procedure   batch   8: {n / t_paper:8.2f} features/s "
+            f"({t_paper:.1f} s, {args.paper_tokens} tokens, the authors' setting)"
+        )
     print(f"explanations identical (first sentence): {agree:.1%}")
     print(f"distinct steered answers: {distinct} of {n}")
     print(f"ratio (a)/(b) = {t_base / t_ours:.2f}x  (target >= 3)")
     print(f"ratio (a)/(c) = {t_floor / t_ours:.2f}   (target >= 0.9)")
+    print(f"ratio (a)/(d) = {t_same / t_ours:.2f}   (target >= 0.9: the same work done plainly)")
+    if args.paper_tokens:
+        print(f"ratio (a)/(b') = {t_paper / t_ours:.2f}x  (against the authors' {args.paper_tokens} tokens)")
     failures = []
     if agree < args.min_agreement:
         failures.append(f"only {agree:.1%} of the explanations equal the baseline's")
