@@ -147,3 +147,7 @@ def test_a_second_explain_of_the_same_run_is_refused(tmp_path):
         writer.kill()
         writer.wait()
     assert "being written by another process" in message and str(writer.pid) in message
+
+
+def test_compare_of_a_missing_run_says_so(tmp_path):
+    assert "does not exist" in cli_error(main, ["compare", str(tmp_path / "nowhere")])

@@ -339,6 +339,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from vis_steer_lens.runs import RunFolder, RunFolderError
 
     run = RunFolder(args.run)
+    if not run.root.exists():
+        raise SystemExit(
+            f"Run folder {str(run.root)!r} does not exist; pass the --run folder of earlier commands."
+        )
     try:
         result = compare_run(run)
     except RunFolderError as err:
