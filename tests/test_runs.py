@@ -80,6 +80,8 @@ def test_the_dashboard_shows_both_methods_explanations_and_aurocs(run):
 def test_a_partial_run_reads_what_is_there(tmp_path):
     run = RunFolder(tmp_path / "empty")
     assert run.explanations() is None and run.scores() is None and not run.has_mined()
+    assert "does not exist" in cli_error(main, ["compare", str(run.root)])
+    run.root.mkdir()
     assert "holds no scores" in cli_error(main, ["compare", str(run.root)])
     assert (
         main(["--quiet", "explain", "--run", str(run.root), "--features", "0:2", "--coefficient", "50"]) == 0
