@@ -217,7 +217,7 @@ class Explainer:
         store: ResultsFile | None,
         progress: bool,
     ) -> None:
-        """Explain ``todo`` in batches into ``rows`` (and ``store``, durably, as each batch ends)."""
+        """Explain ``todo`` in batches: into ``store``, durably, as each batch ends, or else into ``rows``."""
         self._resolve_batch_size()
         bar = tqdm(total=len(todo), desc=f"{self.method} explanations", unit="feature", disable=not progress)
         try:
@@ -229,8 +229,8 @@ class Explainer:
                     row["seconds"] = seconds
                     row["batch_size"] = self.batch_size  # what "auto" chose, for the record
                 if store is not None:
-                    store.append(new_rows)  # keeps each row once, as written (JSON types)
-                if rows is not getattr(store, "rows", None):
+                    store.append(new_rows)  # the store keeps each row once, as written (JSON types)
+                else:
                     rows.update({row["feature"]: row for row in new_rows})
                 bar.update(len(batch))
         finally:
