@@ -44,15 +44,12 @@ def _coefficient(text: str) -> float | str:
 
 
 def _batch_size(text: str) -> int | str:
-    if text == "auto":
-        return text
+    from vis_steer_lens.memory import check_batch_size
+
     try:
-        value = int(text)
+        return check_batch_size(text if text == "auto" else int(text), "--batch-size")
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or 'auto', got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or 'auto', got {text!r}") from None
 
 
 def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -158,7 +155,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
     if (args.out is None) == (args.run is None):
         raise SystemExit("Pass --run RUN (mined activations go to RUN/mined) or --out DIR, not both.")
-    for option in ("n_images", "k", "batch_size"):
+    for option in ("n_images", "k"):  # --batch-size is checked by its parser type
         value = getattr(args, option)
         if isinstance(value, int) and value < 1:
             raise SystemExit(f"--{option.replace('_', '-')} must be >= 1, got {value}.")
