@@ -33,7 +33,7 @@ def test_explain_steering_writes_and_resumes(saved, capsys):
             "30",
             "--max-new-tokens",
             "6",
-            "--out",
+            "--run",
             str(saved / "out"),
         ]
         return main(["--quiet", "explain", *model_args, *run_args])
@@ -56,7 +56,7 @@ def test_explain_rejects_bad_input(saved):
         str(saved / "model"),
         "--sae",
         str(saved / "sae"),
-        "--out",
+        "--run",
         str(saved / "bad"),
     ]
     with pytest.raises(SystemExit):

@@ -30,8 +30,8 @@ def run(tmp_path_factory):
             "100",
         ],
         ["explain", "--run", str(root), "--method", "topk", "--features", FEATURES],
-        ["evaluate", "--run", str(root), "--method", "steering", "--n-reference", "40", "--n-images", "2"],
-        ["evaluate", "--run", str(root), "--method", "topk", "--n-reference", "40", "--n-images", "2"],
+        ["evaluate", "--run", str(root), "--method", "steering", "--n-reference", "40", "--n-generated", "2"],
+        ["evaluate", "--run", str(root), "--method", "topk", "--n-reference", "40", "--n-generated", "2"],
         ["compare", str(root)],
         ["dashboard", str(root)],
     ]
@@ -46,6 +46,7 @@ def test_every_step_wrote_into_the_one_folder(run):
         "explanations": ["steering", "topk"],
         "scores": ["steering", "topk"],
         "concepts": False,
+        "coefficient": True,
         "comparison": True,
     }
     assert run.explanations_export("topk").is_file() and run.reference_path().is_file()
@@ -59,8 +60,13 @@ def test_compare_tabulates_every_scored_method(run, capsys):
 
     table = pd.read_csv(run.comparison_path)
     assert table["method_label"].tolist() == ["steering", "topk"]
-    assert table["n_features"].tolist() == [6, 6]
+    # Features that never fired in the mined images are explained as "dead" and left out of means.
+    live = [f for f in run.mined().live_features() if f < 6]
+    assert 0 < len(live) < 6 and table["n_features"].tolist() == [len(live), len(live)]
     assert table["auroc_max"].between(0, 1).all()
+    dead = run.explanations()
+    dead = dead[~dead["feature"].isin(live)]
+    assert (dead["flag"] == "dead").all() and (dead["explanation"] == "").all() and len(dead) == 2 * (6 - len(live))
 
 
 def test_the_dashboard_shows_both_methods_explanations_and_aurocs(run):
@@ -72,9 +78,12 @@ def test_the_dashboard_shows_both_methods_explanations_and_aurocs(run):
         for record in data["explanations"]:
             shown.setdefault(record["method_label"], []).append(record)
     assert set(shown) == {"steering", "topk"}
+    live = {f for f in run.mined().live_features() if f < 6}
     for records in shown.values():
         assert len(records) == 6
-        assert all(r["auroc_max"] is not None and 0 <= r["auroc_max"] <= 1 for r in records)
+        scored = [r for r in records if r["flag"] != "dead"]
+        assert len(scored) == len(live)
+        assert all(r["auroc_max"] is not None and 0 <= r["auroc_max"] <= 1 for r in scored)
 
 
 def test_a_partial_run_reads_what_is_there(tmp_path):

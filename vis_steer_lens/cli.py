@@ -2,6 +2,8 @@
 
 Every command defaults to the embedded toy world when no ``--model`` is given, shows progress,
 writes results as it goes and resumes where it stopped when run again with the same output.
+Heavy libraries (torch, transformers) load only inside the command that runs, so ``--help`` and
+argument errors answer at once.
 """
 
 from __future__ import annotations
@@ -13,12 +15,38 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from vis_steer_lens.explain.settings import DIRECTIONS, DISPLAYS, EMPTY_IMAGES, METHODS
+from vis_steer_lens.choices import DIRECTIONS, DISPLAYS, EMPTY_IMAGES, METHODS
 
 
-def _dtype(name: str | None) -> torch.dtype | None:
+def _say(args: argparse.Namespace, message: str) -> None:
+    """A status line on stderr (what is loading, what was chosen), unless ``--quiet``."""
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr, flush=True)
+
+
+def resolve_device(name: str | None) -> str:
+    """``--device``: ``auto`` is CUDA when there is a GPU, else the CPU; ``cuda`` without one is an error.
+
+    Raises:
+        SystemExit: With one line, for a CUDA device on a machine without CUDA.
+    """
+    import torch
+
+    name = name or "auto"
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device {name}: no CUDA GPU is available here (torch {torch.__version__}, "
+            f"{'built without CUDA' if torch.version.cuda is None else 'no device visible'}). "
+            "Use --device cpu, or --device auto to take a GPU only where there is one."
+        )
+    return name
+
+
+def _dtype(name: str | None):
+    import torch
+
     if name is None:
         return None
     try:
@@ -33,22 +61,45 @@ def _dtype(name: str | None) -> torch.dtype | None:
 
 
 def _coefficient(text: str) -> float | str:
-    from vis_steer_lens.explain.settings import check_coefficient
+    import math
 
-    if text == "auto":
+    if text in ("auto", "paper"):
         return text
     try:
-        return check_coefficient(text, "--coefficient ('auto' or a number)")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto', 'paper' or a number, got {text!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return number
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _batch_size(text: str) -> int | str:
-    from vis_steer_lens.memory import check_batch_size
-
+    if text == "auto":
+        return text
     try:
-        return check_batch_size(text if text == "auto" else int(text), "--batch-size")
-    except ValueError:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1 or 'auto', got {text!r}") from None
 
 
@@ -57,10 +108,12 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from vis_steer_lens import HookedVLM, load_sae
     from vis_steer_lens.distributed import current_world, device_for
 
-    args.device = device_for(current_world(), args.device)  # one GPU per rank under a launcher
+    # One GPU per rank under a launcher.
+    args.device = device_for(current_world(), resolve_device(args.device))
     if args.model is None:
         from vis_steer_lens import toy
 
+        _say(args, f"Loading the toy world's VLM and SAE on {args.device}...")
         bundle = toy.load(device=args.device)
         if args.dtype is not None:  # the toy model is float32; honour --dtype as for a real model
             bundle.vlm.to(_dtype(args.dtype))
@@ -74,6 +127,7 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
         return bundle.vlm, sae, getattr(args, "prompt", None) or "toy"
     if args.sae is None:
         raise SystemExit("--sae is required with --model.")
+    _say(args, f"Loading {args.model} on {args.device} and the SAE {args.sae} {args.sae_id or ''}...")
     vlm = HookedVLM.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype))
     sae = load_sae(args.sae, args.sae_id, model=vlm, device=args.device)
     return vlm, sae, getattr(args, "prompt", None) or "default"
@@ -83,66 +137,119 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="hub id or folder of the subject VLM (default: the toy world)")
     parser.add_argument("--sae", help="SAE source: folder, release, or hub repo (default: the toy SAE)")
     parser.add_argument("--sae-id", help="SAE id inside a release, or folder inside a hub repo")
-    parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--dtype", default=None, help="float32, bfloat16 or float16 (default: the checkpoint's)"
+        "--device", default="auto", help="cpu, cuda, cuda:N, or auto (a GPU where there is one)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "bfloat16", "float16", "float64"),
+        help="weights' dtype (default: the checkpoint's)",
     )
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from vis_steer_lens.distributed import current_world
-    from vis_steer_lens.explain import make_explainer
+    from vis_steer_lens.explain import make_explainer, parse_features
+    from vis_steer_lens.explain.calibration import calibrate_run
     from vis_steer_lens.runs import RunFolder, run_name
 
-    vlm, sae, prompt = load_model_and_sae(args)
+    if args.out is not None:
+        raise SystemExit(f"explain writes into a run folder: pass --run {args.out} (not --out).")
     run = RunFolder(args.run)
-    run.explanations_dir.mkdir(parents=True, exist_ok=True)
+    # What is wrong with the command line is said before a model loads (minutes for a real one).
     mined = None
-    if args.method != "steering":
+    if args.mined is not None or run.has_mined():
         from vis_steer_lens.mining import MinedActivations
 
-        if args.mined is not None:
-            mined = MinedActivations.load(args.mined)
-        elif run.has_mined():
-            mined = run.mined()
-        else:
-            raise SystemExit(
-                f"--method {args.method} needs mined top images: run `vis-steer-lens mine --run {run.root}` "
-                "first, or pass --mined DIR."
-            )
+        mined = MinedActivations.load(args.mined) if args.mined is not None else run.mined()
         if not mined.complete:
             raise SystemExit(
                 f"The mining checkpoint has {mined.images_processed} of {mined.meta['n_images']} images: it is "
                 "unfinished. Rerun the same `vis-steer-lens mine` command to finish it first."
             )
-    explainer = make_explainer(
-        args.method,
-        vlm,
-        sae,
-        mined=mined,
-        coefficient=args.coefficient,
-        empty_image=args.empty_image,
-        k_images=args.k_images,
-        display=args.display,
-        batch_size=args.batch_size,
-        prompt=prompt,
-        max_new_tokens=args.max_new_tokens,
-        direction=args.direction,
-        seed=args.seed,
-    )
+        if args.k_images is not None and args.k_images > mined.k:
+            raise SystemExit(
+                f"--k-images {args.k_images} asks for more top images than were mined ({mined.k} per feature); "
+                f"pass --k-images {mined.k} or less, or mine again with --k-images {args.k_images}."
+            )
+    elif args.method != "steering":
+        raise SystemExit(
+            f"--method {args.method} needs mined top images: run `vis-steer-lens mine --run {run.root}` "
+            "first, or pass --mined DIR."
+        )
+    elif args.features is not None and args.features.strip() == "live":
+        raise SystemExit(
+            f"--features live needs mined statistics (which features fired): run `vis-steer-lens mine --run "
+            f"{run.root}` first, or name the features (e.g. --features 0:512)."
+        )
+    live = mined.live_features(args.min_frequency) if mined is not None else None
+    run.explanations_dir.mkdir(parents=True, exist_ok=True)
+    vlm, sae, prompt = load_model_and_sae(args)
+    features = parse_features(args.features, sae.cfg.d_sae, live=live)
+
+    coefficient, sweep_explainer = args.coefficient, None
+    if args.method == "steering":  # the run's one coefficient, for the SAE direction and controls alike
+        choice, sweep_explainer = calibrate_run(
+            run,
+            vlm,
+            sae,
+            args.coefficient,
+            prompt=prompt,
+            empty_image=args.empty_image,
+            min_frequency=args.min_frequency,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            progress=not args.quiet,
+            log=(lambda line: _say(args, line)) if current_world().is_main else None,
+        )
+        coefficient = choice.coefficient
+    elif args.method == "hybrid" and args.coefficient == "paper":
+        raise SystemExit(
+            "--coefficient paper is Steering's fixed coefficient; the hybrid's is a multiple of each image's "
+            "patch norm: pass a number (default 1.0) or auto."
+        )
+    if sweep_explainer is not None and args.direction == "sae":
+        explainer = sweep_explainer  # its sweep rows at the choice are these features' explanations
+        explainer.live_features = None if live is None else set(live)
+    else:
+        explainer = make_explainer(
+            args.method,
+            vlm,
+            sae,
+            mined=mined,
+            coefficient=coefficient,
+            empty_image=args.empty_image,
+            k_images=args.k_images,
+            display=args.display,
+            batch_size=args.batch_size,
+            prompt=prompt,
+            max_new_tokens=args.max_new_tokens,
+            direction=args.direction,
+            seed=args.seed,
+        )
+        if live is not None:
+            explainer.live_features = set(live)
     name = run_name(args.method, args.direction)
-    frame = explainer.explain(args.features, out=run.explanations_path(name), progress=not args.quiet)
+    frame = explainer.explain(features, out=run.explanations_path(name), progress=not args.quiet)
     if not current_world().is_main:  # under torchrun every rank returns the merged rows; rank 0 reports
         return 0
     frame.to_parquet(run.explanations_export(name), index=False)
-    calibration = getattr(explainer, "calibration", None)
-    if calibration is not None:
-        calibration.to_csv(run.sweep_path(name), index=False)
-        explainer.calibration_figure().write_html(
-            run.sweep_path(name).with_suffix(".html"), include_plotlyjs=True
+    flags = frame["flag"] if "flag" in frame else None
+    dead = int((flags == "dead").sum()) if flags is not None else 0
+    shown = frame if flags is None else frame[flags != "dead"]
+    if args.show > 0:
+        print(shown[["feature", "explanation"]].to_string(index=False, max_rows=args.show))
+    summary = f"\n{len(frame)} explanations written to {run.explanations_path(name)} (and .parquet)"
+    if dead:
+        summary += (
+            f"; {dead} of the features never fired in the mined images and were skipped (rows flagged 'dead')"
         )
-    print(frame[["feature", "explanation"]].to_string(index=False, max_rows=args.show))
-    print(f"\n{len(frame)} explanations written to {run.explanations_path(name)} (and .parquet)")
+    flagged = int(flags.isin(["repetition", "unfinished", "empty"]).sum()) if flags is not None else 0
+    if flagged:
+        summary += f"; {flagged} answers flagged (repetition, unfinished or empty)"
+    print(summary)
     return 0
 
 
@@ -151,20 +258,17 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from vis_steer_lens.image_sources import as_image_source
     from vis_steer_lens.mining import _check_writable, mine_top_activations
     from vis_steer_lens.runs import RunFolder
-    from vis_steer_lens.toy import ToyImages
 
     if (args.out is None) == (args.run is None):
         raise SystemExit("Pass --run RUN (mined activations go to RUN/mined) or --out DIR, not both.")
-    for option in ("n_images", "k"):  # --batch-size is checked by its parser type
-        value = getattr(args, option)
-        if isinstance(value, int) and value < 1:
-            raise SystemExit(f"--{option.replace('_', '-')} must be >= 1, got {value}.")
     out = args.out if args.out is not None else str(RunFolder(args.run).mined_dir)
     # The output and the images are checked before the model and SAE load (minutes for a real model).
     _check_writable(Path(out))
     if args.images is None:
         if args.model is not None:
             raise SystemExit("--images is required with --model.")
+        from vis_steer_lens.toy import ToyImages
+
         images = ToyImages(seed=args.seed, n=args.n_images)
     else:
         images = as_image_source(args.images)
@@ -173,7 +277,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         vlm,
         sae,
         images,
-        k=args.k,
+        k=args.k_images,
         batch_size=args.batch_size,
         rank_by=args.rank_by,
         out_dir=out,
@@ -273,8 +377,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vis_steer_lens.explain import read_results
     from vis_steer_lens.image_sources import as_image_source
     from vis_steer_lens.runs import RunFolder, run_name
-    from vis_steer_lens.toy import ToyGenerator, ToyImages
 
+    if args.scorer == "ground_truth":
+        return _evaluate_ground_truth(args)
     if args.run is not None:
         if args.explanations is not None or args.out is not None:
             raise SystemExit(
@@ -296,8 +401,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         scores_path = out / "scores.jsonl"
-    vlm, sae, _ = load_model_and_sae(args)
+        name = args.method
     if args.model is None:
+        from vis_steer_lens.toy import ToyGenerator, ToyImages
+
         generator = ToyGenerator()
         if args.images is not None:  # the reference images given, else fresh toy images
             reference = as_image_source(args.images)
@@ -308,13 +415,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise SystemExit(
                 "With --model, pass --images (reference images) and --diffusers (a text-to-image model)."
             )
-        generator = DiffusersGenerator(args.diffusers, device=args.device)
         reference = as_image_source(args.images)
-    count = min(args.n_reference, len(reference))
+    if args.n_reference > len(reference):
+        raise SystemExit(
+            f"--n-reference {args.n_reference} asks for more reference images than --images holds "
+            f"({len(reference)}); pass --n-reference {len(reference)} or less, or more images."
+        )
+    vlm, sae, _ = load_model_and_sae(args)
+    if args.model is not None:
+        generator = DiffusersGenerator(args.diffusers, device=args.device)
     scorer = GenerationAUROCScorer(
-        vlm, sae, generator, [reference[i] for i in range(count)], n_images=args.n_images, seed=args.seed
+        vlm,
+        sae,
+        generator,
+        [reference[i] for i in range(args.n_reference)],
+        n_images=args.n_generated,
+        seed=args.seed,
     )
-    scores = scorer.score(explanations, progress=not args.quiet, out_path=scores_path)
+    scores = scorer.score(explanations, progress=not args.quiet, out_path=scores_path, desc=f"scoring {name}")
     table = scorer.summary(scores)
     if run is not None:
         run.save_reference(*scorer.reference_activations())
@@ -331,6 +449,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_ground_truth(args: argparse.Namespace) -> int:
+    """``evaluate --scorer ground_truth``: the world's ground truth for the run's SAE, kept in the run."""
+    from vis_steer_lens.plugins import GROUND_TRUTH_BUILDERS
+    from vis_steer_lens.runs import RunFolder
+
+    if args.run is None:
+        raise SystemExit("--scorer ground_truth writes into a run folder: pass --run RUN.")
+    if args.model is not None and args.ground_truth is None:
+        raise SystemExit(
+            "Ground truth exists only in a world whose plug-in knows each feature's concept (the toy world, "
+            "used when no --model is given); for another model pass --ground-truth NAME of such a plug-in."
+        )
+    builder = GROUND_TRUTH_BUILDERS.get(args.ground_truth or "toy")
+    run = RunFolder(args.run)
+    vlm, sae, _ = load_model_and_sae(args)
+    seed = (
+        303 if args.seed == 0 else args.seed
+    )  # scenes the miner (seed 1) and the reference (202) never drew
+    truth = builder(vlm, sae, n_images=args.n_ground_truth, seed=seed, progress=not args.quiet)
+    run.save_ground_truth(truth)
+    clear = truth.clear_concepts()
+    print(
+        f"Ground truth {truth.name!r} for {len(truth.table)} live features, {len(clear)} with a clear concept "
+        f"({args.n_ground_truth} fresh scenes), saved to {run.concepts_path}; `vis-steer-lens compare "
+        f"{run.root}` now adds accuracy and margins on the clear features."
+    )
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from vis_steer_lens.evaluate.compare import compare_run, format_margins, format_table
     from vis_steer_lens.runs import RunFolder, RunFolderError
@@ -341,16 +488,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"Run folder {str(run.root)!r} does not exist; pass the --run folder of earlier commands."
         )
     try:
-        result = compare_run(run)
+        result = compare_run(run, exclude_flagged=args.exclude_flagged)
     except RunFolderError as err:
         raise SystemExit(str(err)) from None
     print(format_table(result.table))
     if result.margins is not None and len(result.margins):
-        print(
-            "\nMargins over the controls on the clear features (paired per feature; 95% bootstrap intervals):"
-        )
-        print(format_margins(result.margins))
-    print(f"\nWritten to {run.comparison_path} and {run.comparison_figure_path}.")
+        print("\n" + format_margins(result.margins))
+    print(f"\nWritten to {run.comparison_path}, {run.margins_path} and {run.comparison_figure_path}.")
     return 0
 
 
@@ -363,7 +507,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise SystemExit("Pass the run folder: `vis-steer-lens dashboard RUN`.")
     run = RunFolder(run_dir)
     out = args.out if args.out is not None else run.dashboard_dir
-    index = export_dashboard(run.root, out)
+    index = export_dashboard(run.root, out, exclude_flagged=args.exclude_flagged)
     print(f"Dashboard: {index} (open it in a browser; it works from file://)")
     if args.neuronpedia:
         batches = export_neuronpedia(
@@ -373,9 +517,25 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help that shows each option's default and keeps the examples' line breaks."""
+
+
+def _examples(*lines: str) -> str:
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vis-steer-lens", description=__doc__.splitlines()[0])
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser = argparse.ArgumentParser(
+        prog="vis-steer-lens",
+        description=__doc__.splitlines()[0],
+        formatter_class=_HelpFormatter,
+        epilog=_examples(
+            "vis-steer-lens demo --out demo_out           # the main job on the toy world",
+            "vis-steer-lens mine --run run && vis-steer-lens explain --run run --features live",
+        ),
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     # The same two options after the subcommand (`vis-steer-lens mine ... --quiet`).
     common = argparse.ArgumentParser(add_help=False)
@@ -384,21 +544,119 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser = sub.add_parser
 
-    def add_command(*names, **kwargs):
-        return add_parser(*names, parents=[common], **kwargs)
+    def add_command(*names, example: tuple[str, ...] = (), **kwargs):
+        return add_parser(
+            *names, parents=[common], formatter_class=_HelpFormatter, epilog=_examples(*example), **kwargs
+        )
 
     sub.add_parser = add_command
 
     demo = sub.add_parser(
-        "demo", help="the main job on the toy world: explain, score and compare every method"
+        "demo",
+        help="the main job on the toy world: explain, score and compare every method",
+        example=("vis-steer-lens demo --out demo_out",),
     )
     demo.add_argument("--out", default="demo_out", help="output folder (rerun to resume)")
     demo.set_defaults(func=cmd_demo)
 
-    evaluate = sub.add_parser("evaluate", help="score explanations written earlier (AUROC from generation)")
+    mine = sub.add_parser(
+        "mine",
+        help="find each feature's top-activating images",
+        example=("vis-steer-lens mine --run run --n-images 2000",),
+    )
+    _add_model_args(mine)
+    mine.add_argument("--run", help="run folder: write RUN/mined")
+    mine.add_argument("--out", help="instead of --run: the folder for the mined activations")
+    mine.add_argument(
+        "--images",
+        help="image folder, dataset saved with save_to_disk (FOLDER[:SPLIT]), or Hugging Face dataset "
+        "(OWNER/NAME[:SPLIT] or hf://datasets/OWNER/NAME[:SPLIT], split default train; needs "
+        "vis-steer-lens[hf]) (default: toy-world images)",
+    )
+    mine.add_argument("--n-images", type=_positive_int, default=2000, help="toy-world images to mine")
+    mine.add_argument("--k-images", type=_positive_int, default=5, help="top images kept per feature")
+    mine.add_argument("--k", dest="k_images", type=_positive_int, help=argparse.SUPPRESS)  # the old name
+    mine.add_argument(
+        "--rank-by", choices=("max", "mean"), default="max", help="image score: max or mean over patches"
+    )
+    mine.add_argument(
+        "--batch-size", type=_batch_size, default=64, help="images per batch, or 'auto' (fits free memory)"
+    )
+    mine.add_argument("--seed", type=int, default=1, help="seed of the toy-world images")
+    mine.set_defaults(func=cmd_mine)
+
+    explain = sub.add_parser(
+        "explain",
+        help="explain SAE features by steering, top-k or the hybrid",
+        example=(
+            "vis-steer-lens explain --run run --method steering --features live",
+            "vis-steer-lens explain --run run --method steering --direction permuted --features live",
+        ),
+    )
+    _add_model_args(explain)
+    explain.add_argument(
+        "--run", required=True, help="run folder: explanations go to RUN/explanations (rerun to resume)"
+    )
+    explain.add_argument("--out", help=argparse.SUPPRESS)  # refused with a pointer to --run
+    explain.add_argument("--method", choices=METHODS, default="steering")
+    explain.add_argument(
+        "--features",
+        default=None,
+        help="'live' (the features that fired in RUN/mined), a range '0:512' or ids '3,7,9' (default: all; "
+        "with mined statistics, features that never fired get a row flagged 'dead' and no model call)",
+    )
+    explain.add_argument(
+        "--min-frequency",
+        type=_fraction,
+        default=0.0,
+        help="share of the mined images a feature must fire on to count as live",
+    )
+    explain.add_argument(
+        "--coefficient",
+        type=_coefficient,
+        default="auto",
+        help="steering: 'auto' (the run's coefficient, chosen by a sweep on the first steering explain and "
+        "reused by every later one, controls included), 'paper' (the paper's fixed 100) or a number; "
+        "hybrid: a multiple of each image's patch norm ('auto': 1.0)",
+    )
+    explain.add_argument("--direction", choices=DIRECTIONS, default="sae", help="the SAE's, or a control")
+    explain.add_argument(
+        "--prompt", default=None, help="prompt preset: default, paper, toy (default: toy for the toy world)"
+    )
+    explain.add_argument(
+        "--empty-image", default="white", choices=EMPTY_IMAGES, help="steering's empty image"
+    )
+    explain.add_argument("--max-new-tokens", type=_positive_int, default=48)
+    explain.add_argument(
+        "--batch-size", type=_batch_size, default=32, help="features per batch, or 'auto' (fits free memory)"
+    )
+    explain.add_argument("--mined", help="mined folder for topk/hybrid (default: RUN/mined)")
+    explain.add_argument(
+        "--k-images", type=_positive_int, default=None, help="top images per Top-k prompt (default: all mined)"
+    )
+    explain.add_argument("--display", choices=DISPLAYS, default="mask", help="how Top-k shows its images")
+    explain.add_argument("--seed", type=int, default=0)
+    explain.add_argument("--show", type=int, default=20, help="rows to print")
+    explain.set_defaults(func=cmd_explain)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score explanations written earlier (AUROC from generation, or the toy world's ground truth)",
+        example=(
+            "vis-steer-lens evaluate --run run --method steering",
+            "vis-steer-lens evaluate --run run --scorer ground_truth",
+        ),
+    )
     _add_model_args(evaluate)
     evaluate.add_argument(
         "--run", help="run folder: score its --method explanations into it (rerun to resume)"
+    )
+    evaluate.add_argument(
+        "--scorer",
+        choices=("generation_auroc", "ground_truth"),
+        default="generation_auroc",
+        help="generation_auroc scores --method's explanations; ground_truth computes the world's ground truth "
+        "for the run's SAE once (then compare adds accuracy and margins on the clear features)",
     )
     evaluate.add_argument("--method", choices=METHODS, default="steering", help="with --run")
     evaluate.add_argument("--direction", choices=DIRECTIONS, default="sae", help="with --run")
@@ -410,78 +668,65 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--diffusers", help="text-to-image model, e.g. stabilityai/stable-diffusion-3.5-medium"
     )
-    evaluate.add_argument("--n-images", type=int, default=3, help="generated images per explanation")
-    evaluate.add_argument("--n-reference", type=int, default=300)
+    evaluate.add_argument(
+        "--n-generated", type=_positive_int, default=3, help="images generated per explanation"
+    )
+    evaluate.add_argument(
+        "--n-reference", type=_positive_int, default=300, help="reference (negative) images"
+    )
+    evaluate.add_argument(
+        "--ground-truth", default=None, help="with --scorer ground_truth: the plug-in's name (default: toy)"
+    )
+    evaluate.add_argument(
+        "--n-ground-truth", type=_positive_int, default=2000, help="fresh scenes for the ground truth"
+    )
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.set_defaults(func=cmd_evaluate)
 
-    compare = sub.add_parser("compare", help="the comparison table of every method and control a run holds")
+    compare = sub.add_parser(
+        "compare",
+        help="the comparison table and paired margins of every method and control a run holds",
+        example=("vis-steer-lens compare run",),
+    )
     compare.add_argument("run", help="a run folder (written by mine, explain, evaluate, or the demo)")
+    compare.add_argument(
+        "--exclude-flagged",
+        action="store_true",
+        help="leave out answers flagged as repetitions, unfinished or empty",
+    )
     compare.set_defaults(func=cmd_compare)
 
     dashboard = sub.add_parser(
-        "dashboard", help="static HTML dashboard (and Neuronpedia export) of a run folder"
+        "dashboard",
+        help="static HTML dashboard (and Neuronpedia export) of a run folder",
+        example=("vis-steer-lens dashboard run",),
     )
     dashboard.add_argument("run", nargs="?", help="a run folder (mined/, explanations, scores)")
-    dashboard.add_argument("--results", help="the run folder (an alias of the positional argument)")
+    dashboard.add_argument("--results", help=argparse.SUPPRESS)  # the old name of the positional
     dashboard.add_argument("--out", default=None, help="output folder (default: RUN/dashboard)")
+    dashboard.add_argument(
+        "--exclude-flagged",
+        action="store_true",
+        help="leave out answers flagged as repetitions, unfinished or empty",
+    )
     dashboard.add_argument("--neuronpedia", help="also write Neuronpedia batch files to this folder")
-    dashboard.add_argument("--model-id", default=None)
-    dashboard.add_argument("--layer", type=int, default=None)
-    dashboard.add_argument("--sae-set", default=None)
+    dashboard.add_argument("--model-id", default=None, help="Neuronpedia model id")
+    dashboard.add_argument("--layer", type=int, default=None, help="Neuronpedia layer")
+    dashboard.add_argument("--sae-set", default=None, help="Neuronpedia SAE set")
     dashboard.set_defaults(func=cmd_dashboard)
 
-    explain = sub.add_parser("explain", help="explain SAE features by steering, top-k or the hybrid")
-    _add_model_args(explain)
-    explain.add_argument("--method", choices=METHODS, default="steering")
-    explain.add_argument("--features", default=None, help='e.g. "0:512" or "3,7,9" (default: all)')
-    explain.add_argument(
-        "--run",
-        "--out",
-        dest="run",
-        required=True,
-        help="run folder: explanations go to RUN/explanations (rerun to resume)",
-    )
-    explain.add_argument("--coefficient", type=_coefficient, default="auto", help="'auto' or a number")
-    explain.add_argument("--direction", choices=DIRECTIONS, default="sae")
-    explain.add_argument(
-        "--prompt", default=None, help="prompt preset: default, paper, toy (default: toy for the toy world)"
-    )
-    explain.add_argument("--empty-image", default="white", choices=EMPTY_IMAGES)
-    explain.add_argument("--max-new-tokens", type=int, default=48)
-    explain.add_argument(
-        "--batch-size", type=_batch_size, default=32, help="features per batch, or 'auto' (fits free memory)"
-    )
-    explain.add_argument("--mined", help="mined folder for topk/hybrid (default: RUN/mined)")
-    explain.add_argument("--k-images", type=int, default=5)
-    explain.add_argument("--display", choices=DISPLAYS, default="mask")
-    explain.add_argument("--seed", type=int, default=0)
-    explain.add_argument("--show", type=int, default=20, help="rows to print")
-    explain.set_defaults(func=cmd_explain)
-
-    mine = sub.add_parser("mine", help="find each feature's top-activating images")
-    _add_model_args(mine)
-    mine.add_argument(
-        "--images",
-        help="image folder, dataset saved with save_to_disk (FOLDER[:SPLIT]), or Hugging Face dataset "
-        "(OWNER/NAME[:SPLIT] or hf://datasets/OWNER/NAME[:SPLIT], split default train; needs "
-        "vis-steer-lens[hf]) (default: toy-world images)",
-    )
-    mine.add_argument("--n-images", type=int, default=2000, help="toy-world images to mine (>= 1)")
-    mine.add_argument("--k", type=int, default=5)
-    mine.add_argument("--rank-by", choices=("max", "mean"), default="max")
-    mine.add_argument(
-        "--batch-size", type=_batch_size, default=64, help="images per batch, or 'auto' (fits free memory)"
-    )
-    mine.add_argument("--seed", type=int, default=1)
-    mine.add_argument("--run", help="run folder: write RUN/mined")
-    mine.add_argument("--out", help="instead of --run: the folder for the mined activations")
-    mine.set_defaults(func=cmd_mine)
-
-    toy = sub.add_parser("toy", help="the toy world")
+    toy = sub.add_parser("toy", help="the toy world", example=("vis-steer-lens toy sae --out toy_sae",))
     toy_sub = toy.add_subparsers(dest="toy_command", required=True)
-    build = toy_sub.add_parser("build", help="train the toy VLM (resumable)")
-    build.add_argument("--out", default="toy_build")
+
+    def add_toy(*names, example: tuple[str, ...] = (), **kwargs):
+        return toy_sub.add_parser(
+            *names, formatter_class=_HelpFormatter, epilog=_examples(*example), **kwargs
+        )
+
+    build = add_toy(
+        "build", help="train the toy VLM (resumable)", example=("vis-steer-lens toy build --out toy_build",)
+    )
+    build.add_argument("--out", default="toy_build", help="output folder")
     build.add_argument("--steps", type=int, default=3400)
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--threads", type=int, default=2)
@@ -495,7 +740,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--no-eval", action="store_true")
     build.add_argument("--eval-images", type=int, default=200)
     build.set_defaults(func=cmd_toy_build)
-    toy_sae = toy_sub.add_parser("sae", help="train the toy SAE with the shipped recipe")
+    toy_sae = add_toy(
+        "sae",
+        help="train the toy SAE with the shipped recipe",
+        example=("vis-steer-lens toy sae --out toy_sae --d-sae 512 --k 16",),
+    )
     toy_sae.add_argument("--out", required=True, help="folder for the SAELens-format SAE")
     toy_sae.add_argument("--model", help="toy model folder (default: the shipped toy model)")
     toy_sae.add_argument("--hook", default=None, help="vision hook (default: the shipped SAE's)")

@@ -28,10 +28,8 @@ DEMO_SETTINGS: dict[str, Any] = {
     "min_firing_images": 5,
     "k_images": 5,
     "rank_by": "max",
+    # The run's one coefficient, chosen as `vis-steer-lens explain` chooses it (calibration/).
     "steering_coefficient": "auto",
-    # The toy model is cheap, so the demo sweeps wider than the real-size default (5 x 8 rows).
-    "sweep_multiples": [0.5, 1.0, 2.0, 4.0, 8.0, 16.0],
-    "sweep_features": 32,
     "hybrid_coefficient": 1.0,
     "n_images": 20,
     "max_new_tokens": 40,
@@ -45,7 +43,8 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
 
     Writes ``explanations.parquet``, ``scores.csv``, ``comparison.csv``, ``comparison.html``,
     ``margins.csv`` (each method's paired margin over each control on the clear features),
-    ``feature_concepts.csv`` (ground truth), ``coefficient_sweep.csv``, the mined top images
+    ``feature_concepts.csv`` (ground truth), ``calibration/`` (the run's steering coefficient and its
+    sweep), the mined top images
     (``mined/``), a static dashboard (``dashboard/index.html``), a Neuronpedia export
     (``neuronpedia/``) and ``demo.json``. Every stage resumes when rerun with the same folder.
 
@@ -106,10 +105,6 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
         ground_truth=toy_ground_truth(summary),
         prompt=settings["prompt"],
         steering_coefficient=settings["steering_coefficient"],
-        steering_sweep={
-            "sweep_multiples": tuple(settings["sweep_multiples"]),
-            "sweep_features": settings["sweep_features"],
-        },
         hybrid_coefficient=settings["hybrid_coefficient"],
         k_images=settings["k_images"],
         max_new_tokens=settings["max_new_tokens"],
@@ -132,8 +127,6 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     result.table.to_csv(out / "comparison.csv", index=False)
     result.margins.to_csv(out / "margins.csv", index=False)
     result.figure.write_html(out / "comparison.html", include_plotlyjs=True)
-    if result.calibration is not None:
-        result.calibration.to_csv(out / "coefficient_sweep.csv", index=False)
     from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
 
     export_dashboard(out, out / "dashboard")
@@ -167,8 +160,8 @@ def print_demo(result: dict[str, Any]) -> None:
     record = result["record"]
     print(result["text"])
     print(
-        "\nMargins over the controls on the clear features (paired per feature; 95% bootstrap intervals;"
-        "\n'ground truth' scores each feature's true concept word: the margin of a correct one-word answer):"
+        "\n'ground truth' scores each feature's true concept word: its margin is that of a correct "
+        "one-word answer.\n"
     )
     print(result["margins_text"])
     print(

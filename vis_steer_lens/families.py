@@ -21,6 +21,15 @@ class UnsupportedModelError(ValueError):
 
 _ADAPTERS: list[VLMAdapter] = []
 
+
+def _adapters() -> list[VLMAdapter]:
+    """The registered adapters, the shipped families registered on first use (``import
+    vis_steer_lens`` is lazy, so nothing else may have imported them yet)."""
+    import vis_steer_lens.adapters  # noqa: F401  (registers the shipped families)
+
+    return _ADAPTERS
+
+
 #: The family assumed where none is named (the library's first, and the toy world's).
 DEFAULT_FAMILY = "gemma3"
 
@@ -36,7 +45,7 @@ def register_adapter(adapter: VLMAdapter) -> None:
 
 def supported_families() -> list[str]:
     """Names of the model families an adapter exists for."""
-    return [a.name for a in _ADAPTERS]
+    return [a.name for a in _adapters()]
 
 
 def get_adapter(family: str) -> VLMAdapter:
@@ -45,7 +54,7 @@ def get_adapter(family: str) -> VLMAdapter:
     Raises:
         UnsupportedModelError: Naming the registered families.
     """
-    for adapter in _ADAPTERS:
+    for adapter in _adapters():
         if adapter.name == family:
             return adapter
     raise UnsupportedModelError(
@@ -56,7 +65,7 @@ def get_adapter(family: str) -> VLMAdapter:
 def _no_adapter(kind: str, model_type: Any, source: Any) -> UnsupportedModelError:
     return UnsupportedModelError(
         f"No adapter for {kind} {type(source).__name__} with model type {model_type!r}. Supported families: "
-        f"{', '.join(f'{a.name} ({a.describe()})' for a in _ADAPTERS)}. Add one by subclassing "
+        f"{', '.join(f'{a.name} ({a.describe()})' for a in _adapters())}. Add one by subclassing "
         "vis_steer_lens.adapters.VLMAdapter and calling vis_steer_lens.register_adapter."
     )
 
@@ -74,7 +83,7 @@ def adapter_for(source: Any, revision: str | None = None) -> VLMAdapter:
         config = AutoConfig.from_pretrained(source, revision=revision)
     elif hasattr(source, "config") and not hasattr(source, "model_type"):
         config = source.config
-    for adapter in _ADAPTERS:
+    for adapter in _adapters():
         if adapter.supports(config):
             return adapter
     raise _no_adapter("model", getattr(config, "model_type", None), source)
@@ -86,7 +95,7 @@ def adapter_for_tower(tower: Any) -> VLMAdapter:
     Raises:
         UnsupportedModelError: Naming the supported towers, if none fits.
     """
-    for adapter in _ADAPTERS:
+    for adapter in _adapters():
         if adapter.supports_tower(tower):
             return adapter
     raise _no_adapter("vision tower", getattr(getattr(tower, "config", None), "model_type", None), tower)
@@ -97,7 +106,7 @@ def family_of_model_name(model_name: str | None) -> str:
 
     Falls back to :data:`DEFAULT_FAMILY` for names no adapter claims.
     """
-    for adapter in _ADAPTERS:
+    for adapter in _adapters():
         if model_name and adapter.claims_model_name(model_name):
             return adapter.name
     return DEFAULT_FAMILY

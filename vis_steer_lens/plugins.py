@@ -99,11 +99,15 @@ IMAGE_SOURCES: Registry[Callable[[dict[str, Any]], Any]] = Registry("image sourc
 GENERATORS: Registry[Callable[..., Any]] = Registry("image generator")
 #: Ground truths: ``name -> loader(table: pandas.DataFrame) -> GroundTruth``.
 GROUND_TRUTHS: Registry[Callable[[Any], Any]] = Registry("ground truth")
+#: Ground-truth builders: ``name -> builder(model, sae, *, n_images, seed, progress) -> GroundTruth``
+#: (what ``vis-steer-lens evaluate --scorer ground_truth`` runs for the world's own model).
+GROUND_TRUTH_BUILDERS: Registry[Callable[..., Any]] = Registry("ground truth builder")
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "GENERATORS",
     "GROUND_TRUTHS",
+    "GROUND_TRUTH_BUILDERS",
     "IMAGE_SOURCES",
     "Registry",
     "UnknownPluginItemError",

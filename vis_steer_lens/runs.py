@@ -8,7 +8,8 @@ run; every reader shows what is there::
       mined/                                   top images and statistics (``mine``)
       explanations/<name>.jsonl                one row per feature, resumable (``explain``)
       explanations/<name>.parquet              the same rows, exported when a run finishes
-      explanations/<name>-coefficient-sweep.csv  the steering coefficient sweep, if any
+      calibration/coefficient.json             the run's one steering coefficient and how it was chosen
+      calibration/coefficient-sweep.csv, .html the sweep that chose it (with ``--coefficient auto``)
       scores/<name>.<scorer>.jsonl             one row per scored explanation, resumable (``evaluate``)
       scores/reference.<scorer>.safetensors    the scorer's negatives, for tables without a model
       feature_concepts.csv                     ground truth per feature (toy world)
@@ -100,7 +101,21 @@ class RunFolder:
         return self.explanations_dir / f"{name}.parquet"
 
     def sweep_path(self, name: str) -> Path:
+        """Where runs written before the run's one coefficient kept a method's own sweep (read only)."""
         return self.explanations_dir / f"{name}-coefficient-sweep.csv"
+
+    @property
+    def calibration_dir(self) -> Path:
+        return self.root / "calibration"
+
+    @property
+    def coefficient_path(self) -> Path:
+        """The run's one steering coefficient (:class:`~vis_steer_lens.explain.calibration.CoefficientChoice`)."""
+        return self.calibration_dir / "coefficient.json"
+
+    @property
+    def calibration_sweep_path(self) -> Path:
+        return self.calibration_dir / "coefficient-sweep.csv"
 
     def scores_path(self, name: str, scorer: str = DEFAULT_SCORER) -> Path:
         """The resumable ``.jsonl`` of one method's scores by one scorer."""
@@ -211,8 +226,33 @@ class RunFolder:
             return None
         return GROUND_TRUTHS.get(json.loads(self.ground_truth_path.read_text())["name"])(table)
 
+    def coefficient(self):
+        """The run's steering coefficient (a :class:`~vis_steer_lens.explain.calibration.CoefficientChoice`),
+        or ``None`` before the first steering explain."""
+        import json
+
+        from vis_steer_lens.explain.calibration import CoefficientChoice
+
+        if not self.coefficient_path.is_file():
+            return None
+        return CoefficientChoice.from_dict(json.loads(self.coefficient_path.read_text()))
+
+    def save_coefficient(self, choice: Any, sweep: pd.DataFrame | None = None, figure: Any = None) -> None:
+        """Keep the run's steering coefficient, and the sweep table and figure that chose it."""
+        self.calibration_dir.mkdir(parents=True, exist_ok=True)
+        if sweep is not None:
+            sweep.to_csv(self.calibration_sweep_path, index=False)
+        if figure is not None:
+            figure.write_html(self.calibration_sweep_path.with_suffix(".html"), include_plotlyjs=True)
+        # The record last: a run has a coefficient only once its sweep is saved.
+        tmp = self.coefficient_path.with_suffix(".json.tmp")
+        tmp.write_text(choice.to_json())
+        tmp.replace(self.coefficient_path)
+
     def sweep(self) -> pd.DataFrame | None:
-        """The first coefficient sweep in the run (steering's, usually), or ``None``."""
+        """The run's coefficient sweep (or, in runs written before it, a method's own), or ``None``."""
+        if self.calibration_sweep_path.is_file():
+            return pd.read_csv(self.calibration_sweep_path)
         paths = (
             sorted(self.explanations_dir.glob("*-coefficient-sweep.csv"))
             if self.explanations_dir.is_dir()
@@ -247,6 +287,7 @@ class RunFolder:
             "explanations": self.explanation_names(),
             "scores": self.score_names(),
             "concepts": self.concepts_path.is_file(),
+            "coefficient": self.coefficient_path.is_file(),
             "comparison": self.comparison_path.is_file(),
         }
 

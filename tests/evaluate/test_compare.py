@@ -12,6 +12,7 @@ from vis_steer_lens.evaluate.compare import (
     control_margins,
     format_margins,
     format_table,
+    paired_margins,
 )
 from vis_steer_lens.toy import ToyGenerator, ToyImages, toy_ground_truth
 
@@ -66,9 +67,12 @@ def test_compare_runs_every_method_and_tabulates(setup, tmp_path):
     expected = steering.loc[steering["feature"].isin([0, 1, 2]), "auroc_max"].mean()
     assert result.table.loc[0, "clear_auroc_max"] == pytest.approx(expected)
     assert (result.table["n_clear"] == 3).all()
-    # Paired margins: each of the 3 methods and the ground truth over each of the 2 controls.
+    # Paired margins: each of the 3 methods and the ground truth over each of the 2 controls,
+    # and over each of the 3 others.
     margins = result.margins
-    assert len(margins) == 4 * 2 and (margins["n_clear"] == 3).all()
+    assert len(margins) == 4 * 2 + 4 * 3 and (margins["n_features"] == 3).all()
+    assert (margins["features"] == "clear").all()
+    margins = margins[margins["compared_with"] == "control"]
     assert set(margins["control"]) == {"steering (random direction)", "steering (permuted direction)"}
     truth_margins = margins[margins["method_label"] == GROUND_TRUTH_METHOD]
     for _, row in truth_margins.iterrows():
@@ -81,7 +85,7 @@ def test_compare_runs_every_method_and_tabulates(setup, tmp_path):
     # Without the ground-truth row: the methods and controls only.
     plain = compare(vlm, sae, features, ground_truth_row=False, **kwargs)
     assert GROUND_TRUTH_METHOD not in set(plain.table["method_label"])
-    assert len(plain.margins) == 3 * 2 and plain.margins["auroc_share_of_ceiling"].isna().all()
+    assert len(plain.margins) == 3 * 2 + 3 * 2 and plain.margins["auroc_share_of_ceiling"].isna().all()
 
 
 def test_control_margins_are_paired_differences_over_clear_features():
@@ -103,7 +107,7 @@ def test_control_margins_are_paired_differences_over_clear_features():
     assert len(margins) == 1
     row = margins.iloc[0]
     assert row["method_label"] == "steering" and row["control"] == "steering (random direction)"
-    assert row["n_clear"] == 3
+    assert row["n_features"] == 3
     # Every clear feature differs by exactly 0.3 in AUROC and by 1 in correctness: no spread at all.
     assert row["auroc_margin"] == pytest.approx(0.3)
     assert row["auroc_margin_lo"] == pytest.approx(0.3) and row["auroc_margin_hi"] == pytest.approx(0.3)
@@ -130,3 +134,30 @@ def test_control_margins_are_paired_differences_over_clear_features():
         is_control=~scores["is_control"],
     )
     assert control_margins(flipped, toy_ground_truth(concepts)).iloc[0]["auroc_margin"] == pytest.approx(-0.3)
+
+
+def test_paired_margins_without_ground_truth_cover_every_shared_feature_and_every_method_pair():
+    rows = []
+    for feature in range(5):
+        rows.append(("steering", feature, 0.7, False))
+        rows.append(("topk", feature, 0.8 + 0.01 * feature, False))
+        rows.append(("steering (permuted direction)", feature, 0.5, True))
+    rows.append(("topk", 7, 0.9, False))  # only topk explained feature 7: left out of its pairs
+    scores = pd.DataFrame(rows, columns=["method_label", "feature", "auroc_max", "is_control"])
+    scores["explanation"] = "x"
+    margins = paired_margins(scores).set_index(["method_label", "control"])
+    assert set(margins.index) == {
+        ("steering", "steering (permuted direction)"),
+        ("topk", "steering (permuted direction)"),
+        ("steering", "topk"),
+        ("topk", "steering"),
+    }
+    assert (margins["features"] == "shared").all() and (margins["n_features"] == 5).all()
+    assert margins.loc[("steering", "steering (permuted direction)"), "auroc_margin"] == pytest.approx(0.2)
+    over = margins.loc[("topk", "steering")]
+    assert over["compared_with"] == "method" and over["auroc_margin"] == pytest.approx(0.12)
+    assert over["auroc_margin_lo"] > 0.1 and over["auroc_margin_hi"] < 0.14
+    assert margins.loc[("steering", "topk"), "auroc_margin"] == pytest.approx(-0.12)
+    assert margins["accuracy_margin"].isna().all()  # no ground truth, no accuracy
+    text = format_margins(paired_margins(scores))
+    assert "over the controls" in text and "between methods" in text and "GT accuracy" not in text

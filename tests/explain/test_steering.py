@@ -128,6 +128,7 @@ def test_auto_coefficient_sweep(vlm, sae):
     assert sweep["multiple"].tolist() == [0.0, 4.0, 16.0]
     assert sweep["chosen"].sum() == 1
     assert sweep.loc[0, "distinct_fraction"] == pytest.approx(1 / 6)  # no steering: one answer for all
+    assert sweep.loc[0, "changed_fraction"] == 0 and not sweep.loc[0, "chosen"]  # the unsteered answer
     assert frame["coefficient"].iloc[0] == pytest.approx(exp.chosen_coefficient)
     assert exp.chosen_coefficient == pytest.approx(sweep[sweep["chosen"]]["coefficient"].iloc[0])
     assert exp.calibration_figure().data
@@ -141,8 +142,9 @@ def test_the_sweep_samples_the_explained_features_and_its_rows_are_reused(vlm, s
     features = [1, 4, 6, 9, 11]
     frame = exp.explain(features, progress=False)
     swept = exp.calibration["explanations"]
-    assert len(steered) == 2 * 3 + len(features) - 3  # the 3 swept rows at the choice are not redone
-    assert set(steered[:6]) <= set(features)  # the sample comes from the features explained
+    # One unsteered row, 2 x 3 swept rows; the 3 swept rows at the choice are not redone.
+    assert len(steered) == 1 + 2 * 3 + len(features) - 3
+    assert set(steered[:7]) <= set(features)  # the sample comes from the features explained
     fixed = explainer(vlm, sae, coefficient=exp.chosen_coefficient, batch_size=4).explain(
         features, progress=False
     )

@@ -11,12 +11,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from vis_steer_lens.choices import EMPTY_IMAGES
 from vis_steer_lens.families import UnsupportedModelError
 from vis_steer_lens.hook_names import HookNameMap
 from vis_steer_lens.hooked_vit import HookedViT, HookedViTConfig, TowerParts
-
-#: Empty-image choices understood by :meth:`VLMAdapter.empty_image_pixel_values`.
-EMPTY_IMAGES = ("white", "black", "gray", "mean", "zeros")
 
 
 class VLMAdapter:

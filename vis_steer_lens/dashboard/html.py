@@ -65,7 +65,15 @@ def _sweep_records(sweep) -> list[dict[str, Any]]:
         return []
     keep = [
         c
-        for c in ("multiple", "coefficient", "distinct_fraction", "degenerate_fraction", "score", "chosen")
+        for c in (
+            "multiple",
+            "coefficient",
+            "changed_fraction",
+            "distinct_fraction",
+            "degenerate_fraction",
+            "score",
+            "chosen",
+        )
         if c in sweep
     ]
     records = []
@@ -74,13 +82,16 @@ def _sweep_records(sweep) -> list[dict[str, Any]]:
     return records
 
 
-def export_dashboard(results_dir: str | Path, out_dir: str | Path) -> Path:
+def export_dashboard(results_dir: str | Path, out_dir: str | Path, *, exclude_flagged: bool = False) -> Path:
     """Write the static dashboard of a results folder.
+
+    Features that fired come first in the index, in mining order; those that never fired follow.
 
     Args:
         results_dir: A results folder with ``mined/`` and optionally ``explanations.parquet``,
             ``scores.csv``, ``feature_concepts.csv`` and ``coefficient_sweep.csv`` (the demo's output).
         out_dir: Output folder (created; existing dashboard files are overwritten).
+        exclude_flagged: Leave out answers flagged as repetitions, unfinished or empty.
 
     Returns:
         The path of ``index.html``; open it in a browser (``file://`` works).
@@ -96,7 +107,7 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path) -> Path:
     (out / "assets" / "plotly.min.js").write_text(_plotly_js(), encoding="utf-8")
 
     methods = results.method_labels
-    explanations = results.explanation_records()
+    explanations = results.explanation_records(exclude_flagged=exclude_flagged)
     concepts = results.concept_records()
     stats = mined.stats.set_index("feature")
     patch_size = mined.patch_size
@@ -110,7 +121,9 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path) -> Path:
         return image
 
     rows = []
-    for feature in results.features:
+    fired = [f for f in results.features if stats.loc[f, "frac_images"] > 0]
+    never = [f for f in results.features if stats.loc[f, "frac_images"] <= 0]
+    for feature in fired + never:  # dead features last: they have nothing to show
         stat = stats.loc[feature]
         max_act = float(stat["max_act"])
         top = []
@@ -372,8 +385,8 @@ _FEATURE_BODY = """
 <h2>Activation histogram (nonzero patch activations)</h2>
 <div id="histogram" style="width: 720px; height: 320px;"></div>
 <div id="sweep-section"><h2>Steering coefficient sweep (whole run)</h2>
-<table id="sweep"><thead><tr><th>multiple</th><th>coefficient</th><th>distinct</th><th>degenerate</th>
-<th>score</th><th>chosen</th></tr></thead><tbody></tbody></table></div>
+<table id="sweep"><thead><tr><th>multiple</th><th>coefficient</th><th>changed</th><th>distinct</th>
+<th>flagged</th><th>score</th><th>chosen</th></tr></thead><tbody></tbody></table></div>
 <script src="assets/plotly.min.js"></script>
 <script src="data/common.js"></script>
 """
@@ -400,8 +413,8 @@ _FEATURE_JS = r"""
   });
   if (common.sweep.length === 0) document.getElementById('sweep-section').style.display = 'none';
   for (const s of common.sweep) {
-    row('#sweep', [fmt(s.multiple), fmt(s.coefficient), fmt(s.distinct_fraction), fmt(s.degenerate_fraction),
-                   fmt(s.score), s.chosen ? 'yes' : '']);
+    row('#sweep', [fmt(s.multiple), fmt(s.coefficient), fmt(s.changed_fraction), fmt(s.distinct_fraction),
+                   fmt(s.degenerate_fraction), fmt(s.score), s.chosen ? 'yes' : '']);
   }
   if (Number.isNaN(feature)) { document.getElementById('title').textContent = 'No feature given (use feature.html#ID)'; return; }
   // Neighbours in the exported feature list (mining may have covered a subset of the SAE).

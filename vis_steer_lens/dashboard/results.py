@@ -118,11 +118,17 @@ class DashboardResults:
             return []
         return list(dict.fromkeys(self.explanations["method_label"]))
 
-    def explanation_records(self) -> dict[int, list[dict[str, Any]]]:
-        """Per feature, its explanations (one dict per method) with their scores merged in."""
+    def explanation_records(self, exclude_flagged: bool = False) -> dict[int, list[dict[str, Any]]]:
+        """Per feature, its explanations (one dict per method) with their scores merged in.
+
+        Args:
+            exclude_flagged: Leave out answers flagged as repetitions, unfinished or empty.
+        """
         if self.explanations is None:
             return {}
         frame = self.explanations
+        if exclude_flagged and "flag" in frame:
+            frame = frame[~frame["flag"].isin(("repetition", "unfinished", "empty"))]
         if self.scores is not None:
             keys = ["feature", "method_label"]
             score_cols = [c for c in ("auroc_mean", "auroc_max") if c in self.scores]
@@ -134,6 +140,7 @@ class DashboardResults:
             "direction",
             "method_label",
             "explanation",
+            "flag",
             "raw_generation",
             "coefficient",
             "prompt_id",

@@ -14,6 +14,12 @@ from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer, scor
 from vis_steer_lens.evaluate.ground_truth import GROUND_TRUTH_METHOD, GroundTruth, ground_truth_accuracy
 from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
 from vis_steer_lens.explain import make_explainer
+from vis_steer_lens.explain.calibration import (
+    DEFAULT_MULTIPLES,
+    DEFAULT_SAMPLE_SIZE,
+    calibrate_run,
+    sample_features,
+)
 from vis_steer_lens.jsonl import write_jsonl
 from vis_steer_lens.runs import RunFolder, RunFolderError, run_name, with_method_labels
 from vis_steer_lens.saes.metadata import sae_identity
@@ -116,9 +122,10 @@ def compare(
         runs: ``(method, direction)`` pairs to run.
         prompt: Prompt preset for all explainers.
         steering_coefficient: Steering coefficient (number or ``"auto"``; the sweep runs once
-            and its choice is used by every steering run).
+            and its choice is used by every steering run, controls included; with ``out_dir``
+            it is the run's one coefficient, :func:`~vis_steer_lens.explain.calibration.calibrate_run`).
         steering_sweep: ``sweep_multiples`` / ``sweep_features`` of the ``"auto"`` coefficient's
-            sweep (default: :class:`~vis_steer_lens.SteeringExplainer`'s).
+            sweep (default: :mod:`~vis_steer_lens.explain.calibration`'s).
         hybrid_coefficient: Hybrid coefficient, a multiple of each image's patch norm.
         empty_image: Empty image of the steering runs.
         k_images: Top images per Top-k prompt.
@@ -147,19 +154,45 @@ def compare(
         seed=seed,
     )
     calibration = None
+    sweep_explainer = None
+    if settings["steering_coefficient"] == "auto" and any(m == "steering" for m, _ in runs):
+        # One coefficient for every steering run, the controls included.
+        sweep = {
+            "multiples": tuple(settings["steering_sweep"].get("sweep_multiples", DEFAULT_MULTIPLES)),
+            "sample_size": settings["steering_sweep"].get("sweep_features", DEFAULT_SAMPLE_SIZE),
+        }
+        if run is not None:  # the run's one coefficient, sampled from its live features
+            choice, sweep_explainer = calibrate_run(
+                run,
+                vlm,
+                sae,
+                "auto",
+                prompt=prompt,
+                empty_image=empty_image,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                seed=seed,
+                progress=progress,
+                log=None,
+                **sweep,
+            )
+            calibration = run.sweep()
+            settings["steering_coefficient"] = choice.coefficient
+        else:
+            sweep_explainer = _explainer("steering", "sae", vlm, sae, mined, settings)
+            calibration = sweep_explainer.calibrate(
+                sample_features(features, sweep["sample_size"], seed), progress=progress
+            )
+            settings["steering_coefficient"] = sweep_explainer.chosen_coefficient
+        if sweep_explainer is not None:
+            sweep_explainer.coefficient = settings["steering_coefficient"]
     frames = []
     for method, direction in runs:
-        explainer = _explainer(method, direction, vlm, sae, mined, settings)
+        if (method, direction) == ("steering", "sae") and sweep_explainer is not None:
+            explainer = sweep_explainer  # its sweep rows at the choice are reused
+        else:
+            explainer = _explainer(method, direction, vlm, sae, mined, settings)
         name = run_name(method, direction)
-        if method == "steering" and settings["steering_coefficient"] == "auto":
-            calibration = explainer.calibrate()
-            settings["steering_coefficient"] = (
-                explainer.chosen_coefficient
-            )  # one choice for every steering run
-            explainer.coefficient = explainer.chosen_coefficient
-            if run is not None:
-                run.explanations_dir.mkdir(parents=True, exist_ok=True)
-                calibration.to_csv(run.sweep_path(name), index=False)
         path = None if run is None else run.explanations_path(name)
         frames.append(explainer.explain(features, out=path, progress=progress))
     if run is not None and ground_truth is not None:
@@ -175,7 +208,8 @@ def compare(
     scored = []
     for (method, direction), group in explanations.groupby(["method", "direction"], sort=False):
         path = None if run is None else run.scores_path(run_name(method, direction))
-        scored.append(scorer.score(group, progress=progress, out_path=path))
+        desc = f"scoring {method_label(method, direction)}"
+        scored.append(scorer.score(group, progress=progress, out_path=path, desc=desc))
     scores = pd.concat(scored, ignore_index=True)
     reference = scorer.reference_activations()
     if run is not None:
@@ -206,10 +240,10 @@ def tabulate(
         runs: The preferred row order; other labels follow, the ground-truth row last.
 
     Returns:
-        ``(table, margins)``, ``margins`` ``None`` without ground truth.
+        ``(table, margins)``: the margins are :func:`paired_margins` (on the clear features with
+        ground truth, else on every feature the two compared labels share).
     """
     table = summarize_scores(scores, *reference, seed=seed)
-    margins = None
     if ground_truth is not None:
         texts = explanations if explanations is not None else scores
         accuracy = ground_truth_accuracy(texts, ground_truth, seed=seed)
@@ -217,7 +251,7 @@ def tabulate(
         table = table.merge(
             clear_feature_auroc(scores, ground_truth, seed=seed), on="method_label", how="left"
         )
-        margins = control_margins(scores, ground_truth, seed=seed)
+    margins = paired_margins(scores, ground_truth, seed=seed)
     order = {method_label(m, d): i for i, (m, d) in enumerate(runs)}
     order[GROUND_TRUTH_METHOD] = len(runs) + 1000
     rank = table["method_label"].map(lambda label: order.get(label, len(runs)))
@@ -225,13 +259,22 @@ def tabulate(
     return table.reset_index(drop=True), margins
 
 
-def compare_run(run: RunFolder | str | Path, *, write: bool = True) -> Comparison:
+def compare_run(
+    run: RunFolder | str | Path, *, write: bool = True, exclude_flagged: bool = False
+) -> Comparison:
     """The comparison table of whatever a run folder holds: the demo's table, for any run.
 
     Reads every method's explanations and scores (``evaluate`` must have scored at least one
     method; the negatives it saved make the table without a model), the ground truth where the
-    run has it, and writes ``comparison.csv``, ``margins.csv`` (with ground truth) and
-    ``comparison.html``.
+    run has it (``evaluate --scorer ground_truth``, or the demo), and writes ``comparison.csv``,
+    ``margins.csv`` (:func:`paired_margins`: each method over each control and each other
+    method) and ``comparison.html``.
+
+    Args:
+        run: The run folder.
+        write: Write the files.
+        exclude_flagged: Leave out answers flagged as repetitions, unfinished or empty (the
+            ``flag`` column of the explanations); features that never fired are never scored.
 
     Raises:
         RunFolderError: If the run holds no scores.
@@ -247,49 +290,70 @@ def compare_run(run: RunFolder | str | Path, *, write: bool = True) -> Compariso
     seed = int(rows["seed"].iloc[0]) if "seed" in rows and len(rows) else 0
     scores = scores_from_rows(rows.to_dict("records"), *reference)
     explanations = run.explanations()
+    if explanations is not None and "flag" in explanations:
+        scores = _with_flags(scores, explanations)
+        if exclude_flagged:
+            scores = scores[~scores["flag"].isin(FLAGGED)].reset_index(drop=True)
+            explanations = explanations[~explanations["flag"].isin(FLAGGED)]
     table, margins = tabulate(scores, reference, explanations, run.ground_truth(), seed=seed)
     figure = comparison_figure(table)
     if write:
         table.to_csv(run.comparison_path, index=False)
         figure.write_html(run.comparison_figure_path, include_plotlyjs=True)
-        if margins is not None:
-            margins.to_csv(run.margins_path, index=False)
+        margins.to_csv(run.margins_path, index=False)
     return Comparison(
         explanations if explanations is not None else scores, scores, table, figure, run.sweep(), margins
     )
 
 
-def control_margins(scores: pd.DataFrame, ground_truth: GroundTruth, seed: int = 0) -> pd.DataFrame:
-    """How far each method is above each control, feature by feature, on the clear features.
+#: Flags of answers that ``exclude_flagged`` leaves out (a dead feature's row is never scored).
+FLAGGED = ("repetition", "unfinished", "empty")
 
-    Method and control explain the same features, so the fair comparison is paired: per clear
-    feature, the method's AUROC (max pooling) minus the control's, and its correctness (1 if the
-    explanation names the feature's ground-truth concept) minus the control's. The mean of those
-    differences with a bootstrap interval over features says whether the method is above the
-    control beyond the spread between features, which two overlapping per-method intervals
-    cannot.
+
+def _with_flags(scores: pd.DataFrame, explanations: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` with each row's ``flag`` from its explanation row (by method label and feature)."""
+    flags = explanations[["method_label", "feature", "flag"]].copy()
+    flags["feature"] = flags["feature"].astype(int)
+    flags = flags.drop_duplicates(["method_label", "feature"], keep="last")
+    merged = scores.drop(columns=["flag"], errors="ignore").assign(feature=scores["feature"].astype(int))
+    return merged.merge(flags, on=["method_label", "feature"], how="left")
+
+
+def paired_margins(
+    scores: pd.DataFrame, ground_truth: GroundTruth | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """How far each method is above each control and each other method, feature by feature.
+
+    Two labels explain the same features, so the fair comparison is paired: per shared feature,
+    one label's AUROC (max pooling) minus the other's; the mean of those differences with a
+    bootstrap interval over features says whether one is above the other beyond the spread
+    between features, which two overlapping per-method intervals cannot. With ground truth the
+    features are the clear ones and the correctness difference (1 if the explanation names the
+    feature's concept) is added; without it, every feature the two labels share.
 
     Args:
-        scores: Per-explanation scores with ``method_label``, ``feature``, ``explanation`` and
-            ``auroc_max`` (as from :class:`GenerationAUROCScorer`).
-        ground_truth: The world's :class:`~vis_steer_lens.evaluate.GroundTruth`.
+        scores: Per-explanation scores with ``method_label``, ``feature``, ``explanation``,
+            ``auroc_max`` and ``is_control`` (as from :class:`GenerationAUROCScorer`).
+        ground_truth: The world's :class:`~vis_steer_lens.evaluate.GroundTruth`, or ``None``.
         seed: Seed of the bootstrap intervals.
 
     When ``scores`` has the ``"ground truth"`` row (:meth:`GroundTruth.explanations`), its margin
-    is what a correct one-word explanation gains over that control under this scorer, and each
-    row's ``auroc_share_of_ceiling`` is its AUROC margin divided by that one (an explanation that
-    names more than the one concept can pass 1).
+    over a control is what a correct one-word explanation gains under this scorer, and each
+    row's ``auroc_share_of_ceiling`` is its AUROC margin divided by that one.
 
     Returns:
-        One row per (method, control) pair, controls being the rows marked ``is_control``:
-        ``method_label, control, n_clear, auroc_margin, auroc_margin_lo, auroc_margin_hi,
-        accuracy_margin, accuracy_margin_lo, accuracy_margin_hi, auroc_share_of_ceiling`` (NaN
-        without the ground-truth row).
+        One row per (method, control or other method): ``method_label, control`` (the label it is
+        compared with), ``compared_with`` (``"control"`` or ``"method"``), ``features``
+        (``"clear"`` or ``"shared"``), ``n_features``, ``auroc_margin, auroc_margin_lo,
+        auroc_margin_hi``, ``accuracy_margin, accuracy_margin_lo, accuracy_margin_hi`` (NaN
+        without ground truth) and ``auroc_share_of_ceiling``. Controls come first.
     """
     columns = [
         "method_label",
         "control",
-        "n_clear",
+        "compared_with",
+        "features",
+        "n_features",
         "auroc_margin",
         "auroc_margin_lo",
         "auroc_margin_hi",
@@ -297,58 +361,95 @@ def control_margins(scores: pd.DataFrame, ground_truth: GroundTruth, seed: int =
         "accuracy_margin_lo",
         "accuracy_margin_hi",
     ]
-    truth = ground_truth.clear_concepts()
-    clear = scores[scores["feature"].astype(int).isin(truth.index)].copy()
-    clear["feature"] = clear["feature"].astype(int)
-    clear["correct"] = [
-        float(isinstance(text, str) and ground_truth.is_correct(text, truth[feature]))
-        for feature, text in zip(clear["feature"], clear["explanation"], strict=True)
-    ]
+    frame = scores.copy()
+    frame["feature"] = frame["feature"].astype(int)
+    subset = "shared"
+    if ground_truth is not None:
+        truth = ground_truth.clear_concepts()
+        frame = frame[frame["feature"].isin(truth.index)].copy()
+        frame["correct"] = [
+            float(isinstance(text, str) and ground_truth.is_correct(text, truth[feature]))
+            for feature, text in zip(frame["feature"], frame["explanation"], strict=True)
+        ]
+        subset = "clear"
     per_label = {
-        label: group.set_index("feature") for label, group in clear.groupby("method_label", sort=False)
+        label: group.drop_duplicates("feature", keep="last").set_index("feature")
+        for label, group in frame.groupby("method_label", sort=False)
     }
-    if "is_control" in clear:
-        controls = list(dict.fromkeys(clear.loc[clear["is_control"].astype(bool), "method_label"]))
+    if "is_control" in frame:
+        is_control = frame["is_control"].astype(bool)
     else:  # rows from before explainers recorded it: controls are the other directions
-        controls = list(dict.fromkeys(clear.loc[clear["direction"] != "sae", "method_label"]))
+        is_control = frame["direction"] != "sae"
+    controls = list(dict.fromkeys(frame.loc[is_control, "method_label"]))
+    methods = [label for label in per_label if label not in controls]
     rows = []
-    for label, frame in per_label.items():
-        if label in controls:
-            continue
-        for control in controls:
-            shared = frame.index.intersection(per_label[control].index)
-            other = per_label[control].loc[shared]
-            auroc = bootstrap_mean_ci(
-                frame.loc[shared, "auroc_max"].to_numpy(float) - other["auroc_max"].to_numpy(float), seed=seed
-            )
-            accuracy = bootstrap_mean_ci(
-                frame.loc[shared, "correct"].to_numpy(float) - other["correct"].to_numpy(float), seed=seed
-            )
-            rows.append([label, control, len(shared), *auroc, *accuracy])
+    for others, kind in ((controls, "control"), (methods, "method")):
+        for label in methods:
+            for other in others:
+                if other == label:
+                    continue
+                mine, theirs = per_label[label], per_label[other]
+                shared = mine.index.intersection(theirs.index)
+                auroc = bootstrap_mean_ci(
+                    mine.loc[shared, "auroc_max"].to_numpy(float)
+                    - theirs.loc[shared, "auroc_max"].to_numpy(float),
+                    seed=seed,
+                )
+                accuracy = (float("nan"),) * 3
+                if ground_truth is not None:
+                    accuracy = bootstrap_mean_ci(
+                        mine.loc[shared, "correct"].to_numpy(float)
+                        - theirs.loc[shared, "correct"].to_numpy(float),
+                        seed=seed,
+                    )
+                rows.append([label, other, kind, subset, len(shared), *auroc, *accuracy])
     margins = pd.DataFrame(rows, columns=columns)
     ceiling = margins[margins["method_label"] == GROUND_TRUTH_METHOD].set_index("control")["auroc_margin"]
     margins["auroc_share_of_ceiling"] = [
-        margin / ceiling[control] if control in ceiling.index and ceiling[control] > 0 else float("nan")
-        for margin, control in zip(margins["auroc_margin"], margins["control"], strict=True)
+        margin / ceiling[other]
+        if kind == "control" and other in ceiling.index and ceiling[other] > 0
+        else float("nan")
+        for margin, other, kind in zip(
+            margins["auroc_margin"], margins["control"], margins["compared_with"], strict=True
+        )
     ]
     return margins
 
 
+def control_margins(scores: pd.DataFrame, ground_truth: GroundTruth, seed: int = 0) -> pd.DataFrame:
+    """Each method's paired margin over each control on the clear features: the control rows of
+    :func:`paired_margins` with ground truth."""
+    margins = paired_margins(scores, ground_truth, seed=seed)
+    return margins[margins["compared_with"] == "control"].reset_index(drop=True)
+
+
 def format_margins(margins: pd.DataFrame) -> str:
-    """The paired margins as text: ``value [lo, hi]`` per (method, control), and the share of the
-    ground truth's AUROC margin when there is one."""
+    """The paired margins as text, the controls first, then method against method: ``value [lo, hi]``
+    per pair, the ground-truth accuracy margin where there is ground truth, and the share of the
+    ground truth's AUROC margin where that row exists."""
+    has_accuracy = margins["accuracy_margin"].notna().any()
     share = "auroc_share_of_ceiling" in margins and margins["auroc_share_of_ceiling"].notna().any()
-    header = f"{'method':<14}{'over control':<30}{'AUROC max margin':>24}{'GT accuracy margin':>24}"
-    lines = [header + (f"{'of ceiling':>12}" if share else "")]
-    for _, row in margins.iterrows():
-        cells = "".join(
-            f"{row[c]:>+14.3f} [{row[c + '_lo']:+.2f}, {row[c + '_hi']:+.2f}]"
-            for c in ("auroc_margin", "accuracy_margin")
-        )
-        if share:
-            cells += f"{row['auroc_share_of_ceiling']:>12.0%}"
-        lines.append(f"{row['method_label']:<14}{row['control']:<30}{cells}")
-    return "\n".join(lines)
+    subset = margins["features"].iloc[0] if len(margins) else "shared"
+    where = "the clear features" if subset == "clear" else "the features both explained"
+    blocks = []
+    for kind, title in (("control", "over the controls"), ("method", "between methods")):
+        part = margins[margins["compared_with"] == kind]
+        if not len(part):
+            continue
+        header = f"{'method':<16}{'over':<30}{'n':>5}{'AUROC max margin':>26}"
+        header += f"{'GT accuracy margin':>26}" if has_accuracy else ""
+        header += f"{'of ceiling':>12}" if share and kind == "control" else ""
+        lines = [f"Paired margins {title}, on {where} (95% bootstrap intervals):", header]
+        for _, row in part.iterrows():
+            columns = ("auroc_margin", "accuracy_margin") if has_accuracy else ("auroc_margin",)
+            cells = "".join(
+                f"{row[c]:>+16.3f} [{row[c + '_lo']:+.2f}, {row[c + '_hi']:+.2f}]" for c in columns
+            )
+            if share and kind == "control":
+                cells += f"{row['auroc_share_of_ceiling']:>12.0%}"
+            lines.append(f"{row['method_label']:<16}{row['control']:<30}{int(row['n_features']):>5}{cells}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def clear_feature_auroc(scores: pd.DataFrame, ground_truth: GroundTruth, seed: int = 0) -> pd.DataFrame:

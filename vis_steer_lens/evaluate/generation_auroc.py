@@ -169,13 +169,19 @@ class GenerationAUROCScorer:
         return scored
 
     def score(
-        self, explanations: pd.DataFrame, progress: bool = True, out_path: str | Path | None = None
+        self,
+        explanations: pd.DataFrame,
+        progress: bool = True,
+        out_path: str | Path | None = None,
+        desc: str | None = None,
     ) -> pd.DataFrame:
-        """Score every explanation row.
+        """Score every explanation row, except those of features that never fired.
 
         Args:
             explanations: Columns ``feature`` and ``explanation``, usually also ``sae_id``, ``method``
-                and ``direction`` (defaults: the SAE's id, ``"unknown"``, ``"sae"``).
+                and ``direction`` (defaults: the SAE's id, ``"unknown"``, ``"sae"``). Rows flagged
+                ``"dead"`` (a feature that never fired: no explanation) are left out: they would
+                score 0.5 whatever the method and pull every mean towards it.
             progress: Show a progress bar.
             out_path: A ``.jsonl`` file; finished rows are appended (and synced) as they are scored,
                 and rows already in it (same sae_id, feature, method, direction and explanation text)
@@ -185,7 +191,10 @@ class GenerationAUROCScorer:
             One row per input row, in input order: ``sae_id, feature, method, direction,
             method_label, explanation, auroc_mean, auroc_max, positives_mean, positives_max`` (the
             per-image activations, lists of ``n_images``), ``n_negatives``.
+            desc: The progress bar's label (default: ``"generation AUROC"``).
         """
+        if "flag" in explanations:
+            explanations = explanations[explanations["flag"].astype(object) != "dead"]
         sae_id = ""
         if self.sae is not None:
             sae_id = str(getattr(self.sae.cfg.metadata, "sae_id", None) or "")
@@ -214,7 +223,7 @@ class GenerationAUROCScorer:
                 todo[key] = row
         pending = list(todo.values())
         rows_per_chunk = max(1, self.batch_size // self.n_images)
-        bar = tqdm(total=len(pending), desc="generation AUROC", disable=not progress)
+        bar = tqdm(total=len(pending), desc=desc or "generation AUROC", disable=not progress)
         try:
             for start in range(0, len(pending), rows_per_chunk):
                 chunk = self._score_rows(pending[start : start + rows_per_chunk])

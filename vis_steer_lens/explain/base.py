@@ -34,6 +34,7 @@ RESULT_COLUMNS = [
     "is_control",
     "direction_feature",
     "explanation",
+    "flag",
     "raw_generation",
     "coefficient",
     "empty_image",
@@ -44,15 +45,35 @@ RESULT_COLUMNS = [
 ]
 
 
-def parse_features(spec: str | int | Iterable[int] | None, d_sae: int) -> list[int]:
-    """Feature ids from ``"0:512"``, ``"3,7,9"``, an int, an iterable, or ``None`` (all).
+def parse_features(
+    spec: str | int | Iterable[int] | None, d_sae: int, live: Iterable[int] | None = None
+) -> list[int]:
+    """Feature ids from ``"0:512"``, ``"3,7,9"``, ``"live"``, an int, an iterable, or ``None`` (all).
+
+    Args:
+        spec: The selection.
+        d_sae: The SAE's width (the end of an open range, and ``None``'s extent).
+        live: The live features (those that fired in the mined statistics), for ``"live"``.
 
     Raises:
         ValueError: For a selection that names no feature (``""``, ``"5:5"``, ``"10:5"``), a
-            range or id that is not a number, or a feature named twice.
+            range or id that is not a number, a feature named twice, or ``"live"`` without
+            ``live`` (nothing mined).
     """
     if spec is None:
         return list(range(d_sae))
+    if isinstance(spec, str) and spec.strip() == "live":
+        if live is None:
+            raise ValueError(
+                "--features live needs mined statistics (which features fired): run `vis-steer-lens mine` "
+                "on this run first, or name the features (e.g. '0:512')."
+            )
+        ids = sorted(int(f) for f in live)
+        if not ids:
+            raise ValueError(
+                "No feature fired in the mined statistics, so 'live' names none; mine more images."
+            )
+        return ids
     if isinstance(spec, int):
         return [spec]
     if isinstance(spec, str):
@@ -102,6 +123,7 @@ class Explainer:
         seed: int,
         sae_id: str | None = None,
         d_sae: int | None = None,
+        live_features: Iterable[int] | None = None,
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
@@ -119,6 +141,8 @@ class Explainer:
             raise ValueError("An explainer needs the SAE, or its sae_id and d_sae.")
         self.sae_id = sae_id or sae_identity(sae)
         self.d_sae = d_sae or sae.cfg.d_sae
+        # Features known to fire; the others get a "dead" row without a model call (None: all live).
+        self.live_features = None if live_features is None else {int(f) for f in live_features}
 
     @property
     def is_control(self) -> bool:
@@ -205,8 +229,21 @@ class Explainer:
             "coefficient": None,
             "empty_image": None,
             "image_ids": None,
+            "flag": None,
         }
         row.update(fields)
+        return row
+
+    def _dead_fields(self) -> dict[str, Any]:
+        """The method's own fields of a row for a feature that never fired (e.g. its coefficient)."""
+        return {}
+
+    def _dead_row(self, feature: int, direction_feature: int) -> dict[str, Any]:
+        """The row of a feature that never fired: no explanation, flagged ``"dead"``."""
+        row = self._row(
+            feature, direction_feature, explanation="", raw_generation="", flag="dead", **self._dead_fields()
+        )
+        row.update(seconds=0.0, batch_size=None)
         return row
 
     def _explain_all(
@@ -218,8 +255,18 @@ class Explainer:
         progress: bool,
     ) -> None:
         """Explain ``todo`` in batches: into ``store``, durably, as each batch ends, or else into ``rows``."""
+        dead = [f for f in todo if self.live_features is not None and f not in self.live_features]
+        if dead:  # no model call: one row each saying so, left out of scores and means
+            dead_rows = [self._dead_row(f, direction_of[f]) for f in dead]
+            if store is not None:
+                store.append(dead_rows)
+            else:
+                rows.update({row["feature"]: row for row in dead_rows})
+            todo = [f for f in todo if f in self.live_features]
+        if not todo:
+            return
         self._resolve_batch_size()
-        bar = tqdm(total=len(todo), desc=f"{self.method} explanations", unit="feature", disable=not progress)
+        bar = tqdm(total=len(todo), desc=f"{self.label} explanations", unit="feature", disable=not progress)
         try:
             for batch in batched(todo, self.batch_size):
                 start = time.perf_counter()

@@ -13,14 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from vis_steer_lens.adapters.base import EMPTY_IMAGES
-
-#: Explanation methods, by the names the CLI, run folders and tables use.
-METHODS = ("steering", "topk", "hybrid")
-#: Steering directions: the SAE's own, and the two controls.
-DIRECTIONS = ("sae", "random_norm_matched", "permuted")
-#: Ways to show the top images.
-DISPLAYS = ("mask", "heatmap")
+from vis_steer_lens.choices import DIRECTIONS, DISPLAYS, EMPTY_IMAGES, METHODS
 
 
 def check_coefficient(value: Any, what: str = "coefficient") -> float:
@@ -88,19 +81,19 @@ class TopKSettings:
     """Settings of :class:`~vis_steer_lens.explain.TopKExplainer` that are its own.
 
     Attributes:
-        k_images: Top images per prompt. Default 5.
+        k_images: Top images per prompt; ``None`` (the default): as many as were mined.
         display: ``"mask"`` (inactive patches masked) or ``"heatmap"``. Default ``"mask"``.
         batch_size: Features decoded together. Default 8.
     """
 
-    k_images: int = 5
+    k_images: int | None = None
     display: str = "mask"
     batch_size: int = 8
 
     def __post_init__(self) -> None:
         if self.display not in DISPLAYS:
             raise ValueError(f"display must be one of {DISPLAYS}, got {self.display!r}.")
-        if self.k_images < 1:
+        if self.k_images is not None and self.k_images < 1:
             raise ValueError(f"k_images must be >= 1, got {self.k_images}.")
 
 

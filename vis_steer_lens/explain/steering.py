@@ -23,18 +23,23 @@ from sae_lens import SAE
 
 from vis_steer_lens.activations import hook_activations, patch_tokens
 from vis_steer_lens.explain.base import Explainer
+from vis_steer_lens.explain.calibration import (
+    DEFAULT_MULTIPLES,
+    DEFAULT_SAMPLE_SIZE,
+    sweep_figure,
+    sweep_table,
+)
 from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
 from vis_steer_lens.explain.settings import SteeringSettings, check_positive_int
-from vis_steer_lens.explain.text import clean_explanation
+from vis_steer_lens.explain.text import explanation_and_flag
 from vis_steer_lens.memory import explain_bytes_per_row
 from vis_steer_lens.saes.validation import check_sae_fits
 
 #: Multiples of the hook's mean patch norm tried by the ``"auto"`` coefficient sweep.
-DEFAULT_SWEEP = (1.0, 2.0, 4.0, 8.0, 16.0)
-#: Features the ``"auto"`` sweep explains at each multiple: 5 x 8 = 40 steered rows, two batches of
-#: 32, of which the 8 rows at the chosen multiple are kept as those features' explanations.
-DEFAULT_SWEEP_FEATURES = 8
+DEFAULT_SWEEP = DEFAULT_MULTIPLES
+#: Features the ``"auto"`` sweep explains at each multiple (see :mod:`.calibration`).
+DEFAULT_SWEEP_FEATURES = DEFAULT_SAMPLE_SIZE
 
 
 class SteeringExplainer(Explainer):
@@ -44,10 +49,12 @@ class SteeringExplainer(Explainer):
         model: A :class:`~vis_steer_lens.HookedVLM` with a processor.
         sae: A ``sae_lens.SAE`` whose hook is a vision hook of ``model``.
         coefficient: Scale of the added direction: a number, a mapping feature → number, or
-            ``"auto"`` (a calibration sweep, see :meth:`calibrate`, runs before the first batch;
-            it costs ``len(sweep_multiples) * sweep_features`` steered rows, 40 by default, packed
-            into batches of ``batch_size``; the sweep's rows at the chosen multiple are reused as
-            explanations, so the extra cost is 32 rows: one batch at the default batch size).
+            ``"auto"`` (a calibration sweep, see :meth:`calibrate`, runs before the first batch
+            on a sample of the features being explained; it costs ``len(sweep_multiples) *
+            sweep_features`` steered rows, 448 by default; the sweep's rows at the chosen
+            multiple are reused as explanations). In a run folder, prefer the run's one
+            coefficient (:func:`~vis_steer_lens.explain.calibration.calibrate_run`), which
+            every explain of the run, controls included, shares.
         empty_image: ``"white"`` (the paper's), ``"black"``, ``"gray"``, ``"mean"`` or ``"zeros"``.
         prompt: A prompt id (``"default"``, ``"paper"``, ``"toy"``) or a :class:`PromptSet`.
         max_new_tokens: Cap on generated tokens (rows usually stop earlier, at their sentence end).
@@ -66,7 +73,7 @@ class SteeringExplainer(Explainer):
         stop_at_sentence_end: Stop each row at its sentence end instead of ``max_new_tokens``.
         sweep_multiples: Multiples of the mean patch norm tried by ``coefficient="auto"``
             (:data:`DEFAULT_SWEEP`).
-        sweep_features: How many features the sweep explains per multiple (8); a seeded sample
+        sweep_features: How many features the sweep explains per multiple (64); a seeded sample
             of the features being explained.
         seed: Seeds random directions and the sweep's feature sample.
     """
@@ -182,95 +189,75 @@ class SteeringExplainer(Explainer):
     def calibrate(self, features: Iterable[int] | None = None, progress: bool = False) -> pd.DataFrame:
         """Choose the coefficient by a sweep over multiples of the hook's mean patch norm.
 
-        For each multiple, a sample of features is explained; the score is the fraction of
-        distinct explanations among them times the fraction that are not degenerate (empty,
-        unfinished, or repeating a word three times running). The best-scoring multiple wins
-        (ties go to the smaller one). Sets ``self.chosen_coefficient`` and ``self.calibration``.
+        For each multiple, a sample of features is explained; the score is the share of answers
+        that differ from the unsteered answer times the share that are not flagged (empty,
+        unfinished, or repeating a word), and the chosen multiple is the centre of the range that
+        scores near the best (:func:`~vis_steer_lens.explain.calibration.sweep_table`). Sets
+        ``self.chosen_coefficient`` and ``self.calibration``.
 
-        Cost: ``len(sweep_multiples) * len(features)`` steered rows (40 by default), queued into
-        batches of ``batch_size`` (two ``generate`` calls at 32). At Gemma-3-4B's real widths
-        that is about the cost of 40 explanations; the sweep's rows at the chosen multiple are
-        kept and returned as explanations when those features are explained at that
-        coefficient, so 32 rows are extra.
+        Cost: ``len(sweep_multiples) * len(features)`` steered rows (448 by default) and one
+        unsteered row, queued into
+        batches of ``batch_size``; the sweep's rows at the chosen multiple are kept and returned as
+        explanations when those features are explained at that coefficient.
 
         Args:
             features: Features to sweep on; by default a seeded sample of ``sweep_features`` of
                 the features being explained (of all features when called before ``explain``).
-            progress: Show progress bars.
+            progress: Show a progress bar.
 
         Returns:
             One row per multiple: multiple, coefficient, distinct_fraction,
             degenerate_fraction, score, chosen, and the explanations.
         """
+        from tqdm.auto import tqdm
+
+        from vis_steer_lens.explain.calibration import sample_features
+
         if features is None:
             pool = self._requested if self._requested else list(range(self.sae.cfg.d_sae))
-            gen = torch.Generator().manual_seed(self.seed)
-            count = min(self.sweep_features, len(pool))
-            features = sorted(pool[i] for i in torch.randperm(len(pool), generator=gen)[:count].tolist())
+            features = sample_features(pool, self.sweep_features, self.seed)
         features = list(features)
         if not features:
             raise ValueError("The coefficient sweep needs at least one feature (sweep_features >= 1).")
         direction_of = dict(zip(features, self.direction_features(features), strict=True))
         norm = self.patch_norm()
         self._resolve_batch_size()
-        # Every (multiple, feature) row in one queue, so the sweep fills whole batches.
-        queue = [(multiple * norm, f) for multiple in self.sweep_multiples for f in features]
+        # Every (multiple, feature) row in one queue, so the sweep fills whole batches; the first
+        # row is unsteered (coefficient 0): the answer that steering should change.
+        queue = [(0.0, features[0])] + [
+            (multiple * norm, f) for multiple in self.sweep_multiples for f in features
+        ]
         generated: list[dict[str, Any]] = []
-        for start in range(0, len(queue), self.batch_size):
-            chunk = queue[start : start + self.batch_size]
-            chunk_features = [f for _, f in chunk]
-            generated += self._generate(
-                chunk_features, [direction_of[f] for f in chunk_features], [c for c, _ in chunk]
-            )
-        records = []
-        for index, multiple in enumerate(self.sweep_multiples):
-            rows = generated[index * len(features) : (index + 1) * len(features)]
-            explanations = [row["explanation"] for row in rows]
-            degenerate = sum(_is_degenerate(row["explanation"], row["finished"]) for row in rows)
-            n = len(explanations)
-            distinct = len(set(explanations)) / n
-            records.append(
-                {
-                    "multiple": multiple,
-                    "coefficient": multiple * norm,
-                    "distinct_fraction": distinct,
-                    "degenerate_fraction": degenerate / n,
-                    "score": distinct * (1 - degenerate / n),
-                    "explanations": explanations,
-                }
-            )
+        bar = tqdm(total=len(queue), desc="coefficient sweep", unit="row", disable=not progress)
+        try:
+            for start in range(0, len(queue), self.batch_size):
+                chunk = queue[start : start + self.batch_size]
+                chunk_features = [f for _, f in chunk]
+                generated += self._generate(
+                    chunk_features, [direction_of[f] for f in chunk_features], [c for c, _ in chunk]
+                )
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        null, generated = generated[0], generated[1:]
+        n = len(features)
+        sweep = sweep_table(
+            {m: generated[i * n : (i + 1) * n] for i, m in enumerate(self.sweep_multiples)},
+            norm,
+            null_answer=null["explanation"],
+        )
         self._sweep_rows = {
             (r["feature"], r["direction_feature"], float(r["coefficient"])): r for r in generated
         }
-        sweep = pd.DataFrame(records)
-        best = int(sweep["score"].to_numpy().argmax())  # first maximum: the smaller multiple on ties
-        sweep["chosen"] = [i == best for i in range(len(sweep))]
-        self.chosen_coefficient = float(sweep.loc[best, "coefficient"])
+        self.chosen_coefficient = float(sweep.loc[sweep["chosen"], "coefficient"].iloc[0])
         self.calibration = sweep
         return sweep
 
     def calibration_figure(self):
         """A plotly figure of the last calibration sweep (distinctness, degeneracy and score per multiple)."""
-        import plotly.graph_objects as go
-
         if self.calibration is None:
             raise ValueError("No calibration yet: call calibrate() or explain with coefficient='auto'.")
-        sweep = self.calibration
-        fig = go.Figure()
-        for column, label in (
-            ("distinct_fraction", "distinct explanations"),
-            ("degenerate_fraction", "degenerate explanations"),
-            ("score", "score"),
-        ):
-            fig.add_trace(go.Scatter(x=sweep["multiple"], y=sweep[column], mode="lines+markers", name=label))
-        chosen = sweep[sweep["chosen"]].iloc[0]
-        fig.add_vline(
-            x=chosen["multiple"], line_dash="dot", annotation_text=f"chosen {chosen['multiple']:g}x"
-        )
-        fig.update_xaxes(type="log", title="coefficient / mean patch norm at the hook")
-        fig.update_yaxes(title="fraction", range=[0, 1.05])
-        fig.update_layout(title=f"Steering coefficient sweep at {self.hook_name}", template="plotly_white")
-        return fig
+        return sweep_figure(self.calibration, self.hook_name)
 
     # ------------------------------------------------------------------ generation
     def run_config(self) -> dict[str, Any]:
@@ -349,18 +336,24 @@ class SteeringExplainer(Explainer):
         for i, feature in enumerate(features):
             raw = self._tokenizer.decode(new_tokens[i], skip_special_tokens=True)
             # Finished: ended by EOS or by its sentence end, not cut off at max_new_tokens.
-            finished = bool(ended[i])
+            explanation, flag = explanation_and_flag(raw, prefix, self.prompt.strip, bool(ended[i]))
             rows.append(
                 {
                     "feature": feature,
                     "direction_feature": direction_features[i],
                     "raw_generation": raw,
-                    "explanation": clean_explanation(raw, prefix, self.prompt.strip),
+                    "explanation": explanation,
+                    "flag": flag,
                     "coefficient": coefficients[i],
-                    "finished": finished,
                 }
             )
         return rows
+
+    def _dead_fields(self) -> dict[str, Any]:
+        return {
+            "coefficient": self._coefficients([0])[0] if not isinstance(self.coefficient, Mapping) else None,
+            "empty_image": self.empty_image,
+        }
 
     def _row_bytes(self) -> int:
         # With prefix reuse only the blocks after the hook run per row.
@@ -386,17 +379,10 @@ class SteeringExplainer(Explainer):
                 g["feature"],
                 g["direction_feature"],
                 explanation=g["explanation"],
+                flag=g["flag"],
                 raw_generation=g["raw_generation"],
                 coefficient=g["coefficient"],
                 empty_image=self.empty_image,
             )
             for g in generated
         ]
-
-
-def _is_degenerate(explanation: str, finished: bool) -> bool:
-    """Empty, unfinished, or a word repeated three times running."""
-    words = explanation.lower().split()
-    if not words or not finished:
-        return True
-    return any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2))

@@ -10,6 +10,12 @@ from transformers import StoppingCriteria
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])(\s|$)|\n")
 
+#: Flags an answer can carry (the ``flag`` column of explanation rows; ``None`` for a clean answer).
+#: ``"dead"``: the feature never fired, so it was not explained (no model call).
+FLAGS = ("repetition", "unfinished", "empty", "dead")
+#: Longest run of words that :func:`collapse_repetitions` looks for ("cyan circle cyan circle").
+_MAX_REPEATED_WORDS = 3
+
 
 def clean_explanation(raw: str, prefix: str, strip: Iterable[str] = ("*",)) -> str:
     """The explanation inside a raw answer.
@@ -34,6 +40,51 @@ def clean_explanation(raw: str, prefix: str, strip: Iterable[str] = ("*",)) -> s
     if match:
         text = text[: match.start()]
     return text.strip().rstrip(".!?,;:").strip()
+
+
+def collapse_repetitions(text: str) -> tuple[str, bool]:
+    """``text`` with each run of a repeated word (or group of up to three words) kept once.
+
+    Degenerate steered answers repeat a word until the token budget ends ("yellow yellow yellow
+    circle"); a scorer that draws the text rewards the repetition, so it is cleaned here and the
+    row flagged. Case is ignored when comparing words.
+
+    Example:
+        >>> collapse_repetitions("yellow yellow yellow circle")
+        ('yellow circle', True)
+        >>> collapse_repetitions("large cyan circle")
+        ('large cyan circle', False)
+
+    Returns:
+        ``(cleaned text, whether anything repeated)``.
+    """
+    words = text.split()
+    repeated = False
+    for size in range(1, _MAX_REPEATED_WORDS + 1):
+        kept: list[str] = []
+        for word in words:
+            kept.append(word)
+            if len(kept) >= 2 * size and [w.lower() for w in kept[-size:]] == [
+                w.lower() for w in kept[-2 * size : -size]
+            ]:
+                del kept[-size:]
+                repeated = True
+        words = kept
+    return " ".join(words), repeated
+
+
+def explanation_and_flag(
+    raw: str, prefix: str, strip: Iterable[str] = ("*",), finished: bool = True
+) -> tuple[str, str | None]:
+    """The explanation inside a raw answer (:func:`clean_explanation`, repetitions collapsed) and
+    its flag: ``"empty"``, ``"unfinished"`` (cut off at the token budget), ``"repetition"``, or
+    ``None`` for a clean answer."""
+    explanation, repeated = collapse_repetitions(clean_explanation(raw, prefix, strip))
+    if not explanation:
+        return explanation, "empty"
+    if not finished:
+        return explanation, "unfinished"
+    return explanation, "repetition" if repeated else None
 
 
 class SentenceEndStop(StoppingCriteria):

@@ -22,7 +22,7 @@ from vis_steer_lens.explain.base import Explainer
 from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
 from vis_steer_lens.explain.settings import check_coefficient, check_positive_int
-from vis_steer_lens.explain.text import clean_explanation
+from vis_steer_lens.explain.text import explanation_and_flag
 from vis_steer_lens.memory import explain_bytes_per_row
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import SAEModelMismatchError, check_sae_fits
@@ -37,7 +37,8 @@ class TopKExplainer(Explainer):
         explainer_model: The VLM that writes explanations (a :class:`~vis_steer_lens.HookedVLM`
             with a processor). May be larger than the subject model; by default the model the
             activations were mined with, when ``mined`` still holds it.
-        k_images: Top images per prompt (the paper shows 5).
+        k_images: Top images per prompt (the paper shows 5); ``None``: as many as were mined.
+            More than were mined is an error.
         display: ``"mask"`` (inactive patches painted gray) or ``"heatmap"`` (green overlay).
         prompt: A prompt id or :class:`PromptSet`; its Top-k instruction is used.
         max_new_tokens: Cap on generated tokens.
@@ -59,7 +60,7 @@ class TopKExplainer(Explainer):
         explainer_model: Any = None,
         *,
         sae: SAE | None = None,
-        k_images: int = 5,
+        k_images: int | None = None,
         display: str = "mask",
         prompt: str | PromptSet = "default",
         max_new_tokens: int = 48,
@@ -91,12 +92,19 @@ class TopKExplainer(Explainer):
             seed=seed,
             sae_id=mined.sae_id,
             d_sae=mined.d_sae,
+            live_features=mined.live_features(),
         )
+        k_images = mined.k if k_images is None else k_images
         if k_images < 1:
             raise ValueError(f"k_images must be >= 1, got {k_images}.")
+        if k_images > mined.k:
+            raise ValueError(
+                f"k_images={k_images} asks for more top images than were mined (k={mined.k} per feature). "
+                f"Pass k_images <= {mined.k} (--k-images), or mine again with --k-images {k_images}."
+            )
         self.prompt.topk(display)  # validates display
         self.mined = mined
-        self.k_images = min(k_images, mined.k)
+        self.k_images = k_images
         self.display = display
         self.max_new_tokens = check_positive_int(max_new_tokens, "max_new_tokens")
         self.heatmap_alpha = heatmap_alpha
@@ -154,6 +162,7 @@ class TopKExplainer(Explainer):
                     raw_generation="",
                     image_ids=[],
                     coefficient=self._row_coefficient(),
+                    flag="empty",  # the images it would show never fired (a permuted control's)
                 )
         if live:
             images = [
@@ -171,7 +180,7 @@ class TopKExplainer(Explainer):
                 with self.model.hooks(fwd_hooks=hooks):  # the hybrid's steering acts on the images only
                     image_features = self.model.encode_images(inputs["pixel_values"])
                 # Greedy, as generate would be, but rows leave the batch once they have ended.
-                tokens = greedy_decode(
+                tokens, ended = greedy_decode(
                     self.model,
                     {k: v for k, v in inputs.items() if k != "pixel_values"},
                     image_features,
@@ -179,13 +188,18 @@ class TopKExplainer(Explainer):
                     eos_token_ids=self._eos,
                     pad_token_id=self._tokenizer.pad_token_id,
                     stop=stopping,
+                    return_finished=True,
                 )
             for row_index, i in enumerate(live):
                 raw = self._tokenizer.decode(tokens[row_index, prompt_length:], skip_special_tokens=True)
+                explanation, flag = explanation_and_flag(
+                    raw, prefix, self.prompt.strip, bool(ended[row_index])
+                )
                 rows[i] = self._row(
                     features[i],
                     direction_features[i],
-                    explanation=clean_explanation(raw, prefix, self.prompt.strip),
+                    explanation=explanation,
+                    flag=flag,
                     raw_generation=raw,
                     image_ids=[int(image_id) for image_id, _, _ in tops[i]],
                     coefficient=self._row_coefficient(),
@@ -194,6 +208,9 @@ class TopKExplainer(Explainer):
 
     def _row_coefficient(self) -> float | None:
         return None
+
+    def _dead_fields(self) -> dict[str, Any]:
+        return {"coefficient": self._row_coefficient(), "image_ids": []}
 
 
 class SteeringInformedTopKExplainer(TopKExplainer):

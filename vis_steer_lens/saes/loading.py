@@ -203,7 +203,8 @@ def load_sae_unchecked(
         source: A local folder, a release name (vision registry or SAELens registry) or a hub
             repository id ``"owner/name"``. See the module docstring for the detection order.
         sae_id: For a release, the SAE's id (for vision releases a hook name in any convention);
-            for a hub repository, the folder inside it. Ignored for local folders.
+            for a hub repository, the folder inside it; for a local folder, a folder inside it, or
+            the hook of the one SAE it holds (anything else is refused).
         device: Device of the returned SAE.
         dtype: dtype of the returned SAE (``"float32"``, ``torch.bfloat16``, ...); ``None`` keeps
             the stored dtype (SAELens releases load as float32).
@@ -222,7 +223,12 @@ def load_sae_unchecked(
     """
     path = Path(source)
     if path.is_dir():
-        return _finish(_convert_folder(path, converter), device, dtype)
+        if sae_id is not None and (path / sae_id).is_dir():
+            path = path / sae_id
+        sae = _convert_folder(path, converter)
+        if sae_id is not None and path.name != sae_id.strip("/"):
+            _check_folder_holds(path, sae, sae_id)
+        return _finish(sae, device, dtype)
     if path.exists():
         raise SAESourceError(f"{str(source)!r} is a file; pass the folder that contains the SAE's files.")
 
@@ -259,6 +265,24 @@ def load_sae_unchecked(
         "registry (list_vision_releases()), not a SAELens release, and not a hub repository id "
         "('owner/name' with sae_id naming a folder). Check the spelling or the path."
     )
+
+
+def _check_folder_holds(folder: Path, sae: SAE, sae_id: str) -> None:
+    """Refuse an ``sae_id`` that names neither a folder inside ``folder`` nor the hook of its one SAE."""
+    from vis_steer_lens.families import canonical_hook_name
+    from vis_steer_lens.hook_names import UnknownHookNameError
+
+    hook = getattr(sae.cfg.metadata, "hook_name", None)
+    family = getattr(sae.cfg.metadata, "model_family", None) or "gemma3"
+    try:
+        asked = canonical_hook_name(sae_id, family=family)
+    except (UnknownHookNameError, ValueError, KeyError):
+        asked = sae_id
+    if hook is None or asked != hook:
+        raise SAESourceError(
+            f"Folder {str(folder)!r} holds one SAE, at hook {hook!r}; sae_id {sae_id!r} names neither that hook "
+            "nor a folder inside it. Drop --sae-id, or pass the folder of the SAE you mean."
+        )
 
 
 def _dtype_name(dtype: str | torch.dtype | None) -> str | None:

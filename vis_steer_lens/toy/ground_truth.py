@@ -60,6 +60,7 @@ def feature_concepts(
     processor: Any = None,
     encoder: FeatureEncoder | None = None,
     context: str | None = "background",
+    progress: bool = False,
 ) -> pd.DataFrame:
     """AUROC of every (live feature, concept) pair on fresh toy-world images.
 
@@ -75,6 +76,7 @@ def feature_concepts(
         encoder: Instead of ``model`` and ``sae``: a callable ``images -> [n, 16, d_sae]``.
         context: ``"background"``: score each feature among the scenes of the background it is
             specific to, if any (see the module docstring); ``None``: always all scenes.
+        progress: Show a progress bar over the images.
 
     Returns:
         Long form, one row per (live feature, concept): ``feature, concept, category, auroc``
@@ -92,7 +94,11 @@ def feature_concepts(
     encode = make_encoder(model, sae, encoder, processor)
     samples = ToyWorld(seed).sample(n_images)
     per_patch = []  # [batch, patches, d_sae] chunks
-    for start in range(0, n_images, batch_size):
+    from tqdm.auto import tqdm
+
+    for start in tqdm(
+        range(0, n_images, batch_size), desc="ground truth", unit="batch", disable=not progress
+    ):
         acts = encode([image for image, _ in samples[start : start + batch_size]])
         if acts.ndim != 3 or acts.shape[1] != NUM_CELLS:
             raise ValueError(
@@ -207,6 +213,15 @@ def explanation_is_correct(explanation: str, concept: str) -> bool:
     return concept in concepts_in_text(explanation)
 
 
+def build_toy_ground_truth(
+    model: Any, sae: Any, *, n_images: int = 2000, seed: int = 303, progress: bool = False
+) -> GroundTruth:
+    """The toy world's ground truth for an SAE of the toy model, from ``n_images`` fresh scenes
+    (:func:`feature_concepts`, summarised). The builder the toy plug-in registers."""
+    concepts = feature_concepts(model, sae, n_images=n_images, seed=seed, progress=progress)
+    return toy_ground_truth(summarize_feature_concepts(concepts))
+
+
 def toy_ground_truth(concepts: pd.DataFrame) -> GroundTruth:
     """The toy world's ground truth as a :class:`~vis_steer_lens.evaluate.GroundTruth`.
 
@@ -230,6 +245,7 @@ def toy_ground_truth(concepts: pd.DataFrame) -> GroundTruth:
 
 __all__ = [
     "CONCEPTS",
+    "build_toy_ground_truth",
     "CONCEPT_COLUMNS",
     "explanation_is_correct",
     "feature_concepts",

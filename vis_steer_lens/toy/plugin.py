@@ -7,10 +7,10 @@ the same way a user's own world would plug in; the core loads it when a lookup n
 from __future__ import annotations
 
 from vis_steer_lens.explain.prompts import PromptSet, register_prompt
-from vis_steer_lens.plugins import GENERATORS, GROUND_TRUTHS, IMAGE_SOURCES
+from vis_steer_lens.plugins import GENERATORS, GROUND_TRUTH_BUILDERS, GROUND_TRUTHS, IMAGE_SOURCES
 from vis_steer_lens.toy import tasks
 from vis_steer_lens.toy.generator import ToyGenerator
-from vis_steer_lens.toy.ground_truth import toy_ground_truth
+from vis_steer_lens.toy.ground_truth import build_toy_ground_truth, toy_ground_truth
 from vis_steer_lens.toy.images import open_toy_images
 
 #: The instructions the toy VLM was trained on.
@@ -27,11 +27,12 @@ TOY_PROMPT = PromptSet(
 
 def register() -> None:
     """Register the toy world's prompt ``"toy"``, image-source kind ``"toy"``, generator
-    ``"toy-renderer"`` and ground truth ``"toy"`` (idempotent)."""
+    ``"toy-renderer"`` and ground truth ``"toy"`` (its loader and its builder; idempotent)."""
     register_prompt(TOY_PROMPT)
     IMAGE_SOURCES.register("toy", open_toy_images)
     GENERATORS.register(ToyGenerator.name, ToyGenerator)
     GROUND_TRUTHS.register("toy", toy_ground_truth)
+    GROUND_TRUTH_BUILDERS.register("toy", build_toy_ground_truth)
 
 
 __all__ = ["TOY_PROMPT", "register"]

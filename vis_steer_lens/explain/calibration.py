@@ -1,0 +1,370 @@
+"""One steering coefficient per run: the sweep that chooses it, and the record every explain reuses.
+
+A steering coefficient is a property of the model, the SAE's hook, the empty image and the
+prompt, not of the features a command happens to name. So a run folder chooses it once, on a
+seeded sample of the run's live features (the mined statistics say which fired), keeps the
+choice, the sweep table and its figure, and every later steering explain of the run reuses it:
+an extension to more features, the SAE direction and both controls alike (a control that steered
+at another coefficient would be no control).
+
+Rules (:attr:`CoefficientChoice.rule`):
+
+* ``"sweep"`` (``coefficient="auto"``): multiples of the hook's mean patch norm on the empty
+  image (:data:`DEFAULT_MULTIPLES`), :data:`DEFAULT_SAMPLE_SIZE` sampled live features
+  explained at each; the centre of the range of multiples that change the answer without
+  breaking it wins (:func:`sweep_table`). The rule and the sample size are measured by
+  ``benchmarks/coefficient_sweep_stability.py``.
+* ``"fixed"``: an explicit number.
+* ``"paper"``: the authors' protocol, a fixed coefficient of :data:`PAPER_COEFFICIENT` on the
+  stored (unit-norm) decoder rows (Ferrando et al., CVPR 2026, ran 100 and 200).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+#: Multiples of the hook's mean patch norm that the sweep tries.
+DEFAULT_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+#: Features the sweep explains at each multiple. On the toy world, 20 seeds' samples of 32 or
+#: more live features all chose the multiple the whole SAE chooses (8x), from the live features of
+#: 0:64, of 0:256 or of all; samples of 16 agreed in 19 of 20 (see
+#: ``benchmarks/coefficient_sweep_stability.py``). 7 x 64 = 448 steered rows, once per run.
+DEFAULT_SAMPLE_SIZE = 64
+#: Share of the best sweep score that puts a multiple in the working range (:func:`sweep_table`).
+WORKING_SHARE = 0.8
+#: The fixed coefficient of the paper's protocol (absolute, on unit-norm decoder rows).
+PAPER_COEFFICIENT = 100.0
+#: Names a coefficient may be given by, besides a number.
+COEFFICIENT_RULES = ("auto", "paper")
+
+
+class CoefficientMismatchError(ValueError):
+    """A run already steers at one coefficient and another was asked for."""
+
+
+def sample_features(pool: Sequence[int], size: int, seed: int = 0) -> list[int]:
+    """A seeded sample of ``size`` features of ``pool`` (all of them if it is smaller), sorted."""
+    pool = sorted(int(f) for f in pool)
+    if size >= len(pool):
+        return pool
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:size]
+    return sorted(pool[i] for i in order.tolist())
+
+
+def sweep_table(
+    rows_by_multiple: Mapping[float, Sequence[Mapping[str, Any]]],
+    patch_norm: float,
+    null_answer: str | None = None,
+    working_share: float = WORKING_SHARE,
+) -> pd.DataFrame:
+    """Score each multiple of a sweep from its steered rows, and choose one.
+
+    A multiple's score is the share of answers that differ from the unsteered answer
+    (``null_answer``: what the model says of the empty image, "blank" on the toy world) times the
+    share that are not flagged (empty, unfinished or repeating; see
+    :func:`vis_steer_lens.explain.text.explanation_and_flag`). Too small a coefficient leaves the
+    answer unchanged, too large a one breaks it. The multiples scoring at least
+    ``working_share`` of the best form the working range, and the chosen multiple is the one
+    nearest its geometric centre: a plateau's argmax moves with every sample, its centre does not
+    (``benchmarks/coefficient_sweep_stability.py``).
+
+    Args:
+        rows_by_multiple: ``multiple -> rows``, each row with ``explanation`` and ``flag``, the
+            same features in every multiple.
+        patch_norm: The hook's mean patch norm on the empty image (the unit of the multiples).
+        null_answer: The unsteered answer (``None``: no answer counts as unchanged).
+        working_share: Share of the best score that puts a multiple in the working range.
+
+    Returns:
+        One row per multiple: ``multiple, coefficient, changed_fraction, degenerate_fraction,
+        distinct_fraction, score, working, chosen, explanations``.
+    """
+    records = []
+    for multiple, rows in rows_by_multiple.items():
+        explanations = [row["explanation"] for row in rows]
+        n = max(len(rows), 1)
+        changed = sum(text != null_answer for text in explanations) / n
+        degenerate = sum(row.get("flag") is not None for row in rows) / n
+        records.append(
+            {
+                "multiple": float(multiple),
+                "coefficient": float(multiple) * patch_norm,
+                "changed_fraction": changed,
+                "degenerate_fraction": degenerate,
+                "distinct_fraction": len(set(explanations)) / n,
+                "score": changed * (1 - degenerate),
+                "explanations": explanations,
+            }
+        )
+    table = pd.DataFrame(records)
+    scores = table["score"].to_numpy()
+    multiples = table["multiple"].to_numpy()
+    positive = multiples > 0  # the centre is taken on a log scale; a multiple of 0 is never chosen
+    working = positive & (scores >= working_share * scores[positive].max()) if positive.any() else positive
+    if not working.any():  # nothing changes the answer: the largest multiple tried
+        working = multiples == multiples.max()
+    table["working"] = working
+    logs = np.log(np.where(positive, multiples, 1.0))
+    centre = logs[working].mean()
+    distance = np.where(working, np.abs(logs - centre), np.inf)
+    best = int(distance.argmin())  # the first minimum: the smaller multiple on ties
+    table["chosen"] = [i == best for i in range(len(table))]
+    return table
+
+
+def sweep_figure(table: pd.DataFrame, hook_name: str = ""):
+    """A plotly figure of a sweep: changed, flagged and distinct fractions and the score per multiple."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for column, label in (
+        ("changed_fraction", "answers changed by steering"),
+        ("degenerate_fraction", "flagged answers"),
+        ("distinct_fraction", "distinct answers"),
+        ("score", "score"),
+    ):
+        fig.add_trace(go.Scatter(x=table["multiple"], y=table[column], mode="lines+markers", name=label))
+    chosen = table[table["chosen"]].iloc[0]
+    fig.add_vline(x=chosen["multiple"], line_dash="dot", annotation_text=f"chosen {chosen['multiple']:g}x")
+    fig.update_xaxes(type="log", title="coefficient / mean patch norm at the hook")
+    fig.update_yaxes(title="fraction", range=[0, 1.05])
+    fig.update_layout(title=f"Steering coefficient sweep at {hook_name}".strip(), template="plotly_white")
+    return fig
+
+
+@dataclass
+class CoefficientChoice:
+    """A run's one steering coefficient and how it was chosen (``RUN/calibration/coefficient.json``).
+
+    Attributes:
+        coefficient: The absolute scale of the added decoder row.
+        rule: ``"sweep"``, ``"fixed"`` or ``"paper"`` (see the module docstring).
+        sae_id: The SAE's identity (:func:`~vis_steer_lens.saes.metadata.sae_identity`).
+        hook_name: The SAE's hook.
+        empty_image: The empty image steered.
+        prompt_id: The prompt preset.
+        multiple: With the sweep, the chosen multiple of ``patch_norm``.
+        patch_norm: With the sweep, the hook's mean patch norm on the empty image.
+        sample: With the sweep, the features it explained.
+        pool: With the sweep, what they were sampled from (e.g. ``"427 live features"``).
+        multiples: With the sweep, the multiples it tried.
+    """
+
+    coefficient: float
+    rule: str
+    sae_id: str
+    hook_name: str
+    empty_image: str
+    prompt_id: str
+    multiple: float | None = None
+    patch_norm: float | None = None
+    sample: list[int] = field(default_factory=list)
+    pool: str | None = None
+    multiples: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> CoefficientChoice:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def describe(self) -> str:
+        """One line: the coefficient and how it was chosen."""
+        if self.rule == "sweep":
+            return (
+                f"{self.coefficient:.4g} ({self.multiple:g}x the mean patch norm {self.patch_norm:.4g} at "
+                f"{self.hook_name} on the {self.empty_image} image), chosen by the sweep over "
+                f"{', '.join(f'{m:g}x' for m in self.multiples)} on {len(self.sample)} of {self.pool}"
+            )
+        if self.rule == "paper":
+            return f"{self.coefficient:g} (the paper's fixed coefficient)"
+        return f"{self.coefficient:g} (fixed)"
+
+
+def coefficient_request(value: Any) -> float | str:
+    """A requested coefficient: ``"auto"``, ``"paper"`` or a finite number.
+
+    Raises:
+        ValueError: For anything else.
+    """
+    from vis_steer_lens.explain.settings import check_coefficient
+
+    if isinstance(value, str) and value in COEFFICIENT_RULES:
+        return value
+    return check_coefficient(value, "coefficient ('auto', 'paper' or a number)")
+
+
+def calibrate_run(
+    run: Any,
+    vlm: Any,
+    sae: Any,
+    coefficient: float | str = "auto",
+    *,
+    prompt: str = "default",
+    empty_image: str = "white",
+    multiples: Sequence[float] = DEFAULT_MULTIPLES,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    min_frequency: float = 0.0,
+    max_new_tokens: int = 48,
+    batch_size: int | str = 32,
+    seed: int = 0,
+    progress: bool = True,
+    log: Any = print,
+) -> tuple[CoefficientChoice, Any]:
+    """The run's steering coefficient: the one it already has, or one chosen now and kept.
+
+    Args:
+        run: A :class:`~vis_steer_lens.RunFolder`.
+        vlm: The subject :class:`~vis_steer_lens.HookedVLM`.
+        sae: The SAE whose features the run explains.
+        coefficient: ``"auto"`` (the run's coefficient, or a sweep if it has none), ``"paper"``
+            (:data:`PAPER_COEFFICIENT`) or a number. A run that already has a coefficient accepts
+            ``"auto"`` or that same value, and refuses any other.
+        prompt: The prompt preset (a run steers with one).
+        empty_image: The empty image (a run steers one).
+        multiples: The sweep's multiples of the mean patch norm.
+        sample_size: Features the sweep explains at each multiple, sampled from the run's live
+            features (from its mined statistics; from all features when nothing is mined).
+        min_frequency: With mined statistics, the firing frequency (share of images) a feature
+            needs to be live.
+        max_new_tokens: The sweep's token budget (the explain's).
+        batch_size: Rows per batch of the sweep.
+        seed: Seeds the sample.
+        progress: Show the sweep's progress bar.
+        log: Where the one-line report goes (``None``: nowhere).
+
+    Returns:
+        ``(choice, explainer)``: the choice, and the sweep's
+        :class:`~vis_steer_lens.SteeringExplainer` when a sweep ran now (set to the choice, its
+        rows at the choice reused when those features are explained), else ``None``.
+
+    Raises:
+        CoefficientMismatchError: If the run already steers at another coefficient, or with
+            another SAE, empty image or prompt.
+    """
+    from vis_steer_lens.explain.steering import SteeringExplainer
+    from vis_steer_lens.saes.metadata import sae_identity
+    from vis_steer_lens.saes.validation import check_sae_fits
+
+    requested = coefficient_request(coefficient)
+    hook_name = check_sae_fits(sae, vlm)
+    prompt_id = prompt if isinstance(prompt, str) else prompt.prompt_id
+    sae_id = sae_identity(sae)
+    existing = run.coefficient()
+    if existing is not None:
+        _check_same_setup(run, existing, sae_id, empty_image, prompt_id)
+        wanted = PAPER_COEFFICIENT if requested == "paper" else requested
+        if wanted != "auto" and float(wanted) != existing.coefficient:
+            raise CoefficientMismatchError(
+                f"Run {str(run.root)!r} steers at coefficient {existing.describe()}; every steering row of a run, "
+                f"controls included, uses that one, so {coefficient!r} is refused. Drop --coefficient (or pass "
+                f"{existing.coefficient:.6g}), or start a new run folder to steer at another coefficient."
+            )
+        if log is not None:
+            log(f"Steering coefficient of this run: {existing.describe()} (from {run.coefficient_path}).")
+        return existing, None
+
+    common = dict(sae_id=sae_id, hook_name=hook_name, empty_image=empty_image, prompt_id=prompt_id)
+    if requested != "auto":
+        rule = "paper" if requested == "paper" else "fixed"
+        choice = CoefficientChoice(
+            coefficient=PAPER_COEFFICIENT if rule == "paper" else float(requested), rule=rule, **common
+        )
+        run.save_coefficient(choice)
+        if log is not None:
+            log(f"Steering coefficient of this run: {choice.describe()}; saved to {run.coefficient_path}.")
+        return choice, None
+
+    if run.has_mined():
+        pool = run.mined().live_features(min_frequency)
+        pool_text = f"{len(pool)} live features"
+    else:
+        pool = list(range(sae.cfg.d_sae))
+        pool_text = f"all {len(pool)} features (nothing mined: `vis-steer-lens mine` first samples live ones)"
+    if not pool:
+        raise ValueError(
+            f"No feature of the SAE fired in {run.mined_dir} (min frequency {min_frequency}); nothing to "
+            "calibrate the steering coefficient on. Mine more images or lower --min-frequency."
+        )
+    sample = sample_features(pool, sample_size, seed)
+    explainer = SteeringExplainer(
+        vlm,
+        sae,
+        coefficient="auto",
+        prompt=prompt,
+        empty_image=empty_image,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        sweep_multiples=tuple(multiples),
+        seed=seed,
+    )
+    if log is not None:
+        log(
+            f"Choosing the run's steering coefficient: {len(multiples)} multiples x {len(sample)} of {pool_text} "
+            f"({len(multiples) * len(sample)} steered rows, once per run)..."
+        )
+    table = explainer.calibrate(sample, progress=progress)
+    chosen = table[table["chosen"]].iloc[0]
+    choice = CoefficientChoice(
+        coefficient=float(chosen["coefficient"]),
+        rule="sweep",
+        multiple=float(chosen["multiple"]),
+        patch_norm=float(chosen["coefficient"]) / float(chosen["multiple"]),
+        sample=sample,
+        pool=pool_text.split(" (")[0],
+        multiples=[float(m) for m in multiples],
+        **common,
+    )
+    explainer.coefficient = choice.coefficient
+    run.save_coefficient(choice, table, sweep_figure(table, hook_name))
+    if log is not None:
+        lines = [
+            f"  {m:>5g}x  score {s:.3f}{'  <- chosen' if c else ''}"
+            for m, s, c in zip(table["multiple"], table["score"], table["chosen"], strict=True)
+        ]
+        log("\n".join(lines))
+        log(f"Steering coefficient of this run: {choice.describe()}; saved to {run.calibration_dir}.")
+    return choice, explainer
+
+
+def _check_same_setup(
+    run: Any, choice: CoefficientChoice, sae_id: str, empty_image: str, prompt_id: str
+) -> None:
+    for what, have, want in (
+        ("SAE", choice.sae_id, sae_id),
+        ("empty image", choice.empty_image, empty_image),
+        ("prompt", choice.prompt_id, prompt_id),
+    ):
+        if have != want:
+            raise CoefficientMismatchError(
+                f"Run {str(run.root)!r} was calibrated with {what} {have!r}, not {want!r}: its steering "
+                f"coefficient belongs to that setup. Use the run's {what}, or start a new run folder."
+            )
+
+
+__all__ = [
+    "COEFFICIENT_RULES",
+    "DEFAULT_MULTIPLES",
+    "DEFAULT_SAMPLE_SIZE",
+    "PAPER_COEFFICIENT",
+    "WORKING_SHARE",
+    "CoefficientChoice",
+    "CoefficientMismatchError",
+    "calibrate_run",
+    "coefficient_request",
+    "sample_features",
+    "sweep_figure",
+    "sweep_table",
+]
