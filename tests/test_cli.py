@@ -151,3 +151,77 @@ def test_a_second_explain_of_the_same_run_is_refused(tmp_path):
 
 def test_compare_of_a_missing_run_says_so(tmp_path):
     assert "does not exist" in cli_error(main, ["compare", str(tmp_path / "nowhere")])
+
+
+def test_help_and_argument_errors_load_neither_torch_nor_transformers():
+    """`vis-steer-lens --help` answers at once: the heavy libraries load only when a command runs."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from vis_steer_lens.cli import main\n"
+        "for argv in (['--help'], ['explain', '--help'], ['mine', '--k-images', '0', '--run', 'r']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'pandas', 'sae_lens') if m in sys.modules)\n"
+        "print(','.join(heavy) or 'none')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "none", done.stdout + done.stderr
+
+
+def test_every_help_shows_defaults_and_an_example(capsys):
+    for command in ("mine", "explain", "evaluate", "compare", "dashboard", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "example:" in text and f"vis-steer-lens {command}" in text.split("example:")[1], command
+        if command == "explain":
+            assert "(default: auto)" in text and "live" in text
+
+
+def test_default_path_errors_are_one_line_before_any_model_loads(tmp_path):
+    """Each answers in one line (and without the minutes a real model takes to load)."""
+    empty = str(tmp_path / "empty")
+    assert "needs mined statistics" in cli_error(main, ["explain", "--run", empty, "--features", "live"])
+    assert "--run" in cli_error(main, ["explain", "--run", empty, "--out", empty])
+    mined = str(tmp_path / "mined")
+    assert main(["--quiet", "mine", "--run", mined, "--n-images", "30", "--k-images", "3"]) == 0
+    message = cli_error(main, ["explain", "--run", mined, "--method", "topk", "--k-images", "5"])
+    assert "more top images than were mined (3 per feature)" in message
+    message = cli_error(main, ["evaluate", "--run", mined, "--n-reference", "10", "--images", mined + "/nothing"])
+    assert message  # a missing image folder is one line too
+
+
+def test_device_cuda_without_a_gpu_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    message = cli_error(main, ["explain", "--run", str(tmp_path), "--device", "cuda", "--features", "0:2"])
+    assert "no CUDA GPU is available" in message and "--device cpu" in message
+
+
+def test_a_second_coefficient_in_one_run_is_refused(tmp_path):
+    base = ["--quiet", "explain", "--run", str(tmp_path), "--features", "0:2", "--max-new-tokens", "4"]
+    assert main([*base, "--coefficient", "300"]) == 0
+    assert main([*base, "--direction", "permuted"]) == 0  # a control takes the run's coefficient
+    rows = pd.read_parquet(tmp_path / "explanations" / "steering-permuted.parquet")
+    assert (rows["coefficient"] == 300).all()
+    message = cli_error(main, [*base, "--coefficient", "200"])
+    assert "steers at coefficient 300" in message and "new run folder" in message
+
+
+def test_evaluate_refuses_more_reference_images_than_given(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    explanations = tmp_path / "e.csv"
+    pd.DataFrame({"feature": [0], "explanation": ["red"], "method": "steering"}).to_csv(explanations, index=False)
+    argv = ["evaluate", "--explanations", str(explanations), "--out", str(tmp_path / "ev"), "--images", str(folder)]
+    message = cli_error(main, [*argv, "--n-reference", "5"])
+    assert "--n-reference 5" in message and "(3)" in message

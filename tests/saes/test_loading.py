@@ -212,3 +212,15 @@ def test_an_sae_travels_to_a_larger_model_with_the_same_tower_only(tmp_path):
     other = HookedVLM.from_hf(tiny_hf_vlm("gemma3", seed=2)[0], model_name="tiny-other")
     with pytest.raises(SAEModelMismatchError, match="fingerprint"):
         load_sae(str(tmp_path / "sae"), model=other)
+
+
+def test_a_local_folder_refuses_an_sae_id_it_does_not_hold(tmp_path, no_network):
+    sae = _small_saelens_sae()
+    sae.save_model(tmp_path / "repo" / "layer1")
+    # The id of the SAE's own hook, or a folder inside, is accepted.
+    assert load_sae(tmp_path / "repo" / "layer1", "blocks.1.hook_resid_post").cfg.d_sae == sae.cfg.d_sae
+    assert load_sae(tmp_path / "repo", "layer1").cfg.d_sae == sae.cfg.d_sae
+    with pytest.raises(SAESourceError, match="blocks.1.hook_resid_post.*sae_id 'blocks.5.hook_resid_post'"):
+        load_sae(tmp_path / "repo" / "layer1", "blocks.5.hook_resid_post")
+    with pytest.raises(SAESourceError, match="names neither"):
+        load_sae(tmp_path / "repo" / "layer1", "layer7")

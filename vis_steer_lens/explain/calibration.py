@@ -107,7 +107,8 @@ def sweep_table(
     scores = table["score"].to_numpy()
     multiples = table["multiple"].to_numpy()
     positive = multiples > 0  # the centre is taken on a log scale; a multiple of 0 is never chosen
-    working = positive & (scores >= working_share * scores[positive].max()) if positive.any() else positive
+    best = scores[positive].max() if positive.any() else 0.0
+    working = positive & (scores >= working_share * best) if best > 0 else np.zeros_like(positive)
     if not working.any():  # nothing changes the answer: the largest multiple tried
         working = multiples == multiples.max()
     table["working"] = working
