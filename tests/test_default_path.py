@@ -118,3 +118,26 @@ def test_the_sweep_chooses_the_same_multiple_for_three_feature_ranges(pipeline, 
         )
         chosen[features] = other.coefficient()
     assert len({(c.multiple, c.coefficient) for c in chosen.values()}) == 1, chosen
+
+
+def test_the_readme_python_example_gives_the_cli_s_answers(pipeline):
+    """README "Explaining features": the same calls, the same rows as the CLI's."""
+    from vis_steer_lens import SteeringExplainer, TopKExplainer, mine_top_activations, toy
+    from vis_steer_lens.toy import ToyImages
+
+    run = pipeline[0]
+    bundle = toy.load()
+    vlm, sae = bundle.vlm, bundle.sae
+    mined = mine_top_activations(vlm, sae, ToyImages(seed=1, n=2000), k=5, rank_by="max", progress=False)
+    cli_mined = run.mined()
+    assert mined.live_features() == cli_mined.live_features()
+    live = mined.live_features()[:24]
+    for feature in live[:8]:
+        assert [i for i, _, _ in mined.top_images(feature)] == [i for i, _, _ in cli_mined.top_images(feature)]
+    steering = SteeringExplainer(vlm, sae, coefficient=run.coefficient().coefficient, prompt="toy")
+    ours = steering.explain(live, progress=False)
+    theirs = run.explanations(["steering"]).set_index("feature").loc[live]
+    assert ours["explanation"].tolist() == theirs["explanation"].tolist()
+    topk = TopKExplainer(mined, vlm, display="mask", prompt="toy").explain(live[:8], progress=False)
+    cli_topk = run.explanations(["topk"]).set_index("feature").loc[live[:8]]
+    assert topk["explanation"].tolist() == cli_topk["explanation"].tolist()
