@@ -248,10 +248,12 @@ def test_cli_mine_checks_its_arguments_before_loading_a_model(tmp_path, monkeypa
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert "is a file" in _cli_error(["--quiet", "mine", "--out", str(a_file), "--n-images", "4"])
-    assert "--n-images must be >= 1, got 0" in _cli_error(
+    assert "--n-images: must be an integer >= 1, got '0'" in _cli_error(
         ["--quiet", "mine", "--out", str(tmp_path / "o"), "--n-images", "0"]
     )
-    assert "--k must be >= 1" in _cli_error(["--quiet", "mine", "--out", str(tmp_path / "o"), "--k", "0"])
+    assert "--k-images: must be an integer >= 1" in _cli_error(
+        ["--quiet", "mine", "--out", str(tmp_path / "o"), "--k-images", "0"]
+    )
     missing = _cli_error(
         ["--quiet", "mine", "--out", str(tmp_path / "o"), "--images", str(tmp_path / "nope")]
     )

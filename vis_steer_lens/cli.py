@@ -521,12 +521,20 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Help that shows each option's default and keeps the examples' line breaks."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other user error of the CLI."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _examples(*lines: str) -> str:
     return "example:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vis-steer-lens",
         description=__doc__.splitlines()[0],
         formatter_class=_HelpFormatter,
@@ -541,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add_parser = sub.add_parser
 
     def add_command(*names, example: tuple[str, ...] = (), **kwargs):
@@ -632,7 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--mined", help="mined folder for topk/hybrid (default: RUN/mined)")
     explain.add_argument(
-        "--k-images", type=_positive_int, default=None, help="top images per Top-k prompt (default: all mined)"
+        "--k-images",
+        type=_positive_int,
+        default=None,
+        help="top images per Top-k prompt (default: all mined)",
     )
     explain.add_argument("--display", choices=DISPLAYS, default="mask", help="how Top-k shows its images")
     explain.add_argument("--seed", type=int, default=0)
@@ -716,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.set_defaults(func=cmd_dashboard)
 
     toy = sub.add_parser("toy", help="the toy world", example=("vis-steer-lens toy sae --out toy_sae",))
-    toy_sub = toy.add_subparsers(dest="toy_command", required=True)
+    toy_sub = toy.add_subparsers(dest="toy_command", required=True, parser_class=_Parser)
 
     def add_toy(*names, example: tuple[str, ...] = (), **kwargs):
         return toy_sub.add_parser(

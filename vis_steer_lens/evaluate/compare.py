@@ -14,12 +14,8 @@ from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer, scor
 from vis_steer_lens.evaluate.ground_truth import GROUND_TRUTH_METHOD, GroundTruth, ground_truth_accuracy
 from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
 from vis_steer_lens.explain import make_explainer
-from vis_steer_lens.explain.calibration import (
-    DEFAULT_MULTIPLES,
-    DEFAULT_SAMPLE_SIZE,
-    calibrate_run,
-    sample_features,
-)
+from vis_steer_lens.explain.calibration import calibrate_run
+from vis_steer_lens.explain.sweep import DEFAULT_MULTIPLES, DEFAULT_SAMPLE_SIZE, sample_features
 from vis_steer_lens.jsonl import write_jsonl
 from vis_steer_lens.runs import RunFolder, RunFolderError, run_name, with_method_labels
 from vis_steer_lens.saes.metadata import sae_identity
@@ -125,7 +121,7 @@ def compare(
             and its choice is used by every steering run, controls included; with ``out_dir``
             it is the run's one coefficient, :func:`~vis_steer_lens.explain.calibration.calibrate_run`).
         steering_sweep: ``sweep_multiples`` / ``sweep_features`` of the ``"auto"`` coefficient's
-            sweep (default: :mod:`~vis_steer_lens.explain.calibration`'s).
+            sweep (default: :mod:`~vis_steer_lens.explain.sweep`'s).
         hybrid_coefficient: Hybrid coefficient, a multiple of each image's patch norm.
         empty_image: Empty image of the steering runs.
         k_images: Top images per Top-k prompt.
