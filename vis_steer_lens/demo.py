@@ -88,7 +88,11 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     features = sorted(int(f) for f in live["feature"])
 
     concepts = feature_concepts(
-        vlm, sae, n_images=settings["ground_truth_images"], seed=settings["ground_truth_seed"]
+        vlm,
+        sae,
+        n_images=settings["ground_truth_images"],
+        seed=settings["ground_truth_seed"],
+        progress=progress,
     )
     summary = summarize_feature_concepts(concepts)
     summary.to_csv(out / "feature_concepts.csv", index=False)
