@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from vis_steer_lens.atomic import atomic_path
 from vis_steer_lens.explain.settings import DIRECTIONS, DISPLAYS, EMPTY_IMAGES, METHODS
 
 
@@ -96,6 +97,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     vlm, sae, prompt = load_model_and_sae(args)
     run = RunFolder(args.run)
+    run.claim(sae, vlm)  # a run holds one SAE and one model
     run.explanations_dir.mkdir(parents=True, exist_ok=True)
     mined = None
     if args.method != "steering":
@@ -134,13 +136,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     frame = explainer.explain(args.features, out=run.explanations_path(name), progress=not args.quiet)
     if not current_world().is_main:  # under torchrun every rank returns the merged rows; rank 0 reports
         return 0
-    frame.to_parquet(run.explanations_export(name), index=False)
+    with atomic_path(run.explanations_export(name)) as tmp:
+        frame.to_parquet(tmp, index=False)
     calibration = getattr(explainer, "calibration", None)
     if calibration is not None:
-        calibration.to_csv(run.sweep_path(name), index=False)
-        explainer.calibration_figure().write_html(
-            run.sweep_path(name).with_suffix(".html"), include_plotlyjs=True
-        )
+        with atomic_path(run.sweep_path(name)) as tmp:
+            calibration.to_csv(tmp, index=False)
+        with atomic_path(run.sweep_path(name).with_suffix(".html")) as tmp:
+            explainer.calibration_figure().write_html(tmp, include_plotlyjs=True)
     print(frame[["feature", "explanation"]].to_string(index=False, max_rows=args.show))
     print(f"\n{len(frame)} explanations written to {run.explanations_path(name)} (and .parquet)")
     return 0
@@ -169,6 +172,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
     else:
         images = as_image_source(args.images)
     vlm, sae, _ = load_model_and_sae(args)
+    if args.run is not None:
+        RunFolder(args.run).claim(sae, vlm)  # a run holds one SAE and one model
     mined = mine_top_activations(
         vlm,
         sae,
@@ -272,7 +277,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vis_steer_lens.evaluate.compare import format_table
     from vis_steer_lens.explain import read_results
     from vis_steer_lens.image_sources import as_image_source
-    from vis_steer_lens.runs import RunFolder, run_name
+    from vis_steer_lens.runs import RunFolder, reference_key, run_name
     from vis_steer_lens.toy import ToyGenerator, ToyImages
 
     if args.run is not None:
@@ -297,6 +302,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         scores_path = out / "scores.jsonl"
     vlm, sae, _ = load_model_and_sae(args)
+    if run is not None:
+        run.claim(sae, vlm)  # a run holds one SAE and one model
     if args.model is None:
         generator = ToyGenerator()
         if args.images is not None:  # the reference images given, else fresh toy images
@@ -311,22 +318,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         generator = DiffusersGenerator(args.diffusers, device=args.device)
         reference = as_image_source(args.images)
     count = min(args.n_reference, len(reference))
+    # In a run, each method's rows name their reference set, kept under that key: scoring one method
+    # with other negatives never changes another's numbers.
+    key = None if run is None else reference_key(reference.source_id, count)
     scorer = GenerationAUROCScorer(
-        vlm, sae, generator, [reference[i] for i in range(count)], n_images=args.n_images, seed=args.seed
+        vlm,
+        sae,
+        generator,
+        [reference[i] for i in range(count)],
+        n_images=args.n_images,
+        seed=args.seed,
+        reference_key=key,
     )
     scores = scorer.score(explanations, progress=not args.quiet, out_path=scores_path)
     table = scorer.summary(scores)
     if run is not None:
-        run.save_reference(*scorer.reference_activations())
+        run.save_reference(*scorer.reference_activations(), key=key)
         print(format_table(table))
         print(
             f"\nScores in {scores_path}; `vis-steer-lens compare {run.root}` tabulates every scored method."
         )
         return 0
-    scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(
-        out / "scores.csv", index=False
-    )
-    table.to_csv(out / "summary.csv", index=False)
+    with atomic_path(out / "scores.csv") as tmp:
+        scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(tmp, index=False)
+    with atomic_path(out / "summary.csv") as tmp:
+        table.to_csv(tmp, index=False)
     print(format_table(table))
     return 0
 
