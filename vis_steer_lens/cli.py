@@ -59,6 +59,7 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from vis_steer_lens.distributed import current_world, device_for
 
     args.device = device_for(current_world(), args.device)  # one GPU per rank under a launcher
+    nonfinite = "drop" if getattr(args, "drop_nonfinite_features", False) else "error"
     if args.model is None:
         from vis_steer_lens import toy
 
@@ -68,7 +69,7 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
         sae = (
             bundle.sae
             if args.sae is None
-            else load_sae(args.sae, args.sae_id, model=bundle.vlm, device=args.device)
+            else load_sae(args.sae, args.sae_id, model=bundle.vlm, device=args.device, nonfinite=nonfinite)
         )
         if sae is None:
             raise SystemExit("The toy world ships no SAE in this install; pass --sae.")
@@ -76,7 +77,7 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
     if args.sae is None:
         raise SystemExit("--sae is required with --model.")
     vlm = HookedVLM.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype))
-    sae = load_sae(args.sae, args.sae_id, model=vlm, device=args.device)
+    sae = load_sae(args.sae, args.sae_id, model=vlm, device=args.device, nonfinite=nonfinite)
     return vlm, sae, getattr(args, "prompt", None) or "default"
 
 
@@ -87,6 +88,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--dtype", default=None, help="float32, bfloat16 or float16 (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--drop-nonfinite-features",
+        action="store_true",
+        help="leave out SAE features whose weights are NaN or inf (default: refuse such an SAE)",
     )
 
 
@@ -192,6 +198,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if skipped:
         names = ", ".join(item["name"] for item in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         summary += f"; skipped {len(skipped)} unreadable image(s): {names}"
+    dropped = sae.cfg.metadata.get("dropped_features") or []
+    if dropped:
+        shown = ", ".join(map(str, dropped[:10])) + (", ..." if len(dropped) > 10 else "")
+        summary += f"; left out {len(dropped)} feature(s) with NaN or inf weights: {shown}"
     batch = (
         f" (batch size {mined.meta['batch_size']}, chosen by 'auto')"
         if mined.meta.get("batch_size_auto")

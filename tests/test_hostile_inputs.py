@@ -1,0 +1,193 @@
+"""Issue 23's hostile inputs: nothing silently wrong, nothing stuck (one test per case)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+import torch
+from test_cli import cli_error
+
+from vis_steer_lens import RunFolder
+from vis_steer_lens.cli import main
+
+
+@pytest.fixture(scope="module")
+def toy_bundle():
+    from vis_steer_lens import toy
+
+    return toy.load()
+
+
+def _saved_sae(toy_bundle, folder, edit=None):
+    """The toy SAE, edited in place by ``edit(sae)``, saved in SAELens format to ``folder``."""
+    sae = copy.deepcopy(toy_bundle.sae)
+    if edit is not None:
+        with torch.no_grad():
+            edit(sae)
+    sae.save_model(str(folder))
+    return folder
+
+
+def _mine(run, *extra):
+    return ["--quiet", "mine", "--run", str(run), "--n-images", "16", "--batch-size", "16", *extra]
+
+
+# ---------------------------------------------------------------- SAE weights that are NaN or inf
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda sae: sae.W_enc[:, 3].fill_(float("nan")), "feature(s) 3 of 1024"),
+        (lambda sae: sae.W_enc[5, 7].fill_(float("inf")), "feature(s) 7 of 1024"),
+        (lambda sae: sae.b_enc.fill_(float("nan")), "every feature is affected"),
+        (lambda sae: sae.b_dec[0].fill_(float("nan")), "b_dec"),
+    ],
+    ids=["nan-encoder-column", "inf-weight", "all-nan-encoder-bias", "nan-shared-bias"],
+)
+def test_mine_refuses_an_sae_with_non_finite_weights(toy_bundle, tmp_path, edit, said):
+    folder = _saved_sae(toy_bundle, tmp_path / "sae", edit)
+    message = cli_error(main, _mine(tmp_path / "run", "--sae", str(folder)))
+    assert "NaN or inf" in message and said in message
+    assert not (tmp_path / "run" / "mined" / "top.safetensors").exists()
+
+
+def test_non_finite_features_can_be_left_out_and_are_said_to_be(toy_bundle, tmp_path, capsys):
+    folder = _saved_sae(toy_bundle, tmp_path / "sae", lambda sae: sae.W_enc[:, 3].fill_(float("nan")))
+    assert main(_mine(tmp_path / "run", "--sae", str(folder), "--drop-nonfinite-features")) == 0
+    assert "left out 1 feature(s) with NaN or inf weights: 3" in capsys.readouterr().out
+    stats = RunFolder(tmp_path / "run").mined().stats.set_index("feature")
+    assert stats.loc[3, "frac_nonzero"] == 0  # never fires
+    assert torch.isfinite(torch.tensor(stats.select_dtypes("number").to_numpy())).all()
+
+
+def test_explainers_and_scorers_refuse_a_non_finite_sae_naming_the_feature(toy_bundle):
+    from vis_steer_lens.evaluate import GenerationAUROCScorer
+    from vis_steer_lens.explain import SteeringExplainer
+    from vis_steer_lens.saes import NonFiniteSAEError
+    from vis_steer_lens.toy import ToyGenerator
+
+    sae = copy.deepcopy(toy_bundle.sae)
+    with torch.no_grad():
+        sae.W_dec[11, 0] = float("nan")  # a NaN decoder row: steering it would give garbage
+    with pytest.raises(NonFiniteSAEError, match=r"feature\(s\) 11 of"):
+        SteeringExplainer(toy_bundle.vlm, sae, coefficient=1.0, prompt="toy")
+    with pytest.raises(NonFiniteSAEError, match=r"feature\(s\) 11 of"):
+        GenerationAUROCScorer(toy_bundle.vlm, sae, ToyGenerator(), [])
+
+
+def test_load_sae_checks_finiteness_even_without_a_model(toy_bundle, tmp_path):
+    from vis_steer_lens import load_sae
+    from vis_steer_lens.saes import NonFiniteSAEError
+
+    folder = _saved_sae(toy_bundle, tmp_path / "sae", lambda sae: sae.W_dec[2].fill_(float("-inf")))
+    with pytest.raises(NonFiniteSAEError, match=str(folder)):
+        load_sae(folder)
+    sae = load_sae(folder, nonfinite="drop")
+    assert sae.cfg.metadata["dropped_features"] == [2]
+    assert torch.isfinite(sae.W_dec).all()
+
+
+def test_an_sae_whose_config_and_weights_disagree_is_named(toy_bundle, tmp_path):
+    folder = _saved_sae(toy_bundle, tmp_path / "sae")
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["d_sae"] = 512
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    message = cli_error(main, _mine(tmp_path / "run", "--sae", str(folder)))
+    assert str(folder) in message and "disagree" in message and "size mismatch" in message
+
+
+# ---------------------------------------------------------------- one run folder, one SAE
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory):
+    """A toy run with steering and topk explanations of 4 features, steering scored with 30 negatives."""
+    root = tmp_path_factory.mktemp("run23")
+    steps = [
+        ["mine", "--run", str(root), "--n-images", "60", "--batch-size", "60"],
+        ["explain", "--run", str(root), "--features", "0:4", "--coefficient", "100", "--max-new-tokens", "8"],
+        ["explain", "--run", str(root), "--method", "topk", "--features", "0:4", "--max-new-tokens", "8"],
+        ["evaluate", "--run", str(root), "--n-reference", "30", "--n-images", "2"],
+    ]
+    for step in steps:
+        assert main(["--quiet", *step]) == 0, step
+    return RunFolder(root)
+
+
+@pytest.mark.parametrize("command", ["explain", "evaluate", "mine"])
+def test_a_run_refuses_a_second_sae_naming_both(toy_bundle, scored_run, tmp_path, command):
+    other = _saved_sae(toy_bundle, tmp_path / "other", lambda sae: sae.W_enc.mul_(1.01))
+    argv = {
+        "explain": ["explain", "--run", str(scored_run.root), "--features", "0:2", "--coefficient", "1"],
+        "evaluate": ["evaluate", "--run", str(scored_run.root), "--n-reference", "10"],
+        "mine": ["mine", "--run", str(scored_run.root), "--n-images", "10"],
+    }[command]
+    before = sorted(p.name for p in scored_run.root.rglob("*"))
+    message = cli_error(main, ["--quiet", *argv, "--sae", str(other)])
+    owner = json.loads(scored_run.owner_path.read_text())
+    assert "a run holds one SAE" in message and owner["sae_id"] in message
+    from vis_steer_lens.saes import load_sae, sae_identity
+
+    assert sae_identity(load_sae(other)) in message
+    assert sorted(p.name for p in scored_run.root.rglob("*")) == before  # nothing written
+
+
+def test_scoring_another_method_with_other_negatives_leaves_the_first_unchanged(scored_run, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(scored_run.root, root)
+    run = RunFolder(root)
+    from vis_steer_lens.evaluate.compare import compare_run
+
+    before = compare_run(run, write=False).table.set_index("method_label").loc["steering"]
+    argv = ["--quiet", "evaluate", "--run", str(root), "--method", "topk", "--n-reference", "12"]
+    assert main([*argv, "--n-images", "2"]) == 0
+    table = compare_run(run).table.set_index("method_label")
+    pd.testing.assert_series_equal(table.loc["steering"], before)
+    assert len(list(run.scores_dir.glob("reference.generation_auroc.n*.safetensors"))) == 2
+    scores = run.scored()[0]
+    assert set(scores.groupby("method")["n_negatives"].first().items()) == {("steering", 30), ("topk", 12)}
+    # the same method with other negatives is refused, naming the setting
+    message = cli_error(main, ["--quiet", "evaluate", "--run", str(root), "--n-reference", "12", "--n-images", "2"])
+    assert "reference" in message and "n30-" in message and "n12-" in message
+
+
+def test_an_old_run_with_one_unkeyed_reference_still_reads(scored_run, tmp_path):
+    """Runs written before reference sets were keyed (and the demo's) hold reference.<scorer>.safetensors
+    and rows without a ``reference`` setting."""
+    import shutil
+
+    from vis_steer_lens.evaluate.compare import compare_run
+    from vis_steer_lens.jsonl import read_jsonl, write_jsonl
+
+    root = tmp_path / "old"
+    shutil.copytree(scored_run.root, root)
+    run = RunFolder(root)
+    keyed = next(run.scores_dir.glob("reference.generation_auroc.n*.safetensors"))
+    keyed.rename(run.reference_path())
+    path = run.scores_path("steering")
+    write_jsonl(path, [{k: v for k, v in row.items() if k != "reference"} for row in read_jsonl(path)])
+    new = compare_run(scored_run, write=False).table
+    old = compare_run(run, write=False).table
+    pd.testing.assert_frame_equal(old, new)
+
+
+def test_a_run_refuses_a_model_with_another_tower(tmp_path):
+    from conftest import build_tiny_toy_vlm, random_sae
+
+    from vis_steer_lens.runs import RunOwnerError
+
+    sae = random_sae(d_in=32, d_sae=12, hook_name="blocks.1.hook_resid_post")
+    run = RunFolder(tmp_path / "run")
+    run.claim(sae, build_tiny_toy_vlm(seed=0))
+    run.claim(sae, build_tiny_toy_vlm(seed=0))  # the same again is fine
+    other = build_tiny_toy_vlm(seed=1)
+    with pytest.raises(RunOwnerError, match="a run holds one model") as err:
+        run.claim(sae, other)
+    assert json.loads(run.owner_path.read_text())["tower_fingerprint"] in str(err.value)
+    assert other.vision.tower_fingerprint() in str(err.value)
