@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import json
 
 import pandas as pd
@@ -191,3 +192,152 @@ def test_a_run_refuses_a_model_with_another_tower(tmp_path):
         run.claim(sae, other)
     assert json.loads(run.owner_path.read_text())["tower_fingerprint"] in str(err.value)
     assert other.vision.tower_fingerprint() in str(err.value)
+
+
+# ---------------------------------------------------------------- damaged files, a full disk, locks
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_truncated_sae_weights_file_is_named(toy_bundle, tmp_path):
+    folder = _saved_sae(toy_bundle, tmp_path / "sae")
+    _truncate(folder / "sae_weights.safetensors")
+    message = cli_error(main, _mine(tmp_path / "run", "--sae", str(folder)))
+    assert str(folder / "sae_weights.safetensors") in message and "damaged or truncated" in message
+
+
+def test_truncated_mined_images_and_reference_are_named(scored_run, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(scored_run.root, root)
+    run = RunFolder(root)
+    _truncate(run.mined_dir / "top.safetensors")
+    argv = ["--quiet", "explain", "--run", str(root), "--method", "topk", "--features", "0:6"]
+    message = cli_error(main, argv)
+    assert str(run.mined_dir / "top.safetensors") in message and "run mine again" in message
+    reference = next(run.scores_dir.glob("reference.*.safetensors"))
+    _truncate(reference)
+    message = cli_error(main, ["compare", str(root)])
+    assert str(reference) in message and "evaluate" in message
+
+
+def test_a_full_disk_at_mining_s_final_save_names_the_file_and_keeps_the_last_state(
+    tmp_path, monkeypatch
+):
+    import vis_steer_lens.mining as mining
+
+    run = tmp_path / "run"
+    assert main(_mine(run)) == 0  # a finished mining, to be kept whole
+    before = {p.name: p.read_bytes() for p in (run / "mined").iterdir()}
+
+    def full_disk(tensors, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"x" * 100)  # some bytes land, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mining, "save_file", full_disk)
+    message = cli_error(main, _mine(run))  # the rerun's final save fails: the saved state is kept
+    assert str(run / "mined" / "top.safetensors") in message
+    message = cli_error(main, _mine(tmp_path / "run2"))
+    assert str(tmp_path / "run2" / "mined" / "top.safetensors") in message
+    assert "No space left on device" in message and "free some space" in message
+    assert not list((tmp_path / "run2" / "mined").glob(".*.tmp"))  # no temporary file left
+    assert {p.name: p.read_bytes() for p in (run / "mined").iterdir()} == before
+
+
+def test_a_safetensors_full_disk_error_is_named_too(tmp_path, monkeypatch):
+    """safetensors reports a full disk as its own error type, with the errno in its text."""
+    import vis_steer_lens.mining as mining
+
+    class SafetensorError(Exception):
+        pass
+
+    def full_disk(tensors, path, metadata=None):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(mining, "save_file", full_disk)
+    message = cli_error(main, _mine(tmp_path / "run"))
+    assert "top.safetensors" in message and "No space left on device" in message
+
+
+def test_mining_saves_what_it_has_before_it_fails(toy_bundle, tmp_path, monkeypatch):
+    import vis_steer_lens.mining as mining
+    from vis_steer_lens.mining import _STATE_TENSORS
+    from vis_steer_lens.toy import ToyImages
+
+    images = ToyImages(seed=5, n=48)
+    clean = mining.mine_top_activations(toy_bundle.vlm, toy_bundle.sae, images, k=3, batch_size=16, progress=False)
+    real, calls = mining.hook_activations, []
+
+    def fails_on_the_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mining, "hook_activations", fails_on_the_third_batch)
+    out = tmp_path / "mined"
+    with pytest.raises(RuntimeError, match="illegal memory"):
+        mining.mine_top_activations(
+            toy_bundle.vlm, toy_bundle.sae, images, k=3, batch_size=16, out_dir=out, progress=False
+        )
+    saved = mining.MinedActivations.load(out)
+    assert saved.images_processed == 32 and not saved.complete
+    monkeypatch.setattr(mining, "hook_activations", real)
+    resumed = mining.mine_top_activations(
+        toy_bundle.vlm, toy_bundle.sae, images, k=3, batch_size=16, out_dir=out, progress=False
+    )
+    assert calls == [1, 1, 1]  # the first two batches were not mined again
+    for name in _STATE_TENSORS:
+        assert torch.allclose(getattr(resumed, name), getattr(clean, name)), name
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00garbage"], ids=["empty", "unreadable"])
+def test_an_empty_or_unreadable_lock_is_stale(tmp_path, content):
+    from vis_steer_lens.store import ResultsStore
+
+    path = tmp_path / "rows.jsonl"
+    path.with_name("rows.jsonl.lock").write_bytes(content)
+    with ResultsStore(path, {"a": 1}) as store:
+        store.append([{"feature": 0}])
+    assert not path.with_name("rows.jsonl.lock").exists()
+
+
+def test_a_full_disk_while_taking_the_lock_leaves_no_lock(tmp_path, monkeypatch):
+    import os
+
+    from vis_steer_lens.atomic import FileWriteError
+    from vis_steer_lens.store import ResultsStore
+
+    real = os.fdopen
+
+    def full_disk(fd, *args, **kwargs):
+        handle = real(fd, *args, **kwargs)
+
+        class Full:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                handle.close()
+
+            def write(self, text):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            def flush(self):
+                pass
+
+        return Full()
+
+    path = tmp_path / "rows.jsonl"
+    monkeypatch.setattr(os, "fdopen", full_disk)
+    with pytest.raises(FileWriteError, match="rows.jsonl.lock"):
+        ResultsStore(path, {"a": 1})
+    monkeypatch.setattr(os, "fdopen", real)
+    assert not path.with_name("rows.jsonl.lock").exists()
+    with ResultsStore(path, {"a": 1}) as store:  # the next run is not refused
+        store.append([{"feature": 0}])
