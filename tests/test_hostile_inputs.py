@@ -341,3 +341,72 @@ def test_a_full_disk_while_taking_the_lock_leaves_no_lock(tmp_path, monkeypatch)
     assert not path.with_name("rows.jsonl.lock").exists()
     with ResultsStore(path, {"a": 1}) as store:  # the next run is not refused
         store.append([{"feature": 0}])
+
+
+# ---------------------------------------------------------------- a crashed launch, rerun in one process
+
+
+def test_a_one_process_rerun_merges_a_crashed_launch_s_rank_files(tmp_path):
+    from vis_steer_lens.jsonl import read_jsonl
+
+    explain = ["--quiet", "explain", "--features", "0:8", "--max-new-tokens", "6", "--coefficient", "100"]
+    reference = tmp_path / "reference"
+    assert main([*explain, "--run", str(reference)]) == 0
+    rows = {r["feature"]: {**r, "seconds": 1000.0 + r["feature"]} for r in read_jsonl(reference / "explanations" / "steering.jsonl")}
+    # The launch died: rank 0's rows are in the results file, rank 1's in its shard.
+    folder = tmp_path / "run" / "explanations"
+    shards = folder / "steering.jsonl.shards"
+    shards.mkdir(parents=True)
+    description = (reference / "explanations" / "steering.jsonl.run.json").read_text()
+    (folder / "steering.jsonl.run.json").write_text(description)
+    (shards / "rank-00001.jsonl.run.json").write_text(description)
+    (folder / "steering.jsonl").write_text("".join(json.dumps(rows[i]) + "\n" for i in (0, 2)))
+    (shards / "rank-00001.jsonl").write_text("".join(json.dumps(rows[i]) + "\n" for i in (1, 3, 5)))
+    assert main([*explain, "--run", str(tmp_path / "run")]) == 0
+    merged = read_jsonl(folder / "steering.jsonl")
+    assert sorted(r["feature"] for r in merged) == list(range(8))
+    assert {r["feature"] for r in merged if r["seconds"] >= 1000} == {0, 1, 2, 3, 5}  # none redone
+    assert not shards.exists()
+
+
+def test_a_one_process_rerun_finishes_a_crashed_launch_s_mining(toy_bundle, tmp_path):
+    from vis_steer_lens.mining import MinedActivations, _mine_block
+    from vis_steer_lens.toy import ToyImages
+
+    mine = ["--quiet", "mine", "--n-images", "24", "--batch-size", "6", "--k", "3"]
+    assert main([*mine, "--run", str(tmp_path / "reference")]) == 0
+    expected = MinedActivations.load(tmp_path / "reference" / "mined")
+    # A 2-rank launch died: rank 0 started (its folder is there), rank 1 checkpointed images 12..17.
+    shards = tmp_path / "run" / "mined" / "shards"
+    (shards / "rank-00000").mkdir(parents=True)
+    settings = dict(k=3, batch_size=6, rank_by="max", features=None, processor=None, hist_bins=50, checkpoint_every=5000)
+    partial = _mine_block(
+        toy_bundle.vlm, toy_bundle.sae, ToyImages(seed=1, n=24), out_dir=None, resume=True, progress=False,
+        image_range=range(12, 18), **settings,
+    )
+    partial.meta["image_range"] = [12, 24]
+    partial.save(shards / "rank-00001")
+    assert main([*mine, "--run", str(tmp_path / "run")]) == 0
+    ours = MinedActivations.load(tmp_path / "run" / "mined")
+    assert not shards.exists() and ours.complete and ours.meta.get("image_range") is None
+    for name in ("top_image_ids", "top_scores", "top_maps", "fire_images", "fire_patches", "max_act", "hist_counts"):
+        assert torch.equal(getattr(ours, name), getattr(expected, name)), name
+
+
+# ---------------------------------------------------------------- the dashboard of any run
+
+
+def test_the_dashboard_works_on_a_run_with_explanations_but_no_mined_images(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["--quiet", "explain", "--run", str(run), "--features", "0:3", "--coefficient", "100"]
+    assert main([*argv, "--max-new-tokens", "6"]) == 0
+    assert main(["--quiet", "dashboard", str(run)]) == 0
+    assert "Dashboard:" in capsys.readouterr().out
+    pages = sorted((run / "dashboard" / "data" / "features").glob("*.js"))
+    assert [p.stem for p in pages] == ["0", "1", "2"]
+    data = json.loads(pages[0].read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    assert data["explanations"][0]["method_label"] == "steering" and data["top"] == []
+    message = cli_error(main, ["dashboard", str(tmp_path / "empty"), "--out", str(tmp_path / "d")])
+    assert "does not exist" in message
+    (tmp_path / "empty").mkdir()
+    assert "holds nothing to show yet" in cli_error(main, ["dashboard", str(tmp_path / "empty")])

@@ -801,6 +801,9 @@ def mine_top_activations(
     )
     world = current_world() if world is None else world
     if not world.distributed:
+        crashed = _crashed_launch_size(out_dir) if resume else None
+        if crashed is not None:  # a launch died: finish its ranks' blocks here, then merge as it would have
+            return _finish_crashed_launch(model, sae, images, Path(out_dir), crashed, progress, settings)
         return _mine_block(model, sae, images, out_dir=out_dir, resume=resume, progress=progress, **settings)
     source = as_image_source(images)
     block = contiguous_shard(len(source), world)
@@ -847,6 +850,42 @@ def mine_top_activations(
     )
     part.images = part.model = None  # only the state travels between ranks
     return _finish_merged(MinedActivations.merge(gather_objects(part, world)), source, model)
+
+
+def _crashed_launch_size(out_dir: str | os.PathLike | None) -> int | None:
+    """The number of ranks of a launch that died before merging into ``out_dir``, or ``None``."""
+    if out_dir is None or (Path(out_dir) / TOP_FILE).is_file():
+        return None
+    folder = Path(out_dir) / SHARDS_DIR
+    ranks = sorted(p.name for p in folder.glob("rank-*") if p.is_dir()) if folder.is_dir() else []
+    if not ranks or ranks != [f"rank-{r:05d}" for r in range(len(ranks))]:
+        return None
+    return len(ranks)
+
+
+def _finish_crashed_launch(
+    model: Any, sae: Any, images: Any, out: Path, size: int, progress: bool, settings: dict[str, Any]
+) -> MinedActivations:
+    """One process doing what a relaunch of ``size`` ranks would: each rank's block resumed from its
+    checkpoint, then the blocks merged exactly into ``out`` and the shards removed."""
+    source = as_image_source(images)
+    logger.warning(
+        "%s holds the shards of a %d-rank launch that did not finish; resuming each rank's block here.",
+        out / SHARDS_DIR,
+        size,
+    )
+    parts = []
+    for rank in range(size):
+        block = contiguous_shard(len(source), World(rank=rank, size=size))
+        part_dir = out / SHARDS_DIR / f"rank-{rank:05d}"
+        _mine_block(model, sae, source, out_dir=part_dir, resume=True, progress=progress, image_range=block, **settings)
+        parts.append(MinedActivations.load(part_dir))
+    merged = MinedActivations.merge(parts)
+    merged.save(out)
+    if isinstance(source, FolderImages):
+        _write_listing(out, source)
+    shutil.rmtree(out / SHARDS_DIR)
+    return _finish_merged(MinedActivations.load(out, images=source), source, model)
 
 
 def _finish_merged(mined: MinedActivations, source: ImageSource, model: Any) -> MinedActivations:
