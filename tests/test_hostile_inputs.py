@@ -410,3 +410,70 @@ def test_the_dashboard_works_on_a_run_with_explanations_but_no_mined_images(tmp_
     assert "does not exist" in message
     (tmp_path / "empty").mkdir()
     assert "holds nothing to show yet" in cli_error(main, ["dashboard", str(tmp_path / "empty")])
+
+
+# ---------------------------------------------------------------- one rule for pixel tensors
+
+
+def _toy_images(n=3):
+    from vis_steer_lens.toy import ToyImages
+
+    images = ToyImages(seed=9, n=n)
+    return [images[i] for i in range(n)]
+
+
+def _as_uint8(image):
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
+
+
+def test_integer_tensors_are_images_for_hookedvlm_and_hookedvit(toy_bundle):
+    from vis_steer_lens.activations import image_processor_of, to_pixel_values
+
+    vlm = toy_bundle.vlm
+    pictures = _toy_images()
+    processed = to_pixel_values(pictures, image_processor_of(vlm))
+    expected = vlm.encode_images(processed)
+    raw = torch.stack([_as_uint8(p) for p in pictures])
+    for dtype in (torch.uint8, torch.int64, torch.int32):
+        torch.testing.assert_close(vlm.encode_images(raw.to(dtype)), expected)
+        torch.testing.assert_close(vlm.vision(raw.to(dtype)), vlm.vision(processed))
+
+
+def test_a_hookedvit_without_a_processor_refuses_integer_tensors_with_advice_that_works(toy_bundle):
+    from transformers import AutoImageProcessor
+
+    from vis_steer_lens import HookedViT
+    from vis_steer_lens.activations import PixelValuesError
+    from vis_steer_lens.toy.loading import toy_model_path
+
+    vit = HookedViT.from_hf(toy_bundle.vlm.adapter.tower(toy_bundle.vlm.hf_model))
+    raw = torch.stack([_as_uint8(p) for p in _toy_images()])
+    with pytest.raises(PixelValuesError, match="no image processor") as err:
+        vit(raw)
+    assert "vit.image_processor = AutoImageProcessor.from_pretrained" in str(err.value)
+    vit.image_processor = AutoImageProcessor.from_pretrained(str(toy_model_path()))
+    torch.testing.assert_close(vit(raw), toy_bundle.vlm.vision(raw))
+
+
+def test_float_tensors_of_raw_pixels_are_refused_with_advice_that_works(toy_bundle):
+    from vis_steer_lens.activations import PixelValuesError
+    from vis_steer_lens.mining import mine_top_activations
+
+    vlm, sae = toy_bundle.vlm, toy_bundle.sae
+    raw = torch.stack([_as_uint8(p) for p in _toy_images()])
+    for call in (
+        lambda x: vlm.vision(x),
+        lambda x: vlm.encode_images(x),
+        lambda x: mine_top_activations(vlm, sae, list(x), k=2, progress=False),
+    ):
+        with pytest.raises(PixelValuesError, match=r"like raw 0\.\.255 pixels") as err:
+            call(raw.float())
+        assert ".round().clamp(0, 255).to(torch.uint8)" in str(err.value)
+    fixed = raw.float().round().clamp(0, 255).to(torch.uint8)  # the advice, followed
+    torch.testing.assert_close(vlm.encode_images(fixed), vlm.encode_images(raw))
+    ours = mine_top_activations(vlm, sae, list(fixed.to(torch.int64)), k=2, progress=False)
+    theirs = mine_top_activations(vlm, sae, _toy_images(), k=2, progress=False)
+    assert torch.equal(ours.top_image_ids, theirs.top_image_ids) and len(ours.live_features()) > 0
+    torch.testing.assert_close(ours.max_act, theirs.max_act)

@@ -79,6 +79,10 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         self.hf_model = model
         self.processor = processor
         self.vision = self.adapter.hooked_vit(self.adapter.tower(model), model_name=self.model_name)
+        if processor is not None:  # integer (image) tensors given as pixel values go through it
+            from vis_steer_lens.activations import image_processor_of
+
+            self.vision.image_processor = image_processor_of(self, processor)
         self.projector = HookedProjector(self.adapter.projector(model))
         self._projector_stop = self.adapter.projector_stop_at_layer(model, self.vision.cfg.n_layers)
         self.setup()
