@@ -477,3 +477,43 @@ def test_float_tensors_of_raw_pixels_are_refused_with_advice_that_works(toy_bund
     theirs = mine_top_activations(vlm, sae, _toy_images(), k=2, progress=False)
     assert torch.equal(ours.top_image_ids, theirs.top_image_ids) and len(ours.live_features()) > 0
     torch.testing.assert_close(ours.max_act, theirs.max_act)
+
+
+# ---------------------------------------------------------------- odd file names, dataset ids offline
+
+
+def test_an_image_file_name_that_is_not_utf8_is_skipped_and_named(tmp_path, capsys, caplog):
+    import os
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, picture in enumerate(_toy_images(3)):
+        picture.save(folder / f"ok-{i}.png")
+    _toy_images(1)[0].save(os.fsdecode(bytes(folder) + b"/caf\xe9.png"))  # latin-1 bytes, not UTF-8
+    run = tmp_path / "run"
+    assert main(["--quiet", "mine", "--run", str(run), "--images", str(folder), "--batch-size", "4"]) == 0
+    assert "over 3 images" in capsys.readouterr().out
+    assert "caf\\xe9.png (its name is not UTF-8; rename it to read it)" in caplog.text
+    assert json.loads((run / "mined" / "mining.json").read_text())["n_images"] == 3
+
+
+def test_a_dataset_id_fails_fast_and_in_one_line_when_the_hub_cannot_be_reached(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    pytest.importorskip("datasets")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as on a user's machine with no network
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    start = time.perf_counter()
+    message = cli_error(main, ["mine", "--run", str(tmp_path), "--images", "nobody-x/nothing-y"])
+    assert time.perf_counter() - start < 20
+    assert "'nobody-x/nothing-y'" in message and "cannot be reached" in message and "local folder" in message
+    assert constants.HF_HUB_OFFLINE is False  # offline mode was only for the attempt

@@ -42,7 +42,7 @@ from vis_steer_lens.activations import (
     to_pixel_values,
     vision_model,
 )
-from vis_steer_lens.atomic import atomic_path, load_safetensors, safetensors_metadata
+from vis_steer_lens.atomic import FileWriteError, atomic_path, damaged, load_safetensors, safetensors_metadata
 from vis_steer_lens.distributed import World, barrier, contiguous_shard, current_world, gather_objects
 from vis_steer_lens.image_sources import (
     IMAGE_DECODE_ERRORS,
@@ -620,7 +620,10 @@ def _folder_as_mined(source: Any, out_dir: str | os.PathLike, mined_id: str) -> 
     path = Path(out_dir) / LISTING_FILE
     if not isinstance(source, FolderImages) or not path.is_file():
         return None
-    table = pd.read_parquet(path)
+    try:
+        table = pd.read_parquet(path)
+    except Exception as err:  # a truncated or overwritten parquet file: pyarrow's own error types
+        raise damaged(path, err, "the image folder's listing when it was mined", _DAMAGED_FIX) from err
     entries = list(zip(table["name"], table["size"], table["mtime_ns"], strict=True))
     listed = FolderImages(source.path, entries=entries)
     if listed.source_id != mined_id:
@@ -1028,9 +1031,11 @@ def _mine_block(
             if out_dir is not None and due and mined.images_mined > 0:
                 mined.save(out_dir)
                 last_checkpoint = mined.images_processed
-    except BaseException:
-        # Keep what is done (whole batches) before failing, so that a rerun resumes from here.
-        if out_dir is not None and consistent and mined.images_processed > last_checkpoint:
+    except BaseException as err:
+        # Keep what is done (whole batches) before failing, so that a rerun resumes from here (not
+        # when the failure was writing the checkpoint itself: the disk is full).
+        saving_failed = isinstance(err, FileWriteError)
+        if out_dir is not None and consistent and not saving_failed and mined.images_processed > last_checkpoint:
             _save_before_failing(mined, out_dir)
         raise
     finally:
