@@ -10,7 +10,9 @@ run; every reader shows what is there::
       explanations/<name>.parquet              the same rows, exported when a run finishes
       explanations/<name>-coefficient-sweep.csv  the steering coefficient sweep, if any
       scores/<name>.<scorer>.jsonl             one row per scored explanation, resumable (``evaluate``)
-      scores/reference.<scorer>.safetensors    the scorer's negatives, for tables without a model
+      scores/reference.<scorer>.<key>.safetensors  the scorer's negatives per setting (``<key>``:
+                                               :func:`reference_key`), for tables without a model
+      run.json                                 the SAE and model the run belongs to (:meth:`RunFolder.claim`)
       feature_concepts.csv                     ground truth per feature (toy world)
       comparison.csv, margins.csv, comparison.html   the comparison (``compare``)
       dashboard/, neuronpedia/                 exports (``dashboard``)
