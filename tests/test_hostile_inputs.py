@@ -517,3 +517,62 @@ def test_a_dataset_id_fails_fast_and_in_one_line_when_the_hub_cannot_be_reached(
     assert time.perf_counter() - start < 20
     assert "'nobody-x/nothing-y'" in message and "cannot be reached" in message and "local folder" in message
     assert constants.HF_HUB_OFFLINE is False  # offline mode was only for the attempt
+
+
+@pytest.mark.parametrize("command", ["explain", "evaluate"])
+def test_explain_and_evaluate_refuse_a_nan_decoder_row_naming_it_not_the_coefficient(toy_bundle, tmp_path, command):
+    folder = _saved_sae(toy_bundle, tmp_path / "sae", lambda sae: sae.W_dec[4].fill_(float("nan")))
+    explanations = tmp_path / "explanations.csv"
+    pd.DataFrame({"feature": [4], "explanation": ["red circle"], "method": "steering"}).to_csv(explanations)
+    argv = {
+        "explain": ["explain", "--features", "0:8", "--coefficient", "10", "--run", str(tmp_path / "run")],
+        "evaluate": ["evaluate", "--explanations", str(explanations), "--out", str(tmp_path / "ev")],
+    }[command]
+    message = cli_error(main, ["--quiet", *argv, "--sae", str(folder)])
+    assert "feature(s) 4 of 1024" in message and "coefficient" not in message
+
+
+def test_a_full_disk_while_appending_explanations_is_one_line_and_leaves_no_lock(tmp_path, monkeypatch):
+    import os
+
+    import vis_steer_lens.jsonl as jsonl
+
+    class FullDisk:  # appending rows fails; every other use of os is the real one
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def fsync(self, fd):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    argv = ["--quiet", "explain", "--run", str(tmp_path), "--features", "0:2", "--coefficient", "100"]
+    monkeypatch.setattr(jsonl, "os", FullDisk())
+    message = cli_error(main, [*argv, "--max-new-tokens", "6"])
+    assert str(tmp_path / "explanations" / "steering.jsonl") in message and "No space left" in message
+    assert "[Errno" not in message
+    monkeypatch.setattr(jsonl, "os", os)
+    assert not (tmp_path / "explanations" / "steering.jsonl.lock").exists()
+    assert main([*argv, "--max-new-tokens", "6"]) == 0  # the rerun is not refused
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_file(scored_run, tmp_path, monkeypatch):
+    import shutil
+
+    from vis_steer_lens.atomic import FileWriteError
+    from vis_steer_lens.evaluate.compare import compare_run
+
+    root = tmp_path / "copy"
+    shutil.copytree(scored_run.root, root)
+    run = RunFolder(root)
+    compare_run(run)
+    before = run.comparison_path.read_bytes()
+    real = pd.DataFrame.to_csv
+
+    def torn(self, path, *args, **kwargs):
+        real(self.head(0), path, *args, **kwargs)  # a header lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", torn)
+    with pytest.raises(FileWriteError, match="comparison.csv"):
+        compare_run(run)
+    assert run.comparison_path.read_bytes() == before
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]

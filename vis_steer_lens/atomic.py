@@ -25,6 +25,9 @@ from typing import Any
 class FileWriteError(OSError):
     """A file could not be written (full disk, no permission, ...); the previous one is unchanged."""
 
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]" in front
+        return self.strerror or super().__str__()
+
 
 class DamagedFileError(ValueError):
     """A file the library wrote earlier that cannot be read back (truncated, overwritten, ...)."""
