@@ -576,3 +576,15 @@ def test_a_write_that_fails_midway_leaves_the_previous_file(scored_run, tmp_path
         compare_run(run)
     assert run.comparison_path.read_bytes() == before
     assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_scorers_take_integer_tensors_as_images(toy_bundle):
+    from vis_steer_lens.activations import PixelValuesError
+    from vis_steer_lens.evaluate.encoding import SAEImageEncoder
+
+    encoder = SAEImageEncoder(toy_bundle.vlm, toy_bundle.sae)
+    pictures = _toy_images()
+    expected = encoder(pictures)
+    torch.testing.assert_close(encoder([_as_uint8(p).long() for p in pictures]), expected)
+    with pytest.raises(PixelValuesError, match="raw 0..255"):
+        encoder([_as_uint8(p).float() for p in pictures])
