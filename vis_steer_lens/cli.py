@@ -340,10 +340,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         reference_key=key,
     )
+    if run is not None:  # first, so that rows of an interrupted scoring can be read against it
+        run.save_reference(*scorer.reference_activations(), key=key)
     scores = scorer.score(explanations, progress=not args.quiet, out_path=scores_path)
     table = scorer.summary(scores)
     if run is not None:
-        run.save_reference(*scorer.reference_activations(), key=key)
         print(format_table(table))
         print(
             f"\nScores in {scores_path}; `vis-steer-lens compare {run.root}` tabulates every scored method."

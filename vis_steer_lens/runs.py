@@ -266,7 +266,7 @@ class RunFolder:
 
     def concepts(self) -> pd.DataFrame | None:
         """The ground truth's table (``feature_concepts.csv``), or ``None``."""
-        return pd.read_csv(self.concepts_path) if self.concepts_path.is_file() else None
+        return _read_csv(self.concepts_path, "the ground truth's table") if self.concepts_path.is_file() else None
 
     @property
     def ground_truth_path(self) -> Path:
@@ -292,7 +292,15 @@ class RunFolder:
         table = self.concepts()
         if table is None or not self.ground_truth_path.is_file():
             return None
-        return GROUND_TRUTHS.get(json.loads(self.ground_truth_path.read_text())["name"])(table)
+        try:
+            name = json.loads(self.ground_truth_path.read_text())["name"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            from vis_steer_lens.atomic import damaged
+
+            raise damaged(
+                self.ground_truth_path, err, "the ground truth's plug-in name", "restore it, or delete it and the table"
+            ) from err
+        return GROUND_TRUTHS.get(name)(table)
 
     def sweep(self) -> pd.DataFrame | None:
         """The first coefficient sweep in the run (steering's, usually), or ``None``."""
@@ -301,7 +309,7 @@ class RunFolder:
             if self.explanations_dir.is_dir()
             else []
         )
-        return pd.read_csv(paths[0]) if paths else None
+        return _read_csv(paths[0], "a coefficient sweep") if paths else None
 
     def save_reference(
         self,
@@ -373,6 +381,16 @@ def reference_key(source_id: str, n_reference: int) -> str:
     import hashlib
 
     return f"n{int(n_reference)}-{hashlib.sha1(str(source_id).encode()).hexdigest()[:8]}"
+
+
+def _read_csv(path: Path, what: str) -> pd.DataFrame:
+    """A table the run wrote, with a damaged one named."""
+    try:
+        return pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+        from vis_steer_lens.atomic import damaged
+
+        raise damaged(path, err, what, "delete it and run the step that writes it again") from err
 
 
 def _read_rows(path: Path) -> pd.DataFrame | None:
