@@ -588,3 +588,14 @@ def test_scorers_take_integer_tensors_as_images(toy_bundle):
     torch.testing.assert_close(encoder([_as_uint8(p).long() for p in pictures]), expected)
     with pytest.raises(PixelValuesError, match="raw 0..255"):
         encoder([_as_uint8(p).float() for p in pictures])
+
+
+def test_a_run_from_before_run_json_belongs_to_the_sae_of_its_explanations(toy_bundle, scored_run, tmp_path):
+    import shutil
+
+    root = tmp_path / "old"
+    shutil.copytree(scored_run.root / "explanations", root / "explanations")  # no run.json, no mined/
+    other = _saved_sae(toy_bundle, tmp_path / "other", lambda sae: sae.W_enc.mul_(1.01))
+    argv = ["--quiet", "explain", "--run", str(root), "--method", "steering", "--features", "0:2"]
+    message = cli_error(main, [*argv, "--coefficient", "1", "--sae", str(other)])
+    assert "a run holds one SAE" in message and not (root / "run.json").exists()

@@ -155,6 +155,14 @@ class RunFolder:
             except (ValueError, UnicodeDecodeError):
                 return None
             return {"sae_id": meta.get("sae_id"), "model_name": meta.get("model_name")}
+        descriptions = sorted(self.explanations_dir.glob("*.jsonl.run.json")) if self.explanations_dir.is_dir() else []
+        for path in descriptions:  # or its explanations
+            try:
+                described = json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if described.get("sae_id"):
+                return {"sae_id": described["sae_id"], "model_name": described.get("model_name")}
         return None
 
     def claim(self, sae: Any, model: Any) -> None:
