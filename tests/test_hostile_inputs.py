@@ -154,7 +154,9 @@ def test_scoring_another_method_with_other_negatives_leaves_the_first_unchanged(
     scores = run.scored()[0]
     assert set(scores.groupby("method")["n_negatives"].first().items()) == {("steering", 30), ("topk", 12)}
     # the same method with other negatives is refused, naming the setting
-    message = cli_error(main, ["--quiet", "evaluate", "--run", str(root), "--n-reference", "12", "--n-images", "2"])
+    message = cli_error(
+        main, ["--quiet", "evaluate", "--run", str(root), "--n-reference", "12", "--n-images", "2"]
+    )
     assert "reference" in message and "n30-" in message and "n12-" in message
 
 
@@ -225,9 +227,7 @@ def test_truncated_mined_images_and_reference_are_named(scored_run, tmp_path):
     assert str(reference) in message and "evaluate" in message
 
 
-def test_a_full_disk_at_mining_s_final_save_names_the_file_and_keeps_the_last_state(
-    tmp_path, monkeypatch
-):
+def test_a_full_disk_at_mining_s_final_save_names_the_file_and_keeps_the_last_state(tmp_path, monkeypatch):
     import vis_steer_lens.mining as mining
 
     run = tmp_path / "run"
@@ -257,7 +257,9 @@ def test_a_safetensors_full_disk_error_is_named_too(tmp_path, monkeypatch):
         pass
 
     def full_disk(tensors, path, metadata=None):
-        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
 
     monkeypatch.setattr(mining, "save_file", full_disk)
     message = cli_error(main, _mine(tmp_path / "run"))
@@ -270,7 +272,9 @@ def test_mining_saves_what_it_has_before_it_fails(toy_bundle, tmp_path, monkeypa
     from vis_steer_lens.toy import ToyImages
 
     images = ToyImages(seed=5, n=48)
-    clean = mining.mine_top_activations(toy_bundle.vlm, toy_bundle.sae, images, k=3, batch_size=16, progress=False)
+    clean = mining.mine_top_activations(
+        toy_bundle.vlm, toy_bundle.sae, images, k=3, batch_size=16, progress=False
+    )
     real, calls = mining.hook_activations, []
 
     def fails_on_the_third_batch(*args, **kwargs):
@@ -352,7 +356,10 @@ def test_a_one_process_rerun_merges_a_crashed_launch_s_rank_files(tmp_path):
     explain = ["--quiet", "explain", "--features", "0:8", "--max-new-tokens", "6", "--coefficient", "100"]
     reference = tmp_path / "reference"
     assert main([*explain, "--run", str(reference)]) == 0
-    rows = {r["feature"]: {**r, "seconds": 1000.0 + r["feature"]} for r in read_jsonl(reference / "explanations" / "steering.jsonl")}
+    rows = {
+        r["feature"]: {**r, "seconds": 1000.0 + r["feature"]}
+        for r in read_jsonl(reference / "explanations" / "steering.jsonl")
+    }
     # The launch died: rank 0's rows are in the results file, rank 1's in its shard.
     folder = tmp_path / "run" / "explanations"
     shards = folder / "steering.jsonl.shards"
@@ -379,17 +386,33 @@ def test_a_one_process_rerun_finishes_a_crashed_launch_s_mining(toy_bundle, tmp_
     # A 2-rank launch died: rank 0 started (its folder is there), rank 1 checkpointed images 12..17.
     shards = tmp_path / "run" / "mined" / "shards"
     (shards / "rank-00000").mkdir(parents=True)
-    settings = dict(k=3, batch_size=6, rank_by="max", features=None, processor=None, hist_bins=50, checkpoint_every=5000)
+    settings = dict(
+        k=3, batch_size=6, rank_by="max", features=None, processor=None, hist_bins=50, checkpoint_every=5000
+    )
     partial = _mine_block(
-        toy_bundle.vlm, toy_bundle.sae, ToyImages(seed=1, n=24), out_dir=None, resume=True, progress=False,
-        image_range=range(12, 18), **settings,
+        toy_bundle.vlm,
+        toy_bundle.sae,
+        ToyImages(seed=1, n=24),
+        out_dir=None,
+        resume=True,
+        progress=False,
+        image_range=range(12, 18),
+        **settings,
     )
     partial.meta["image_range"] = [12, 24]
     partial.save(shards / "rank-00001")
     assert main([*mine, "--run", str(tmp_path / "run")]) == 0
     ours = MinedActivations.load(tmp_path / "run" / "mined")
     assert not shards.exists() and ours.complete and ours.meta.get("image_range") is None
-    for name in ("top_image_ids", "top_scores", "top_maps", "fire_images", "fire_patches", "max_act", "hist_counts"):
+    for name in (
+        "top_image_ids",
+        "top_scores",
+        "top_maps",
+        "fire_images",
+        "fire_patches",
+        "max_act",
+        "hist_counts",
+    ):
         assert torch.equal(getattr(ours, name), getattr(expected, name)), name
 
 
@@ -520,7 +543,9 @@ def test_a_dataset_id_fails_fast_and_in_one_line_when_the_hub_cannot_be_reached(
 
 
 @pytest.mark.parametrize("command", ["explain", "evaluate"])
-def test_explain_and_evaluate_refuse_a_nan_decoder_row_naming_it_not_the_coefficient(toy_bundle, tmp_path, command):
+def test_explain_and_evaluate_refuse_a_nan_decoder_row_naming_it_not_the_coefficient(
+    toy_bundle, tmp_path, command
+):
     folder = _saved_sae(toy_bundle, tmp_path / "sae", lambda sae: sae.W_dec[4].fill_(float("nan")))
     explanations = tmp_path / "explanations.csv"
     pd.DataFrame({"feature": [4], "explanation": ["red circle"], "method": "steering"}).to_csv(explanations)

@@ -103,7 +103,12 @@ class PixelValuesError(ValueError):
 
 
 def _is_integer_tensor(item: Any) -> bool:
-    return isinstance(item, torch.Tensor) and not item.is_floating_point() and not item.is_complex() and item.dtype != torch.bool
+    return (
+        isinstance(item, torch.Tensor)
+        and not item.is_floating_point()
+        and not item.is_complex()
+        and item.dtype != torch.bool
+    )
 
 
 def is_image(item: Any) -> bool:

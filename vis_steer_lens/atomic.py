@@ -49,11 +49,7 @@ def write_error(target: str | Path, err: BaseException) -> FileWriteError:
     code = getattr(err, "errno", None)
     if code is None and reason == os.strerror(errno.ENOSPC):
         code = errno.ENOSPC
-    hint = (
-        "free some space"
-        if code == errno.ENOSPC
-        else "check that the folder is writable and has space"
-    )
+    hint = "free some space" if code == errno.ENOSPC else "check that the folder is writable and has space"
     return FileWriteError(
         code,
         f"Could not write {target}: {reason}. Nothing was replaced (a file there before is unchanged); "
@@ -124,7 +120,9 @@ def atomic_write_text(target: str | Path, text: str, encoding: str = "utf-8") ->
     return atomic_write_bytes(target, text.encode(encoding))
 
 
-def save_safetensors(tensors: dict[str, Any], target: str | Path, metadata: dict[str, str] | None = None) -> Path:
+def save_safetensors(
+    tensors: dict[str, Any], target: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
     """``safetensors.torch.save_file`` to ``target``, atomically."""
     from safetensors.torch import save_file
 

@@ -130,7 +130,9 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     with atomic_path(out / "explanations.parquet") as tmp:
         explanations.to_parquet(tmp, index=False)
     with atomic_path(out / "scores.csv") as tmp:
-        result.scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(tmp, index=False)
+        result.scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(
+            tmp, index=False
+        )
     with atomic_path(out / "comparison.csv") as tmp:
         result.table.to_csv(tmp, index=False)
     with atomic_path(out / "margins.csv") as tmp:

@@ -593,7 +593,8 @@ def _hub_unreachable() -> str | None:
     except ImportError:
         return None
     if constants.HF_HUB_OFFLINE or any(
-        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+        os.environ.get(v)
+        for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
     ):
         return None
     url = urlparse(constants.ENDPOINT)
@@ -611,7 +612,9 @@ class _offline:
     def __init__(self, datasets: Any) -> None:
         from huggingface_hub import constants
 
-        self.modules = [m for m in (constants, getattr(datasets, "config", None)) if hasattr(m, "HF_HUB_OFFLINE")]
+        self.modules = [
+            m for m in (constants, getattr(datasets, "config", None)) if hasattr(m, "HF_HUB_OFFLINE")
+        ]
 
     def __enter__(self) -> None:
         self.saved = [m.HF_HUB_OFFLINE for m in self.modules]

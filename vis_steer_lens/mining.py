@@ -881,7 +881,16 @@ def _finish_crashed_launch(
     for rank in range(size):
         block = contiguous_shard(len(source), World(rank=rank, size=size))
         part_dir = out / SHARDS_DIR / f"rank-{rank:05d}"
-        _mine_block(model, sae, source, out_dir=part_dir, resume=True, progress=progress, image_range=block, **settings)
+        _mine_block(
+            model,
+            sae,
+            source,
+            out_dir=part_dir,
+            resume=True,
+            progress=progress,
+            image_range=block,
+            **settings,
+        )
         parts.append(MinedActivations.load(part_dir))
     merged = MinedActivations.merge(parts)
     merged.save(out)
@@ -1035,7 +1044,12 @@ def _mine_block(
         # Keep what is done (whole batches) before failing, so that a rerun resumes from here (not
         # when the failure was writing the checkpoint itself: the disk is full).
         saving_failed = isinstance(err, FileWriteError)
-        if out_dir is not None and consistent and not saving_failed and mined.images_processed > last_checkpoint:
+        if (
+            out_dir is not None
+            and consistent
+            and not saving_failed
+            and mined.images_processed > last_checkpoint
+        ):
             _save_before_failing(mined, out_dir)
         raise
     finally:

@@ -144,7 +144,10 @@ class RunFolder:
                 from vis_steer_lens.atomic import damaged
 
                 raise damaged(
-                    self.owner_path, err, "the run's SAE and model", "restore it, or delete it if the run is yours"
+                    self.owner_path,
+                    err,
+                    "the run's SAE and model",
+                    "restore it, or delete it if the run is yours",
                 ) from err
         from vis_steer_lens.mining import META_FILE
 
@@ -155,7 +158,9 @@ class RunFolder:
             except (ValueError, UnicodeDecodeError):
                 return None
             return {"sae_id": meta.get("sae_id"), "model_name": meta.get("model_name")}
-        descriptions = sorted(self.explanations_dir.glob("*.jsonl.run.json")) if self.explanations_dir.is_dir() else []
+        descriptions = (
+            sorted(self.explanations_dir.glob("*.jsonl.run.json")) if self.explanations_dir.is_dir() else []
+        )
         for path in descriptions:  # or its explanations
             try:
                 described = json.loads(path.read_text())
@@ -189,7 +194,11 @@ class RunFolder:
             )
         tower = vit.tower_fingerprint() if hasattr(vit, "tower_fingerprint") else None
         ours["tower_fingerprint"] = tower
-        if recorded is not None and recorded.get("tower_fingerprint") and tower != recorded["tower_fingerprint"]:
+        if (
+            recorded is not None
+            and recorded.get("tower_fingerprint")
+            and tower != recorded["tower_fingerprint"]
+        ):
             raise RunOwnerError(
                 f"Run folder {str(self.root)!r} belongs to model {recorded.get('model_name')!r} (vision tower "
                 f"{recorded['tower_fingerprint']}), but this command's model is {ours['model_name']!r} (tower "
@@ -274,7 +283,11 @@ class RunFolder:
 
     def concepts(self) -> pd.DataFrame | None:
         """The ground truth's table (``feature_concepts.csv``), or ``None``."""
-        return _read_csv(self.concepts_path, "the ground truth's table") if self.concepts_path.is_file() else None
+        return (
+            _read_csv(self.concepts_path, "the ground truth's table")
+            if self.concepts_path.is_file()
+            else None
+        )
 
     @property
     def ground_truth_path(self) -> Path:
@@ -306,7 +319,10 @@ class RunFolder:
             from vis_steer_lens.atomic import damaged
 
             raise damaged(
-                self.ground_truth_path, err, "the ground truth's plug-in name", "restore it, or delete it and the table"
+                self.ground_truth_path,
+                err,
+                "the ground truth's plug-in name",
+                "restore it, or delete it and the table",
             ) from err
         return GROUND_TRUTHS.get(name)(table)
 

@@ -188,10 +188,14 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path) -> Path:
         "has_concepts": results.concepts is not None,
         "rows_per_page": ROWS_PER_PAGE,
     }
-    atomic_write_text(out / "data" / "index.js", _js("VSL_INDEX", {"meta": meta, "columns": columns, "rows": rows}))
+    atomic_write_text(
+        out / "data" / "index.js", _js("VSL_INDEX", {"meta": meta, "columns": columns, "rows": rows})
+    )
     atomic_write_text(
         out / "data" / "common.js",
-        _js("VSL_COMMON", {"meta": meta, "features": results.features, "sweep": _sweep_records(results.sweep)}),
+        _js(
+            "VSL_COMMON", {"meta": meta, "features": results.features, "sweep": _sweep_records(results.sweep)}
+        ),
     )
     atomic_write_text(out / "feature.html", _page("Feature", _FEATURE_BODY, _FEATURE_JS))
     index = out / "index.html"

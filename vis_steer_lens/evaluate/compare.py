@@ -212,7 +212,9 @@ def tabulate(
     Returns:
         ``(table, margins)``, ``margins`` ``None`` without ground truth.
     """
-    table = summarize_scores(scores, *(reference if isinstance(reference, tuple) else (reference, None)), seed=seed)
+    table = summarize_scores(
+        scores, *(reference if isinstance(reference, tuple) else (reference, None)), seed=seed
+    )
     margins = None
     if ground_truth is not None:
         texts = explanations if explanations is not None else scores

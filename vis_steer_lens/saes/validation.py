@@ -91,7 +91,11 @@ def check_sae_finite(sae: SAE, nonfinite: str = "error", source: Any = None) -> 
     features, shared = nonfinite_weights(sae)
     if not features and not shared:
         return []
-    name = source if source is not None else (sae.cfg.metadata.get("sae_id") or sae.cfg.metadata.get("hook_name"))
+    name = (
+        source
+        if source is not None
+        else (sae.cfg.metadata.get("sae_id") or sae.cfg.metadata.get("hook_name"))
+    )
     where = f"The SAE {str(name)!r}" if name else "The SAE"
     if shared:
         raise NonFiniteSAEError(
