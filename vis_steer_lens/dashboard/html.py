@@ -59,7 +59,7 @@ def _plotly_js() -> str:
 
 def _save_png(image: Image.Image, path: Path) -> None:
     # Low compression: these are small images and export time matters for thousands of features.
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sync=False) as tmp:
         image.save(tmp, format="PNG", compress_level=1)
 
 
@@ -159,7 +159,9 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path) -> Path:
                 "counts": [int(c) for c in counts.tolist()],
             },
         }
-        atomic_write_text(out / "data" / "features" / f"{feature}.js", _js("VSL_FEATURE", payload))
+        atomic_write_text(
+            out / "data" / "features" / f"{feature}.js", _js("VSL_FEATURE", payload), sync=False
+        )
         row = [
             int(feature),
             _num(stat["frac_nonzero"]),

@@ -147,7 +147,7 @@ def _vision_record(
     for image_id, score, _amap in results.top_images(feature):
         name = f"img-{image_id}.png"
         if image_id not in written:
-            with atomic_path(images_dir / name) as tmp:
+            with atomic_path(images_dir / name, sync=False) as tmp:
                 results.image(image_id).save(tmp, format="PNG")
             written.add(image_id)
         images.append({"image_id": int(image_id), "score": round(float(score), 4), "file": f"images/{name}"})
