@@ -175,9 +175,18 @@ def test_an_old_run_with_one_unkeyed_reference_still_reads(scored_run, tmp_path)
     keyed.rename(run.reference_path())
     path = run.scores_path("steering")
     write_jsonl(path, [{k: v for k, v in row.items() if k != "reference"} for row in read_jsonl(path)])
+    description = path.with_name(path.name + ".run.json")
+    settings = json.loads(description.read_text())
+    del settings["reference"]
+    description.write_text(json.dumps(settings))
     new = compare_run(scored_run, write=False).table
     old = compare_run(run, write=False).table
     pd.testing.assert_frame_equal(old, new)
+    # evaluate resumes such a method against its unkeyed reference: nothing rescored, no new set
+    rows = path.read_text()
+    assert main(["--quiet", "evaluate", "--run", str(root), "--n-reference", "30", "--n-images", "2"]) == 0
+    assert path.read_text() == rows
+    assert not list(run.scores_dir.glob("reference.generation_auroc.n*.safetensors"))
 
 
 def test_a_run_refuses_a_model_with_another_tower(tmp_path):

@@ -331,6 +331,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # In a run, each method's rows name their reference set, kept under that key: scoring one method
     # with other negatives never changes another's numbers.
     key = None if run is None else reference_key(reference.source_id, count)
+    if run is not None and _scored_before_keys(scores_path):
+        key = None  # a method scored before reference sets were keyed resumes against the unkeyed one
     scorer = GenerationAUROCScorer(
         vlm,
         sae,
@@ -356,6 +358,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         table.to_csv(tmp, index=False)
     print(format_table(table))
     return 0
+
+
+def _scored_before_keys(scores_path: Path) -> bool:
+    """Whether a scores file was begun before reference sets were keyed (its description has none)."""
+    description = scores_path.with_name(scores_path.name + ".run.json")
+    if not (scores_path.is_file() and scores_path.stat().st_size and description.is_file()):
+        return False
+    try:
+        return "reference" not in json.loads(description.read_text())
+    except ValueError:
+        return False  # the store names a damaged description itself
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
