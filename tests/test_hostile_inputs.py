@@ -213,11 +213,12 @@ def _truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
-def test_a_truncated_sae_weights_file_is_named(toy_bundle, tmp_path):
+@pytest.mark.parametrize("name", ["sae_weights.safetensors", "cfg.json"])
+def test_a_truncated_sae_file_is_named(toy_bundle, tmp_path, name):
     folder = _saved_sae(toy_bundle, tmp_path / "sae")
-    _truncate(folder / "sae_weights.safetensors")
+    _truncate(folder / name)
     message = cli_error(main, _mine(tmp_path / "run", "--sae", str(folder)))
-    assert str(folder / "sae_weights.safetensors") in message and "damaged or truncated" in message
+    assert str(folder / name) in message and "damaged or truncated" in message
 
 
 def test_truncated_mined_images_and_reference_are_named(scored_run, tmp_path):
