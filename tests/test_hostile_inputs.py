@@ -634,3 +634,14 @@ def test_a_run_from_before_run_json_belongs_to_the_sae_of_its_explanations(toy_b
     argv = ["--quiet", "explain", "--run", str(root), "--method", "steering", "--features", "0:2"]
     message = cli_error(main, [*argv, "--coefficient", "1", "--sae", str(other)])
     assert "a run holds one SAE" in message and not (root / "run.json").exists()
+
+
+def test_evaluate_reads_an_explanations_file_with_a_torn_last_line(tmp_path):
+    rows = [
+        {"feature": f, "explanation": "red circle", "method": "steering", "direction": "sae"} for f in (0, 1)
+    ]
+    path = tmp_path / "steering.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"feature": 2, "expla')
+    argv = ["--quiet", "evaluate", "--explanations", str(path), "--out", str(tmp_path / "ev")]
+    assert main([*argv, "--n-reference", "20", "--n-images", "2"]) == 0
+    assert pd.read_csv(tmp_path / "ev" / "scores.csv")["feature"].tolist() == [0, 1]
