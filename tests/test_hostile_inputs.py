@@ -645,3 +645,17 @@ def test_evaluate_reads_an_explanations_file_with_a_torn_last_line(tmp_path):
     argv = ["--quiet", "evaluate", "--explanations", str(path), "--out", str(tmp_path / "ev")]
     assert main([*argv, "--n-reference", "20", "--n-images", "2"]) == 0
     assert pd.read_csv(tmp_path / "ev" / "scores.csv")["feature"].tolist() == [0, 1]
+
+
+def test_a_folder_written_by_a_library_is_replaced_whole_or_not_at_all(tmp_path):
+    from vis_steer_lens.atomic import FileWriteError, atomic_folder
+
+    target = tmp_path / "sae"
+    with atomic_folder(target) as tmp:
+        (tmp / "cfg.json").write_text("old")
+        (tmp / "sae_weights.safetensors").write_bytes(b"old")
+    with pytest.raises(FileWriteError, match=str(target)), atomic_folder(target) as tmp:
+        (tmp / "cfg.json").write_text("new")
+        raise OSError(errno.ENOSPC, "No space left on device")  # the weights never got written
+    assert (target / "cfg.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sae"]  # no temporary folder left

@@ -103,6 +103,42 @@ def atomic_path(target: str | Path, mode: int | None = None, sync: bool = True) 
         raise
 
 
+@contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``target`` to write a folder's files into (a library's own
+    ``save_model`` / ``save_pretrained``); when the block ends each file is renamed into ``target``.
+
+    Each file is replaced whole, so a full disk or a kill while writing leaves ``target`` as it was
+    (the files are written before any is moved). A failure is a :class:`FileWriteError` naming
+    ``target``.
+    """
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    except OSError as err:
+        raise write_error(target, err) from err
+    try:
+        yield tmp
+        target.mkdir(exist_ok=True)
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            destination = target / path.relative_to(tmp)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, destination)
+    except FileWriteError:
+        raise
+    except OSError as err:
+        raise write_error(target, err) from err
+    except BaseException as err:
+        if _reason(err) == os.strerror(errno.ENOSPC):
+            raise write_error(target, err) from err
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _sync(path: Path) -> None:
     try:
         with open(path, "rb+") as f:
@@ -175,6 +211,7 @@ def safetensors_metadata(path: str | Path, what: str, fix: str) -> dict[str, str
 __all__ = [
     "DamagedFileError",
     "FileWriteError",
+    "atomic_folder",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",

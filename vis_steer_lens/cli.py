@@ -259,7 +259,10 @@ def cmd_toy_sae(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
-    sae.save_model(args.out)
+    from vis_steer_lens.atomic import atomic_folder
+
+    with atomic_folder(args.out) as tmp:
+        sae.save_model(str(tmp))
     report = sae.cfg.metadata.training_report
     print(
         f"Saved to {args.out}: explained variance {report['explained_variance']:.4f}, "
