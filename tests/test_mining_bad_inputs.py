@@ -190,8 +190,14 @@ def test_uint8_tensors_are_images_and_float_tensors_are_pixel_values(vlm, sae):
     # Layouts and dtypes that are neither say what to do.
     with pytest.raises(ValueError, match=r"permute\(2, 0, 1\)"):
         mine_top_activations(vlm, sae, ListImages([as_uint8[0].permute(1, 2, 0)]), **SETTINGS)
-    with pytest.raises(ValueError, match="must be floating .* or uint8"):
-        mine_top_activations(vlm, sae, ListImages([as_uint8[0].long()]), **SETTINGS)
+    with pytest.raises(ValueError, match="must be floating .* or integer"):
+        mine_top_activations(vlm, sae, ListImages([as_uint8[0].bool()]), **SETTINGS)
+    # Any integer tensor is an image, as uint8 is (issue 23: int64 was refused with advice that misled).
+    from_int64 = mine_top_activations(
+        vlm, sae, ListImages([t.long() for t in as_uint8], name="i64"), **SETTINGS
+    )
+    assert torch.equal(from_int64.top_image_ids, from_uint8.top_image_ids)
+    assert torch.equal(from_int64.max_act, from_uint8.max_act)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
