@@ -112,7 +112,7 @@ def scored_run(tmp_path_factory):
         ["mine", "--run", str(root), "--n-images", "60", "--batch-size", "60"],
         ["explain", "--run", str(root), "--features", "0:4", "--coefficient", "100", "--max-new-tokens", "8"],
         ["explain", "--run", str(root), "--method", "topk", "--features", "0:4", "--max-new-tokens", "8"],
-        ["evaluate", "--run", str(root), "--n-reference", "30", "--n-images", "2"],
+        ["evaluate", "--run", str(root), "--n-reference", "30", "--n-generated", "2"],
     ]
     for step in steps:
         assert main(["--quiet", *step]) == 0, step
@@ -147,7 +147,7 @@ def test_scoring_another_method_with_other_negatives_leaves_the_first_unchanged(
 
     before = compare_run(run, write=False).table.set_index("method_label").loc["steering"]
     argv = ["--quiet", "evaluate", "--run", str(root), "--method", "topk", "--n-reference", "12"]
-    assert main([*argv, "--n-images", "2"]) == 0
+    assert main([*argv, "--n-generated", "2"]) == 0
     table = compare_run(run).table.set_index("method_label")
     pd.testing.assert_series_equal(table.loc["steering"], before)
     assert len(list(run.scores_dir.glob("reference.generation_auroc.n*.safetensors"))) == 2
@@ -155,7 +155,7 @@ def test_scoring_another_method_with_other_negatives_leaves_the_first_unchanged(
     assert set(scores.groupby("method")["n_negatives"].first().items()) == {("steering", 30), ("topk", 12)}
     # the same method with other negatives is refused, naming the setting
     message = cli_error(
-        main, ["--quiet", "evaluate", "--run", str(root), "--n-reference", "12", "--n-images", "2"]
+        main, ["--quiet", "evaluate", "--run", str(root), "--n-reference", "12", "--n-generated", "2"]
     )
     assert "reference" in message and "n30-" in message and "n12-" in message
 
@@ -184,7 +184,7 @@ def test_an_old_run_with_one_unkeyed_reference_still_reads(scored_run, tmp_path)
     pd.testing.assert_frame_equal(old, new)
     # evaluate resumes such a method against its unkeyed reference: nothing rescored, no new set
     rows = path.read_text()
-    assert main(["--quiet", "evaluate", "--run", str(root), "--n-reference", "30", "--n-images", "2"]) == 0
+    assert main(["--quiet", "evaluate", "--run", str(root), "--n-reference", "30", "--n-generated", "2"]) == 0
     assert path.read_text() == rows
     assert not list(run.scores_dir.glob("reference.generation_auroc.n*.safetensors"))
 
@@ -643,7 +643,7 @@ def test_evaluate_reads_an_explanations_file_with_a_torn_last_line(tmp_path):
     path = tmp_path / "steering.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"feature": 2, "expla')
     argv = ["--quiet", "evaluate", "--explanations", str(path), "--out", str(tmp_path / "ev")]
-    assert main([*argv, "--n-reference", "20", "--n-images", "2"]) == 0
+    assert main([*argv, "--n-reference", "20", "--n-generated", "2"]) == 0
     assert pd.read_csv(tmp_path / "ev" / "scores.csv")["feature"].tolist() == [0, 1]
 
 
