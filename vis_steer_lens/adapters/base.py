@@ -13,6 +13,7 @@ from torch import nn
 
 from vis_steer_lens.choices import EMPTY_IMAGES
 from vis_steer_lens.families import UnsupportedModelError
+from vis_steer_lens.geometry import ImageGeometry
 from vis_steer_lens.hook_names import HookNameMap
 from vis_steer_lens.hooked_vit import HookedViT, HookedViTConfig, TowerParts
 
@@ -95,6 +96,28 @@ class VLMAdapter:
         """The tower's Hugging Face modules, for HookedViT to run (shared, not copied)."""
         raise NotImplementedError
 
+    def image_geometry(
+        self, cfg: HookedViTConfig, pixel_values: torch.Tensor, **tower_inputs: Any
+    ) -> ImageGeometry:
+        """Where every token of a batch sits in the tower (see :class:`~vis_steer_lens.geometry.ImageGeometry`).
+
+        The default is a fixed grid: ``[images, channels, H, W]`` pixels, each image
+        ``cfg.n_prefix_tokens`` prefix tokens then its ``(H / patch) x (W / patch)`` patches in
+        row-major order, one image per batch row. Families that pack, tile or reorder override it.
+
+        Args:
+            cfg: The tower's config.
+            pixel_values: The tower's input as the processor gives it.
+            **tower_inputs: Further processor outputs the tower reads (none by default).
+        """
+        if tower_inputs:
+            raise ValueError(f"The {self.name} tower takes pixel_values only, got also {sorted(tower_inputs)}.")
+        height, width = pixel_values.shape[-2:]
+        grid = (height // cfg.patch_size, width // cfg.patch_size)
+        return ImageGeometry.fixed_grid(
+            pixel_values.shape[0], grid, cfg.n_prefix_tokens, device=pixel_values.device
+        )
+
     def default_config(self, n_layers: int) -> HookedViTConfig:
         """A small config of the family's layout, to list its hook names without a model."""
         shape = dict(d_model=8, n_heads=2, d_head=4, d_mlp=8, image_size=4, patch_size=2)
@@ -108,9 +131,13 @@ class VLMAdapter:
                 f"{type(tower).__name__} ({getattr(getattr(tower, 'config', None), 'model_type', None)!r})."
             )
         name = model_name or getattr(tower.config, "_name_or_path", "") or "unnamed"
+        cfg = self.tower_config(tower, name)
+        parts = self.tower_parts(tower)
+        if parts.geometry is None:
+            parts.geometry = functools.partial(self.image_geometry, cfg)
         return HookedViT(
-            self.tower_config(tower, name),
-            self.tower_parts(tower),
+            cfg,
+            parts,
             name_map=self.hook_name_map,
             hf_tower=tower,
         )
