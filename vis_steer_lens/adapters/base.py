@@ -43,6 +43,8 @@ class VLMAdapter:
         hook_name_map: Hugging Face and TransformerBridge names of the family's hooks.
         end_of_turn_tokens: Tokens that end a chat answer besides the tokenizer's EOS.
         language_input_keys: The processor outputs the language model takes (besides pixels).
+        tower_input_keys: The processor outputs the vision tower reads besides ``pixel_values``
+            (Qwen2-VL's ``image_grid_thw``), passed to :meth:`image_geometry`.
         one_tile_per_image: Image-processor options that make each image one tower input (for
             mining and scoring, which are per image), where the processor can tile images.
         released_configs: Released models the family can build with random weights (see
@@ -64,6 +66,7 @@ class VLMAdapter:
     hook_name_map: ClassVar[HookNameMap]
     end_of_turn_tokens: ClassVar[tuple[str, ...]] = ()
     language_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
+    tower_input_keys: ClassVar[tuple[str, ...]] = ()
     one_tile_per_image: ClassVar[dict[str, Any]] = {}
     released_configs: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     released_token_ids: ClassVar[Mapping[str, int]] = {}
@@ -168,6 +171,11 @@ class VLMAdapter:
     def image_token_id(self, model: nn.Module) -> int:
         """Id of the placeholder token that soft image tokens replace."""
         return int(model.config.image_token_id)
+
+    def pooled_image_features(self, image_features: torch.Tensor) -> Any:
+        """The soft tokens ``[batch, soft_tokens, d_lm]`` in the form the model's ``mm_encoder_outputs``
+        takes as ``pooler_output`` (the tensor itself by default)."""
+        return image_features
 
     def prefill_masks(self, hf_model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict | None:
         """Attention masks for an unpadded prefill, where the family needs its own (else ``None``)."""
