@@ -220,3 +220,43 @@ def test_a_patch_map_has_each_images_own_grid(qwen, inputs):
     p = 30
     image = int(geometry.image_index[p])
     assert maps[image][geometry.row[p], geometry.col[p]] == norms[p]
+
+
+def test_greedy_decode_equals_generate_with_mrope_positions(qwen, inputs):
+    """Our decoding loop (the explainers') gives generate's tokens: M-RoPE positions, left padding."""
+    from vis_steer_lens.explain.decoding import greedy_decode
+
+    model, processor, vlm = qwen
+    assert bool((inputs["attention_mask"] == 0).any())  # different soft-token counts pad the shorter row
+    eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad = processor.tokenizer.pad_token_id
+    with torch.no_grad():
+        features = vlm.encode_images(inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
+        ours = greedy_decode(
+            vlm,
+            {k: v for k, v in inputs.items() if k != "pixel_values"},
+            features,
+            max_new_tokens=8,
+            eos_token_ids=eos,
+            pad_token_id=pad,
+        )
+        reference = model.generate(
+            **inputs, max_new_tokens=8, do_sample=False, eos_token_id=eos, pad_token_id=pad
+        )
+    assert torch.equal(ours, reference)
+
+
+def test_the_prefill_positions_are_mrope_and_matter(qwen, inputs):
+    model, _, vlm = qwen
+    mask = inputs["attention_mask"]
+    text_positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    positions, offset = vlm.adapter.decoding_positions(model, inputs, text_positions, mask)
+    assert positions.shape == (4, *mask.shape) and offset.shape == (2,)
+    # Image tokens share temporal positions and count rows and columns: offsets are negative.
+    assert bool((offset < 0).all())
+    with torch.no_grad():
+        reference = model(**inputs).logits
+        ours = model(**inputs, position_ids=positions).logits
+        text_only = model(**inputs, position_ids=text_positions).logits
+    assert (ours - reference).abs().max() <= ATOL
+    assert (text_only - reference).abs().max() > 1e-4  # so the decoding test would see wrong positions

@@ -177,6 +177,27 @@ class VLMAdapter:
         takes as ``pooler_output`` (the tensor itself by default)."""
         return image_features
 
+    def decoding_positions(
+        self,
+        hf_model: nn.Module,
+        inputs: Mapping[str, torch.Tensor],
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Positions for our own decoding loop (:func:`vis_steer_lens.explain.decoding.greedy_decode`).
+
+        Args:
+            hf_model: The Hugging Face model.
+            inputs: The prompt's inputs (``input_ids`` and what the family adds).
+            position_ids: ``[batch, seq]`` text positions (counting only the unpadded tokens).
+            attention_mask: ``[batch, seq]``.
+
+        Returns:
+            ``(prefill position_ids, offset)``: what the prefill takes, and ``[batch]`` added to the
+            text position of every decoded token (``None``: nothing). By default the text positions.
+        """
+        return position_ids, None
+
     def prefill_masks(self, hf_model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict | None:
         """Attention masks for an unpadded prefill, where the family needs its own (else ``None``)."""
         return None

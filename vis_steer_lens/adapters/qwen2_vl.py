@@ -372,6 +372,22 @@ class Qwen2VLAdapter(VLMAdapter):
         """transformers concatenates a tuple of per-image soft tokens; one ``[soft_tokens, d_lm]`` suffices."""
         return (image_features.reshape(-1, image_features.shape[-1]),)
 
+    def decoding_positions(
+        self, hf_model: nn.Module, inputs: Any, position_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """M-RoPE: the prefill's (text, temporal, row, column) positions as ``generate`` builds them;
+        decoded tokens at their text position plus the row's offset (``rope_deltas``)."""
+        grid, token_types = inputs.get("image_grid_thw"), inputs.get("mm_token_type_ids")
+        if grid is None or token_types is None:
+            return position_ids, None
+        rope, deltas = hf_model.model.get_rope_index(
+            inputs["input_ids"],
+            mm_token_type_ids=token_types,
+            image_grid_thw=grid,
+            attention_mask=attention_mask,
+        )
+        return torch.cat([position_ids[None], rope], dim=0), deltas.reshape(-1)
+
     # ---- loading
     def load_processor(self, name_or_path: str, *, revision: str | None = None) -> Any:
         """Qwen's processor, or, where it cannot load (its video processor needs torchvision), the
