@@ -260,3 +260,26 @@ def test_the_prefill_positions_are_mrope_and_matter(qwen, inputs):
         text_only = model(**inputs, position_ids=text_positions).logits
     assert (ours - reference).abs().max() <= ATOL
     assert (text_only - reference).abs().max() > 1e-4  # so the decoding test would see wrong positions
+
+
+def test_random_released_qwen25_vl_3b_equals_hf():
+    """The released 3B architecture (its vision width, window size and M-RoPE sections), depth and
+    vocabulary cut: every block and the logits equal transformers on two images of different sizes."""
+    from vis_steer_lens.testing import random_vlm
+
+    vlm = random_vlm("qwen2.5-vl-3b", n_vision_layers=2, n_text_layers=1, vocab_size=4096)
+    model = vlm.hf_model
+    vision = model.config.vision_config
+    assert (vision.hidden_size, vision.intermediate_size, vision.window_size) == (1280, 3420, 112)
+    assert model.config.text_config.hidden_size == 2048 and vlm.vision.cfg.d_head == 80
+    images = [Image.new("RGB", (100, 60), (200, 30, 30)), Image.new("RGB", (60, 130), (20, 90, 200))]
+    inputs = vlm.prompt_inputs(images, "What is in the image?")
+    assert inputs["image_grid_thw"].tolist() == [[1, 4, 8], [1, 10, 4]]  # 28-px multiples, own aspect
+    with torch.no_grad():
+        hf = _tower(model)(
+            inputs["pixel_values"], grid_thw=inputs["image_grid_thw"], output_hidden_states=True
+        )
+        _, cache = vlm.vision.run_with_cache(inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])
+        for layer in range(2):
+            assert (cache["resid_post", layer][0] - hf.hidden_states[layer + 1]).abs().max() <= ATOL
+        assert (vlm(**inputs) - model(**inputs).logits).abs().max() <= ATOL

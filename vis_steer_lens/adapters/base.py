@@ -336,6 +336,29 @@ class VLMAdapter:
         """Family-specific changes to transformers' init of a random released model (none by default)."""
 
     # ---- inputs
+    #: Side in pixels of the empty image steering starts from; the processor resizes it as any image
+    #: (fixed-grid towers to their size; native-resolution ones within their pixel bounds).
+    empty_image_size: ClassVar[int] = 224
+
+    def empty_image(self, kind: str, processor: Any = None) -> Image.Image:
+        """The empty image as a PIL image of :attr:`empty_image_size` (``"mean"`` and ``"zeros"``: the
+        processor's mean colour; ``"zeros"`` is made exact by :meth:`empty_image_inputs`)."""
+        if kind not in EMPTY_IMAGES:
+            raise ValueError(f"Unknown empty image {kind!r}; choose one of {EMPTY_IMAGES}.")
+        if kind in ("mean", "zeros") and processor is not None:
+            image_processor = getattr(processor, "image_processor", processor)
+            colour = tuple(int(round(255 * m)) for m in image_processor.image_mean)
+        else:
+            colour = {"white": (255, 255, 255), "black": (0, 0, 0)}.get(kind, (128, 128, 128))
+        return Image.new("RGB", (self.empty_image_size, self.empty_image_size), colour)
+
+    def empty_image_inputs(
+        self, kind: str, processor: Any, dtype: torch.dtype = torch.float32
+    ) -> dict[str, torch.Tensor]:
+        """The tower inputs of the empty image: ``pixel_values`` and the family's ``tower_input_keys``
+        (by default :meth:`empty_image_pixel_values` alone)."""
+        return {"pixel_values": self.empty_image_pixel_values(kind, processor, dtype)}
+
     def empty_image_pixel_values(
         self, kind: str, processor: Any, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:

@@ -234,7 +234,8 @@ class Qwen2VLAdapter(VLMAdapter):
     test_tokens: ClassVar[tuple] = (_TINY_SPECIAL, _TINY_EXTRA, _TINY_CHAT_TEMPLATE, False)
     released_token_ids: ClassVar[dict] = QWEN2_VL_TOKEN_IDS
     #: Side in pixels of the empty image steering starts from (a square, resized by the processor
-    #: to a multiple of ``patch * merge``): 224 px, 16 x 16 patches of 14 px, 64 soft tokens.
+    #: to a multiple of ``patch * merge`` within its pixel bounds): 224 px, for the releases 16 x 16
+    #: patches of 14 px and 64 soft tokens; for the tiny test models 64 px, 8 x 8 patches, 16 soft tokens.
     empty_image_size: ClassVar[int] = 224
 
     # ---- the tower
@@ -387,6 +388,21 @@ class Qwen2VLAdapter(VLMAdapter):
             attention_mask=attention_mask,
         )
         return torch.cat([position_ids[None], rope], dim=0), deltas.reshape(-1)
+
+    def empty_image_inputs(self, kind: str, processor: Any, dtype: torch.dtype = torch.float32) -> dict:
+        """The empty image (:attr:`empty_image_size` px square, resized within the processor's pixel
+        bounds) as ``pixel_values`` ``[patches, patch_dim]`` and ``image_grid_thw`` ``[1, 3]``."""
+        image_processor = getattr(processor, "image_processor", processor)
+        out = image_processor(images=[self.empty_image(kind, processor)], return_tensors="pt")
+        pixel_values = out["pixel_values"].to(dtype)
+        if kind == "zeros":
+            pixel_values = torch.zeros_like(pixel_values)
+        return {"pixel_values": pixel_values, "image_grid_thw": out["image_grid_thw"]}
+
+    def empty_image_pixel_values(
+        self, kind: str, processor: Any, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        return self.empty_image_inputs(kind, processor, dtype)["pixel_values"]
 
     # ---- loading
     def load_processor(self, name_or_path: str, *, revision: str | None = None) -> Any:
