@@ -121,6 +121,11 @@ class VLMAdapter:
             pixel_values.shape[0], grid, cfg.n_prefix_tokens, device=pixel_values.device
         )
 
+    def max_patches_per_image(self, cfg: HookedViTConfig, image_processor: Any) -> int:
+        """The most patches one image can have after ``image_processor`` (mining's map width):
+        ``cfg.n_patches`` for fixed grids."""
+        return cfg.n_patches
+
     def default_config(self, n_layers: int) -> HookedViTConfig:
         """A small config of the family's layout, to list its hook names without a model."""
         shape = dict(d_model=8, n_heads=2, d_head=4, d_mlp=8, image_size=4, patch_size=2)

@@ -362,6 +362,16 @@ class Qwen2VLAdapter(VLMAdapter):
         """Tower order of the tokens (identity: Qwen2-VL does not reorder) and their windows (none)."""
         return torch.arange(int((grid[:, 1] * grid[:, 2]).sum())), None
 
+    def max_patches_per_image(self, cfg: HookedViTConfig, image_processor: Any) -> int:
+        """The processor's ``max_pixels`` (``size["longest_edge"]``) in patches."""
+        size = getattr(image_processor, "size", None) or {}
+        max_pixels = (
+            size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
+        )
+        if not max_pixels:
+            raise ValueError("The Qwen image processor has no max_pixels (size['longest_edge']).")
+        return int(max_pixels) // cfg.patch_size**2
+
     # ---- the whole model
     def tower(self, model: nn.Module) -> nn.Module:
         return model.model.visual
