@@ -283,3 +283,23 @@ def test_random_released_qwen25_vl_3b_equals_hf():
         for layer in range(2):
             assert (cache["resid_post", layer][0] - hf.hidden_states[layer + 1]).abs().max() <= ATOL
         assert (vlm(**inputs) - model(**inputs).logits).abs().max() <= ATOL
+
+
+def test_sae_splicing_and_feature_attribution_on_the_packed_layout(qwen, inputs):
+    from vis_steer_lens import feature_attribution
+    from vis_steer_lens.testing import tiny_sae
+
+    _, _, vlm = qwen
+    sae = tiny_sae(vlm, "blocks.2.hook_resid_post", d_sae=16)
+    pixels, grid = inputs["pixel_values"], inputs["image_grid_thw"]
+    with torch.no_grad():
+        clean, cache = vlm.vision.run_with_cache(pixels, image_grid_thw=grid)
+        with vlm.saes([sae], use_error_term=True):
+            spliced, spliced_cache = vlm.vision.run_with_cache(pixels, image_grid_thw=grid)
+    assert spliced_cache["blocks.2.hook_resid_post.hook_sae_acts_post"].shape == (1, 56, 16)
+    assert (spliced - clean).abs().max() <= ATOL  # the error term keeps the output
+    table = feature_attribution(cache, sae, 3)
+    resid = cache["blocks.2.hook_resid_post"][0]
+    pre = ((resid - sae.b_dec) @ sae.W_enc[:, 3] + sae.b_enc[3]).mean()
+    assert table["contribution"].sum() == pytest.approx(float(pre), abs=1e-4)
+    assert "pos_embed" not in set(table["component"])  # rotary: no additive positions
