@@ -303,3 +303,22 @@ def test_sae_splicing_and_feature_attribution_on_the_packed_layout(qwen, inputs)
     pre = ((resid - sae.b_dec) @ sae.W_enc[:, 3] + sae.b_enc[3]).mean()
     assert table["contribution"].sum() == pytest.approx(float(pre), abs=1e-4)
     assert "pos_embed" not in set(table["component"])  # rotary: no additive positions
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_from_pretrained_loads_the_tower_and_the_processor(family, tmp_path):
+    from vis_steer_lens import HookedViT
+
+    model, processor = tiny_hf_vlm(family, vision_layers=2, seed=5)
+    model.save_pretrained(tmp_path, max_shard_size="100KB")
+    processor.save_pretrained(tmp_path)
+    vit = HookedViT.from_pretrained(str(tmp_path))
+    vlm = HookedVLM.from_pretrained(str(tmp_path))
+    assert vit.cfg.family == family and vlm.adapter.name == family
+    images = [Image.new("RGB", size, (30, 120, 200)) for size in IMAGE_SIZES]
+    inputs = vlm.prompt_inputs(images, "What is in the image?")  # the saved processor works offline
+    pixels, grid = inputs["pixel_values"], inputs["image_grid_thw"]
+    with torch.no_grad():
+        expected = _tower(model)(pixels, grid_thw=grid).last_hidden_state
+        assert (vit(pixels, image_grid_thw=grid)[0] - expected).abs().max() <= ATOL
+        assert (vlm(**inputs) - model(**inputs).logits).abs().max() <= ATOL

@@ -218,7 +218,6 @@ class VLMAdapter:
 
     def load_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
         """Load only the vision tower's weights (from the shards that hold them)."""
-        import transformers
         from transformers import AutoConfig
 
         from vis_steer_lens.adapters.checkpoints import load_tensors
@@ -229,10 +228,16 @@ class VLMAdapter:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)
         tensors = load_tensors(name_or_path, lambda key: strip(key) is not None, revision)
         state = {strip(key): value for key, value in tensors.items()}
-        tower_class = getattr(transformers, self.tower_class)
+        tower_class = self._tower_class_object()
         tower = self._finish_tower(load_tower_weights(tower_class, config.vision_config, state, name_or_path))
         dtype = dtype or next(iter(state.values())).dtype
         return tower.to(device=device or "cpu", dtype=dtype).eval()
+
+    def _tower_class_object(self) -> type:
+        """The transformers class named :attr:`tower_class` (exported by ``transformers``)."""
+        import transformers
+
+        return getattr(transformers, self.tower_class)
 
     def load_processor(self, name_or_path: str, *, revision: str | None = None) -> Any:
         """The processor saved with a checkpoint (transformers' ``AutoProcessor``).

@@ -434,6 +434,21 @@ class Qwen2VLAdapter(VLMAdapter):
             chat_template=tokenizer.chat_template,
         )
 
+    def _tower_class_object(self) -> type:
+        """The tower class, from its modeling module (transformers does not export Qwen2-VL's)."""
+        import importlib
+
+        module = "qwen2_vl" if self.name == "qwen2_vl" else "qwen2_5_vl"
+        modeling = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
+        return getattr(modeling, self.tower_class)
+
+    def _finish_tower(self, tower: nn.Module) -> nn.Module:
+        """The rotary frequencies are non-persistent buffers a checkpoint does not store: rebuilt here
+        (HookedViT computes its own from the config; transformers' tower needs them)."""
+        with torch.device("cpu"):
+            tower.rotary_pos_emb = type(tower.rotary_pos_emb)(tower.config)
+        return tower
+
     # ---- test models
     def _tiny_vision_config(self, vision_layers: int, text_width: int) -> dict[str, Any]:
         return dict(
