@@ -3,7 +3,7 @@
 Every live feature of the shipped toy SAE is steered once at every multiple of the sweep (the
 rows a sweep of any sample would produce), then samples of several sizes and seeds are drawn
 from three pools (the live features in ``0:64``, in ``0:256``, and all live features) and the
-sweep's rule (:func:`vis_steer_lens.explain.calibration.sweep_table`) picks a multiple from each
+sweep's rule (:func:`vis_steer_lens.explain.sweep.sweep_table`) picks a multiple from each
 sample's rows. Printed: the chosen multiple per (pool, size, seed) and how often each size agrees
 with the whole pool's choice; and, with the toy world's ground truth, the share of clear features
 whose steered answer names their concept at each multiple (what the rule should pick).
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from vis_steer_lens import SteeringExplainer, mine_top_activations, toy
-    from vis_steer_lens.explain.calibration import DEFAULT_MULTIPLES, sample_features, sweep_table
+    from vis_steer_lens.explain.sweep import DEFAULT_MULTIPLES, sample_features, sweep_table
     from vis_steer_lens.toy import ToyImages, feature_concepts, summarize_feature_concepts, toy_ground_truth
 
     torch.manual_seed(0)

@@ -190,7 +190,9 @@ def test_default_path_errors_are_one_line_before_any_model_loads(tmp_path):
     assert main(["--quiet", "mine", "--run", mined, "--n-images", "30", "--k-images", "3"]) == 0
     message = cli_error(main, ["explain", "--run", mined, "--method", "topk", "--k-images", "5"])
     assert "more top images than were mined (3 per feature)" in message
-    message = cli_error(main, ["evaluate", "--run", mined, "--n-reference", "10", "--images", mined + "/nothing"])
+    message = cli_error(
+        main, ["evaluate", "--run", mined, "--n-reference", "10", "--images", mined + "/nothing"]
+    )
     assert message  # a missing image folder is one line too
 
 
@@ -221,7 +223,17 @@ def test_evaluate_refuses_more_reference_images_than_given(tmp_path):
     for i in range(3):
         Image.new("RGB", (64, 64), (i * 40, 0, 0)).save(folder / f"{i}.png")
     explanations = tmp_path / "e.csv"
-    pd.DataFrame({"feature": [0], "explanation": ["red"], "method": "steering"}).to_csv(explanations, index=False)
-    argv = ["evaluate", "--explanations", str(explanations), "--out", str(tmp_path / "ev"), "--images", str(folder)]
+    pd.DataFrame({"feature": [0], "explanation": ["red"], "method": "steering"}).to_csv(
+        explanations, index=False
+    )
+    argv = [
+        "evaluate",
+        "--explanations",
+        str(explanations),
+        "--out",
+        str(tmp_path / "ev"),
+        "--images",
+        str(folder),
+    ]
     message = cli_error(main, [*argv, "--n-reference", "5"])
     assert "--n-reference 5" in message and "(3)" in message

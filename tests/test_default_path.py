@@ -133,7 +133,9 @@ def test_the_readme_python_example_gives_the_cli_s_answers(pipeline):
     assert mined.live_features() == cli_mined.live_features()
     live = mined.live_features()[:24]
     for feature in live[:8]:
-        assert [i for i, _, _ in mined.top_images(feature)] == [i for i, _, _ in cli_mined.top_images(feature)]
+        assert [i for i, _, _ in mined.top_images(feature)] == [
+            i for i, _, _ in cli_mined.top_images(feature)
+        ]
     steering = SteeringExplainer(vlm, sae, coefficient=run.coefficient().coefficient, prompt="toy")
     ours = steering.explain(live, progress=False)
     theirs = run.explanations(["steering"]).set_index("feature").loc[live]

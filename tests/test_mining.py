@@ -213,7 +213,8 @@ def test_resume_after_interruption_is_identical(vlm, sae, images, tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         mine_top_activations(vlm, sae, FailingImages(images, fail_at=21), out_dir=tmp_path, **settings)
     checkpoint = MinedActivations.load(tmp_path)
-    assert checkpoint.images_processed == 16 and not checkpoint.complete
+    # the checkpoint at 16 images, and the batch finished before the crash (16..19), saved as it failed
+    assert checkpoint.images_processed == 20 and not checkpoint.complete
     assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
     resumed = mine_top_activations(vlm, sae, images, out_dir=tmp_path, **settings)
     assert_same_state(uninterrupted, resumed)

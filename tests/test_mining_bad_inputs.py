@@ -190,8 +190,14 @@ def test_uint8_tensors_are_images_and_float_tensors_are_pixel_values(vlm, sae):
     # Layouts and dtypes that are neither say what to do.
     with pytest.raises(ValueError, match=r"permute\(2, 0, 1\)"):
         mine_top_activations(vlm, sae, ListImages([as_uint8[0].permute(1, 2, 0)]), **SETTINGS)
-    with pytest.raises(ValueError, match="must be floating .* or uint8"):
-        mine_top_activations(vlm, sae, ListImages([as_uint8[0].long()]), **SETTINGS)
+    with pytest.raises(ValueError, match="must be floating .* or integer"):
+        mine_top_activations(vlm, sae, ListImages([as_uint8[0].bool()]), **SETTINGS)
+    # Any integer tensor is an image, as uint8 is (issue 23: int64 was refused with advice that misled).
+    from_int64 = mine_top_activations(
+        vlm, sae, ListImages([t.long() for t in as_uint8], name="i64"), **SETTINGS
+    )
+    assert torch.equal(from_int64.top_image_ids, from_uint8.top_image_ids)
+    assert torch.equal(from_int64.max_act, from_uint8.max_act)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -248,10 +254,12 @@ def test_cli_mine_checks_its_arguments_before_loading_a_model(tmp_path, monkeypa
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert "is a file" in _cli_error(["--quiet", "mine", "--out", str(a_file), "--n-images", "4"])
-    assert "--n-images must be >= 1, got 0" in _cli_error(
+    assert "--n-images: must be an integer >= 1, got '0'" in _cli_error(
         ["--quiet", "mine", "--out", str(tmp_path / "o"), "--n-images", "0"]
     )
-    assert "--k must be >= 1" in _cli_error(["--quiet", "mine", "--out", str(tmp_path / "o"), "--k", "0"])
+    assert "--k-images: must be an integer >= 1" in _cli_error(
+        ["--quiet", "mine", "--out", str(tmp_path / "o"), "--k-images", "0"]
+    )
     missing = _cli_error(
         ["--quiet", "mine", "--out", str(tmp_path / "o"), "--images", str(tmp_path / "nope")]
     )

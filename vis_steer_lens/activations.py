@@ -93,10 +93,47 @@ def batched(items: Iterable[Any], batch_size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+#: Processed pixel values are normalised (about -3..3 for every family's processor); floats above
+#: this look like raw 0..255 pixels.
+RAW_PIXEL_LIMIT = 16.0
+
+
+class PixelValuesError(ValueError):
+    """A pixel tensor that breaks the one rule: integer tensors are images, floats processed pixels."""
+
+
+def _is_integer_tensor(item: Any) -> bool:
+    return (
+        isinstance(item, torch.Tensor)
+        and not item.is_floating_point()
+        and not item.is_complex()
+        and item.dtype != torch.bool
+    )
+
+
 def is_image(item: Any) -> bool:
-    """Whether ``item`` is an image for the image processor (a PIL image or a uint8 tensor), not
-    already-processed pixel values (a floating tensor); see :func:`to_pixel_values`."""
-    return isinstance(item, Image.Image) or (isinstance(item, torch.Tensor) and item.dtype == torch.uint8)
+    """Whether ``item`` is an image for the image processor (a PIL image, or a uint8 or other integer
+    tensor of values 0..255), not already-processed pixel values (a floating tensor); see
+    :func:`to_pixel_values`."""
+    return isinstance(item, Image.Image) or _is_integer_tensor(item)
+
+
+def check_processed_pixels(pixel_values: torch.Tensor) -> torch.Tensor:
+    """Refuse floating pixel values that look like raw 0..255 pixels (values above :data:`RAW_PIXEL_LIMIT`).
+
+    Raises:
+        PixelValuesError: Saying how to pass such pixels so that they go through the processor.
+    """
+    if pixel_values.numel() and pixel_values.is_floating_point():
+        top = float(pixel_values.detach().amax())
+        if top > RAW_PIXEL_LIMIT:
+            raise PixelValuesError(
+                f"Float pixel tensors are taken as pixel values already processed (normalised, about -3..3), "
+                f"but these reach {top:.4g}, like raw 0..255 pixels. Pass them as an image instead: "
+                "`.round().clamp(0, 255).to(torch.uint8)` (a [channels, H, W] tensor per image; the model's "
+                "processor then resizes and normalises it)."
+            )
+    return pixel_values
 
 
 def needs_image_processor(images: Iterable[Any]) -> bool:
@@ -111,11 +148,19 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
     Raises:
         ValueError: Not uint8, or not ``[1|3|4, H, W]``.
     """
-    if tensor.dtype != torch.uint8 or tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
-        raise ValueError(
-            f"A uint8 image tensor must be [channels, H, W] with 1, 3 or 4 channels, got {tuple(tensor.shape)} "
+    if not _is_integer_tensor(tensor) or tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
+        raise PixelValuesError(
+            f"An image tensor must be integer [channels, H, W] with 1, 3 or 4 channels, got {tuple(tensor.shape)} "
             f"{tensor.dtype}; permute an [H, W, channels] array with .permute(2, 0, 1)."
         )
+    if tensor.dtype != torch.uint8:
+        low, high = int(tensor.min()), int(tensor.max())
+        if low < 0 or high > 255:
+            raise PixelValuesError(
+                f"An integer image tensor holds pixels 0..255, but this {tensor.dtype} one has values "
+                f"{low}..{high}; scale it to 0..255 (16-bit images: `// 257`) and pass it as torch.uint8."
+            )
+        tensor = tensor.to(torch.uint8)
     array = tensor.detach().cpu().permute(1, 2, 0).numpy()
     return to_rgb(Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array))
 
@@ -123,11 +168,13 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
 def to_pixel_values(images: list[Any], image_processor: Any | None) -> torch.Tensor:
     """Stack a batch into the tower's ``[batch, channels, H, W]`` pixel values.
 
-    The rule for each item: a PIL image, or a uint8 ``[channels, H, W]`` tensor (values 0..255, an
-    image as ``torchvision.io.read_image`` gives it), is an image: it is made RGB
+    The rule for each item (the same in HookedViT, HookedVLM, mining and the scorers): a PIL image,
+    or a uint8 or other integer ``[channels, H, W]`` tensor (values 0..255, an image as
+    ``torchvision.io.read_image`` gives it), is an image: it is made RGB
     (:func:`~vis_steer_lens.image_sources.to_rgb`) and run through ``image_processor`` (resized
     and normalised as the model expects). A floating tensor (any float dtype) is pixel values
-    already processed and is used as it is. Other dtypes are refused.
+    already processed and is used as it is; one with values above :data:`RAW_PIXEL_LIMIT` looks
+    like raw 0..255 pixels and is refused (:func:`check_processed_pixels`). Other dtypes are refused.
 
     Args:
         images: The batch, images and pixel tensors in any mix (processed ones must match the
@@ -143,14 +190,16 @@ def to_pixel_values(images: list[Any], image_processor: Any | None) -> torch.Ten
     """
     items = list(images)
     for item in items:
-        if isinstance(item, torch.Tensor) and not (item.is_floating_point() or item.dtype == torch.uint8):
-            raise ValueError(
-                f"A pixel tensor must be floating (pixel values already processed) or uint8 (an image, "
-                f"values 0..255), got {item.dtype} {tuple(item.shape)}; convert it with .float() or "
-                ".to(torch.uint8)."
+        if isinstance(item, torch.Tensor) and not (item.is_floating_point() or _is_integer_tensor(item)):
+            raise PixelValuesError(
+                f"A pixel tensor must be floating (pixel values already processed) or integer (an image, "
+                f"values 0..255), got {item.dtype} {tuple(item.shape)}; pass an image as "
+                "`.round().clamp(0, 255).to(torch.uint8)`."
             )
         elif not isinstance(item, (torch.Tensor, Image.Image)):
             raise ValueError(f"Expected PIL images or [channels, H, W] tensors, got a {type(item).__name__}.")
+        elif isinstance(item, torch.Tensor) and item.is_floating_point():
+            check_processed_pixels(item)
     positions = [i for i, item in enumerate(items) if is_image(item)]
     if not positions:
         return torch.stack(items)

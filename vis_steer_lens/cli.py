@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vis_steer_lens.atomic import atomic_path
 from vis_steer_lens.choices import DIRECTIONS, DISPLAYS, EMPTY_IMAGES, METHODS
 
 
@@ -110,6 +111,7 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
     # One GPU per rank under a launcher.
     args.device = device_for(current_world(), resolve_device(args.device))
+    nonfinite = "drop" if getattr(args, "drop_nonfinite_features", False) else "error"
     if args.model is None:
         from vis_steer_lens import toy
 
@@ -120,7 +122,7 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
         sae = (
             bundle.sae
             if args.sae is None
-            else load_sae(args.sae, args.sae_id, model=bundle.vlm, device=args.device)
+            else load_sae(args.sae, args.sae_id, model=bundle.vlm, device=args.device, nonfinite=nonfinite)
         )
         if sae is None:
             raise SystemExit("The toy world ships no SAE in this install; pass --sae.")
@@ -129,7 +131,7 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
         raise SystemExit("--sae is required with --model.")
     _say(args, f"Loading {args.model} on {args.device} and the SAE {args.sae} {args.sae_id or ''}...")
     vlm = HookedVLM.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype))
-    sae = load_sae(args.sae, args.sae_id, model=vlm, device=args.device)
+    sae = load_sae(args.sae, args.sae_id, model=vlm, device=args.device, nonfinite=nonfinite)
     return vlm, sae, getattr(args, "prompt", None) or "default"
 
 
@@ -145,6 +147,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         choices=("float32", "bfloat16", "float16", "float64"),
         help="weights' dtype (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--drop-nonfinite-features",
+        action="store_true",
+        help="leave out SAE features whose weights are NaN or inf (default: refuse such an SAE)",
     )
 
 
@@ -186,6 +193,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     live = mined.live_features(args.min_frequency) if mined is not None else None
     run.explanations_dir.mkdir(parents=True, exist_ok=True)
     vlm, sae, prompt = load_model_and_sae(args)
+    run.claim(sae, vlm)  # a run holds one SAE and one model
     features = parse_features(args.features, sae.cfg.d_sae, live=live)
 
     coefficient, sweep_explainer = args.coefficient, None
@@ -235,7 +243,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     frame = explainer.explain(features, out=run.explanations_path(name), progress=not args.quiet)
     if not current_world().is_main:  # under torchrun every rank returns the merged rows; rank 0 reports
         return 0
-    frame.to_parquet(run.explanations_export(name), index=False)
+    with atomic_path(run.explanations_export(name)) as tmp:
+        frame.to_parquet(tmp, index=False)
     flags = frame["flag"] if "flag" in frame else None
     dead = int((flags == "dead").sum()) if flags is not None else 0
     shown = frame if flags is None else frame[flags != "dead"]
@@ -273,6 +282,8 @@ def cmd_mine(args: argparse.Namespace) -> int:
     else:
         images = as_image_source(args.images)
     vlm, sae, _ = load_model_and_sae(args)
+    if args.run is not None:
+        RunFolder(args.run).claim(sae, vlm)  # a run holds one SAE and one model
     mined = mine_top_activations(
         vlm,
         sae,
@@ -291,6 +302,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
     if skipped:
         names = ", ".join(item["name"] for item in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         summary += f"; skipped {len(skipped)} unreadable image(s): {names}"
+    dropped = sae.cfg.metadata.get("dropped_features") or []
+    if dropped:
+        shown = ", ".join(map(str, dropped[:10])) + (", ..." if len(dropped) > 10 else "")
+        summary += f"; left out {len(dropped)} feature(s) with NaN or inf weights: {shown}"
     batch = (
         f" (batch size {mined.meta['batch_size']}, chosen by 'auto')"
         if mined.meta.get("batch_size_auto")
@@ -348,7 +363,10 @@ def cmd_toy_sae(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
-    sae.save_model(args.out)
+    from vis_steer_lens.atomic import atomic_folder
+
+    with atomic_folder(args.out) as tmp:
+        sae.save_model(str(tmp))
     report = sae.cfg.metadata.training_report
     print(
         f"Saved to {args.out}: explained variance {report['explained_variance']:.4f}, "
@@ -376,7 +394,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vis_steer_lens.evaluate.compare import format_table
     from vis_steer_lens.explain import read_results
     from vis_steer_lens.image_sources import as_image_source
-    from vis_steer_lens.runs import RunFolder, run_name
+    from vis_steer_lens.runs import RunFolder, reference_key, run_name
 
     if args.scorer == "ground_truth":
         return _evaluate_ground_truth(args)
@@ -422,29 +440,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"({len(reference)}); pass --n-reference {len(reference)} or less, or more images."
         )
     vlm, sae, _ = load_model_and_sae(args)
+    if run is not None:
+        run.claim(sae, vlm)  # a run holds one SAE and one model
     if args.model is not None:
         generator = DiffusersGenerator(args.diffusers, device=args.device)
+    count = args.n_reference
+    # In a run, each method's rows name their reference set, kept under that key: scoring one method
+    # with other negatives never changes another's numbers.
+    key = None if run is None else reference_key(reference.source_id, count)
+    if run is not None and _scored_before_keys(scores_path):
+        key = None  # a method scored before reference sets were keyed resumes against the unkeyed one
     scorer = GenerationAUROCScorer(
         vlm,
         sae,
         generator,
-        [reference[i] for i in range(args.n_reference)],
+        [reference[i] for i in range(count)],
         n_images=args.n_generated,
         seed=args.seed,
+        reference_key=key,
     )
+    if run is not None:  # first, so that rows of an interrupted scoring can be read against it
+        run.save_reference(*scorer.reference_activations(), key=key)
     scores = scorer.score(explanations, progress=not args.quiet, out_path=scores_path, desc=f"scoring {name}")
     table = scorer.summary(scores)
     if run is not None:
-        run.save_reference(*scorer.reference_activations())
         print(format_table(table))
         print(
             f"\nScores in {scores_path}; `vis-steer-lens compare {run.root}` tabulates every scored method."
         )
         return 0
-    scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(
-        out / "scores.csv", index=False
-    )
-    table.to_csv(out / "summary.csv", index=False)
+    with atomic_path(out / "scores.csv") as tmp:
+        scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(tmp, index=False)
+    with atomic_path(out / "summary.csv") as tmp:
+        table.to_csv(tmp, index=False)
     print(format_table(table))
     return 0
 
@@ -476,6 +504,17 @@ def _evaluate_ground_truth(args: argparse.Namespace) -> int:
         f"{run.root}` now adds accuracy and margins on the clear features."
     )
     return 0
+
+
+def _scored_before_keys(scores_path: Path) -> bool:
+    """Whether a scores file was begun before reference sets were keyed (its description has none)."""
+    description = scores_path.with_name(scores_path.name + ".run.json")
+    if not (scores_path.is_file() and scores_path.stat().st_size and description.is_file()):
+        return False
+    try:
+        return "reference" not in json.loads(description.read_text())
+    except ValueError:
+        return False  # the store names a damaged description itself
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -521,12 +560,20 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Help that shows each option's default and keeps the examples' line breaks."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other user error of the CLI."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _examples(*lines: str) -> str:
     return "example:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vis-steer-lens",
         description=__doc__.splitlines()[0],
         formatter_class=_HelpFormatter,
@@ -541,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add_parser = sub.add_parser
 
     def add_command(*names, example: tuple[str, ...] = (), **kwargs):
@@ -632,7 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--mined", help="mined folder for topk/hybrid (default: RUN/mined)")
     explain.add_argument(
-        "--k-images", type=_positive_int, default=None, help="top images per Top-k prompt (default: all mined)"
+        "--k-images",
+        type=_positive_int,
+        default=None,
+        help="top images per Top-k prompt (default: all mined)",
     )
     explain.add_argument("--display", choices=DISPLAYS, default="mask", help="how Top-k shows its images")
     explain.add_argument("--seed", type=int, default=0)
@@ -716,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.set_defaults(func=cmd_dashboard)
 
     toy = sub.add_parser("toy", help="the toy world", example=("vis-steer-lens toy sae --out toy_sae",))
-    toy_sub = toy.add_subparsers(dest="toy_command", required=True)
+    toy_sub = toy.add_subparsers(dest="toy_command", required=True, parser_class=_Parser)
 
     def add_toy(*names, example: tuple[str, ...] = (), **kwargs):
         return toy_sub.add_parser(

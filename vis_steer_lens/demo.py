@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vis_steer_lens.atomic import atomic_path, atomic_write_text
 from vis_steer_lens.evaluate.compare import compare, format_margins, format_table
 from vis_steer_lens.mining import mine_top_activations
 from vis_steer_lens.toy import (
@@ -88,10 +89,15 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     features = sorted(int(f) for f in live["feature"])
 
     concepts = feature_concepts(
-        vlm, sae, n_images=settings["ground_truth_images"], seed=settings["ground_truth_seed"]
+        vlm,
+        sae,
+        n_images=settings["ground_truth_images"],
+        seed=settings["ground_truth_seed"],
+        progress=progress,
     )
     summary = summarize_feature_concepts(concepts)
-    summary.to_csv(out / "feature_concepts.csv", index=False)
+    with atomic_path(out / "feature_concepts.csv") as tmp:
+        summary.to_csv(tmp, index=False)
     timings["ground_truth"] = time.perf_counter() - start - sum(timings.values())
 
     reference = ToyImages(seed=settings["reference_seed"], n=settings["reference_images"])
@@ -120,13 +126,18 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     explanations["image_ids"] = explanations["image_ids"].map(
         lambda ids: json.dumps([int(i) for i in ids]) if isinstance(ids, (list, tuple)) else None
     )
-    explanations.to_parquet(out / "explanations.parquet", index=False)
-    result.scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(
-        out / "scores.csv", index=False
-    )
-    result.table.to_csv(out / "comparison.csv", index=False)
-    result.margins.to_csv(out / "margins.csv", index=False)
-    result.figure.write_html(out / "comparison.html", include_plotlyjs=True)
+    with atomic_path(out / "explanations.parquet") as tmp:
+        explanations.to_parquet(tmp, index=False)
+    with atomic_path(out / "scores.csv") as tmp:
+        result.scores.drop(columns=["positives_mean", "positives_max"], errors="ignore").to_csv(
+            tmp, index=False
+        )
+    with atomic_path(out / "comparison.csv") as tmp:
+        result.table.to_csv(tmp, index=False)
+    with atomic_path(out / "margins.csv") as tmp:
+        result.margins.to_csv(tmp, index=False)
+    with atomic_path(out / "comparison.html") as tmp:
+        result.figure.write_html(tmp, include_plotlyjs=True)
     from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
 
     export_dashboard(out, out / "dashboard")
@@ -145,7 +156,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
         "n_clear_concept_all_scenes": n_clear_pooled,
         "timings_s": timings,
     }
-    (out / "demo.json").write_text(json.dumps(record, indent=2, default=str))
+    atomic_write_text(out / "demo.json", json.dumps(record, indent=2, default=str))
     return {
         "table": result.table,
         "text": text,

@@ -22,11 +22,17 @@ class UnsupportedModelError(ValueError):
 _ADAPTERS: list[VLMAdapter] = []
 
 
+#: The module that registers the shipped families, loaded on the first lookup as a plug-in is
+#: (by name: this registry does not depend on the adapters, they depend on it).
+BUILTIN_ADAPTERS_MODULE = "vis_steer_lens.adapters"
+
+
 def _adapters() -> list[VLMAdapter]:
     """The registered adapters, the shipped families registered on first use (``import
-    vis_steer_lens`` is lazy, so nothing else may have imported them yet)."""
-    import vis_steer_lens.adapters  # noqa: F401  (registers the shipped families)
+    vis_steer_lens`` is lazy, so nothing else may have loaded them yet)."""
+    import importlib
 
+    importlib.import_module(BUILTIN_ADAPTERS_MODULE)
     return _ADAPTERS
 
 

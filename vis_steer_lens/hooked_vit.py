@@ -839,6 +839,35 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         )
 
     # ------------------------------------------------------------------ forward
+    #: The image processor integer (image) tensors go through; a HookedVLM sets its own.
+    image_processor: Any = None
+
+    def _processed_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The one rule for pixel tensors (:func:`~vis_steer_lens.activations.to_pixel_values`): an
+        integer tensor ``[batch, channels, H, W]`` holds images (values 0..255) for the image processor;
+        a float one holds processed pixel values, refused when it looks like raw 0..255 pixels."""
+        from vis_steer_lens.activations import (
+            PixelValuesError,
+            check_processed_pixels,
+            is_image,
+            to_pixel_values,
+        )
+
+        if not is_image(pixel_values):
+            return check_processed_pixels(pixel_values)
+        if self.image_processor is None:
+            raise PixelValuesError(
+                f"An integer ({pixel_values.dtype}) pixel tensor is images (values 0..255), and this HookedViT has "
+                "no image processor to resize and normalise them. Use the HookedVLM (it has one), set "
+                "vit.image_processor = AutoImageProcessor.from_pretrained(<the model>), or pass pixel values "
+                "from the model's processor."
+            )
+        if pixel_values.ndim != 4:
+            raise PixelValuesError(
+                f"Integer image tensors go as [batch, channels, H, W], got {tuple(pixel_values.shape)}."
+            )
+        return to_pixel_values(list(pixel_values), self.image_processor)
+
     def embed(
         self,
         pixel_values: torch.Tensor,
@@ -858,6 +887,7 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             tokens = self.patch_embed(pixel_values.to(device=self.device, dtype=self.dtype))
             tokens = tokens[geometry.order.to(tokens.device)].unsqueeze(0)
             return self.hook_embed(tokens)
+        pixel_values = self._processed_pixels(pixel_values)
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.cfg.n_channels:
             raise ValueError(
                 f"HookedViT expects pixel_values of shape [batch, {self.cfg.n_channels}, height, width], "

@@ -86,6 +86,10 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         self.hf_model = model
         self.processor = processor
         self.vision = self.adapter.hooked_vit(self.adapter.tower(model), model_name=self.model_name)
+        if processor is not None:  # integer (image) tensors given as pixel values go through it
+            from vis_steer_lens.activations import image_processor_of
+
+            self.vision.image_processor = image_processor_of(self, processor)
         self.projector = HookedProjector(self.adapter.projector(model))
         self._projector_stop = self.adapter.projector_stop_at_layer(model, self.vision.cfg.n_layers)
         self.setup()
@@ -203,6 +207,10 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
                 resid, start_at_layer=start_at_layer, stop_at_layer=self._projector_stop, **extra
             )
         else:
+            from vis_steer_lens.activations import image_processor_of, is_image, to_pixel_values
+
+            if is_image(pixel_values) and self.processor is not None:  # integer tensors are images
+                pixel_values = to_pixel_values(list(pixel_values), image_processor_of(self))
             vision_out = self.vision(pixel_values, stop_at_layer=self._projector_stop, **extra)
         return self.projector(vision_out, geometry)
 

@@ -226,6 +226,12 @@ def _scan_folder(root: Path) -> tuple[list[tuple[str, int, int]], list[dict[str,
         for entry in children:
             name = prefix + entry.name
             try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that are no UTF-8: the name cannot go into JSON or a table
+                shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+                not_listed.append({"name": shown, "reason": "its name is not UTF-8; rename it to read it"})
+                continue
+            try:
                 info = entry.stat()  # follows links
             except OSError as err:
                 if entry.is_symlink():
@@ -549,9 +555,20 @@ def _open_hub_dataset(
     datasets = _import_datasets(f"Reading the Hugging Face dataset {path!r}")
     split = split or "train"
     options = {key: value for key, value in (("data_dir", data_dir), ("revision", revision)) if value}
+    unreachable = _hub_unreachable()
     try:
-        dataset = datasets.load_dataset(path, name, split=split, **options)
+        if unreachable is None:
+            dataset = datasets.load_dataset(path, name, split=split, **options)
+        else:  # no network: the local cache only, at once, instead of a minute of retries
+            with _offline(datasets):
+                dataset = datasets.load_dataset(path, name, split=split, **options)
     except Exception as err:  # noqa: BLE001 - the hub's, the builder's or the network's error, re-worded
+        if unreachable is not None:
+            raise ImageSourceError(
+                f"Could not load {path!r} (split {split!r}): the Hugging Face hub cannot be reached "
+                f"({unreachable}) and the dataset is not in the local cache, nor is it a local folder. "
+                "Connect to the network, or pass a local folder of images (or a dataset saved with save_to_disk)."
+            ) from None
         raise ImageSourceError(
             f"Could not load {path!r} (split {split!r}) as a Hugging Face dataset, and it is not a local "
             f"folder either: {type(err).__name__}: {err}. Check the id and split (owner/name[:split] or "
@@ -559,6 +576,54 @@ def _open_hub_dataset(
         ) from err
     origin = {"loader": "hub", "path": path, "name": name, "split": split, **options}
     return DatasetImages(dataset, column=column, origin=origin)
+
+
+#: Seconds to wait for the hub's host before treating the machine as offline.
+HUB_PROBE_TIMEOUT = 3.0
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (one quick connect), or ``None`` when it can, when
+    offline mode is set already, or behind a proxy (which only the HTTP client knows how to use)."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    if constants.HF_HUB_OFFLINE or any(
+        os.environ.get(v)
+        for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    ):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT).close()
+    except OSError as err:
+        return f"{host}: {err.strerror or err}"
+    return None
+
+
+class _offline:
+    """Offline mode of ``datasets`` and ``huggingface_hub`` for the duration of a ``with`` block."""
+
+    def __init__(self, datasets: Any) -> None:
+        from huggingface_hub import constants
+
+        self.modules = [
+            m for m in (constants, getattr(datasets, "config", None)) if hasattr(m, "HF_HUB_OFFLINE")
+        ]
+
+    def __enter__(self) -> None:
+        self.saved = [m.HF_HUB_OFFLINE for m in self.modules]
+        for module in self.modules:
+            module.HF_HUB_OFFLINE = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for module, value in zip(self.modules, self.saved, strict=True):
+            module.HF_HUB_OFFLINE = value
 
 
 def _local_path_and_split(text: str) -> tuple[Path, str | None] | None:

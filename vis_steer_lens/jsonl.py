@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vis_steer_lens.atomic import FileWriteError, atomic_write_bytes, atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,9 +50,7 @@ def read_jsonl(path: str | Path, repair: bool = True) -> list[dict[str, Any]]:
                 path.name + ".damaged",
                 len(rows),
             )
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(b"".join(line + b"\n" for line in good))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, b"".join(line + b"\n" for line in good))
     return rows
 
 
@@ -58,21 +58,21 @@ def append_jsonl(path: str | Path, rows: list[dict[str, Any]], default: Any = No
     """Append rows durably: written, flushed and synced to disk before returning."""
     if not rows:
         return
-    with open(path, "a") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=default) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a") as f:
+            for row in rows:
+                f.write(json.dumps(row, default=default) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:  # a full disk: the rows before stay; a torn last line is set aside on reading
+        raise FileWriteError(
+            err.errno,
+            f"Could not append to {path}: {err.strerror or err}. The rows written before are kept; free "
+            "some space and run the command again to resume.",
+        ) from err
 
 
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]], default: Any = None) -> None:
     """Replace a file's rows atomically (a temporary file, synced, then renamed over it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=default) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = "".join(json.dumps(row, default=default) + "\n" for row in rows)
+    atomic_write_text(path, text)

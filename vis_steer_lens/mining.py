@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import pandas as pd
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from vis_steer_lens.activations import (
@@ -44,6 +43,7 @@ from vis_steer_lens.activations import (
     to_pixel_values,
     vision_model,
 )
+from vis_steer_lens.atomic import FileWriteError, atomic_path, damaged, load_safetensors, safetensors_metadata
 from vis_steer_lens.distributed import World, barrier, contiguous_shard, current_world, gather_objects
 from vis_steer_lens.image_sources import (
     IMAGE_DECODE_ERRORS,
@@ -72,6 +72,8 @@ LISTING_FILE = "image_listing.parquet"
 RANK_BY = ("max", "mean")
 #: Unreadable images logged one by one; the rest are counted (all are in ``meta["skipped_images"]``).
 _SKIPS_LOGGED = 10
+#: What to do about a damaged mining file.
+_DAMAGED_FIX = "delete the folder's files (or pass another --out) and run mine again"
 
 logger = logging.getLogger(__name__)
 
@@ -575,10 +577,7 @@ class MinedActivations:
         path = Path(out_dir) / TOP_FILE
         if not path.is_file():
             raise FileNotFoundError(f"No mining results in {str(out_dir)!r} (expected {TOP_FILE}).")
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
+        header = safetensors_metadata(path, "mined top images", _DAMAGED_FIX)
         if "mining" not in header:
             raise ValueError(f"{path} is not a mining result (its header has no 'mining' metadata).")
         meta = json.loads(header["mining"])
@@ -589,7 +588,7 @@ class MinedActivations:
         images_processed = int(meta.pop("images_processed"))
         for derived in ("complete", "histogram", "images_mined"):
             meta.pop(derived, None)
-        tensors = load_file(str(path))
+        tensors = load_safetensors(path, "mined top images", _DAMAGED_FIX)
         if "top_maps_index" in tensors:  # maps stored as their nonzeros
             k, n_patches = int(meta["k"]), int(meta["n_patches"])
             dense = torch.zeros(len(tensors["feature_ids"]) * k * n_patches)
@@ -618,20 +617,26 @@ class MinedActivations:
 
 
 def _atomic_write(target: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then move the file onto ``target`` (atomic on one filesystem)."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    """Call ``write(tmp_path)`` then move the file onto ``target`` (:func:`vis_steer_lens.atomic.atomic_path`)."""
+    with atomic_path(target) as tmp:
+        write(str(tmp))
+
+
+def _save_before_failing(mined: MinedActivations, out_dir: str | os.PathLike) -> None:
+    """A checkpoint of ``mined`` while an error is on its way up; a failure to write it is logged, not
+    raised, so the original error is the one reported."""
+    if mined.images_mined == 0:
+        return
     try:
-        write(tmp)
-        # mkstemp makes owner-only files; results get the permissions of any file written here.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        mined.save(out_dir)
+    except Exception as err:  # a full disk: the error being raised says so already
+        logger.warning("Could not save the mining checkpoint before stopping: %s", err)
+    else:
+        logger.warning(
+            "Stopped after %d images; what was mined is saved in %s and the same command resumes it.",
+            mined.images_processed,
+            out_dir,
+        )
 
 
 def _write_listing(out_dir: str | os.PathLike, source: FolderImages) -> None:
@@ -653,7 +658,10 @@ def _folder_as_mined(source: Any, out_dir: str | os.PathLike, mined_id: str) -> 
     path = Path(out_dir) / LISTING_FILE
     if not isinstance(source, FolderImages) or not path.is_file():
         return None
-    table = pd.read_parquet(path)
+    try:
+        table = pd.read_parquet(path)
+    except Exception as err:  # a truncated or overwritten parquet file: pyarrow's own error types
+        raise damaged(path, err, "the image folder's listing when it was mined", _DAMAGED_FIX) from err
     entries = list(zip(table["name"], table["size"], table["mtime_ns"], strict=True))
     listed = FolderImages(source.path, entries=entries)
     if listed.source_id != mined_id:
@@ -834,6 +842,9 @@ def mine_top_activations(
     )
     world = current_world() if world is None else world
     if not world.distributed:
+        crashed = _crashed_launch_size(out_dir) if resume else None
+        if crashed is not None:  # a launch died: finish its ranks' blocks here, then merge as it would have
+            return _finish_crashed_launch(model, sae, images, Path(out_dir), crashed, progress, settings)
         return _mine_block(model, sae, images, out_dir=out_dir, resume=resume, progress=progress, **settings)
     source = as_image_source(images)
     block = contiguous_shard(len(source), world)
@@ -880,6 +891,51 @@ def mine_top_activations(
     )
     part.images = part.model = None  # only the state travels between ranks
     return _finish_merged(MinedActivations.merge(gather_objects(part, world)), source, model)
+
+
+def _crashed_launch_size(out_dir: str | os.PathLike | None) -> int | None:
+    """The number of ranks of a launch that died before merging into ``out_dir``, or ``None``."""
+    if out_dir is None or (Path(out_dir) / TOP_FILE).is_file():
+        return None
+    folder = Path(out_dir) / SHARDS_DIR
+    ranks = sorted(p.name for p in folder.glob("rank-*") if p.is_dir()) if folder.is_dir() else []
+    if not ranks or ranks != [f"rank-{r:05d}" for r in range(len(ranks))]:
+        return None
+    return len(ranks)
+
+
+def _finish_crashed_launch(
+    model: Any, sae: Any, images: Any, out: Path, size: int, progress: bool, settings: dict[str, Any]
+) -> MinedActivations:
+    """One process doing what a relaunch of ``size`` ranks would: each rank's block resumed from its
+    checkpoint, then the blocks merged exactly into ``out`` and the shards removed."""
+    source = as_image_source(images)
+    logger.warning(
+        "%s holds the shards of a %d-rank launch that did not finish; resuming each rank's block here.",
+        out / SHARDS_DIR,
+        size,
+    )
+    parts = []
+    for rank in range(size):
+        block = contiguous_shard(len(source), World(rank=rank, size=size))
+        part_dir = out / SHARDS_DIR / f"rank-{rank:05d}"
+        _mine_block(
+            model,
+            sae,
+            source,
+            out_dir=part_dir,
+            resume=True,
+            progress=progress,
+            image_range=block,
+            **settings,
+        )
+        parts.append(MinedActivations.load(part_dir))
+    merged = MinedActivations.merge(parts)
+    merged.save(out)
+    if isinstance(source, FolderImages):
+        _write_listing(out, source)
+    shutil.rmtree(out / SHARDS_DIR)
+    return _finish_merged(MinedActivations.load(out, images=source), source, model)
 
 
 def _finish_merged(mined: MinedActivations, source: ImageSource, model: Any) -> MinedActivations:
@@ -1041,6 +1097,7 @@ def _mine_block(
     start = mined.images_processed
     last_checkpoint = start
     bar = tqdm(total=len(block), initial=start - block.start, unit="img", desc="mining", disable=not progress)
+    consistent = True  # the state holds whole batches only (false while one is being added)
     try:
         for first in range(start, block.stop, batch_size):
             end = min(first + batch_size, block.stop)
@@ -1059,6 +1116,7 @@ def _mine_block(
                 # Dense codes [images, patches, d_sae] for a few images at a time, whatever the batch
                 # size; a run of consecutive ids at a time, so skipped images leave gaps.
                 per_block = max(1, CODE_BLOCK_ELEMENTS // (tower_acts.shape[1] * sae.cfg.d_sae))
+                consistent = False
                 for offset, count in _contiguous_runs(ids, per_block):
                     codes = _encode_in_chunks(sae, tower_acts[offset : offset + count])
                     if feature_index is not None:
@@ -1066,11 +1124,24 @@ def _mine_block(
                     mined.update(codes, ids[offset])
                     del codes
             mined.images_processed = end  # read or skipped, every image up to here is done
+            consistent = True
             bar.update(end - first)
             due = mined.images_processed - last_checkpoint >= checkpoint_every
             if out_dir is not None and due and mined.images_mined > 0:
                 mined.save(out_dir)
                 last_checkpoint = mined.images_processed
+    except BaseException as err:
+        # Keep what is done (whole batches) before failing, so that a rerun resumes from here (not
+        # when the failure was writing the checkpoint itself: the disk is full).
+        saving_failed = isinstance(err, FileWriteError)
+        if (
+            out_dir is not None
+            and consistent
+            and not saving_failed
+            and mined.images_processed > last_checkpoint
+        ):
+            _save_before_failing(mined, out_dir)
+        raise
     finally:
         bar.close()
     mined.to("cpu")

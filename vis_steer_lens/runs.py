@@ -11,7 +11,9 @@ run; every reader shows what is there::
       calibration/coefficient.json             the run's one steering coefficient and how it was chosen
       calibration/coefficient-sweep.csv, .html the sweep that chose it (with ``--coefficient auto``)
       scores/<name>.<scorer>.jsonl             one row per scored explanation, resumable (``evaluate``)
-      scores/reference.<scorer>.safetensors    the scorer's negatives, for tables without a model
+      scores/reference.<scorer>.<key>.safetensors  the scorer's negatives per setting (``<key>``:
+                                               :func:`reference_key`), for tables without a model
+      run.json                                 the SAE and model the run belongs to (:meth:`RunFolder.claim`)
       feature_concepts.csv                     ground truth per feature (toy world)
       comparison.csv, margins.csv, comparison.html   the comparison (``compare``)
       dashboard/, neuronpedia/                 exports (``dashboard``)
@@ -47,6 +49,14 @@ def _name_key(name: str) -> tuple[int, str]:
 
 class RunFolderError(FileNotFoundError):
     """A run folder that lacks what a command needs; the message says which step writes it."""
+
+
+class RunOwnerError(ValueError):
+    """A run folder made with one SAE or model, used with another."""
+
+
+#: What to do about a damaged reference file.
+_REFERENCE_FIX = "delete it and run `vis-steer-lens evaluate` on the run again to recompute it"
 
 
 def run_name(method: str, direction: str = "sae") -> str:
@@ -121,9 +131,96 @@ class RunFolder:
         """The resumable ``.jsonl`` of one method's scores by one scorer."""
         return self.scores_dir / f"{name}.{scorer}.jsonl"
 
-    def reference_path(self, scorer: str = DEFAULT_SCORER) -> Path:
-        """The scorer's reference (negative) activations, saved beside its scores."""
+    def reference_path(self, scorer: str = DEFAULT_SCORER, key: str | None = None) -> Path:
+        """The scorer's reference (negative) activations, saved beside its scores.
+
+        Args:
+            scorer: The scorer.
+            key: The reference set's settings (:func:`reference_key`); ``None`` for the one
+                unkeyed set of runs written before sets were keyed (and of the demo).
+        """
+        if key:
+            return self.scores_dir / f"reference.{scorer}.{key}.safetensors"
         return self.scores_dir / f"reference.{scorer}.safetensors"
+
+    @property
+    def owner_path(self) -> Path:
+        """``run.json``: the SAE and the model the run belongs to."""
+        return self.root / "run.json"
+
+    def owner(self) -> dict[str, Any] | None:
+        """The SAE and model recorded by :meth:`claim` (or, for an older run, by its mining), or ``None``."""
+        import json
+
+        if self.owner_path.is_file():
+            try:
+                return json.loads(self.owner_path.read_text())
+            except (ValueError, UnicodeDecodeError) as err:
+                from vis_steer_lens.atomic import damaged
+
+                raise damaged(
+                    self.owner_path,
+                    err,
+                    "the run's SAE and model",
+                    "restore it, or delete it if the run is yours",
+                ) from err
+        from vis_steer_lens.mining import META_FILE
+
+        mined_meta = self.mined_dir / META_FILE
+        if mined_meta.is_file():  # a run from before run.json: its mining says whose it is
+            try:
+                meta = json.loads(mined_meta.read_text())
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return {"sae_id": meta.get("sae_id"), "model_name": meta.get("model_name")}
+        descriptions = (
+            sorted(self.explanations_dir.glob("*.jsonl.run.json")) if self.explanations_dir.is_dir() else []
+        )
+        for path in descriptions:  # or its explanations
+            try:
+                described = json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if described.get("sae_id"):
+                return {"sae_id": described["sae_id"], "model_name": described.get("model_name")}
+        return None
+
+    def claim(self, sae: Any, model: Any) -> None:
+        """Record that the run belongs to ``sae`` and ``model`` (first write), or check that it does.
+
+        A run holds one SAE's features explained and scored: another SAE's rows would be compared
+        with this one's controls and negatives. A user with two SAEs makes two runs.
+
+        Raises:
+            RunOwnerError: The run was made with another SAE, or a model with another vision tower.
+        """
+        import json
+
+        from vis_steer_lens.atomic import atomic_write_text
+        from vis_steer_lens.saes.metadata import sae_identity
+
+        vit = getattr(model, "vision", model)
+        ours = {"sae_id": sae_identity(sae), "model_name": str(vit.cfg.model_name)}
+        recorded = self.owner()
+        if recorded is not None and recorded.get("sae_id") and recorded["sae_id"] != ours["sae_id"]:
+            raise RunOwnerError(
+                f"Run folder {str(self.root)!r} belongs to SAE {recorded['sae_id']}, but this command's SAE is "
+                f"{ours['sae_id']}; a run holds one SAE. Pass the run's SAE, or another --run for this one."
+            )
+        tower = vit.tower_fingerprint() if hasattr(vit, "tower_fingerprint") else None
+        ours["tower_fingerprint"] = tower
+        if (
+            recorded is not None
+            and recorded.get("tower_fingerprint")
+            and tower != recorded["tower_fingerprint"]
+        ):
+            raise RunOwnerError(
+                f"Run folder {str(self.root)!r} belongs to model {recorded.get('model_name')!r} (vision tower "
+                f"{recorded['tower_fingerprint']}), but this command's model is {ours['model_name']!r} (tower "
+                f"{tower}); a run holds one model. Pass the run's model, or another --run."
+            )
+        if recorded is None or not self.owner_path.is_file() or not recorded.get("tower_fingerprint"):
+            atomic_write_text(self.owner_path, json.dumps(ours, indent=2) + "\n")
 
     @property
     def concepts_path(self) -> Path:
@@ -201,7 +298,11 @@ class RunFolder:
 
     def concepts(self) -> pd.DataFrame | None:
         """The ground truth's table (``feature_concepts.csv``), or ``None``."""
-        return pd.read_csv(self.concepts_path) if self.concepts_path.is_file() else None
+        return (
+            _read_csv(self.concepts_path, "the ground truth's table")
+            if self.concepts_path.is_file()
+            else None
+        )
 
     @property
     def ground_truth_path(self) -> Path:
@@ -211,9 +312,12 @@ class RunFolder:
         """Keep a :class:`~vis_steer_lens.evaluate.GroundTruth`: its table and the plug-in that reopens it."""
         import json
 
+        from vis_steer_lens.atomic import atomic_path, atomic_write_text
+
         self.root.mkdir(parents=True, exist_ok=True)
-        ground_truth.table.to_csv(self.concepts_path, index=False)
-        self.ground_truth_path.write_text(json.dumps({"name": ground_truth.name}) + "\n")
+        with atomic_path(self.concepts_path) as tmp:
+            ground_truth.table.to_csv(tmp, index=False)
+        atomic_write_text(self.ground_truth_path, json.dumps({"name": ground_truth.name}) + "\n")
 
     def ground_truth(self) -> Any:
         """The run's :class:`~vis_steer_lens.evaluate.GroundTruth`, reopened by its plug-in, or ``None``."""
@@ -224,7 +328,18 @@ class RunFolder:
         table = self.concepts()
         if table is None or not self.ground_truth_path.is_file():
             return None
-        return GROUND_TRUTHS.get(json.loads(self.ground_truth_path.read_text())["name"])(table)
+        try:
+            name = json.loads(self.ground_truth_path.read_text())["name"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+            from vis_steer_lens.atomic import damaged
+
+            raise damaged(
+                self.ground_truth_path,
+                err,
+                "the ground truth's plug-in name",
+                "restore it, or delete it and the table",
+            ) from err
+        return GROUND_TRUTHS.get(name)(table)
 
     def coefficient(self):
         """The run's steering coefficient (a :class:`~vis_steer_lens.explain.calibration.CoefficientChoice`),
@@ -258,27 +373,61 @@ class RunFolder:
             if self.explanations_dir.is_dir()
             else []
         )
-        return pd.read_csv(paths[0]) if paths else None
+        return _read_csv(paths[0], "a coefficient sweep") if paths else None
 
     def save_reference(
-        self, reference_mean: torch.Tensor, reference_max: torch.Tensor, scorer: str = DEFAULT_SCORER
+        self,
+        reference_mean: torch.Tensor,
+        reference_max: torch.Tensor,
+        scorer: str = DEFAULT_SCORER,
+        key: str | None = None,
     ) -> None:
-        """Keep a scorer's negatives ``[n_reference, d_sae]`` (mean- and max-pooled activations)."""
-        from safetensors.torch import save_file
+        """Keep a scorer's negatives ``[n_reference, d_sae]`` (mean- and max-pooled activations),
+        under ``key`` (the reference set's settings, :func:`reference_key`) when given."""
+        from vis_steer_lens.atomic import save_safetensors
 
         self.scores_dir.mkdir(parents=True, exist_ok=True)
         tensors = {"mean": reference_mean.float().contiguous(), "max": reference_max.float().contiguous()}
-        save_file(tensors, str(self.reference_path(scorer)))
+        save_safetensors(tensors, self.reference_path(scorer, key))
 
-    def reference(self, scorer: str = DEFAULT_SCORER) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The negatives saved by :meth:`save_reference`, or ``None``."""
-        from safetensors.torch import load_file
+    def reference(
+        self, scorer: str = DEFAULT_SCORER, key: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The negatives saved by :meth:`save_reference` (under ``key``), or ``None``."""
+        from vis_steer_lens.atomic import load_safetensors
 
-        path = self.reference_path(scorer)
+        path = self.reference_path(scorer, key)
         if not path.is_file():
             return None
-        tensors = load_file(str(path))
+        tensors = load_safetensors(path, "reference activations", _REFERENCE_FIX)
         return tensors["mean"], tensors["max"]
+
+    def scored(
+        self, scorer: str = DEFAULT_SCORER, names: list[str] | None = None
+    ) -> tuple[pd.DataFrame, dict[str | None, tuple[torch.Tensor, torch.Tensor]]] | None:
+        """Every method's scores with their AUROCs, each against the reference set it was scored with.
+
+        Returns:
+            ``(scores, references)``: the scores (:func:`~vis_steer_lens.evaluate.scores_from_rows`'
+            columns and ``reference_key``) and each reference set by key; ``None`` when the run has no
+            scores or no reference for them.
+        """
+        from vis_steer_lens.evaluate.generation_auroc import scores_from_rows
+
+        rows = self.scores(scorer, names)
+        if rows is None:
+            return None
+        keys = rows["reference"] if "reference" in rows else pd.Series([None] * len(rows), index=rows.index)
+        keys = keys.where(keys.notna(), None)
+        frames, references = [], {}
+        for key in dict.fromkeys(keys):
+            reference = self.reference(scorer, key)
+            if reference is None:
+                return None
+            references[key] = reference
+            part = rows[keys.map(lambda k, key=key: k == key)]
+            frames.append(scores_from_rows(part.to_dict("records"), *reference).assign(reference_key=key))
+        return pd.concat(frames, ignore_index=True), references
 
     def contents(self) -> dict[str, Any]:
         """What the run holds: mined or not, explained and scored methods, comparison or not."""
@@ -290,6 +439,23 @@ class RunFolder:
             "coefficient": self.coefficient_path.is_file(),
             "comparison": self.comparison_path.is_file(),
         }
+
+
+def reference_key(source_id: str, n_reference: int) -> str:
+    """The key of a reference set: how many images, and a hash of the source they are drawn from."""
+    import hashlib
+
+    return f"n{int(n_reference)}-{hashlib.sha1(str(source_id).encode()).hexdigest()[:8]}"
+
+
+def _read_csv(path: Path, what: str) -> pd.DataFrame:
+    """A table the run wrote, with a damaged one named."""
+    try:
+        return pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+        from vis_steer_lens.atomic import damaged
+
+        raise damaged(path, err, what, "delete it and run the step that writes it again") from err
 
 
 def _read_rows(path: Path) -> pd.DataFrame | None:
@@ -322,4 +488,12 @@ def with_method_labels(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["DEFAULT_SCORER", "RunFolder", "RunFolderError", "run_name", "with_method_labels"]
+__all__ = [
+    "DEFAULT_SCORER",
+    "RunFolder",
+    "RunFolderError",
+    "RunOwnerError",
+    "reference_key",
+    "run_name",
+    "with_method_labels",
+]

@@ -13,15 +13,23 @@ description with the same :func:`description_mismatches`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from vis_steer_lens.atomic import atomic_write_text, damaged, write_error
 from vis_steer_lens.jsonl import append_jsonl, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+#: How long an empty lock file is given to receive its writer's ``host:pid`` before it counts as stale.
+_EMPTY_LOCK_WAIT = 0.5
 
 
 class ResumeMismatchError(ValueError):
@@ -56,7 +64,14 @@ class WriterLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder is not None and not self._alive(holder):
+                if holder is None:  # empty or unreadable: a writer between open and write, or a dead one
+                    time.sleep(_EMPTY_LOCK_WAIT)
+                    holder = self._holder()
+                    if holder is None:  # still nothing: no live writer leaves it so (a full disk did)
+                        logger.warning("Taking over %s: it is empty or unreadable (a stale lock).", self.path)
+                        self.path.unlink(missing_ok=True)
+                        continue
+                if not self._alive(holder):
                     self.path.unlink(missing_ok=True)  # its writer died: the lock is stale
                     continue
                 if holder == owner:
@@ -69,8 +84,13 @@ class WriterLock:
                     f"writers would duplicate its rows. Wait for it to finish, write to another path, or "
                     f"delete {self.path.name} if no such process is running."
                 ) from None
-            with os.fdopen(fd, "w") as f:
-                f.write(owner)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(owner)
+                    f.flush()
+            except OSError as err:  # a full disk: leave no empty lock behind to refuse later runs
+                self.path.unlink(missing_ok=True)
+                raise write_error(self.path, err) from err
             self.held = True
             return self
         raise ResultsLockedError(f"Could not take the lock {self.path} for {self.target}; try again.")
@@ -83,7 +103,7 @@ class WriterLock:
     def _holder(self) -> str | None:
         try:
             return self.path.read_text().strip() or None
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             return None
 
     @staticmethod
@@ -206,9 +226,7 @@ class ResultsStore:
             self._check_description()
             self._add_rows(read_jsonl(self.path))
         else:
-            tmp = self.description_path.with_name(self.description_path.name + ".tmp")
-            tmp.write_text(json.dumps(self.description, indent=2, sort_keys=True))
-            os.replace(tmp, self.description_path)
+            atomic_write_text(self.description_path, json.dumps(self.description, indent=2, sort_keys=True))
 
     def _check_description(self) -> None:
         if not self.description_path.exists():
@@ -216,7 +234,16 @@ class ResultsStore:
                 f"{self.path} has results but no run description ({self.description_path.name}), so whether "
                 "they belong to this run is unknown; move the file away or choose another path."
             )
-        differing = description_mismatches(json.loads(self.description_path.read_text()), self.description)
+        try:
+            stored = json.loads(self.description_path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise damaged(
+                self.description_path,
+                err,
+                f"the run description of {self.path.name}",
+                "restore it, or move the results away and run the command again",
+            ) from err
+        differing = description_mismatches(stored, self.description)
         if differing:
             raise self._error(
                 f"Refusing to resume {self.path}: it was written with other settings ({'; '.join(differing)}). "

@@ -43,9 +43,9 @@ def test_demo_writes_every_output(demo_dir, capsys):
         "ground truth",
     ]
     margins = pd.read_csv(demo_dir / "margins.csv")
-    assert len(margins) == 4 * 2
+    assert len(margins) == 4 * 2 + 4 * 3  # over each control, and over each other method
     assert set(margins["method_label"]) == {"steering", "topk", "hybrid", "ground truth"}
-    ceiling = margins[margins["method_label"] == "ground truth"]
+    ceiling = margins[(margins["method_label"] == "ground truth") & (margins["compared_with"] == "control")]
     assert (ceiling["auroc_margin"] > 0).all() and (ceiling["auroc_share_of_ceiling"] == 1.0).all()
     explanations = pd.read_parquet(demo_dir / "explanations.parquet")
     record = json.loads((demo_dir / "demo.json").read_text())

@@ -12,9 +12,8 @@ from vis_steer_lens.explain.calibration import (
     CoefficientChoice,
     CoefficientMismatchError,
     calibrate_run,
-    sample_features,
-    sweep_table,
 )
+from vis_steer_lens.explain.sweep import sample_features, sweep_table
 
 
 def rows(answers: list[str], flagged: int = 0) -> list[dict]:

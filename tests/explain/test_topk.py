@@ -49,7 +49,9 @@ def test_topk_batched_equals_single_and_permuted_swaps_images(setup):
     live = set(mined.live_features())
     # A feature that never fired gets a "dead" row under every direction (so paired comparisons
     # share their features); a live one shows the images of the feature half the list away.
-    for feature, shown, flag in zip(permuted["feature"], permuted["image_ids"], permuted["flag"], strict=True):
+    for feature, shown, flag in zip(
+        permuted["feature"], permuted["image_ids"], permuted["flag"], strict=True
+    ):
         if feature in live:
             assert list(shown) == list(own[[3, 4, 5, 0, 1, 2][feature]])
         else:

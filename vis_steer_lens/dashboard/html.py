@@ -23,8 +23,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
+from vis_steer_lens.atomic import atomic_path, atomic_write_text
 from vis_steer_lens.dashboard.results import DashboardResults
 from vis_steer_lens.display import heatmap_overlay
 
@@ -57,7 +59,8 @@ def _plotly_js() -> str:
 
 def _save_png(image: Image.Image, path: Path) -> None:
     # Low compression: these are small images and export time matters for thousands of features.
-    image.save(path, format="PNG", compress_level=1)
+    with atomic_path(path, sync=False) as tmp:
+        image.save(tmp, format="PNG", compress_level=1)
 
 
 def _sweep_records(sweep) -> list[dict[str, Any]]:
@@ -104,13 +107,15 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path, *, exclude_fl
     out = Path(out_dir)
     for sub in ("assets", "data/features", "images/heat"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    (out / "assets" / "plotly.min.js").write_text(_plotly_js(), encoding="utf-8")
+    atomic_write_text(out / "assets" / "plotly.min.js", _plotly_js())
 
     methods = results.method_labels
     explanations = results.explanation_records(exclude_flagged=exclude_flagged)
     concepts = results.concept_records()
-    stats = mined.stats.set_index("feature")
-    patch_size = mined.patch_size
+    # Without mining (a run with explanations only) the statistics are blank and no image is shown.
+    stats = mined.stats.set_index("feature") if mined is not None else None
+    patch_size = mined.patch_size if mined is not None else None
+    no_stat = {c: None for c in ("frac_nonzero", "frac_images", "max_act", "mean_act", "mean_nonzero_act")}
 
     @lru_cache(maxsize=512)
     def source_image(image_id: int) -> Image.Image:
@@ -121,11 +126,11 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path, *, exclude_fl
         return image
 
     rows = []
-    fired = [f for f in results.features if stats.loc[f, "frac_images"] > 0]
-    never = [f for f in results.features if stats.loc[f, "frac_images"] <= 0]
+    fired = [f for f in results.features if stats is None or stats.loc[f, "frac_images"] > 0]
+    never = [f for f in results.features if stats is not None and stats.loc[f, "frac_images"] <= 0]
     for feature in fired + never:  # dead features last: they have nothing to show
-        stat = stats.loc[feature]
-        max_act = float(stat["max_act"])
+        stat = stats.loc[feature] if stats is not None else no_stat
+        max_act = float(stat["max_act"]) if stats is not None else None
         top = []
         for slot, (image_id, score, amap) in enumerate(results.top_images(feature)):
             heat = f"images/heat/{feature}-{slot}.png"
@@ -141,7 +146,7 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path, *, exclude_fl
                     "map": [[_num(v, 3) for v in r] for r in amap.tolist()],
                 }
             )
-        edges, counts = mined.histogram(feature)
+        edges, counts = mined.histogram(feature) if mined is not None else (torch.zeros(0), torch.zeros(0))
         feature_explanations = explanations.get(feature, [])
         by_method = {e["method_label"]: e for e in feature_explanations}
         concept = concepts.get(feature)
@@ -150,7 +155,7 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path, *, exclude_fl
             concept_text = concept.get("best_object_concept") or concept.get("best_concept")
         payload = {
             "feature": int(feature),
-            "sae_id": mined.sae_id,
+            "sae_id": results.sae_id,
             "stats": {
                 "frac_nonzero": _num(stat["frac_nonzero"]),
                 "frac_images": _num(stat["frac_images"]),
@@ -167,8 +172,8 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path, *, exclude_fl
                 "counts": [int(c) for c in counts.tolist()],
             },
         }
-        (out / "data" / "features" / f"{feature}.js").write_text(
-            _js("VSL_FEATURE", payload), encoding="utf-8"
+        atomic_write_text(
+            out / "data" / "features" / f"{feature}.js", _js("VSL_FEATURE", payload), sync=False
         )
         row = [
             int(feature),
@@ -185,31 +190,31 @@ def export_dashboard(results_dir: str | Path, out_dir: str | Path, *, exclude_fl
 
     columns = INDEX_COLUMNS + [f"{kind}:{m}" for m in methods for kind in ("explanation", "auroc")]
     meta = {
-        "sae_id": mined.sae_id,
-        "hook_name": mined.hook_name,
-        "model_name": mined.meta.get("model_name"),
-        "d_sae": mined.d_sae,
+        "sae_id": results.sae_id,
+        "hook_name": mined.hook_name if mined is not None else None,
+        "model_name": mined.meta.get("model_name") if mined is not None else None,
+        "d_sae": mined.d_sae if mined is not None else None,
         "n_features": len(rows),
-        "images_processed": mined.images_mined,  # read and mined (skipped unreadable ones excluded)
-        "grid_size": mined.grid_size,
+        # read and mined (skipped unreadable ones excluded)
+        "images_processed": mined.images_mined if mined is not None else 0,
+        "grid_size": mined.grid_size if mined is not None else None,
         "methods": methods,
         "has_scores": results.scores is not None,
         "has_concepts": results.concepts is not None,
         "rows_per_page": ROWS_PER_PAGE,
     }
-    (out / "data" / "index.js").write_text(
-        _js("VSL_INDEX", {"meta": meta, "columns": columns, "rows": rows}), encoding="utf-8"
+    atomic_write_text(
+        out / "data" / "index.js", _js("VSL_INDEX", {"meta": meta, "columns": columns, "rows": rows})
     )
-    (out / "data" / "common.js").write_text(
+    atomic_write_text(
+        out / "data" / "common.js",
         _js(
-            "VSL_COMMON",
-            {"meta": meta, "features": results.features, "sweep": _sweep_records(results.sweep)},
+            "VSL_COMMON", {"meta": meta, "features": results.features, "sweep": _sweep_records(results.sweep)}
         ),
-        encoding="utf-8",
     )
-    (out / "feature.html").write_text(_page("Feature", _FEATURE_BODY, _FEATURE_JS), encoding="utf-8")
+    atomic_write_text(out / "feature.html", _page("Feature", _FEATURE_BODY, _FEATURE_JS))
     index = out / "index.html"
-    index.write_text(_page("Features", _INDEX_BODY, _INDEX_JS), encoding="utf-8")
+    atomic_write_text(index, _page("Features", _INDEX_BODY, _INDEX_JS))
     return index
 
 
@@ -455,7 +460,7 @@ _FEATURE_JS = r"""
     }
     if (answers === 0) document.getElementById('answers-section').style.display = 'none';
     const images = document.getElementById('images');
-    if (d.top.length === 0) images.textContent = 'This feature never fired on the mined images.';
+    if (d.top.length === 0) images.textContent = d.stats.max_act === null ? 'No mined images in this run (run mine to see them).' : 'This feature never fired on the mined images.';
     d.top.forEach((t, i) => {
       const fig = document.createElement('figure');
       const a = document.createElement('a'); a.href = t.image; a.title = 'original image';

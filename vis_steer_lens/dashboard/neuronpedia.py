@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vis_steer_lens.atomic import atomic_path, atomic_write_text
 from vis_steer_lens.dashboard.results import DashboardResults, patch_labels
 from vis_steer_lens.hook_names import split_hook_name
 
@@ -146,7 +147,8 @@ def _vision_record(
     for image_id, score, _amap in results.top_images(feature):
         name = f"img-{image_id}.png"
         if image_id not in written:
-            results.image(image_id).save(images_dir / name)
+            with atomic_path(images_dir / name, sync=False) as tmp:
+                results.image(image_id).save(tmp, format="PNG")
             written.add(image_id)
         images.append({"image_id": int(image_id), "score": round(float(score), 4), "file": f"images/{name}"})
     return {
@@ -207,6 +209,11 @@ def export_neuronpedia(
         raise ValueError(f"features_per_batch must be >= 1, got {features_per_batch}.")
     results = DashboardResults.load(results_dir)
     mined = results.mined
+    if mined is None:
+        raise FileNotFoundError(
+            f"The Neuronpedia export shows each feature's top images, and {str(results_dir)!r} has none mined; "
+            f"run `vis-steer-lens mine --run {results_dir}` first (the HTML dashboard works without them)."
+        )
     model_id = model_id or _slug(mined.meta.get("model_name") or "model")
     layer = _layer_of(mined.hook_name) if layer is None else int(layer)
     sae_set = sae_set or _slug(mined.sae_id)
@@ -242,8 +249,8 @@ def export_neuronpedia(
             ],
         }
         path = out / f"batch-{batch_index}.json"
-        path.write_text(json.dumps(batch, allow_nan=False))
-        (out / f"batch-{batch_index}.vision.json").write_text(json.dumps(vision, allow_nan=False))
+        atomic_write_text(path, json.dumps(batch, allow_nan=False))
+        atomic_write_text(out / f"batch-{batch_index}.vision.json", json.dumps(vision, allow_nan=False))
         paths.append(path)
 
     source_id = neuronpedia_source_id(layer, sae_set, sae_id_suffix)
@@ -266,7 +273,7 @@ def export_neuronpedia(
                     "notes": json.dumps(notes),
                 }
             )
-    (out / "explanations.json").write_text(json.dumps(records, indent=1, allow_nan=False))
+    atomic_write_text(out / "explanations.json", json.dumps(records, indent=1, allow_nan=False))
     return paths
 
 

@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from vis_steer_lens.evaluate.generation_auroc import scores_from_rows
 from vis_steer_lens.mining import TOP_FILE, MinedActivations
 from vis_steer_lens.runs import RunFolder, with_method_labels
 
@@ -50,7 +49,7 @@ class DashboardResults:
 
     Attributes:
         root: The results folder.
-        mined: Mined top images and statistics (``root/mined``).
+        mined: Mined top images and statistics (``root/mined``), or ``None`` before ``mine``.
         explanations: One row per (method, direction, feature), or ``None``.
         scores: Per-explanation AUROCs (``scores.csv``), or ``None``.
         concepts: Toy-world ground truth per feature (``feature_concepts.csv``), or ``None``.
@@ -58,7 +57,7 @@ class DashboardResults:
     """
 
     root: Path
-    mined: MinedActivations
+    mined: MinedActivations | None
     explanations: pd.DataFrame | None
     scores: pd.DataFrame | None
     concepts: pd.DataFrame | None
@@ -79,22 +78,23 @@ class DashboardResults:
         if not root.is_dir():
             raise FileNotFoundError(f"Run folder {str(root)!r} does not exist.")
         run = RunFolder(root)
-        if not run.has_mined():
-            raise FileNotFoundError(
-                f"{str(root)!r} has no mined activations: expected {MINED_DIR}/{TOP_FILE} "
-                f"(run `vis-steer-lens mine --run {root}`, or the demo, first)."
-            )
-        mined = run.mined()
+        mined = run.mined() if run.has_mined() else None  # a run with explanations only shows those
         explanations = run.explanations()
         if explanations is None and (root / EXPLANATIONS_FILE).is_file():
             explanations = with_method_labels(pd.read_parquet(root / EXPLANATIONS_FILE))
-        rows, reference = run.scores(), run.reference()
-        if rows is not None and reference is not None:
-            scores = scores_from_rows(rows.to_dict("records"), *reference)
+        scored = run.scored()  # each method against the reference set it was scored with
+        if scored is not None:
+            scores = scored[0]
         else:
             scores = _read_optional_csv(root / SCORES_FILE)
             scores = with_method_labels(scores) if scores is not None else None
         sweep = run.sweep()
+        if mined is None and explanations is None and scores is None:
+            raise FileNotFoundError(
+                f"{str(root)!r} holds nothing to show yet: no mined activations ({MINED_DIR}/{TOP_FILE}), no "
+                f"explanations, no scores. Run `vis-steer-lens mine --run {root}` or `vis-steer-lens explain "
+                f"--run {root}` first."
+            )
         return cls(
             root=root,
             mined=mined,
@@ -108,8 +108,25 @@ class DashboardResults:
 
     @property
     def features(self) -> list[int]:
-        """Every mined feature id, in mining order."""
-        return self.mined.feature_ids.tolist()
+        """Every mined feature id, in mining order; without mining, every explained or scored one."""
+        if self.mined is not None:
+            return self.mined.feature_ids.tolist()
+        ids = set()
+        for frame in (self.explanations, self.scores):
+            if frame is not None:
+                ids.update(int(f) for f in frame["feature"])
+        return sorted(ids)
+
+    @property
+    def sae_id(self) -> str | None:
+        """The SAE's identity: the mined one's, else the explanations' or the run's record."""
+        if self.mined is not None:
+            return self.mined.sae_id
+        for frame in (self.explanations, self.scores):
+            if frame is not None and "sae_id" in frame and len(frame):
+                return str(frame["sae_id"].iloc[0])
+        owner = RunFolder(self.root).owner()
+        return owner.get("sae_id") if owner else None
 
     @property
     def method_labels(self) -> list[str]:
@@ -171,7 +188,9 @@ class DashboardResults:
         }
 
     def top_images(self, feature: int) -> list[tuple[int, float, torch.Tensor]]:
-        """The feature's kept images that it actually fired on, best first."""
+        """The feature's kept images that it actually fired on, best first (none without mining)."""
+        if self.mined is None:
+            return []
         return [(i, s, amap) for i, s, amap in self.mined.top_images(feature) if s > 0]
 
     def image(self, image_id: int) -> Image.Image:

@@ -10,16 +10,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer, scores_from_rows, summarize_scores
+from vis_steer_lens.atomic import atomic_path
+from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer, summarize_scores
 from vis_steer_lens.evaluate.ground_truth import GROUND_TRUTH_METHOD, GroundTruth, ground_truth_accuracy
 from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci, method_label
 from vis_steer_lens.explain import make_explainer
-from vis_steer_lens.explain.calibration import (
-    DEFAULT_MULTIPLES,
-    DEFAULT_SAMPLE_SIZE,
-    calibrate_run,
-    sample_features,
-)
+from vis_steer_lens.explain.calibration import calibrate_run
+from vis_steer_lens.explain.sweep import DEFAULT_MULTIPLES, DEFAULT_SAMPLE_SIZE, sample_features
 from vis_steer_lens.jsonl import write_jsonl
 from vis_steer_lens.runs import RunFolder, RunFolderError, run_name, with_method_labels
 from vis_steer_lens.saes.metadata import sae_identity
@@ -125,7 +122,7 @@ def compare(
             and its choice is used by every steering run, controls included; with ``out_dir``
             it is the run's one coefficient, :func:`~vis_steer_lens.explain.calibration.calibrate_run`).
         steering_sweep: ``sweep_multiples`` / ``sweep_features`` of the ``"auto"`` coefficient's
-            sweep (default: :mod:`~vis_steer_lens.explain.calibration`'s).
+            sweep (default: :mod:`~vis_steer_lens.explain.sweep`'s).
         hybrid_coefficient: Hybrid coefficient, a multiple of each image's patch norm.
         empty_image: Empty image of the steering runs.
         k_images: Top images per Top-k prompt.
@@ -140,6 +137,8 @@ def compare(
         progress: Show progress bars.
     """
     run = RunFolder(out_dir) if out_dir is not None else None
+    if run is not None:
+        run.claim(sae, vlm)  # a run folder holds one SAE and one model
     settings = dict(
         prompt=prompt,
         steering_coefficient=steering_coefficient,
@@ -243,7 +242,9 @@ def tabulate(
         ``(table, margins)``: the margins are :func:`paired_margins` (on the clear features with
         ground truth, else on every feature the two compared labels share).
     """
-    table = summarize_scores(scores, *reference, seed=seed)
+    table = summarize_scores(
+        scores, *(reference if isinstance(reference, tuple) else (reference, None)), seed=seed
+    )
     if ground_truth is not None:
         texts = explanations if explanations is not None else scores
         accuracy = ground_truth_accuracy(texts, ground_truth, seed=seed)
@@ -281,14 +282,15 @@ def compare_run(
     """
     run = run if isinstance(run, RunFolder) else RunFolder(run)
     rows = run.scores()
-    reference = run.reference()
-    if rows is None or reference is None:
+    scored = run.scored()  # each method's scores against the reference set it was scored with
+    if rows is None or scored is None:
         raise RunFolderError(
             f"{str(run.root)!r} holds no scores yet (it has {run.contents()}); score a method first, e.g. "
             f"`vis-steer-lens evaluate --run {run.root} --method steering`."
         )
     seed = int(rows["seed"].iloc[0]) if "seed" in rows and len(rows) else 0
-    scores = scores_from_rows(rows.to_dict("records"), *reference)
+    scores, references = scored
+    reference = references[None] if list(references) == [None] else references
     explanations = run.explanations()
     if explanations is not None and "flag" in explanations:
         scores = _with_flags(scores, explanations)
@@ -298,9 +300,12 @@ def compare_run(
     table, margins = tabulate(scores, reference, explanations, run.ground_truth(), seed=seed)
     figure = comparison_figure(table)
     if write:
-        table.to_csv(run.comparison_path, index=False)
-        figure.write_html(run.comparison_figure_path, include_plotlyjs=True)
-        margins.to_csv(run.margins_path, index=False)
+        with atomic_path(run.comparison_path) as tmp:
+            table.to_csv(tmp, index=False)
+        with atomic_path(run.comparison_figure_path) as tmp:
+            figure.write_html(tmp, include_plotlyjs=True)
+        with atomic_path(run.margins_path) as tmp:
+            margins.to_csv(tmp, index=False)
     return Comparison(
         explanations if explanations is not None else scores, scores, table, figure, run.sweep(), margins
     )

@@ -7,7 +7,12 @@ from typing import Any
 
 import torch
 
-from vis_steer_lens.activations import feature_activations, image_processor_of, to_pixel_values
+from vis_steer_lens.activations import (
+    feature_activations,
+    image_processor_of,
+    needs_image_processor,
+    to_pixel_values,
+)
 from vis_steer_lens.saes.validation import check_sae_fits
 
 # images -> [n, patches, d_sae]; a stand-in for model + SAE (tests, or features defined by hand).
@@ -44,7 +49,7 @@ class SAEImageEncoder:
             ``[batch, patches, d_sae]`` float32 on CPU.
         """
         images = list(images)
-        if not all(isinstance(image, torch.Tensor) for image in images) and self._image_processor is None:
+        if needs_image_processor(images) and self._image_processor is None:  # PIL images, integer tensors
             self._image_processor = image_processor_of(self.model, self.processor)
         pixel_values = to_pixel_values(images, self._image_processor)
         features = feature_activations(self.model, self.sae, self.hook_name, pixel_values)

@@ -95,6 +95,9 @@ class GenerationAUROCScorer:
         seed: Run seed; feature ``f``'s images use ``feature_seed(seed, f)``.
         processor: Image processor for PIL images; the model's own when None.
         encoder: Instead of ``model`` and ``sae``: a callable ``images -> [n, patches, d_sae]``.
+        reference_key: The reference set's settings (:func:`vis_steer_lens.runs.reference_key`),
+            recorded in every row (``reference``) so a run folder reads each method's scores against
+            its own negatives; ``None`` records nothing.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class GenerationAUROCScorer:
         seed: int = 0,
         processor: Any = None,
         encoder: FeatureEncoder | None = None,
+        reference_key: str | None = None,
     ) -> None:
         if n_images < 1:
             raise ValueError(f"n_images must be at least 1, got {n_images}.")
@@ -118,6 +122,7 @@ class GenerationAUROCScorer:
         self.n_images = n_images
         self.batch_size = batch_size
         self.seed = seed
+        self.reference_key = reference_key
         self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -143,7 +148,10 @@ class GenerationAUROCScorer:
         return self.generator(explanation, self.n_images, feature_seed(self.seed, feature))
 
     def _settings(self) -> dict[str, Any]:
-        return {"generator": self.generator_name, "n_images": self.n_images, "seed": self.seed}
+        settings = {"generator": self.generator_name, "n_images": self.n_images, "seed": self.seed}
+        if self.reference_key is not None:  # the negatives' settings, so one file holds one reference set
+            settings["reference"] = self.reference_key
+        return settings
 
     def _score_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Generate and encode the images of several explanations in shared batches."""
@@ -335,7 +343,9 @@ def summarize_scores(
 
     Args:
         scores: Output of :meth:`GenerationAUROCScorer.score` (or the rows a run folder holds).
-        reference_mean: The negatives' mean-pooled activations ``[n_ref, d_sae]``.
+        reference_mean: The negatives' mean-pooled activations ``[n_ref, d_sae]``, or a dict of
+            ``(mean, max)`` per reference key when ``scores`` has a ``reference_key`` column (a run
+            whose methods were scored against different reference sets; ``reference_max`` unused).
         reference_max: The negatives' max-pooled activations ``[n_ref, d_sae]``.
         seed: The scorer's seed (bootstrap, and the negatives drawn per feature).
         negatives_per_feature: Negatives each feature adds to the global pool: all reference
@@ -348,9 +358,13 @@ def summarize_scores(
         One row per method label: ``method_label, n_features, auroc_mean, auroc_mean_lo,
         auroc_mean_hi, auroc_max, auroc_max_lo, auroc_max_hi, global_auroc_mean, global_auroc_max``.
     """
-    n_ref = reference_mean.shape[0]
+    references = reference_mean if isinstance(reference_mean, dict) else None
     rows = []
     for label, group in scores.groupby("method_label", sort=False):
+        if references is not None:  # each method against the reference set it was scored with
+            key = group["reference_key"].iloc[0]
+            reference_mean, reference_max = references[None if pd.isna(key) else key]
+        n_ref = reference_mean.shape[0]
         row: dict[str, Any] = {"method_label": label, "n_features": int(group["feature"].nunique())}
         for variant, ref in (("mean", reference_mean), ("max", reference_max)):
             mean, lo, hi = bootstrap_mean_ci(group[f"auroc_{variant}"], n_boot=n_boot, seed=seed, level=level)

@@ -45,6 +45,22 @@ RESULT_COLUMNS = [
 ]
 
 
+def _without_dropped(ids: list[int], sae: Any) -> list[int]:
+    """``ids`` less the features an SAE left out for NaN or inf weights (said in a warning)."""
+    dropped = set((sae.cfg.metadata.get("dropped_features") or []) if sae is not None else [])
+    left_out = [f for f in ids if f in dropped]
+    if not left_out:
+        return ids
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "Not explaining %d feature(s) left out for NaN or inf weights: %s.",
+        len(left_out),
+        ", ".join(map(str, left_out[:10])) + (" ..." if len(left_out) > 10 else ""),
+    )
+    return [f for f in ids if f not in dropped]
+
+
 def parse_features(
     spec: str | int | Iterable[int] | None, d_sae: int, live: Iterable[int] | None = None
 ) -> list[int]:
@@ -313,6 +329,7 @@ class Explainer:
             A DataFrame with :data:`RESULT_COLUMNS`, rows in the order of ``features``.
         """
         ids = check_feature_ids(self.d_sae, parse_features(features, self.d_sae))
+        ids = _without_dropped(ids, self.sae)
         config = self.run_config()
         if self.direction == "permuted":
             config["features"] = ids  # the rotation depends on the whole list
@@ -328,6 +345,7 @@ class Explainer:
                 rows.update(part)
         elif not world.distributed:
             with ResultsFile(out, config, resume=resume) as store:
+                merge_shards(store)  # rows a crashed launch left in shards, as a launched rerun does
                 # The store's rows are the results: one copy of each row, fresh or resumed alike.
                 rows = store.rows
                 self._explain_all([f for f in unique if f not in rows], direction_of, rows, store, progress)

@@ -12,8 +12,7 @@ Rules (:attr:`CoefficientChoice.rule`):
 * ``"sweep"`` (``coefficient="auto"``): multiples of the hook's mean patch norm on the empty
   image (:data:`DEFAULT_MULTIPLES`), :data:`DEFAULT_SAMPLE_SIZE` sampled live features
   explained at each; the centre of the range of multiples that change the answer without
-  breaking it wins (:func:`sweep_table`). The rule and the sample size are measured by
-  ``benchmarks/coefficient_sweep_stability.py``.
+  breaking it wins (:mod:`vis_steer_lens.explain.sweep`).
 * ``"fixed"``: an explicit number.
 * ``"paper"``: the authors' protocol, a fixed coefficient of :data:`PAPER_COEFFICIENT` on the
   stored (unit-norm) decoder rows (Ferrando et al., CVPR 2026, ran 100 and 200).
@@ -26,19 +25,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
+from vis_steer_lens.explain.steering import SteeringExplainer
+from vis_steer_lens.explain.sweep import (
+    DEFAULT_MULTIPLES,
+    DEFAULT_SAMPLE_SIZE,
+    WORKING_SHARE,
+    sample_features,
+    sweep_figure,
+    sweep_table,
+)
 
-#: Multiples of the hook's mean patch norm that the sweep tries.
-DEFAULT_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-#: Features the sweep explains at each multiple. On the toy world, 20 seeds' samples of 32 or
-#: more live features all chose the multiple the whole SAE chooses (8x), from the live features of
-#: 0:64, of 0:256 or of all; samples of 16 agreed in 19 of 20 (see
-#: ``benchmarks/coefficient_sweep_stability.py``). 7 x 64 = 448 steered rows, once per run.
-DEFAULT_SAMPLE_SIZE = 64
-#: Share of the best sweep score that puts a multiple in the working range (:func:`sweep_table`).
-WORKING_SHARE = 0.8
 #: The fixed coefficient of the paper's protocol (absolute, on unit-norm decoder rows).
 PAPER_COEFFICIENT = 100.0
 #: Names a coefficient may be given by, besides a number.
@@ -47,97 +43,6 @@ COEFFICIENT_RULES = ("auto", "paper")
 
 class CoefficientMismatchError(ValueError):
     """A run already steers at one coefficient and another was asked for."""
-
-
-def sample_features(pool: Sequence[int], size: int, seed: int = 0) -> list[int]:
-    """A seeded sample of ``size`` features of ``pool`` (all of them if it is smaller), sorted."""
-    pool = sorted(int(f) for f in pool)
-    if size >= len(pool):
-        return pool
-    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:size]
-    return sorted(pool[i] for i in order.tolist())
-
-
-def sweep_table(
-    rows_by_multiple: Mapping[float, Sequence[Mapping[str, Any]]],
-    patch_norm: float,
-    null_answer: str | None = None,
-    working_share: float = WORKING_SHARE,
-) -> pd.DataFrame:
-    """Score each multiple of a sweep from its steered rows, and choose one.
-
-    A multiple's score is the share of answers that differ from the unsteered answer
-    (``null_answer``: what the model says of the empty image, "blank" on the toy world) times the
-    share that are not flagged (empty, unfinished or repeating; see
-    :func:`vis_steer_lens.explain.text.explanation_and_flag`). Too small a coefficient leaves the
-    answer unchanged, too large a one breaks it. The multiples scoring at least
-    ``working_share`` of the best form the working range, and the chosen multiple is the one
-    nearest its geometric centre: a plateau's argmax moves with every sample, its centre does not
-    (``benchmarks/coefficient_sweep_stability.py``).
-
-    Args:
-        rows_by_multiple: ``multiple -> rows``, each row with ``explanation`` and ``flag``, the
-            same features in every multiple.
-        patch_norm: The hook's mean patch norm on the empty image (the unit of the multiples).
-        null_answer: The unsteered answer (``None``: no answer counts as unchanged).
-        working_share: Share of the best score that puts a multiple in the working range.
-
-    Returns:
-        One row per multiple: ``multiple, coefficient, changed_fraction, degenerate_fraction,
-        distinct_fraction, score, working, chosen, explanations``.
-    """
-    records = []
-    for multiple, rows in rows_by_multiple.items():
-        explanations = [row["explanation"] for row in rows]
-        n = max(len(rows), 1)
-        changed = sum(text != null_answer for text in explanations) / n
-        degenerate = sum(row.get("flag") is not None for row in rows) / n
-        records.append(
-            {
-                "multiple": float(multiple),
-                "coefficient": float(multiple) * patch_norm,
-                "changed_fraction": changed,
-                "degenerate_fraction": degenerate,
-                "distinct_fraction": len(set(explanations)) / n,
-                "score": changed * (1 - degenerate),
-                "explanations": explanations,
-            }
-        )
-    table = pd.DataFrame(records)
-    scores = table["score"].to_numpy()
-    multiples = table["multiple"].to_numpy()
-    positive = multiples > 0  # the centre is taken on a log scale; a multiple of 0 is never chosen
-    best = scores[positive].max() if positive.any() else 0.0
-    working = positive & (scores >= working_share * best) if best > 0 else np.zeros_like(positive)
-    if not working.any():  # nothing changes the answer: the largest multiple tried
-        working = multiples == multiples.max()
-    table["working"] = working
-    logs = np.log(np.where(positive, multiples, 1.0))
-    centre = logs[working].mean()
-    distance = np.where(working, np.abs(logs - centre), np.inf)
-    best = int(distance.argmin())  # the first minimum: the smaller multiple on ties
-    table["chosen"] = [i == best for i in range(len(table))]
-    return table
-
-
-def sweep_figure(table: pd.DataFrame, hook_name: str = ""):
-    """A plotly figure of a sweep: changed, flagged and distinct fractions and the score per multiple."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for column, label in (
-        ("changed_fraction", "answers changed by steering"),
-        ("degenerate_fraction", "flagged answers"),
-        ("distinct_fraction", "distinct answers"),
-        ("score", "score"),
-    ):
-        fig.add_trace(go.Scatter(x=table["multiple"], y=table[column], mode="lines+markers", name=label))
-    chosen = table[table["chosen"]].iloc[0]
-    fig.add_vline(x=chosen["multiple"], line_dash="dot", annotation_text=f"chosen {chosen['multiple']:g}x")
-    fig.update_xaxes(type="log", title="coefficient / mean patch norm at the hook")
-    fig.update_yaxes(title="fraction", range=[0, 1.05])
-    fig.update_layout(title=f"Steering coefficient sweep at {hook_name}".strip(), template="plotly_white")
-    return fig
 
 
 @dataclass
@@ -255,7 +160,6 @@ def calibrate_run(
         CoefficientMismatchError: If the run already steers at another coefficient, or with
             another SAE, empty image or prompt.
     """
-    from vis_steer_lens.explain.steering import SteeringExplainer
     from vis_steer_lens.saes.metadata import sae_identity
     from vis_steer_lens.saes.validation import check_sae_fits
 

@@ -40,8 +40,10 @@ def read_results(path: str | Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     if path.suffix == ".csv":
         return pd.read_csv(path)
-    if path.suffix == ".jsonl":
-        return pd.read_json(path, lines=True)
+    if path.suffix == ".jsonl":  # a torn or damaged line costs only itself, as everywhere else
+        from vis_steer_lens.jsonl import read_jsonl
+
+        return pd.DataFrame(read_jsonl(path, repair=False))
     raise ValueError(f"Unknown results format {path.suffix!r}; expected .jsonl, .parquet or .csv.")
 
 

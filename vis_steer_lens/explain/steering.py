@@ -23,22 +23,22 @@ from sae_lens import SAE
 
 from vis_steer_lens.activations import hook_activations, patch_tokens
 from vis_steer_lens.explain.base import Explainer
-from vis_steer_lens.explain.calibration import (
+from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
+from vis_steer_lens.explain.prompts import PromptSet, get_prompt
+from vis_steer_lens.explain.settings import SteeringSettings, check_positive_int
+from vis_steer_lens.explain.sweep import (
     DEFAULT_MULTIPLES,
     DEFAULT_SAMPLE_SIZE,
     sweep_figure,
     sweep_table,
 )
-from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
-from vis_steer_lens.explain.prompts import PromptSet, get_prompt
-from vis_steer_lens.explain.settings import SteeringSettings, check_positive_int
 from vis_steer_lens.explain.text import explanation_and_flag
 from vis_steer_lens.memory import explain_bytes_per_row
 from vis_steer_lens.saes.validation import check_sae_fits
 
 #: Multiples of the hook's mean patch norm tried by the ``"auto"`` coefficient sweep.
 DEFAULT_SWEEP = DEFAULT_MULTIPLES
-#: Features the ``"auto"`` sweep explains at each multiple (see :mod:`.calibration`).
+#: Features the ``"auto"`` sweep explains at each multiple (see :mod:`.sweep`).
 DEFAULT_SWEEP_FEATURES = DEFAULT_SAMPLE_SIZE
 
 
@@ -220,7 +220,7 @@ class SteeringExplainer(Explainer):
         For each multiple, a sample of features is explained; the score is the share of answers
         that differ from the unsteered answer times the share that are not flagged (empty,
         unfinished, or repeating a word), and the chosen multiple is the centre of the range that
-        scores near the best (:func:`~vis_steer_lens.explain.calibration.sweep_table`). Sets
+        scores near the best (:func:`~vis_steer_lens.explain.sweep.sweep_table`). Sets
         ``self.chosen_coefficient`` and ``self.calibration``.
 
         Cost: ``len(sweep_multiples) * len(features)`` steered rows (448 by default) and one
@@ -239,7 +239,7 @@ class SteeringExplainer(Explainer):
         """
         from tqdm.auto import tqdm
 
-        from vis_steer_lens.explain.calibration import sample_features
+        from vis_steer_lens.explain.sweep import sample_features
 
         if features is None:
             pool = self._requested if self._requested else list(range(self.sae.cfg.d_sae))

@@ -32,19 +32,25 @@ from vis_steer_lens.saes.trainer import (
 from vis_steer_lens.saes.training import train_sae
 from vis_steer_lens.saes.validation import (
     FeatureIndexError,
+    NonFiniteSAEError,
     SAEModelMismatchError,
     check_feature_ids,
+    check_sae_finite,
     check_sae_fits,
+    nonfinite_weights,
     sae_hook_name,
 )
 
 __all__ = [
     "FeatureIndexError",
+    "NonFiniteSAEError",
     "SAEModelMismatchError",
     "SAESplicingMixin",
     "SplicedSAE",
     "check_feature_ids",
+    "check_sae_finite",
     "check_sae_fits",
+    "nonfinite_weights",
     "load_sae_unchecked",
     "sae_hook_name",
     "sae_identity",

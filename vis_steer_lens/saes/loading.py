@@ -27,12 +27,13 @@ from sae_lens.constants import SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME
 from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 from sae_lens.util import dtype_to_str, str_to_dtype
 
+from vis_steer_lens.atomic import damaged
 from vis_steer_lens.saes.dictionary_learning import (
     is_dictionary_learning_folder,
     load_dictionary_learning_sae,
 )
 from vis_steer_lens.saes.registry import get_release, is_vision_release
-from vis_steer_lens.saes.validation import check_sae_fits, check_sae_tower
+from vis_steer_lens.saes.validation import check_sae_finite, check_sae_fits, check_sae_tower
 
 #: A function that turns a local folder into an SAE.
 ConvertFn = Callable[[Path], SAE]
@@ -60,7 +61,28 @@ def _is_saelens_folder(folder: Path) -> bool:
 
 
 def _load_saelens_folder(folder: Path) -> SAE:
-    return SAE.load_from_disk(folder)
+    try:
+        return SAE.load_from_disk(folder)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except RuntimeError as err:
+        if "size mismatch" not in str(err) and "state_dict" not in str(err):
+            raise
+        sizes = [line.strip() for line in str(err).splitlines() if "size mismatch" in line][:2]
+        raise SAESourceError(
+            f"The SAE in {str(folder)!r} does not load: its {SAE_CFG_FILENAME} and {SAE_WEIGHTS_FILENAME} "
+            f"disagree ({'; '.join(sizes) or ' '.join(str(err).split())[:200]}). Restore the folder's files "
+            "from one save (d_in and d_sae in the config must be the weights' shapes)."
+        ) from None
+    except Exception as err:  # safetensors' error for a truncated file, a damaged cfg.json, ...
+        if type(err).__name__ != "SafetensorError" and not isinstance(err, (ValueError, UnicodeDecodeError)):
+            raise
+        raise damaged(
+            folder / (SAE_WEIGHTS_FILENAME if type(err).__name__ == "SafetensorError" else SAE_CFG_FILENAME),
+            err,
+            "SAE weights" if type(err).__name__ == "SafetensorError" else "SAE config",
+            "restore or re-download the SAE folder",
+        ) from None
 
 
 def _load_dictionary_learning_folder(folder: Path) -> SAE:
@@ -164,6 +186,7 @@ def load_sae(
     device: str = "cpu",
     dtype: str | torch.dtype | None = None,
     converter: str | ConvertFn | None = None,
+    nonfinite: str = "error",
 ) -> SAE:
     """Load an SAE and, if a model is given, check that it fits the model.
 
@@ -177,12 +200,17 @@ def load_sae(
         device: Device of the returned SAE.
         dtype: dtype of the returned SAE.
         converter: See :func:`load_sae_unchecked`.
+        nonfinite: What to do with features whose weights are NaN or inf: ``"error"`` (refuse the
+            SAE, naming them) or ``"drop"`` (leave them out, said in a warning and in
+            ``cfg.metadata.dropped_features``; see :func:`~vis_steer_lens.saes.check_sae_finite`).
 
     Raises:
         SAESourceError: If the source cannot be interpreted.
+        vis_steer_lens.saes.NonFiniteSAEError: If weights are NaN or inf (and ``nonfinite="error"``).
         vis_steer_lens.saes.SAEModelMismatchError: If the SAE does not fit ``model``.
     """
     sae = load_sae_unchecked(source, sae_id, device=device, dtype=dtype, converter=converter)
+    check_sae_finite(sae, nonfinite, source=source)
     if model is not None:
         check_sae_fits(sae, model)
         check_sae_tower(sae, model)

@@ -19,6 +19,121 @@ class FeatureIndexError(IndexError, ValueError):
     """Feature ids outside ``0 .. d_sae - 1``."""
 
 
+class NonFiniteSAEError(ValueError):
+    """An SAE with NaN or inf weights: its features' activations would be NaN, and a NaN takes a TopK
+    slot from the other features in every patch."""
+
+
+#: The value a left-out feature's encoder bias gets, so that it never fires (ReLU, TopK, JumpReLU).
+_NEVER_FIRES = -1e4
+
+
+def _feature_dim(name: str, tensor: torch.Tensor, d_sae: int) -> int | None:
+    """Which dimension of a parameter indexes features (``None``: shared by every feature)."""
+    if name.split(".")[-1].startswith("W_dec") and tensor.ndim == 2 and tensor.shape[0] == d_sae:
+        return 0
+    if tensor.ndim == 2 and tensor.shape[-1] == d_sae:
+        return 1
+    if tensor.ndim == 1 and tensor.shape[0] == d_sae:
+        return 0
+    return None
+
+
+def nonfinite_weights(sae: SAE) -> tuple[list[int], list[str]]:
+    """Where an SAE's weights are NaN or inf.
+
+    Returns:
+        ``(features, shared)``: the feature ids whose own weights (encoder column, decoder row,
+        biases, thresholds) are not all finite, and the names of parameters shared by every
+        feature (``b_dec``, ...) that are not.
+    """
+    d_sae = int(sae.cfg.d_sae)
+    bad = torch.zeros(d_sae, dtype=torch.bool)
+    shared = []
+    for name, tensor in sae.state_dict().items():
+        if not tensor.is_floating_point():
+            continue
+        finite = torch.isfinite(tensor)
+        if bool(finite.all()):
+            continue
+        dim = _feature_dim(name, tensor, d_sae)
+        if dim is None:
+            shared.append(name)
+            continue
+        per_feature = ~finite.movedim(dim, 0).reshape(d_sae, -1).all(dim=1)
+        bad |= per_feature.cpu()
+    return bad.nonzero().flatten().tolist(), shared
+
+
+def _shown(ids: list[int]) -> str:
+    return ", ".join(map(str, ids[:10])) + (f" ... ({len(ids)} in all)" if len(ids) > 10 else "")
+
+
+def check_sae_finite(sae: SAE, nonfinite: str = "error", source: Any = None) -> list[int]:
+    """Refuse an SAE whose weights are NaN or inf, naming the features; or leave those features out.
+
+    Args:
+        sae: The SAE.
+        nonfinite: ``"error"`` (refuse) or ``"drop"``: the features with non-finite weights are
+            left out, in place: their weights are zeroed and their encoder bias made very negative,
+            so they never fire and steer nothing; ``sae.cfg.metadata.dropped_features`` lists them
+            and a warning says so.
+        source: Where the SAE came from, for the message.
+
+    Returns:
+        The features left out (empty when every weight is finite).
+
+    Raises:
+        NonFiniteSAEError: Naming the features (or the shared parameter) with NaN or inf weights.
+    """
+    if nonfinite not in ("error", "drop"):
+        raise ValueError(f"nonfinite must be 'error' or 'drop', got {nonfinite!r}.")
+    features, shared = nonfinite_weights(sae)
+    if not features and not shared:
+        return []
+    name = (
+        source
+        if source is not None
+        else (sae.cfg.metadata.get("sae_id") or sae.cfg.metadata.get("hook_name"))
+    )
+    where = f"The SAE {str(name)!r}" if name else "The SAE"
+    if shared:
+        raise NonFiniteSAEError(
+            f"{where} has NaN or inf values in {', '.join(shared)}, which every feature uses, so none of its "
+            "activations can be trusted; fix or re-download the checkpoint."
+        )
+    if nonfinite == "error" or len(features) == sae.cfg.d_sae:
+        leave_out = (
+            " every feature is affected, so none can be left out"
+            if len(features) == sae.cfg.d_sae
+            else " or leave them out with --drop-nonfinite-features (load_sae(..., nonfinite='drop'))"
+        )
+        raise NonFiniteSAEError(
+            f"{where} has NaN or inf weights in feature(s) {_shown(features)} of {sae.cfg.d_sae}: their "
+            "activations would be NaN, and a NaN takes a TopK slot from the other features in every patch. "
+            f"Fix or re-download the checkpoint,{leave_out}."
+        )
+    d_sae = int(sae.cfg.d_sae)
+    index = torch.tensor(features)
+    with torch.no_grad():
+        for param_name, param in sae.named_parameters():
+            dim = _feature_dim(param_name, param, d_sae)
+            if dim is None:
+                continue
+            fill = _NEVER_FIRES if param.ndim == 1 and param_name.split(".")[-1].startswith("b_") else 0.0
+            param.index_fill_(dim, index.to(param.device), fill)
+    dropped = sorted(set(features) | set(sae.cfg.metadata.get("dropped_features") or []))
+    sae.cfg.metadata["dropped_features"] = dropped
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "%s: feature(s) %s have NaN or inf weights and are left out (they never fire and steer nothing).",
+        where,
+        _shown(features),
+    )
+    return features
+
+
 def sae_hook_name(sae: SAE) -> str:
     """The hook an SAE reads, from its metadata (``cfg.metadata.hook_name``)."""
     hook_name = sae.cfg.metadata.hook_name
@@ -43,7 +158,9 @@ def check_sae_fits(sae: SAE, model: Any) -> str:
     Raises:
         SAEModelMismatchError: If the hook does not exist in the model or its width is not
             the SAE's ``d_in``.
+        NonFiniteSAEError: If weights of the SAE are NaN or inf (:func:`check_sae_finite`).
     """
+    check_sae_finite(sae)  # every explainer, miner and scorer checks the SAE here
     vit = getattr(model, "vision", model)
     hook_name = sae_hook_name(sae)
     try:

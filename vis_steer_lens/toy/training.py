@@ -274,10 +274,12 @@ def save_model_folder(
     folder: str | Path, model: Gemma3ForConditionalGeneration, processor: Gemma3Processor
 ) -> Path:
     """Save model (safetensors) and processor in one folder, loadable by `from_pretrained` offline."""
+    from vis_steer_lens.atomic import atomic_folder
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    processor.save_pretrained(folder)
+    with atomic_folder(folder) as tmp:  # written whole, then moved in: a kill leaves the last model
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
     return folder
 
 
