@@ -63,6 +63,24 @@ def test_no_family_module_names_outside_adapters_and_the_toy_world():
     assert not offenders, "\n".join(offenders)
 
 
+# Qwen2-VL / Qwen2.5-VL module and config names (the module path `model.visual`, not the word).
+_QWEN_NAMES = re.compile(
+    r"\.visual\b|\bvisual\.|\bmerger\b|window_index|fullatt_block_indexes|spatial_merge_size|"
+    r"Qwen2_5_VL|Qwen2VL"
+)
+
+
+def test_no_qwen_module_or_config_names_outside_adapters():
+    offenders = []
+    for name, path in _modules().items():
+        if name.startswith("vis_steer_lens.adapters"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if _QWEN_NAMES.search(line):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
 def test_the_core_has_no_import_cycle():
     """Edges between modules (an import of ``a.b.c`` also runs ``a.b``'s ``__init__``)."""
     modules = _modules()

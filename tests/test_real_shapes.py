@@ -191,6 +191,8 @@ def test_released_models_and_token_fitting():
         "gemma-3-12b": "gemma3",
         "gemma-3-27b": "gemma3",
         "internvl3-14b": "internvl3",
+        "qwen2.5-vl-3b": "qwen2_5_vl",
+        "qwen2.5-vl-7b": "qwen2_5_vl",
     }
     gemma = {"<pad>": 0, "<start_of_turn>": 105, "<start_of_image>": 255_999, "<image_soft_token>": 262_144}
     assert fit_token_ids(gemma, 262_208) == gemma

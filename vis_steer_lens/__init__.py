@@ -36,6 +36,7 @@ _EXPORTS = {
     "canonical_hook_name": "vis_steer_lens.families",
     "equivalent_names": "vis_steer_lens.families",
     "supported_families": "vis_steer_lens.families",
+    "ImageGeometry": "vis_steer_lens.geometry",
     "HookName": "vis_steer_lens.hook_names",
     "UnknownHookNameError": "vis_steer_lens.hook_names",
     "HookedViT": "vis_steer_lens.hooked_vit",

@@ -227,7 +227,7 @@ def to_pixel_values(images: list[Any], image_processor: Any | None) -> torch.Ten
 
 
 def hook_activations(
-    model: Any, hook_name: str, pixel_values: torch.Tensor, *, flatten: bool = False
+    model: Any, hook_name: str, pixel_values: torch.Tensor, *, flatten: bool = False, **tower_inputs: Any
 ) -> torch.Tensor:
     """Activations at one vision hook, running the tower only as far as needed.
 
@@ -237,6 +237,7 @@ def hook_activations(
         pixel_values: ``[batch, channels, H, W]``.
         flatten: Lay per-head activations ``[batch, tokens, heads, d_head]`` out as an SAE reads
             them, ``[batch, tokens, heads * d_head]`` (see :meth:`~vis_steer_lens.hook_names.HookName.flatten`).
+        **tower_inputs: What else the tower reads (a packed tower's ``image_grid_thw``).
 
     Returns:
         The activation, e.g. ``[batch, tokens, d_model]`` for residual hooks (prefix tokens
@@ -250,7 +251,9 @@ def hook_activations(
         captured["act"] = act.detach()
 
     with torch.no_grad():
-        vit.run_with_hooks(pixel_values, fwd_hooks=[(hook.name, capture)], stop_at_layer=hook.stop_at_layer)
+        vit.run_with_hooks(
+            pixel_values, fwd_hooks=[(hook.name, capture)], stop_at_layer=hook.stop_at_layer, **tower_inputs
+        )
     return hook.flatten(captured["act"]) if flatten else captured["act"]
 
 

@@ -26,6 +26,7 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
 from vis_steer_lens.families import adapter_for, adapter_for_tower
+from vis_steer_lens.geometry import ImageGeometry
 from vis_steer_lens.hook_names import (
     HookName,
     HookNameMap,
@@ -38,6 +39,8 @@ from vis_steer_lens.saes.splicing import SAESplicingMixin
 
 #: Norm kinds, as TransformerLens names them in ``cfg.normalization_type``.
 NORM_TYPES = ("LN", "RMS")
+#: How a tower encodes positions: added learned embeddings, or 2-D rotary embeddings in attention.
+POSITIONAL_KINDS = ("absolute", "rotary_2d")
 
 
 @dataclass
@@ -67,6 +70,18 @@ class HookedViTConfig:
         qk_norm: Whether queries and keys are normalised (over all heads together) before
             attention.
         act_fn: Name of the MLP activation (a key of ``transformers.activations.ACT2FN``).
+        fused_qkv: Whether queries, keys and values come from one projection ``[3 * d_model, d_model]``
+            (split into ``hook_q``/``hook_k``/``hook_v`` here).
+        positional: ``"absolute"`` (learned position embeddings added after the patch embedding,
+            ``hook_pos_embed``) or ``"rotary_2d"`` (2-D rotary embeddings of each patch's (row, col)
+            applied to queries and keys, ``attn.hook_rot_q``/``attn.hook_rot_k``).
+        rotary_theta: Base of the rotary frequencies.
+        gated_mlp: Whether the MLP is gated (SwiGLU: ``W_out(act(W_gate x) * W_in x)``, with
+            ``mlp.hook_pre`` the gate's pre-activation and ``mlp.hook_pre_linear`` the linear branch).
+        packed: Whether images are packed into one sequence ``[1, tokens, d_model]`` (of any sizes;
+            attention stays within each image) rather than one row per image.
+        full_attention_blocks: Blocks that attend over the whole image; ``None`` for all. The other
+            blocks attend within the geometry's windows (:attr:`ImageGeometry.window`).
         family: Model family of the adapter that built it (``"gemma3"``, ``"internvl3"``).
         model_name: Name or path the tower was loaded from (recorded in SAE metadata).
         hf_prefix: Prefix of the tower's modules inside the full Hugging Face model.
@@ -90,6 +105,12 @@ class HookedViTConfig:
     layer_scale: bool = False
     qk_norm: bool = False
     act_fn: str = "gelu_pytorch_tanh"
+    fused_qkv: bool = False
+    positional: str = "absolute"
+    rotary_theta: float = 10000.0
+    gated_mlp: bool = False
+    packed: bool = False
+    full_attention_blocks: list[int] | None = None
     family: str = "gemma3"
     model_name: str = "unnamed"
     hf_prefix: str = ""
@@ -102,6 +123,10 @@ class HookedViTConfig:
             value = getattr(self, name)
             if value not in NORM_TYPES and not (name == "final_norm_type" and value is None):
                 raise ValueError(f"HookedViTConfig.{name} must be one of {NORM_TYPES}, got {value!r}.")
+        if self.positional not in POSITIONAL_KINDS:
+            raise ValueError(f"HookedViTConfig.positional must be one of {POSITIONAL_KINDS}, got {self.positional!r}.")
+        if self.full_attention_blocks is not None:
+            self.full_attention_blocks = [int(i) for i in self.full_attention_blocks]
         if self.n_prefix_tokens < 0:
             raise ValueError(f"n_prefix_tokens must be >= 0, got {self.n_prefix_tokens}.")
 
@@ -151,19 +176,24 @@ class BlockParts:
     Attributes:
         ln1, ln2: Norms before attention and before the MLP (``weight``, optional ``bias``,
             ``eps`` or ``variance_epsilon``).
-        q, k, v, o: The attention's query, key, value and output projections (``nn.Linear``).
-        mlp_in, mlp_out: The MLP's two linear layers.
+        q, k, v, o: The attention's query, key, value and output projections (``nn.Linear``);
+            ``q``, ``k``, ``v`` are ``None`` where ``qkv`` is given.
+        mlp_in, mlp_out: The MLP's two linear layers (with a gated MLP, ``mlp_in`` is the linear
+            branch, "up").
         act_fn: The MLP activation.
         q_norm, k_norm: Norms of queries and keys (over all heads), or ``None``.
         ls1, ls2: Layer-scale factors ``[d_model]`` of the attention and MLP outputs, or ``None``.
         attn_scale: Softmax scale (default ``d_head ** -0.5``).
+        qkv: One fused projection ``[3 * heads * d_head, d_model]`` (queries, keys, values in that
+            order), or ``None``.
+        mlp_gate: The gate of a gated MLP (its pre-activation is ``mlp.hook_pre``), or ``None``.
     """
 
     ln1: nn.Module
     ln2: nn.Module
-    q: nn.Linear
-    k: nn.Linear
-    v: nn.Linear
+    q: nn.Linear | None
+    k: nn.Linear | None
+    v: nn.Linear | None
     o: nn.Linear
     mlp_in: nn.Linear
     mlp_out: nn.Linear
@@ -173,6 +203,8 @@ class BlockParts:
     ls1: nn.Parameter | None = None
     ls2: nn.Parameter | None = None
     attn_scale: float | None = None
+    qkv: nn.Linear | None = None
+    mlp_gate: nn.Linear | None = None
 
 
 @dataclass
@@ -189,14 +221,21 @@ class TowerParts:
             numbers, e.g. a class token), or ``None``.
         interpolate_pos_encoding: ``(embeddings [batch, tokens, d], height, width) ->
             [1, tokens, d]`` position embeddings for other image sizes, or ``None``.
+        geometry: ``(pixel_values, **tower_inputs) -> ImageGeometry``: how a batch becomes
+            tokens; ``None`` for a fixed square grid (:meth:`ImageGeometry.fixed_grid`). A packed
+            tower's ``patch_embed`` maps the flattened patches ``[patches, patch_dim]`` to
+            ``[patches, d_model]`` in the input's order; the geometry's ``order`` then arranges them.
+
+    ``pos_embed`` is ``None`` for towers with rotary position embeddings.
     """
 
     patch_embed: nn.Module
-    pos_embed: nn.Module
+    pos_embed: nn.Module | None
     blocks: list[BlockParts]
     final_norm: nn.Module | None = None
     prefix_tokens: nn.Parameter | None = None
     interpolate_pos_encoding: Callable[..., torch.Tensor] | None = None
+    geometry: Callable[..., ImageGeometry] | None = None
 
 
 class ShapedHookPoint(HookPoint):
@@ -267,6 +306,57 @@ class HookedNorm(nn.Module):
         return out if self.b is None else out + self.b
 
 
+@dataclass
+class TokenContext:
+    """What the blocks of a packed or rotary tower need besides the residual stream.
+
+    Attributes:
+        full_mask: ``[positions, positions]`` bool, ``True`` where a query may attend to a key in
+            full-attention blocks (its own image), or ``None`` (everything).
+        window_mask: The same for windowed blocks (its own window), or ``None``.
+        cos, sin: ``[positions, d_head]`` rotary factors (float32), or ``None``.
+    """
+
+    full_mask: torch.Tensor | None = None
+    window_mask: torch.Tensor | None = None
+    cos: torch.Tensor | None = None
+    sin: torch.Tensor | None = None
+
+    @classmethod
+    def from_geometry(cls, geometry: ImageGeometry, cfg: HookedViTConfig, device: torch.device) -> TokenContext:
+        """Masks from the geometry's images and windows, rotary factors from its (row, col)."""
+        geometry = geometry.to(device)
+        full_mask = window_mask = None
+        if geometry.packed and geometry.n_images > 1:
+            full_mask = geometry.image_index[:, None] == geometry.image_index[None, :]
+        if cfg.full_attention_blocks is not None and geometry.window is not None:
+            window_mask = geometry.window[:, None] == geometry.window[None, :]
+        cos = sin = None
+        if cfg.positional == "rotary_2d":
+            quarter = cfg.d_head // 2
+            inv_freq = 1.0 / (
+                cfg.rotary_theta ** (torch.arange(0, quarter, 2, dtype=torch.float, device=device) / quarter)
+            )
+            rows = geometry.row.clamp(min=0).float()[:, None] * inv_freq
+            cols = geometry.col.clamp(min=0).float()[:, None] * inv_freq
+            angles = torch.cat([rows, cols], dim=-1)
+            angles = torch.cat([angles, angles], dim=-1)
+            cos, sin = angles.cos(), angles.sin()
+        return cls(full_mask=full_mask, window_mask=window_mask, cos=cos, sin=sin)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` ``[batch, pos, head, d_head]`` by ``cos``/``sin`` ``[pos, d_head]``, in float32."""
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    xf = x.float()
+    return (xf * cos + _rotate_half(xf) * sin).to(x.dtype)
+
+
 class HookedAttention(nn.Module):
     """Multi-head self-attention over the tokens, over the Hugging Face projection layers.
 
@@ -275,80 +365,123 @@ class HookedAttention(nn.Module):
     The block's layer scale (if any) is part of this module's output, so that
     ``hook_attn_out`` is what the residual stream receives.
 
+    A fused qkv projection is split into ``hook_q``/``hook_k``/``hook_v``; with rotary position
+    embeddings, ``hook_rot_q``/``hook_rot_k`` hold the rotated queries and keys (TransformerLens'
+    names). Attention is restricted by the block's mask (each image of a packed sequence, or each
+    window) where the tower has one.
+
     TransformerLens weight views: ``W_Q, W_K, W_V`` ``[heads, d_model, d_head]``, ``b_Q, b_K,
     b_V`` ``[heads, d_head]``, ``W_O`` ``[heads, d_head, d_model]`` and ``b_O`` ``[d_model]``
     (``W_O`` and ``b_O`` with the layer scale folded in, so that per-head results plus ``b_O``
     sum to ``hook_attn_out``). With q/k norm, ``W_Q``/``W_K`` give the queries and keys before it.
     """
 
-    def __init__(self, parts: BlockParts, n_heads: int):
+    def __init__(self, parts: BlockParts, n_heads: int, rotary: bool = False):
         super().__init__()
+        self.qkv_proj = parts.qkv
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = parts.q, parts.k, parts.v, parts.o
         self.q_norm, self.k_norm = parts.q_norm, parts.k_norm
         self.layer_scale = parts.ls1
         self.n_heads = n_heads
-        self.d_head = parts.q.out_features // n_heads
+        width = parts.qkv.out_features // 3 if parts.qkv is not None else parts.q.out_features
+        self.d_head = width // n_heads
         self.scale = parts.attn_scale if parts.attn_scale is not None else self.d_head**-0.5
         self.hook_q = ShapedHookPoint("batch", "pos", "head", "d_head")
         self.hook_k = ShapedHookPoint("batch", "pos", "head", "d_head")
         self.hook_v = ShapedHookPoint("batch", "pos", "head", "d_head")
+        if rotary:
+            self.hook_rot_q = ShapedHookPoint("batch", "pos", "head", "d_head")
+            self.hook_rot_k = ShapedHookPoint("batch", "pos", "head", "d_head")
         self.hook_attn_scores = ShapedHookPoint(
             "batch", "head", "query_pos", "key_pos"
         )  # scaled, pre-softmax
         self.hook_pattern = ShapedHookPoint("batch", "head", "query_pos", "key_pos")
         self.hook_z = ShapedHookPoint("batch", "pos", "head", "d_head")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Attend over ``x`` of shape ``[batch, tokens, d_model]``; returns the same shape."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Attend over ``x`` of shape ``[batch, tokens, d_model]``; returns the same shape.
+
+        Args:
+            x: The normalised residual stream.
+            mask: ``[tokens, tokens]`` bool, ``True`` where a query may attend to a key.
+            rotary: ``(cos, sin)`` ``[tokens, d_head]`` where the tower uses rotary embeddings.
+        """
         batch, tokens, _ = x.shape
         head_shape = (batch, tokens, self.n_heads, self.d_head)
-        q, k = self.q_proj(x), self.k_proj(x)
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).chunk(3, dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q = self.hook_q(q.view(head_shape)).transpose(1, 2)
-        k = self.hook_k(k.view(head_shape)).transpose(1, 2)
-        v = self.hook_v(self.v_proj(x).view(head_shape)).transpose(1, 2)
+        q = self.hook_q(q.reshape(head_shape))
+        k = self.hook_k(k.reshape(head_shape))
+        v = self.hook_v(v.reshape(head_shape)).transpose(1, 2)
+        if rotary is not None:
+            q = self.hook_rot_q(_apply_rotary(q, *rotary))
+            k = self.hook_rot_k(_apply_rotary(k, *rotary))
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         if _is_hooked(self.hook_attn_scores) or _is_hooked(self.hook_pattern):
-            scores = self.hook_attn_scores(torch.matmul(q, k.transpose(-1, -2)) * self.scale)
+            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            scores = self.hook_attn_scores(scores)
             # Softmax in float32 as the Hugging Face eager paths do (or equal to it in float32).
             pattern = self.hook_pattern(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype))
             z = torch.matmul(pattern, v)
         else:
-            z = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         z = self.hook_z(z.transpose(1, 2))
         out = self.out_proj(z.reshape(batch, tokens, -1))
         return out if self.layer_scale is None else out * self.layer_scale
 
-    def _heads_in(self, linear: nn.Linear) -> torch.Tensor:
-        return linear.weight.T.reshape(-1, self.n_heads, self.d_head).permute(1, 0, 2)
+    def _projection(self, which: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight ``[heads * d_head, d_model]`` and bias of the queries (0), keys (1) or values (2)."""
+        if self.qkv_proj is None:
+            linear = (self.q_proj, self.k_proj, self.v_proj)[which]
+            return linear.weight, linear.bias
+        width = self.n_heads * self.d_head
+        rows = slice(which * width, (which + 1) * width)
+        bias = self.qkv_proj.bias
+        return self.qkv_proj.weight[rows], None if bias is None else bias[rows]
 
-    def _bias_in(self, linear: nn.Linear) -> torch.Tensor:
-        bias = linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
+    def _heads_in(self, which: int) -> torch.Tensor:
+        weight, _ = self._projection(which)
+        return weight.T.reshape(-1, self.n_heads, self.d_head).permute(1, 0, 2)
+
+    def _bias_in(self, which: int) -> torch.Tensor:
+        weight, bias = self._projection(which)
+        bias = bias if bias is not None else weight.new_zeros(weight.shape[0])
         return bias.reshape(self.n_heads, self.d_head)
 
     @property
     def W_Q(self) -> torch.Tensor:  # noqa: N802 - TransformerLens' names
-        return self._heads_in(self.q_proj)
+        return self._heads_in(0)
 
     @property
     def W_K(self) -> torch.Tensor:  # noqa: N802
-        return self._heads_in(self.k_proj)
+        return self._heads_in(1)
 
     @property
     def W_V(self) -> torch.Tensor:  # noqa: N802
-        return self._heads_in(self.v_proj)
+        return self._heads_in(2)
 
     @property
     def b_Q(self) -> torch.Tensor:  # noqa: N802
-        return self._bias_in(self.q_proj)
+        return self._bias_in(0)
 
     @property
     def b_K(self) -> torch.Tensor:  # noqa: N802
-        return self._bias_in(self.k_proj)
+        return self._bias_in(1)
 
     @property
     def b_V(self) -> torch.Tensor:  # noqa: N802
-        return self._bias_in(self.v_proj)
+        return self._bias_in(2)
 
     @property
     def W_O(self) -> torch.Tensor:  # noqa: N802
@@ -364,26 +497,43 @@ class HookedAttention(nn.Module):
 
 
 class HookedMLP(nn.Module):
-    """Two-layer MLP with hooks on the pre- and post-activation hidden units.
+    """Two-layer or gated MLP with hooks on the pre- and post-activation hidden units.
 
-    The block's layer scale (if any) is part of the output. TransformerLens weight views:
-    ``W_in`` ``[d_model, d_mlp]``, ``b_in``, ``W_out`` ``[d_mlp, d_model]`` and ``b_out`` (the
-    last two with the layer scale folded in).
+    A gated MLP (SwiGLU) computes ``W_out(act(W_gate x) * W_in x)`` as TransformerLens' gated
+    MLPs: ``hook_pre`` is the gate's pre-activation, ``hook_pre_linear`` the linear branch and
+    ``hook_post`` their product. The block's layer scale (if any) is part of the output.
+    TransformerLens weight views: ``W_in`` ``[d_model, d_mlp]``, ``b_in``, ``W_gate``, ``b_gate``
+    (gated only), ``W_out`` ``[d_mlp, d_model]`` and ``b_out`` (the last two with the layer scale
+    folded in).
     """
 
     def __init__(self, parts: BlockParts):
         super().__init__()
         self.fc1, self.fc2 = parts.mlp_in, parts.mlp_out
+        self.gate = parts.mlp_gate
         self.act_fn = parts.act_fn
         self.layer_scale = parts.ls2
         self.hook_pre = ShapedHookPoint("batch", "pos", "d_mlp")
+        if self.gate is not None:
+            self.hook_pre_linear = ShapedHookPoint("batch", "pos", "d_mlp")
         self.hook_post = ShapedHookPoint("batch", "pos", "d_mlp")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``[batch, tokens, d_model]`` to the same shape."""
-        pre = self.hook_pre(self.fc1(x))
-        out = self.fc2(self.hook_post(self.act_fn(pre)))
+        if self.gate is None:
+            post = self.act_fn(self.hook_pre(self.fc1(x)))
+        else:
+            post = self.act_fn(self.hook_pre(self.gate(x))) * self.hook_pre_linear(self.fc1(x))
+        out = self.fc2(self.hook_post(post))
         return out if self.layer_scale is None else out * self.layer_scale
+
+    @property
+    def W_gate(self) -> torch.Tensor | None:  # noqa: N802
+        return None if self.gate is None else self.gate.weight.T
+
+    @property
+    def b_gate(self) -> torch.Tensor | None:
+        return None if self.gate is None else self.gate.bias
 
     @property
     def W_in(self) -> torch.Tensor:  # noqa: N802
@@ -406,12 +556,14 @@ class HookedMLP(nn.Module):
 class HookedViTBlock(nn.Module):
     """One pre-norm encoder block: ``x + attn(ln1(x))``, then ``+ mlp(ln2(.))`` (layer scale inside)."""
 
-    def __init__(self, parts: BlockParts, cfg: HookedViTConfig):
+    def __init__(self, parts: BlockParts, cfg: HookedViTConfig, layer: int = 0):
         super().__init__()
+        #: Whether this block attends within windows (the others attend over whole images).
+        self.windowed = cfg.full_attention_blocks is not None and layer not in cfg.full_attention_blocks
         # Registered in the order they run, so that hook_dict lists hooks in firing order.
         self.hook_resid_pre = ShapedHookPoint("batch", "pos", "d_model")
         self.ln1 = HookedNorm(parts.ln1, cfg.norm_type)
-        self.attn = HookedAttention(parts, cfg.n_heads)
+        self.attn = HookedAttention(parts, cfg.n_heads, rotary=cfg.positional == "rotary_2d")
         self.hook_attn_out = ShapedHookPoint("batch", "pos", "d_model")
         self.hook_resid_mid = ShapedHookPoint("batch", "pos", "d_model")
         self.ln2 = HookedNorm(parts.ln2, cfg.norm_type)
@@ -419,10 +571,19 @@ class HookedViTBlock(nn.Module):
         self.hook_mlp_out = ShapedHookPoint("batch", "pos", "d_model")
         self.hook_resid_post = ShapedHookPoint("batch", "pos", "d_model")
 
-    def forward(self, resid_pre: torch.Tensor) -> torch.Tensor:
-        """Map the residual stream ``[batch, tokens, d_model]`` to the next one."""
+    def forward(self, resid_pre: torch.Tensor, context: TokenContext | None = None) -> torch.Tensor:
+        """Map the residual stream ``[batch, tokens, d_model]`` to the next one.
+
+        ``context`` carries the attention mask and rotary factors of packed or rotary towers.
+        """
         resid_pre = self.hook_resid_pre(resid_pre)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))
+        if context is None:
+            attn_out = self.attn(self.ln1(resid_pre))
+        else:
+            mask = context.window_mask if self.windowed else context.full_mask
+            rotary = None if context.cos is None else (context.cos, context.sin)
+            attn_out = self.attn(self.ln1(resid_pre), mask=mask, rotary=rotary)
+        attn_out = self.hook_attn_out(attn_out)
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
         return self.hook_resid_post(resid_mid + mlp_out)
@@ -434,14 +595,19 @@ def parts_from_config(cfg: HookedViTConfig) -> TowerParts:
 
     d, eps = cfg.d_model, cfg.layer_norm_eps
 
+    width = cfg.n_heads * cfg.d_head
+
     def block() -> BlockParts:
+        fused = cfg.fused_qkv
         return BlockParts(
             ln1=_norm_module(cfg.norm_type, d, eps),
             ln2=_norm_module(cfg.norm_type, d, eps),
-            q=nn.Linear(d, cfg.n_heads * cfg.d_head),
-            k=nn.Linear(d, cfg.n_heads * cfg.d_head),
-            v=nn.Linear(d, cfg.n_heads * cfg.d_head),
-            o=nn.Linear(cfg.n_heads * cfg.d_head, d),
+            q=None if fused else nn.Linear(d, width),
+            k=None if fused else nn.Linear(d, width),
+            v=None if fused else nn.Linear(d, width),
+            qkv=nn.Linear(d, 3 * width) if fused else None,
+            mlp_gate=nn.Linear(d, cfg.d_mlp) if cfg.gated_mlp else None,
+            o=nn.Linear(width, d),
             mlp_in=nn.Linear(d, cfg.d_mlp),
             mlp_out=nn.Linear(cfg.d_mlp, d),
             act_fn=ACT2FN[cfg.act_fn],
@@ -451,9 +617,13 @@ def parts_from_config(cfg: HookedViTConfig) -> TowerParts:
             ls2=nn.Parameter(torch.ones(d)) if cfg.layer_scale else None,
         )
 
+    if cfg.packed:
+        patch_embed: nn.Module = nn.Linear(cfg.n_channels * cfg.patch_size**2, d, bias=False)
+    else:
+        patch_embed = nn.Conv2d(cfg.n_channels, d, cfg.patch_size, stride=cfg.patch_size)
     return TowerParts(
-        patch_embed=nn.Conv2d(cfg.n_channels, d, cfg.patch_size, stride=cfg.patch_size),
-        pos_embed=nn.Embedding(cfg.n_tokens, d),
+        patch_embed=patch_embed,
+        pos_embed=nn.Embedding(cfg.n_tokens, d) if cfg.positional == "absolute" else None,
         blocks=[block() for _ in range(cfg.n_layers)],
         final_norm=None if cfg.final_norm_type is None else _norm_module(cfg.final_norm_type, d, eps),
         prefix_tokens=nn.Parameter(torch.zeros(1, cfg.n_prefix_tokens, d)) if cfg.n_prefix_tokens else None,
@@ -558,12 +728,16 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         object.__setattr__(self, "_hf_tower", hf_tower)
         object.__setattr__(self, "_name_map", name_map or HookNameMap(cfg.hf_prefix, "blocks.{layer}", {}))
         object.__setattr__(self, "_interpolate", parts.interpolate_pos_encoding)
+        object.__setattr__(self, "_geometry_fn", parts.geometry)
+        if (parts.pos_embed is None) != (cfg.positional != "absolute"):
+            raise ValueError("parts.pos_embed must be given exactly when cfg.positional is 'absolute'.")
         self.patch_embed = parts.patch_embed
         self.prefix_tokens = parts.prefix_tokens
         self.pos_embed = parts.pos_embed
         self.hook_embed = ShapedHookPoint("batch", "pos", "d_model")
-        self.hook_pos_embed = ShapedHookPoint("batch", "pos", "d_model")
-        self.blocks = nn.ModuleList(HookedViTBlock(block, cfg) for block in parts.blocks)
+        if self.pos_embed is not None:
+            self.hook_pos_embed = ShapedHookPoint("batch", "pos", "d_model")
+        self.blocks = nn.ModuleList(HookedViTBlock(block, cfg, layer) for layer, block in enumerate(parts.blocks))
         if (parts.final_norm is None) != (cfg.final_norm_type is None):
             raise ValueError("cfg.final_norm_type and parts.final_norm must both be set or both be None.")
         self.ln_final = (
@@ -621,12 +795,18 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         return self._name_map
 
     @property
+    def _reference_weight(self) -> torch.Tensor:
+        if self.pos_embed is not None:
+            return self.pos_embed.weight
+        return next(self.patch_embed.parameters())
+
+    @property
     def device(self) -> torch.device:
-        return self.pos_embed.weight.device
+        return self._reference_weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.pos_embed.weight.dtype
+        return self._reference_weight.dtype
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
@@ -636,7 +816,27 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
     @property
     def W_pos(self) -> torch.Tensor:  # noqa: N802 - TransformerLens' name
         """Position embeddings ``[tokens, d_model]`` (prefix tokens first)."""
+        if self.pos_embed is None:
+            raise AttributeError("This tower has rotary position embeddings and no W_pos.")
         return self.pos_embed.weight.reshape(-1, self.cfg.d_model)
+
+    # ------------------------------------------------------------------ geometry
+    def image_geometry(self, pixel_values: torch.Tensor, **tower_inputs: Any) -> ImageGeometry:
+        """Where every token of this batch sits (see :class:`~vis_steer_lens.geometry.ImageGeometry`).
+
+        Args:
+            pixel_values: The tower's input, as the processor gives it.
+            **tower_inputs: What else the family's tower reads (Qwen2-VL's ``image_grid_thw``).
+        """
+        if self._geometry_fn is not None:
+            return self._geometry_fn(pixel_values, **tower_inputs)
+        if tower_inputs:
+            raise ValueError(f"This tower takes pixel_values only, got also {sorted(tower_inputs)}.")
+        height, width = pixel_values.shape[-2:]
+        grid = (height // self.cfg.patch_size, width // self.cfg.patch_size)
+        return ImageGeometry.fixed_grid(
+            pixel_values.shape[0], grid, self.cfg.n_prefix_tokens, device=pixel_values.device
+        )
 
     # ------------------------------------------------------------------ forward
     #: The image processor integer (image) tensors go through; a HookedVLM sets its own.
@@ -668,12 +868,25 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             )
         return to_pixel_values(list(pixel_values), self.image_processor)
 
-    def embed(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+    def embed(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        geometry: ImageGeometry | None = None,
+    ) -> torch.Tensor:
         """Token and position embeddings: ``[batch, channels, H, W]`` → ``[batch, tokens, d_model]``.
 
         ``hook_embed`` holds the prefix tokens and the patch embeddings, ``hook_pos_embed`` the
-        position embeddings; the residual stream starts as their sum.
+        position embeddings; the residual stream starts as their sum. A packed tower takes the
+        flattened patches ``[patches, patch_dim]`` with their ``geometry`` and returns
+        ``[1, patches, d_model]`` in the geometry's order (its positions are rotary, in attention).
         """
+        if self.cfg.packed:
+            if geometry is None:
+                raise ValueError("A packed tower needs the batch's geometry to embed its patches.")
+            tokens = self.patch_embed(pixel_values.to(device=self.device, dtype=self.dtype))
+            tokens = tokens[geometry.order.to(tokens.device)].unsqueeze(0)
+            return self.hook_embed(tokens)
         pixel_values = self._processed_pixels(pixel_values)
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.cfg.n_channels:
             raise ValueError(
@@ -692,6 +905,8 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             prefix = self.prefix_tokens.reshape(1, -1, self.cfg.d_model).expand(tokens.shape[0], -1, -1)
             tokens = torch.cat([prefix, tokens], dim=1)
         embed = self.hook_embed(tokens)
+        if self.pos_embed is None:
+            return embed
         if interpolate_pos_encoding:
             if self._interpolate is None:
                 raise ValueError("This tower cannot interpolate its position embeddings.")
@@ -710,19 +925,27 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         start_at_layer: int | None = None,
         stop_at_layer: int | None = None,
         interpolate_pos_encoding: bool = False,
+        geometry: ImageGeometry | None = None,
+        **tower_inputs: Any,
     ) -> torch.Tensor:
         """Run the tower, or a slice of its blocks.
 
         Args:
-            input: ``pixel_values`` of shape ``[batch, channels, H, W]``, or, with
+            input: ``pixel_values`` of shape ``[batch, channels, H, W]`` (a packed tower:
+                the processor's flattened patches ``[patches, patch_dim]``), or, with
                 ``start_at_layer``, the residual stream ``[batch, tokens, d_model]`` entering
-                that block.
+                that block (packed: ``[1, tokens, d_model]``).
             start_at_layer: First block to run (as ``HookedTransformer.forward``). The input is
                 then the residual stream, and the embedding hooks do not fire.
             stop_at_layer: Block to stop before (exclusive; negative counts from the end). The
                 residual stream entering it is returned and ``ln_final`` does not run. So
                 ``stop_at_layer=L + 1`` returns ``blocks.L.hook_resid_post``.
             interpolate_pos_encoding: Interpolate position embeddings for other image sizes.
+            geometry: The batch's :class:`~vis_steer_lens.geometry.ImageGeometry` (computed from
+                the pixels and ``tower_inputs`` if not given; needed with ``start_at_layer`` on a
+                packed or rotary tower).
+            **tower_inputs: What else the family's tower reads from the processor's outputs
+                (Qwen2-VL: ``image_grid_thw``).
 
         Returns:
             ``[batch, tokens, d_model]``: the tower's last hidden state (after ``ln_final``
@@ -732,21 +955,40 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         n_layers = self.cfg.n_layers
         start = 0 if start_at_layer is None else _layer_index(start_at_layer, n_layers, "start_at_layer")
         stop = n_layers if stop_at_layer is None else _layer_index(stop_at_layer, n_layers, "stop_at_layer")
+        needs_context = self._needs_context
+        if needs_context and geometry is None:
+            if start_at_layer is not None:
+                raise ValueError(
+                    "This tower's blocks need the batch's geometry: pass geometry=vit.image_geometry(pixel_values, "
+                    "...) with start_at_layer."
+                )
+            geometry = self.image_geometry(input, **tower_inputs)
+        elif tower_inputs and not needs_context:
+            raise ValueError(f"This tower takes pixel_values only, got also {sorted(tower_inputs)}.")
         if start_at_layer is None:
-            resid = self.embed(input, interpolate_pos_encoding=interpolate_pos_encoding)
+            resid = self.embed(input, interpolate_pos_encoding=interpolate_pos_encoding, geometry=geometry)
         else:
             expected = (self.cfg.n_tokens, self.cfg.d_model)
+            if self.cfg.packed:
+                expected = (geometry.n_positions, self.cfg.d_model)
             if input.ndim != 3 or (not interpolate_pos_encoding and tuple(input.shape[1:]) != expected):
                 raise ValueError(
                     f"With start_at_layer, HookedViT expects the residual stream [batch, {expected[0]}, "
                     f"{expected[1]}], got {tuple(input.shape)}."
                 )
             resid = input.to(device=self.device, dtype=self.dtype)
+        context = TokenContext.from_geometry(geometry, self.cfg, self.device) if needs_context else None
         for block in self.blocks[start:stop]:
-            resid = block(resid)
+            resid = block(resid) if context is None else block(resid, context)
         if stop_at_layer is not None or self.ln_final is None:
             return resid
         return self.ln_final(resid)
+
+    @property
+    def _needs_context(self) -> bool:
+        """Whether the blocks need the geometry (packed images, rotary positions, windows)."""
+        cfg = self.cfg
+        return cfg.packed or cfg.positional != "absolute" or cfg.full_attention_blocks is not None
 
     # ------------------------------------------------------------------ hooks
     def resolve_hook_name(self, name: str) -> str:
@@ -841,9 +1083,14 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
     def __repr__(self) -> str:
         c = self.cfg
         prefix = f" + {c.n_prefix_tokens} prefix" if c.n_prefix_tokens else ""
+        tokens = (
+            "tokens=packed images of any size"
+            if c.packed
+            else f"tokens={c.n_patches} patches ({c.grid_size}x{c.grid_size})"
+        )
         return (
             f"HookedViT({c.model_name!r}, family={c.family!r}, n_layers={c.n_layers}, d_model={c.d_model}, "
-            f"n_heads={c.n_heads}, d_mlp={c.d_mlp}, tokens={c.n_patches} patches ({c.grid_size}x{c.grid_size})"
+            f"n_heads={c.n_heads}, d_mlp={c.d_mlp}, {tokens}"
             f"{prefix}, norm={c.norm_type}, layer_scale={c.layer_scale}, hooks={len(self.hook_dict)})"
         )
 
@@ -855,11 +1102,13 @@ def _layer_index(layer: int, n_layers: int, what: str) -> int:
 
 
 __all__ = [
+    "POSITIONAL_KINDS",
     "BlockParts",
     "HookNameResolutionMixin",
     "HookedViT",
     "HookedViTConfig",
     "ShapedHookPoint",
+    "TokenContext",
     "TowerParts",
     "parts_from_config",
 ]

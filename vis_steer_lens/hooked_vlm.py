@@ -13,6 +13,7 @@ from transformer_lens.HookedRootModule import HookedRootModule
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vis_steer_lens.families import adapter_for
+from vis_steer_lens.geometry import ImageGeometry
 from vis_steer_lens.hook_names import UnknownHookNameError
 from vis_steer_lens.hooked_vit import HookedViT, HookNameResolutionMixin
 from vis_steer_lens.saes.splicing import SAESplicingMixin
@@ -44,8 +45,14 @@ class HookedProjector(nn.Module):
         self.hook_in = HookPoint()
         self.hook_out = HookPoint()
 
-    def forward(self, vision_out: torch.Tensor) -> torch.Tensor:
-        return self.hook_out(self.projector(self.hook_in(vision_out)))
+    def forward(self, vision_out: torch.Tensor, geometry: ImageGeometry | None = None) -> torch.Tensor:
+        """Map the tower output to soft tokens; projectors of packed towers also read the geometry."""
+        vision_out = self.hook_in(vision_out)
+        if getattr(self.projector, "takes_geometry", False):
+            if geometry is None:
+                raise ValueError("This projector needs the batch's geometry.")
+            return self.hook_out(self.projector(vision_out, geometry))
+        return self.hook_out(self.projector(vision_out))
 
 
 class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
@@ -168,31 +175,48 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         *,
         resid: torch.Tensor | None = None,
         start_at_layer: int | None = None,
+        geometry: ImageGeometry | None = None,
+        **tower_inputs: Any,
     ) -> torch.Tensor:
         """Soft image tokens for the language model, under the active hooks.
 
         Args:
-            pixel_values: ``[batch, channels, H, W]`` from the processor.
+            pixel_values: ``[batch, channels, H, W]`` from the processor (packed towers: the
+                flattened patches ``[patches, patch_dim]``).
             resid: Instead of pixels, the residual stream ``[batch, tokens, d_vision]``
                 entering block ``start_at_layer`` (to reuse activations computed earlier).
             start_at_layer: First vision block to run when ``resid`` is given.
+            geometry: The batch's geometry (needed with ``resid`` on a packed tower; computed
+                from the pixels otherwise).
+            **tower_inputs: The processor outputs the tower reads besides the pixels (the
+                adapter's ``tower_input_keys``, e.g. ``image_grid_thw``).
 
         Returns:
-            ``[batch, soft_tokens, d_lm]``.
+            ``[batch, soft_tokens, d_lm]`` (packed towers: ``[1, all soft tokens, d_lm]``, in the
+            order of the image placeholder tokens).
         """
         if (pixel_values is None) == (resid is None):
             raise ValueError("Pass exactly one of pixel_values or resid (with start_at_layer).")
+        if geometry is None and pixel_values is not None and self.vision._needs_context:
+            geometry = self.vision.image_geometry(pixel_values, **tower_inputs)
+        extra = {} if geometry is None else {"geometry": geometry}
         if resid is not None:
             if start_at_layer is None:
                 raise ValueError("resid needs start_at_layer: the block the residual stream enters.")
-            vision_out = self.vision(resid, start_at_layer=start_at_layer, stop_at_layer=self._projector_stop)
+            vision_out = self.vision(
+                resid, start_at_layer=start_at_layer, stop_at_layer=self._projector_stop, **extra
+            )
         else:
             from vis_steer_lens.activations import image_processor_of, is_image, to_pixel_values
 
             if is_image(pixel_values) and self.processor is not None:  # integer tensors are images
                 pixel_values = to_pixel_values(list(pixel_values), image_processor_of(self))
-            vision_out = self.vision(pixel_values, stop_at_layer=self._projector_stop)
-        return self.projector(vision_out)
+            vision_out = self.vision(pixel_values, stop_at_layer=self._projector_stop, **extra)
+        return self.projector(vision_out, geometry)
+
+    def image_geometry(self, pixel_values: torch.Tensor, **tower_inputs: Any) -> ImageGeometry:
+        """Where every token of a batch of images sits in the tower (see :class:`ImageGeometry`)."""
+        return self.vision.image_geometry(pixel_values, **tower_inputs)
 
     def _language_kwargs(
         self, pixel_values: torch.Tensor | None, image_features: torch.Tensor | None, kwargs: dict
@@ -200,9 +224,11 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         if pixel_values is not None and image_features is not None:
             raise ValueError("Pass pixel_values or image_features, not both.")
         if pixel_values is not None:
-            image_features = self.encode_images(pixel_values)
+            tower_inputs = {key: kwargs[key] for key in self.adapter.tower_input_keys if key in kwargs}
+            image_features = self.encode_images(pixel_values, **tower_inputs)
         if image_features is not None:
-            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=image_features)}
+            pooled = self.adapter.pooled_image_features(image_features)
+            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
         return kwargs
 
     def forward(
@@ -319,7 +345,7 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             # the hybrid's steering are per image.
             **self.adapter.one_tile_per_image,
         )
-        keep = (*self.adapter.language_input_keys, "pixel_values")
+        keep = (*self.adapter.language_input_keys, *self.adapter.tower_input_keys, "pixel_values")
         return {
             key: value.to(device or self.device) if hasattr(value, "to") else value
             for key, value in inputs.items()

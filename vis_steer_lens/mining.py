@@ -39,6 +39,7 @@ from vis_steer_lens.activations import (
     image_processor_of,
     needs_image_processor,
     patch_tokens,
+    tensor_to_image,
     to_pixel_values,
     vision_model,
 )
@@ -111,6 +112,8 @@ _STATE_TENSORS = (
     "max_act",
     "hist_counts",
     "hist_range",
+    "top_grids",
+    "tokens_seen",
 )
 
 
@@ -126,13 +129,17 @@ class MinedActivations:
         top_scores: ``[F, k]`` float32, best scores first (ties: lower image id first); ``-inf`` in
             slots never filled (fewer than ``k`` images).
         top_image_ids: ``[F, k]`` int64 indices into the image source; ``-1`` in unfilled slots.
-        top_maps: ``[F, k, patches]`` float32 per-patch activations of the kept images.
+        top_maps: ``[F, k, patches]`` float32 per-patch activations of the kept images, each in
+            row-major order over its own grid (``top_grids``), zero-padded to ``patches``.
         fire_images: ``[F]`` int64, images where the feature is ``> 0`` on at least one patch.
         fire_patches: ``[F]`` int64, patch tokens where the feature is ``> 0``.
         act_sum: ``[F]`` float64, sum of the feature over all patch tokens.
         max_act: ``[F]`` float32, largest activation seen (0 if never positive).
         hist_counts: ``[F, hist_bins]`` int64 counts of nonzero patch activations.
         hist_range: ``[F]`` float32 upper edge ``R_f`` of each feature's histogram.
+        top_grids: ``[F, k, 2]`` int64 patch grid (rows, columns) of each kept image (native-resolution
+            towers mine images of several sizes and aspect ratios; fixed grids are all the same).
+        tokens_seen: ``[1]`` int64 patch tokens of all images read (the denominator of frequencies).
         meta: Settings and provenance (``mining.json``); ``meta["skipped_images"]`` lists the
             images that could not be read (``{"index", "name", "reason"}``), which keep their
             index but contribute nothing.
@@ -152,6 +159,8 @@ class MinedActivations:
     max_act: torch.Tensor
     hist_counts: torch.Tensor
     hist_range: torch.Tensor
+    top_grids: torch.Tensor
+    tokens_seen: torch.Tensor
     meta: dict[str, Any]
     images_processed: int = 0
     images: ImageSource | None = field(default=None, repr=False)
@@ -174,6 +183,8 @@ class MinedActivations:
             max_act=torch.zeros(n_features),
             hist_counts=torch.zeros(n_features, hist_bins, dtype=torch.int64),
             hist_range=torch.zeros(n_features),
+            top_grids=torch.zeros(n_features, k, 2, dtype=torch.int64),
+            tokens_seen=torch.zeros(1, dtype=torch.int64),
             meta=meta,
         )
 
@@ -286,6 +297,9 @@ class MinedActivations:
             )
             maps = torch.cat([merged.top_maps, part.top_maps], dim=1)
             merged.top_maps = maps.gather(1, order.unsqueeze(-1).expand(-1, -1, first.n_patches))
+            grids = torch.cat([merged.top_grids, part.top_grids], dim=1)
+            merged.top_grids = grids.gather(1, order.unsqueeze(-1).expand(-1, -1, 2))
+            merged.tokens_seen += part.tokens_seen
             merged.fire_images += part.fire_images
             merged.fire_patches += part.fire_patches
             merged.act_sum += part.act_sum
@@ -311,8 +325,8 @@ class MinedActivations:
         """The kept images of one feature, best first.
 
         Returns:
-            ``(image_id, score, activation_map)`` tuples, ``activation_map`` a ``[grid, grid]`` tensor
-            of the feature's per-patch activations on that image. Entries may have score 0 when the
+            ``(image_id, score, activation_map)`` tuples, ``activation_map`` a ``[rows, cols]`` tensor
+            of the feature's per-patch activations on that image, at the image's own grid. Entries may have score 0 when the
             feature fired on fewer than ``k`` images (filter on ``score > 0`` to show only firing ones).
         """
         row = self._row(feature)
@@ -321,7 +335,8 @@ class MinedActivations:
             image_id = int(self.top_image_ids[row, slot])
             if image_id < 0:
                 continue
-            activation_map = self.top_maps[row, slot].reshape(self.grid_size, self.grid_size).clone()
+            h, w = (int(v) for v in self.top_grids[row, slot])
+            activation_map = self.top_maps[row, slot, : h * w].reshape(h, w).clone()
             out.append((image_id, float(self.top_scores[row, slot]), activation_map))
         return out
 
@@ -359,7 +374,7 @@ class MinedActivations:
         not counting unreadable images that were skipped.
         """
         n_images = max(self.images_mined, 1)
-        n_tokens = n_images * self.n_patches
+        n_tokens = max(int(self.tokens_seen.sum()), 1)
         fire_patches = self.fire_patches.double()
         return pd.DataFrame(
             {
@@ -387,7 +402,9 @@ class MinedActivations:
 
     # -- streaming update ---------------------------------------------------------------------------
 
-    def update(self, feature_acts: torch.Tensor, first_image_id: int) -> None:
+    def update(
+        self, feature_acts: torch.Tensor, first_image_id: int, grids: torch.Tensor | None = None
+    ) -> None:
         """Fold one batch into the running top-k and statistics.
 
         Memory beyond the state is a few ``[F, k, patches]``-sized blocks of at most
@@ -399,6 +416,9 @@ class MinedActivations:
             feature_acts: ``[batch, patches, F]`` activations of the mined features (row order of
                 ``feature_ids``) on images ``first_image_id .. first_image_id + batch - 1``.
             first_image_id: Index of the batch's first image in the source.
+            grids: ``[batch, 2]`` each image's patch grid where images differ in size (their
+                activations row-major over their own grid, zero-padded to ``patches``); ``None``:
+                every image the square grid of ``grid_size``.
         """
         # The state lives on the device it was moved to (mining moves it to the SAE's device, so a GPU
         # run never ships [batch, patches, d_sae] activations to the CPU).
@@ -408,7 +428,11 @@ class MinedActivations:
             raise ValueError(
                 f"Expected activations [batch, {self.n_patches}, {len(self.feature_ids)}], got {tuple(acts.shape)}."
             )
-        self._update_top(acts, first_image_id)
+        if grids is None:
+            grids = torch.tensor([[self.grid_size, self.grid_size]], dtype=torch.int64).expand(batch, 2)
+        grids = grids.to(device=self.top_grids.device, dtype=torch.int64)
+        self._update_top(acts, first_image_id, grids)
+        self.tokens_seen += int(grids.prod(dim=1).sum())
         # SAE codes are >= 0 (ReLU, TopK, JumpReLU), so their nonzeros are the firing entries: [nnz] each.
         images, patches, features = acts.nonzero(as_tuple=True)
         values = acts[images, patches, features]
@@ -421,9 +445,15 @@ class MinedActivations:
         self._update_histogram_codes(features, values, batch_max)
         self.images_processed = first_image_id + batch
 
-    def _update_top(self, acts: torch.Tensor, first_image_id: int) -> None:
+    def _update_top(self, acts: torch.Tensor, first_image_id: int, grids: torch.Tensor) -> None:
         k = self.k
-        scores = acts.amax(dim=1) if self.rank_by == "max" else acts.mean(dim=1)  # [batch, F]
+        if self.rank_by == "max":
+            scores = acts.amax(dim=1)  # [batch, F]
+        else:
+            counts = grids.prod(dim=1)
+            same_size = bool((counts == acts.shape[1]).all())
+            # Over each image's own patches (the padding of smaller images left out).
+            scores = acts.mean(dim=1) if same_size else acts.sum(dim=1) / counts[:, None].to(acts.dtype)
         candidates = torch.cat([self.top_scores, scores.T], dim=1)  # [F, k + batch]
         # Kept entries are sorted (score desc, id asc) and all precede the batch's ids, and the batch
         # is in id order, so a *stable* descending sort breaks ties by lower image id.
@@ -435,6 +465,8 @@ class MinedActivations:
             from_kept, self.top_image_ids.gather(1, kept_slot), first_image_id + batch_pos
         )
         self.top_scores = candidates.gather(1, order)
+        grid_pool = torch.cat([self.top_grids, grids.unsqueeze(0).expand(len(self.feature_ids), -1, -1)], dim=1)
+        self.top_grids = grid_pool.gather(1, order.unsqueeze(-1).expand(-1, -1, 2))
         # The maps are rewritten in place, a block of features at a time, so the temporaries stay a
         # few blocks however many features are mined (a whole-store copy is 640 MiB at 8k x 5 x 4096).
         # Only the features whose list changed are touched (after the first images, few per batch).
@@ -562,6 +594,12 @@ class MinedActivations:
             dense = torch.zeros(len(tensors["feature_ids"]) * k * n_patches)
             dense[tensors.pop("top_maps_index").long()] = tensors.pop("top_maps_values")
             tensors["top_maps"] = dense.view(-1, k, n_patches)
+        n_features, k = tensors["top_scores"].shape
+        if "top_grids" not in tensors:  # saved before grids were kept: every image the square grid
+            tensors["top_grids"] = torch.full((n_features, k, 2), int(meta["grid_size"]), dtype=torch.int64)
+        if "tokens_seen" not in tensors:
+            mined_images = images_processed - len(meta.get("skipped_images", [])) - (meta.get("image_range") or [0])[0]
+            tensors["tokens_seen"] = torch.tensor([mined_images * int(meta["n_patches"])], dtype=torch.int64)
         mined = cls(
             **{name: tensors[name] for name in _STATE_TENSORS}, meta=meta, images_processed=images_processed
         )
@@ -905,6 +943,43 @@ def _finish_merged(mined: MinedActivations, source: ImageSource, model: Any) -> 
     return mined
 
 
+def _mine_packed_batch(
+    mined: MinedActivations,
+    model: Any,
+    sae: Any,
+    adapter: Any,
+    image_processor: Any,
+    hook_name: str,
+    batch: list[Any],
+    ids: list[int],
+    feature_index: torch.Tensor | None,
+) -> None:
+    """Mine one batch on a packed tower: the images (of any sizes) in one sequence, each image's
+    codes laid out row-major over its own grid (the geometry) and zero-padded to the state's width."""
+    vit = vision_model(model)
+    pictures = [tensor_to_image(item) if isinstance(item, torch.Tensor) else to_rgb(item) for item in batch]
+    processed = image_processor(images=pictures, return_tensors="pt")
+    pixel_values = processed["pixel_values"].to(device=vit.device, dtype=vit.dtype)
+    tower_inputs = {key: processed[key].to(vit.device) for key in adapter.tower_input_keys}
+    geometry = vit.image_geometry(pixel_values, **tower_inputs)
+    acts = hook_activations(model, hook_name, pixel_values, flatten=True, **tower_inputs)[0]  # [tokens, d]
+    width = mined.n_patches
+    for offset, count in _contiguous_runs(ids, len(ids)):
+        maps, grids = [], []
+        for image in range(offset, offset + count):
+            positions = geometry.patch_positions(image).to(acts.device)
+            if len(positions) > width:
+                raise ValueError(
+                    f"An image of {len(positions)} patches exceeds the {width} the processor's bounds allow."
+                )
+            codes = _encode_in_chunks(sae, acts[positions].unsqueeze(0))[0]  # [h * w, d_sae]
+            if feature_index is not None:
+                codes = codes[..., feature_index.to(codes.device)]
+            maps.append(torch.nn.functional.pad(codes, (0, 0, 0, width - len(positions))))
+            grids.append(geometry.grid(image))
+        mined.update(torch.stack(maps), ids[offset], grids=torch.tensor(grids, dtype=torch.int64))
+
+
 def _mine_block(
     model: Any,
     sae: Any,
@@ -962,6 +1037,7 @@ def _mine_block(
         "hist_bins": int(hist_bins),
         "n_patches": int(vit.cfg.n_patches),
         "grid_size": int(vit.cfg.grid_size),
+        "packed": bool(vit.cfg.packed),
         "patch_size": int(vit.cfg.patch_size),
         "image_size": int(vit.cfg.image_size),
         "batch_size": int(batch_size),
@@ -969,6 +1045,14 @@ def _mine_block(
         "image_range": None if image_range is None else [image_range.start, image_range.stop],
     }
 
+    packed = vit.cfg.packed
+    if packed:
+        # Images of any size: maps are kept row-major over each image's own grid, zero-padded to the
+        # most patches the processor gives an image (the adapter knows its bounds).
+        from vis_steer_lens.families import get_adapter
+
+        adapter = get_adapter(vit.cfg.family)
+        meta["n_patches"] = int(adapter.max_patches_per_image(vit.cfg, image_processor_of(model, processor)))
     mined = None
     if out_dir is not None and resume and (Path(out_dir) / TOP_FILE).is_file():
         mined = MinedActivations.load(out_dir)
@@ -994,7 +1078,7 @@ def _mine_block(
     # After resuming, which may swap in the folder as it was listed when the run began.
     block = range(len(source)) if image_range is None else image_range
     if mined is None:
-        mined = MinedActivations.empty(feature_ids, k, vit.cfg.n_patches, hist_bins, meta)
+        mined = MinedActivations.empty(feature_ids, k, meta["n_patches"], hist_bins, meta)
         mined.images_processed = block.start
         if out_dir is not None and isinstance(source, FolderImages):
             _write_listing(out_dir, source)
@@ -1018,7 +1102,13 @@ def _mine_block(
         for first in range(start, block.stop, batch_size):
             end = min(first + batch_size, block.stop)
             ids, batch = _read_batch(source, range(first, end), skipped)
-            if batch:
+            if batch and packed:
+                if image_processor is None:
+                    image_processor = image_processor_of(model, processor)
+                _mine_packed_batch(
+                    mined, model, sae, adapter, image_processor, hook_name, batch, ids, feature_index
+                )
+            elif batch:
                 if image_processor is None and needs_image_processor(batch):
                     image_processor = image_processor_of(model, processor)
                 pixel_values = to_pixel_values(batch, image_processor).to(device=vit.device, dtype=vit.dtype)

@@ -33,7 +33,7 @@ from torch import nn
 from vis_steer_lens.families import get_adapter, supported_families
 
 #: Families :func:`tiny_vlm` builds.
-TINY_FAMILIES = ("gemma3", "internvl3")
+TINY_FAMILIES = ("gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl")
 
 _WORDS = (
     "the a an is are what in on of image images describe highlighted element shared all these this "
@@ -164,8 +164,11 @@ def tiny_hf_vlm(
     """A tiny random Hugging Face VLM of ``family`` and its processor (32x32 images, 8-px patches).
 
     Args:
-        family: ``"gemma3"`` (SigLIP, 16 patches, 4 soft tokens) or ``"internvl3"`` (InternViT
-            with a class token and layer scale, 16 patches, 4 soft tokens, Qwen2 text).
+        family: ``"gemma3"`` (SigLIP, 16 patches, 4 soft tokens), ``"internvl3"`` (InternViT
+            with a class token and layer scale, 16 patches, 4 soft tokens, Qwen2 text),
+            ``"qwen2_vl"`` or ``"qwen2_5_vl"`` (native resolution: 8-px patches merged 2 x 2, images
+            resized to 32-64 px a side at their own aspect ratio, packed into one sequence; Qwen2.5-VL
+            with 32-px attention windows and full attention in every second block).
         seed: Seeds the weights.
         vision_layers: Vision encoder blocks.
         text_width: Hidden size of the language model (a "larger" model of the same family
@@ -192,7 +195,7 @@ def tiny_vlm(family: str = "gemma3", **kwargs: Any):
     """A :class:`~vis_steer_lens.HookedVLM` over :func:`tiny_hf_vlm`'s model, with its processor.
 
     Args:
-        family: ``"gemma3"`` or ``"internvl3"``.
+        family: ``"gemma3"``, ``"internvl3"``, ``"qwen2_vl"`` or ``"qwen2_5_vl"``.
         **kwargs: ``seed``, ``vision_layers``, ``text_width``, ``norm_type``, ``qk_norm`` (see
             :func:`tiny_hf_vlm`).
     """

@@ -1,6 +1,6 @@
 """Model-family adapters: the only place that knows a family's Hugging Face layout.
 
-Importing this package registers the built-in families (Gemma 3, InternVL3) with
+Importing this package registers the built-in families (Gemma 3, InternVL3, Qwen2-VL, Qwen2.5-VL) with
 :mod:`vis_steer_lens.families`.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from vis_steer_lens.adapters.base import EMPTY_IMAGES, VLMAdapter
 from vis_steer_lens.adapters.gemma3 import GEMMA3_HOOK_NAMES, Gemma3Adapter
 from vis_steer_lens.adapters.internvl3 import INTERNVL3_HOOK_NAMES, InternVL3Adapter
+from vis_steer_lens.adapters.qwen2_vl import QWEN2_VL_HOOK_NAMES, Qwen2VLAdapter, Qwen25VLAdapter
 from vis_steer_lens.families import (
     UnsupportedModelError,
     adapter_for,
@@ -19,6 +20,8 @@ from vis_steer_lens.families import (
 )
 
 # Registered in reverse order of preference: the last one registered is tried first.
+register_adapter(Qwen25VLAdapter())
+register_adapter(Qwen2VLAdapter())
 register_adapter(InternVL3Adapter())
 register_adapter(Gemma3Adapter())
 
@@ -28,6 +31,9 @@ __all__ = [
     "INTERNVL3_HOOK_NAMES",
     "Gemma3Adapter",
     "InternVL3Adapter",
+    "QWEN2_VL_HOOK_NAMES",
+    "Qwen25VLAdapter",
+    "Qwen2VLAdapter",
     "UnsupportedModelError",
     "VLMAdapter",
     "adapter_for",

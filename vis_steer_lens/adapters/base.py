@@ -13,6 +13,7 @@ from torch import nn
 
 from vis_steer_lens.choices import EMPTY_IMAGES
 from vis_steer_lens.families import UnsupportedModelError
+from vis_steer_lens.geometry import ImageGeometry
 from vis_steer_lens.hook_names import HookNameMap
 from vis_steer_lens.hooked_vit import HookedViT, HookedViTConfig, TowerParts
 
@@ -42,6 +43,8 @@ class VLMAdapter:
         hook_name_map: Hugging Face and TransformerBridge names of the family's hooks.
         end_of_turn_tokens: Tokens that end a chat answer besides the tokenizer's EOS.
         language_input_keys: The processor outputs the language model takes (besides pixels).
+        tower_input_keys: The processor outputs the vision tower reads besides ``pixel_values``
+            (Qwen2-VL's ``image_grid_thw``), passed to :meth:`image_geometry`.
         one_tile_per_image: Image-processor options that make each image one tower input (for
             mining and scoring, which are per image), where the processor can tile images.
         released_configs: Released models the family can build with random weights (see
@@ -63,6 +66,7 @@ class VLMAdapter:
     hook_name_map: ClassVar[HookNameMap]
     end_of_turn_tokens: ClassVar[tuple[str, ...]] = ()
     language_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
+    tower_input_keys: ClassVar[tuple[str, ...]] = ()
     one_tile_per_image: ClassVar[dict[str, Any]] = {}
     released_configs: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     released_token_ids: ClassVar[Mapping[str, int]] = {}
@@ -95,6 +99,33 @@ class VLMAdapter:
         """The tower's Hugging Face modules, for HookedViT to run (shared, not copied)."""
         raise NotImplementedError
 
+    def image_geometry(
+        self, cfg: HookedViTConfig, pixel_values: torch.Tensor, **tower_inputs: Any
+    ) -> ImageGeometry:
+        """Where every token of a batch sits in the tower (see :class:`~vis_steer_lens.geometry.ImageGeometry`).
+
+        The default is a fixed grid: ``[images, channels, H, W]`` pixels, each image
+        ``cfg.n_prefix_tokens`` prefix tokens then its ``(H / patch) x (W / patch)`` patches in
+        row-major order, one image per batch row. Families that pack, tile or reorder override it.
+
+        Args:
+            cfg: The tower's config.
+            pixel_values: The tower's input as the processor gives it.
+            **tower_inputs: Further processor outputs the tower reads (none by default).
+        """
+        if tower_inputs:
+            raise ValueError(f"The {self.name} tower takes pixel_values only, got also {sorted(tower_inputs)}.")
+        height, width = pixel_values.shape[-2:]
+        grid = (height // cfg.patch_size, width // cfg.patch_size)
+        return ImageGeometry.fixed_grid(
+            pixel_values.shape[0], grid, cfg.n_prefix_tokens, device=pixel_values.device
+        )
+
+    def max_patches_per_image(self, cfg: HookedViTConfig, image_processor: Any) -> int:
+        """The most patches one image can have after ``image_processor`` (mining's map width):
+        ``cfg.n_patches`` for fixed grids."""
+        return cfg.n_patches
+
     def default_config(self, n_layers: int) -> HookedViTConfig:
         """A small config of the family's layout, to list its hook names without a model."""
         shape = dict(d_model=8, n_heads=2, d_head=4, d_mlp=8, image_size=4, patch_size=2)
@@ -108,9 +139,13 @@ class VLMAdapter:
                 f"{type(tower).__name__} ({getattr(getattr(tower, 'config', None), 'model_type', None)!r})."
             )
         name = model_name or getattr(tower.config, "_name_or_path", "") or "unnamed"
+        cfg = self.tower_config(tower, name)
+        parts = self.tower_parts(tower)
+        if parts.geometry is None:
+            parts.geometry = functools.partial(self.image_geometry, cfg)
         return HookedViT(
-            self.tower_config(tower, name),
-            self.tower_parts(tower),
+            cfg,
+            parts,
             name_map=self.hook_name_map,
             hf_tower=tower,
         )
@@ -142,6 +177,32 @@ class VLMAdapter:
         """Id of the placeholder token that soft image tokens replace."""
         return int(model.config.image_token_id)
 
+    def pooled_image_features(self, image_features: torch.Tensor) -> Any:
+        """The soft tokens ``[batch, soft_tokens, d_lm]`` in the form the model's ``mm_encoder_outputs``
+        takes as ``pooler_output`` (the tensor itself by default)."""
+        return image_features
+
+    def decoding_positions(
+        self,
+        hf_model: nn.Module,
+        inputs: Mapping[str, torch.Tensor],
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Positions for our own decoding loop (:func:`vis_steer_lens.explain.decoding.greedy_decode`).
+
+        Args:
+            hf_model: The Hugging Face model.
+            inputs: The prompt's inputs (``input_ids`` and what the family adds).
+            position_ids: ``[batch, seq]`` text positions (counting only the unpadded tokens).
+            attention_mask: ``[batch, seq]``.
+
+        Returns:
+            ``(prefill position_ids, offset)``: what the prefill takes, and ``[batch]`` added to the
+            text position of every decoded token (``None``: nothing). By default the text positions.
+        """
+        return position_ids, None
+
     def prefill_masks(self, hf_model: nn.Module, inputs: dict[str, torch.Tensor]) -> dict | None:
         """Attention masks for an unpadded prefill, where the family needs its own (else ``None``)."""
         return None
@@ -157,7 +218,6 @@ class VLMAdapter:
 
     def load_tower(self, name_or_path: str, *, device=None, dtype=None, revision=None) -> nn.Module:
         """Load only the vision tower's weights (from the shards that hold them)."""
-        import transformers
         from transformers import AutoConfig
 
         from vis_steer_lens.adapters.checkpoints import load_tensors
@@ -168,10 +228,16 @@ class VLMAdapter:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)
         tensors = load_tensors(name_or_path, lambda key: strip(key) is not None, revision)
         state = {strip(key): value for key, value in tensors.items()}
-        tower_class = getattr(transformers, self.tower_class)
+        tower_class = self._tower_class_object()
         tower = self._finish_tower(load_tower_weights(tower_class, config.vision_config, state, name_or_path))
         dtype = dtype or next(iter(state.values())).dtype
         return tower.to(device=device or "cpu", dtype=dtype).eval()
+
+    def _tower_class_object(self) -> type:
+        """The transformers class named :attr:`tower_class` (exported by ``transformers``)."""
+        import transformers
+
+        return getattr(transformers, self.tower_class)
 
     def load_processor(self, name_or_path: str, *, revision: str | None = None) -> Any:
         """The processor saved with a checkpoint (transformers' ``AutoProcessor``).
@@ -280,6 +346,29 @@ class VLMAdapter:
         """Family-specific changes to transformers' init of a random released model (none by default)."""
 
     # ---- inputs
+    #: Side in pixels of the empty image steering starts from; the processor resizes it as any image
+    #: (fixed-grid towers to their size; native-resolution ones within their pixel bounds).
+    empty_image_size: ClassVar[int] = 224
+
+    def empty_image(self, kind: str, processor: Any = None) -> Image.Image:
+        """The empty image as a PIL image of :attr:`empty_image_size` (``"mean"`` and ``"zeros"``: the
+        processor's mean colour; ``"zeros"`` is made exact by :meth:`empty_image_inputs`)."""
+        if kind not in EMPTY_IMAGES:
+            raise ValueError(f"Unknown empty image {kind!r}; choose one of {EMPTY_IMAGES}.")
+        if kind in ("mean", "zeros") and processor is not None:
+            image_processor = getattr(processor, "image_processor", processor)
+            colour = tuple(int(round(255 * m)) for m in image_processor.image_mean)
+        else:
+            colour = {"white": (255, 255, 255), "black": (0, 0, 0)}.get(kind, (128, 128, 128))
+        return Image.new("RGB", (self.empty_image_size, self.empty_image_size), colour)
+
+    def empty_image_inputs(
+        self, kind: str, processor: Any, dtype: torch.dtype = torch.float32
+    ) -> dict[str, torch.Tensor]:
+        """The tower inputs of the empty image: ``pixel_values`` and the family's ``tower_input_keys``
+        (by default :meth:`empty_image_pixel_values` alone)."""
+        return {"pixel_values": self.empty_image_pixel_values(kind, processor, dtype)}
+
     def empty_image_pixel_values(
         self, kind: str, processor: Any, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:

@@ -87,7 +87,6 @@ def neuronpedia_source_id(layer: int, sae_set: str, sae_id_suffix: str | None = 
 
 def _feature_record(results: DashboardResults, feature: int, stats_row: dict[str, Any]) -> dict[str, Any]:
     mined = results.mined
-    tokens = patch_labels(mined.grid_size)
     edges, counts = mined.histogram(feature)
     centres = ((edges[:-1] + edges[1:]) / 2).tolist()
     max_act = float(stats_row["max_act"])
@@ -99,7 +98,8 @@ def _feature_record(results: DashboardResults, feature: int, stats_row: dict[str
                 "bin_min": TOP_BIN_MIN,
                 "bin_max": round(max_act, 3),
                 "bin_contains": TOP_BIN_CONTAINS,
-                "tokens": list(tokens),
+                # One token per patch of this image's own grid (native-resolution images differ).
+                "tokens": patch_labels(*amap.shape),
                 "values": _round(flat.tolist()),
                 "qualifying_token_index": int(flat.argmax()),
             }

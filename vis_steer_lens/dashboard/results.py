@@ -208,9 +208,9 @@ class DashboardResults:
         return Image.fromarray(array).convert("RGB")
 
 
-def patch_labels(grid_size: int) -> list[str]:
+def patch_labels(grid_size: int, cols: int | None = None) -> list[str]:
     """Labels ``p(row,col)`` of the patches in row-major order (the order of a flattened map)."""
-    return [f"p({r},{c})" for r in range(grid_size) for c in range(grid_size)]
+    return [f"p({r},{c})" for r in range(grid_size) for c in range(grid_size if cols is None else cols)]
 
 
 __all__ = ["DashboardResults", "patch_labels"]

@@ -26,7 +26,8 @@ from vis_steer_lens.families import adapter_for, get_adapter, supported_families
 #: any transformers ``StoppingCriteria`` that judges each row by its own tokens).
 StopFn = Callable[..., torch.Tensor]
 
-_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+# mm_token_type_ids and image_grid_thw only place the image tokens (M-RoPE positions, Qwen2-VL).
+_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "image_grid_thw")
 
 
 def end_of_answer_ids(tokenizer: Any, adapter: Any = None) -> list[int]:
@@ -133,6 +134,9 @@ def greedy_decode(
         attention_mask = _infer_attention_mask(input_ids, eos, pad_token_id)
     # Positions count only the real tokens, so left padding does not shift a row's positions.
     position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    adapter = getattr(vlm, "adapter", None) or adapter_for(hf_model)
+    # The family's prefill positions (M-RoPE for Qwen2-VL) and each row's offset of decoded positions.
+    prefill_positions, position_offset = adapter.decoding_positions(hf_model, inputs, position_ids, attention_mask)
     if bool((attention_mask == 1).all()):
         attention_mask = None  # no padding: the model builds a plain causal mask, faster
     else:
@@ -144,12 +148,11 @@ def greedy_decode(
     if attention_mask is None:
         # Without padding some families' prefill masks follow from the inputs alone (Gemma 3's
         # from token_type_ids), faster than transformers builds them.
-        adapter = getattr(vlm, "adapter", None) or adapter_for(hf_model)
         prefill_mask = adapter.prefill_masks(hf_model, inputs) or None
     prefill = {
         "input_ids": input_ids,
         "attention_mask": prefill_mask,
-        "position_ids": position_ids,
+        "position_ids": prefill_positions,
         # Only the prefill: it makes the image tokens attend to each other both ways.
         "token_type_ids": inputs.get("token_type_ids"),
         cache_argument: cache,
@@ -183,6 +186,8 @@ def greedy_decode(
             cache.batch_select_indices(keep)
             rows, sequences, next_tokens = rows[keep], sequences[keep], next_tokens[keep]
             next_position = next_position[keep]
+            if position_offset is not None:
+                position_offset = position_offset[keep]
             if attention_mask is not None:
                 attention_mask = attention_mask[keep]
         next_position = next_position + 1
@@ -191,7 +196,7 @@ def greedy_decode(
         logits = hf_model(
             input_ids=next_tokens[:, None],
             attention_mask=attention_mask,
-            position_ids=next_position[:, None],
+            position_ids=(next_position if position_offset is None else next_position + position_offset)[:, None],
             use_cache=True,
             logits_to_keep=1,
             **{cache_argument: cache},

@@ -117,40 +117,51 @@ class SteeringExplainer(Explainer):
         self._sweep_rows: dict[tuple[int, int, float], dict[str, Any]] = {}
         self.include_prefix_tokens = include_prefix_tokens
         self._hook = model.vision.parse_hook_name(self.hook_name)
-        self._positions = self._position_mask(positions)
         self._prepare_inputs()
+        self._positions = self._position_mask(positions)
 
     # ------------------------------------------------------------------ setup
     def _position_mask(self, positions: torch.Tensor | None) -> torch.Tensor | None:
-        """The tokens to steer ``[tokens]`` (prefix tokens first), or ``None`` for all of them."""
-        cfg = self.model.vision.cfg
+        """The tokens of the empty image to steer ``[tokens]`` in the tower's order, or ``None`` for all.
+
+        ``positions`` is a mask over the empty image's patch grid, ``[h, w]`` or row-major ``[h * w]``
+        (its grid: ``self.geometry.grid(0)``); prefix tokens follow ``include_prefix_tokens``.
+        """
+        geometry = self.geometry
+        h, w = geometry.grid(0)
+        has_prefix = bool(geometry.is_prefix.any())
         if positions is None:
-            if not cfg.n_prefix_tokens or self.include_prefix_tokens:
+            if not has_prefix or self.include_prefix_tokens:
                 return None
-            mask = torch.ones(cfg.n_patches, dtype=torch.bool)
+            mask = torch.ones(h * w, dtype=torch.bool)
         else:
             mask = torch.as_tensor(positions).flatten().bool()
-            if mask.numel() != cfg.n_patches:
+            if mask.numel() != h * w:
                 raise ValueError(
-                    f"positions must have {cfg.n_patches} entries (one per patch), got {mask.numel()}."
+                    f"positions must have {h * w} entries (one per patch of the {h}x{w} empty image), "
+                    f"got {mask.numel()}."
                 )
-        prefix = torch.full((cfg.n_prefix_tokens,), self.include_prefix_tokens, dtype=torch.bool)
-        return torch.cat([prefix, mask])
+        mask_map = mask.reshape(h, w).to(geometry.row.device)
+        return geometry.from_patch_map(mask_map, 0, fill=self.include_prefix_tokens).cpu()
 
     def _prepare_inputs(self) -> None:
-        """Tokenise the prompt once and compute the empty image's activations below the hook."""
+        """Tokenise the prompt once and compute the empty image's activations below the hook.
+
+        The prompt is built from the empty image itself (its size fixes the number of soft tokens
+        for native-resolution families: ``adapter.empty_image_size``).
+        """
         vlm = self.model
         vlm._require_processor()
-        pixels = vlm.adapter.empty_image_pixel_values(self.empty_image, vlm.processor, dtype=vlm.dtype).to(
-            vlm.device
-        )
-        from PIL import Image
-
-        placeholder = Image.new("RGB", (8, 8))  # only the tokens are used; the pixels come from above
-        inputs = vlm.prompt_inputs([placeholder], self.prompt.steering)
+        image_inputs = vlm.adapter.empty_image_inputs(self.empty_image, vlm.processor, dtype=vlm.dtype)
+        image_inputs = {k: v.to(vlm.device) for k, v in image_inputs.items()}
+        inputs = vlm.prompt_inputs([vlm.adapter.empty_image(self.empty_image)], self.prompt.steering)
         self._inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
-        self._pixels = pixels
+        self._pixels = image_inputs.pop("pixel_values")
+        self._tower_inputs = image_inputs
+        self.geometry = vlm.image_geometry(self._pixels, **image_inputs)
+        self._packed = self.geometry.packed
         self._layer = self._hook.layer
+        extra = {"geometry": self.geometry} if vlm.vision._needs_context else {}
         with torch.no_grad():
             if self._layer is None or not self.reuse_prefix:
                 self._start_layer = None
@@ -158,19 +169,36 @@ class SteeringExplainer(Explainer):
             elif self._hook.site == "hook_resid_post":
                 # The hook is the residual stream itself: add to it and start at the next block.
                 self._start_layer = self._layer + 1
-                self._prefix = vlm.vision(pixels, stop_at_layer=self._layer + 1)
+                self._prefix = vlm.vision(self._pixels, stop_at_layer=self._layer + 1, **extra)
             else:
                 self._start_layer = self._layer
-                self._prefix = vlm.vision(pixels, stop_at_layer=self._layer)
+                self._prefix = vlm.vision(self._pixels, stop_at_layer=self._layer, **extra)
         tokenizer = getattr(vlm.processor, "tokenizer", vlm.processor)
         self._tokenizer = tokenizer
         self._eos = end_of_answer_ids(tokenizer, vlm.adapter)
+
+    def _batch_geometry(self, batch: int):
+        """The geometry of ``batch`` copies of the empty image (packed one after the other)."""
+        cache = self.__dict__.setdefault("_batch_geometries", {})
+        if batch not in cache:
+            pixels, tower_inputs = self._batch_image_inputs(batch)
+            cache[batch] = self.model.image_geometry(pixels, **tower_inputs)
+        return cache[batch]
+
+    def _batch_image_inputs(self, batch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``batch`` copies of the empty image's tower inputs (images are concatenated along dim 0)."""
+
+        def repeat(value: torch.Tensor) -> torch.Tensor:
+            return value.repeat(batch, *[1] * (value.ndim - 1))
+
+        return repeat(self._pixels), {k: repeat(v) for k, v in self._tower_inputs.items()}
 
     # ------------------------------------------------------------------ coefficients
     def patch_norm(self) -> float:
         """Mean L2 norm of the empty image's activation at the hook, over patches (prefix tokens left out)."""
         acts = patch_tokens(
-            hook_activations(self.model, self.hook_name, self._pixels, flatten=True), self.model
+            hook_activations(self.model, self.hook_name, self._pixels, flatten=True, **self._tower_inputs),
+            self.model,
         )
         return float(acts.float().norm(dim=-1).mean())
 
@@ -286,16 +314,37 @@ class SteeringExplainer(Explainer):
             delta = delta * self._positions.to(vlm.device).view(1, -1, 1)
 
         def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            if self._packed:  # [1, batch * tokens, ...]: row i's tokens are the i-th image's
+                rows = act.reshape(batch, -1, *act.shape[2:])
+                return (rows + self._hook.unflatten(delta, rows).to(act.dtype)).reshape(act.shape)
             return act + self._hook.unflatten(delta, act).to(act.dtype)
 
-        if self._prefix is None:  # no reuse: the full tower, with the direction added at the hook
+        if not self._packed:
+            if self._prefix is None:  # no reuse: the full tower, with the direction added at the hook
+                with vlm.hooks(fwd_hooks=[(self.hook_name, add)]):
+                    return vlm.encode_images(self._pixels.expand(batch, -1, -1, -1))
+            resid = self._prefix.expand(batch, -1, -1)
+            if self._start_layer == self._layer + 1:  # the hook is the cached residual stream itself
+                return vlm.encode_images(resid=add(resid, None), start_at_layer=self._start_layer)
             with vlm.hooks(fwd_hooks=[(self.hook_name, add)]):
-                return vlm.encode_images(self._pixels.expand(batch, -1, -1, -1))
-        resid = self._prefix.expand(batch, -1, -1)
-        if self._start_layer == self._layer + 1:  # the hook is the cached residual stream itself
-            return vlm.encode_images(resid=add(resid, None), start_at_layer=self._start_layer)
-        with vlm.hooks(fwd_hooks=[(self.hook_name, add)]):
-            return vlm.encode_images(resid=resid, start_at_layer=self._start_layer)
+                return vlm.encode_images(resid=resid, start_at_layer=self._start_layer)
+        # Packed towers: the batch's copies of the empty image form one sequence; one row of soft
+        # tokens per copy.
+        geometry = self._batch_geometry(batch)
+        if self._prefix is None:
+            pixels, tower_inputs = self._batch_image_inputs(batch)
+            with vlm.hooks(fwd_hooks=[(self.hook_name, add)]):
+                soft = vlm.encode_images(pixels, geometry=geometry, **tower_inputs)
+        else:
+            resid = self._prefix.repeat(1, batch, 1)
+            if self._start_layer == self._layer + 1:
+                soft = vlm.encode_images(
+                    resid=add(resid, None), start_at_layer=self._start_layer, geometry=geometry
+                )
+            else:
+                with vlm.hooks(fwd_hooks=[(self.hook_name, add)]):
+                    soft = vlm.encode_images(resid=resid, start_at_layer=self._start_layer, geometry=geometry)
+        return soft.reshape(batch, -1, soft.shape[-1])
 
     def _generate(
         self, features: list[int], direction_features: list[int], coefficients: list[float]

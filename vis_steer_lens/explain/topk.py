@@ -173,12 +173,21 @@ class TopKExplainer(Explainer):
             prompt_length = inputs["input_ids"].shape[1]
             prefix = self.prompt.prefix(self.method)
             stopping = self._stopping_criteria(prompt_length)
+            self._batch_geometry = (
+                self.model.image_geometry(
+                    inputs["pixel_values"],
+                    **{k: inputs[k] for k in self.model.adapter.tower_input_keys if k in inputs},
+                )
+                if self.model.vision.cfg.packed
+                else None
+            )
             hooks = self._steering_hook(
                 [features[i] for i in live], [direction_features[i] for i in live], [tops[i] for i in live]
             )
+            tower_inputs = {k: inputs[k] for k in self.model.adapter.tower_input_keys if k in inputs}
             with torch.no_grad():
                 with self.model.hooks(fwd_hooks=hooks):  # the hybrid's steering acts on the images only
-                    image_features = self.model.encode_images(inputs["pixel_values"])
+                    image_features = self.model.encode_images(inputs["pixel_values"], **tower_inputs)
                 # Greedy, as generate would be, but rows leave the batch once they have ended.
                 tokens, ended = greedy_decode(
                     self.model,
@@ -255,6 +264,10 @@ class SteeringInformedTopKExplainer(TopKExplainer):
         directions = self.directions(features, direction_features).float()  # [rows, d_in]
         # One entry per shown image, in the processor's order (row by row).
         per_image_direction = torch.cat([directions[i].expand(len(top), -1) for i, top in enumerate(tops)])
+        geometry = getattr(self, "_batch_geometry", None)
+        if geometry is not None:  # a packed tower: images of their own sizes in one sequence
+            hook = self.model.vision.parse_hook_name(self.hook_name)
+            return [(self.hook_name, self._packed_add(geometry, tops, per_image_direction, hook))]
         masks = torch.cat(
             [torch.stack([amap.flatten() > 0 for _, _, amap in top]) for top in tops]
         )  # [images, patches]
@@ -274,3 +287,31 @@ class SteeringInformedTopKExplainer(TopKExplainer):
             return act + hook_name.unflatten(delta, act).to(act.dtype)
 
         return [(self.hook_name, add)]
+
+    def _packed_add(self, geometry: Any, tops: list, per_image_direction: torch.Tensor, hook_name: Any):
+        """The hybrid's hook on a packed tower: each shown image's tokens ``[1, tokens, ...]`` steered
+        where its own map (at its own grid) is active, scaled by that image's mean patch norm."""
+        maps = [amap for top in tops for _, _, amap in top]
+        masks = []
+        for image, amap in enumerate(maps):
+            if tuple(amap.shape) != geometry.grid(image):
+                raise ValueError(
+                    f"A shown image has a {geometry.grid(image)} grid but its map is {tuple(amap.shape)}: "
+                    "the processor resized it differently from the mined image."
+                )
+            masks.append(geometry.from_patch_map((amap > 0).to(geometry.row.device), image, fill=False))
+        mask = torch.cat(masks)  # [tokens], in the tower's order
+        multiple = self.coefficient
+
+        def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            flat = hook_name.flatten(act)[0].float()  # [tokens, d_in]
+            delta = torch.zeros_like(flat)
+            for image in range(geometry.n_images):
+                span = geometry.image_positions(image)
+                patches = geometry.is_patch[span].to(flat.device)
+                norm = flat[span][patches].norm(dim=-1).mean()
+                delta[span] = multiple * norm * per_image_direction[image].to(flat.device)
+            delta = delta * mask.to(flat.device).unsqueeze(-1)
+            return act + hook_name.unflatten(delta.unsqueeze(0), act).to(act.dtype)
+
+        return add
