@@ -124,7 +124,9 @@ class HookedViTConfig:
             if value not in NORM_TYPES and not (name == "final_norm_type" and value is None):
                 raise ValueError(f"HookedViTConfig.{name} must be one of {NORM_TYPES}, got {value!r}.")
         if self.positional not in POSITIONAL_KINDS:
-            raise ValueError(f"HookedViTConfig.positional must be one of {POSITIONAL_KINDS}, got {self.positional!r}.")
+            raise ValueError(
+                f"HookedViTConfig.positional must be one of {POSITIONAL_KINDS}, got {self.positional!r}."
+            )
         if self.full_attention_blocks is not None:
             self.full_attention_blocks = [int(i) for i in self.full_attention_blocks]
         if self.n_prefix_tokens < 0:
@@ -323,7 +325,9 @@ class TokenContext:
     sin: torch.Tensor | None = None
 
     @classmethod
-    def from_geometry(cls, geometry: ImageGeometry, cfg: HookedViTConfig, device: torch.device) -> TokenContext:
+    def from_geometry(
+        cls, geometry: ImageGeometry, cfg: HookedViTConfig, device: torch.device
+    ) -> TokenContext:
         """Masks from the geometry's images and windows, rotary factors from its (row, col)."""
         geometry = geometry.to(device)
         full_mask = window_mask = None
@@ -737,7 +741,9 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         self.hook_embed = ShapedHookPoint("batch", "pos", "d_model")
         if self.pos_embed is not None:
             self.hook_pos_embed = ShapedHookPoint("batch", "pos", "d_model")
-        self.blocks = nn.ModuleList(HookedViTBlock(block, cfg, layer) for layer, block in enumerate(parts.blocks))
+        self.blocks = nn.ModuleList(
+            HookedViTBlock(block, cfg, layer) for layer, block in enumerate(parts.blocks)
+        )
         if (parts.final_norm is None) != (cfg.final_norm_type is None):
             raise ValueError("cfg.final_norm_type and parts.final_norm must both be set or both be None.")
         self.ln_final = (

@@ -465,7 +465,9 @@ class MinedActivations:
             from_kept, self.top_image_ids.gather(1, kept_slot), first_image_id + batch_pos
         )
         self.top_scores = candidates.gather(1, order)
-        grid_pool = torch.cat([self.top_grids, grids.unsqueeze(0).expand(len(self.feature_ids), -1, -1)], dim=1)
+        grid_pool = torch.cat(
+            [self.top_grids, grids.unsqueeze(0).expand(len(self.feature_ids), -1, -1)], dim=1
+        )
         self.top_grids = grid_pool.gather(1, order.unsqueeze(-1).expand(-1, -1, 2))
         # The maps are rewritten in place, a block of features at a time, so the temporaries stay a
         # few blocks however many features are mined (a whole-store copy is 640 MiB at 8k x 5 x 4096).
@@ -598,7 +600,9 @@ class MinedActivations:
         if "top_grids" not in tensors:  # saved before grids were kept: every image the square grid
             tensors["top_grids"] = torch.full((n_features, k, 2), int(meta["grid_size"]), dtype=torch.int64)
         if "tokens_seen" not in tensors:
-            mined_images = images_processed - len(meta.get("skipped_images", [])) - (meta.get("image_range") or [0])[0]
+            mined_images = (
+                images_processed - len(meta.get("skipped_images", [])) - (meta.get("image_range") or [0])[0]
+            )
             tensors["tokens_seen"] = torch.tensor([mined_images * int(meta["n_patches"])], dtype=torch.int64)
         mined = cls(
             **{name: tensors[name] for name in _STATE_TENSORS}, meta=meta, images_processed=images_processed

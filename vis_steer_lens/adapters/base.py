@@ -114,7 +114,9 @@ class VLMAdapter:
             **tower_inputs: Further processor outputs the tower reads (none by default).
         """
         if tower_inputs:
-            raise ValueError(f"The {self.name} tower takes pixel_values only, got also {sorted(tower_inputs)}.")
+            raise ValueError(
+                f"The {self.name} tower takes pixel_values only, got also {sorted(tower_inputs)}."
+            )
         height, width = pixel_values.shape[-2:]
         grid = (height // cfg.patch_size, width // cfg.patch_size)
         return ImageGeometry.fixed_grid(

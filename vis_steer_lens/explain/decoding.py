@@ -136,7 +136,9 @@ def greedy_decode(
     position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     adapter = getattr(vlm, "adapter", None) or adapter_for(hf_model)
     # The family's prefill positions (M-RoPE for Qwen2-VL) and each row's offset of decoded positions.
-    prefill_positions, position_offset = adapter.decoding_positions(hf_model, inputs, position_ids, attention_mask)
+    prefill_positions, position_offset = adapter.decoding_positions(
+        hf_model, inputs, position_ids, attention_mask
+    )
     if bool((attention_mask == 1).all()):
         attention_mask = None  # no padding: the model builds a plain causal mask, faster
     else:
@@ -196,7 +198,9 @@ def greedy_decode(
         logits = hf_model(
             input_ids=next_tokens[:, None],
             attention_mask=attention_mask,
-            position_ids=(next_position if position_offset is None else next_position + position_offset)[:, None],
+            position_ids=(next_position if position_offset is None else next_position + position_offset)[
+                :, None
+            ],
             use_cache=True,
             logits_to_keep=1,
             **{cache_argument: cache},
