@@ -206,6 +206,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             prompt=prompt,
             empty_image=args.empty_image,
             min_frequency=args.min_frequency,
+            live=live,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
             seed=args.seed,

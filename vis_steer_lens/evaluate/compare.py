@@ -168,6 +168,7 @@ def compare(
                 "auto",
                 prompt=prompt,
                 empty_image=empty_image,
+                live=None if mined is None else mined.live_features(),
                 max_new_tokens=max_new_tokens,
                 batch_size=batch_size,
                 seed=seed,

@@ -123,6 +123,7 @@ def calibrate_run(
     multiples: Sequence[float] = DEFAULT_MULTIPLES,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     min_frequency: float = 0.0,
+    live: Sequence[int] | None = None,
     max_new_tokens: int = 48,
     batch_size: int | str = 32,
     seed: int = 0,
@@ -143,6 +144,9 @@ def calibrate_run(
         multiples: The sweep's multiples of the mean patch norm.
         sample_size: Features the sweep explains at each multiple, sampled from the run's live
             features (from its mined statistics; from all features when nothing is mined).
+        live: The run's live features, when the caller has the mined statistics in memory
+            already (default: read from the run's mined folder; loading it is the costliest I/O
+            of an explain).
         min_frequency: With mined statistics, the firing frequency (share of images) a feature
             needs to be live.
         max_new_tokens: The sweep's token budget (the explain's).
@@ -192,8 +196,10 @@ def calibrate_run(
             log(f"Steering coefficient of this run: {choice.describe()}; saved to {run.coefficient_path}.")
         return choice, None
 
-    if run.has_mined():
-        pool = run.mined().live_features(min_frequency)
+    if live is None and run.has_mined():
+        live = run.mined().live_features(min_frequency)
+    if live is not None:
+        pool = list(live)
         pool_text = f"{len(pool)} live features"
     else:
         pool = list(range(sae.cfg.d_sae))
