@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import build_tiny_gemma3, image_prompt_ids
+from PIL import Image
 
 from vis_steer_lens import HookedVLM, UnknownHookNameError
 
@@ -146,3 +147,23 @@ def test_models_differ_by_seed():
         a.model.vision_tower.encoder.layers[0].mlp.fc1.weight,
         b.model.vision_tower.encoder.layers[0].mlp.fc1.weight,
     )
+
+
+def test_public_contract_splits_inputs_and_explainers_refuse_a_plain_model():
+    """What explainers use of a VLM is public: the tower's inputs and the language model's come apart
+    by family (Qwen's image_grid_thw goes to both), and a Hugging Face model is refused by name."""
+    from vis_steer_lens import SteeringExplainer
+    from vis_steer_lens.testing import tiny_sae, tiny_vlm
+
+    vlm = tiny_vlm("qwen2_5_vl")
+    image = Image.new("RGB", (48, 32), (200, 30, 30))
+    inputs = vlm.prompt_inputs([image], "What is in the image?")
+    language, tower = vlm.split_inputs(inputs)
+    assert "pixel_values" not in language and "pixel_values" in tower
+    assert "image_grid_thw" in tower and "image_grid_thw" in language
+    features = vlm.encode_images(**tower)
+    assert features.shape[1] == int((inputs["input_ids"] == vlm.image_token_id).sum())
+    assert vlm.end_of_answer_ids() and vlm.tokenizer.eos_token_id in vlm.end_of_answer_ids()
+    sae = tiny_sae(vlm, "blocks.0.hook_resid_post")
+    with pytest.raises(TypeError, match="HookedVLM.from_hf"):
+        SteeringExplainer(vlm.hf_model, sae, coefficient=1.0)

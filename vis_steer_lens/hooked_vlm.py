@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+from PIL import Image
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
@@ -218,6 +219,76 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         """Where every token of a batch of images sits in the tower (see :class:`ImageGeometry`)."""
         return self.vision.image_geometry(pixel_values, **tower_inputs)
 
+    # ------------------------------------------------------------------ the public contract
+    # What explainers, scorers and decoding need of a VLM, whatever its family: they call these
+    # and never reach into the adapter or the processor.
+    def split_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Split processor outputs into the language model's inputs and the tower's.
+
+        Args:
+            inputs: E.g. from :meth:`prompt_inputs`: ``input_ids``, ``attention_mask``,
+                ``pixel_values`` and the family's extras (``token_type_ids``, ``image_grid_thw``...).
+
+        Returns:
+            ``(language_inputs, tower_inputs)``: the first without ``pixel_values`` (what
+            :func:`~vis_steer_lens.explain.decoding.greedy_decode` takes); the second
+            ``pixel_values`` plus the keys the tower reads (what :meth:`encode_images` and
+            :meth:`image_geometry` take as keyword arguments). ``image_grid_thw`` is in both
+            for packed families: the language model places its image tokens by it.
+        """
+        tower_keys = ("pixel_values", *self.adapter.tower_input_keys)
+        tower = {key: inputs[key] for key in tower_keys if key in inputs}
+        language = {key: value for key, value in inputs.items() if key != "pixel_values"}
+        return language, tower
+
+    def image_feature_inputs(self, image_features: torch.Tensor) -> dict[str, Any]:
+        """The keyword arguments that hand precomputed soft tokens to the Hugging Face forward.
+
+        Args:
+            image_features: ``[n_images, soft_tokens, d_lm]`` (packed towers ``[1, all soft tokens,
+                d_lm]``) from :meth:`encode_images`.
+        """
+        pooled = self.adapter.pooled_image_features(image_features)
+        return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=pooled)}}
+
+    def decoding_positions(
+        self, inputs: Mapping[str, torch.Tensor], position_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Positions for a decoding loop of our own: the family's prefill positions (multimodal
+        RoPE for some) and ``[batch]`` offsets added to every decoded token's text position
+        (``None``: none).
+
+        Args:
+            inputs: The prompt's language inputs (``input_ids`` ``[batch, seq]`` and the family's extras).
+            position_ids: ``[batch, seq]`` text positions counting only unpadded tokens.
+            attention_mask: ``[batch, seq]``.
+        """
+        return self.adapter.decoding_positions(self.hf_model, inputs, position_ids, attention_mask)
+
+    def prefill_masks(self, inputs: Mapping[str, torch.Tensor]) -> dict | None:
+        """Attention masks for an unpadded prefill where the family builds its own faster (else ``None``)."""
+        return self.adapter.prefill_masks(self.hf_model, dict(inputs))
+
+    def end_of_answer_ids(self) -> list[int]:
+        """Token ids that end an answer: the tokenizer's EOS and the family's end-of-turn tokens."""
+        from vis_steer_lens.explain.decoding import end_of_answer_ids
+
+        return end_of_answer_ids(self.tokenizer, self.adapter)
+
+    def empty_image(self, kind: str = "white") -> Image.Image:
+        """The empty image steering starts from, as the PIL image a prompt is built from.
+
+        Args:
+            kind: ``"white"`` (default), ``"black"``, ``"gray"``, ``"mean"`` or ``"zeros"``.
+        """
+        return self.adapter.empty_image(kind, self.processor)
+
+    def empty_image_inputs(self, kind: str = "white") -> dict[str, torch.Tensor]:
+        """Tower inputs of the empty image on the model's device: ``pixel_values`` (``[1, C, H, W]``;
+        packed towers ``[patches, patch_dim]``) and the family's tower keys (``image_grid_thw``)."""
+        inputs = self.adapter.empty_image_inputs(kind, self.require_processor(), dtype=self.dtype)
+        return {key: value.to(self.device) for key, value in inputs.items()}
+
     def _language_kwargs(
         self, pixel_values: torch.Tensor | None, image_features: torch.Tensor | None, kwargs: dict
     ) -> dict:
@@ -227,8 +298,7 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             tower_inputs = {key: kwargs[key] for key in self.adapter.tower_input_keys if key in kwargs}
             image_features = self.encode_images(pixel_values, **tower_inputs)
         if image_features is not None:
-            pooled = self.adapter.pooled_image_features(image_features)
-            kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+            kwargs.update(self.image_feature_inputs(image_features))
         return kwargs
 
     def forward(
@@ -291,13 +361,24 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         return self.hf_model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
 
     # ------------------------------------------------------------------ text convenience
-    def _require_processor(self) -> Any:
+    def require_processor(self) -> Any:
+        """The processor, or a clear error when this model was wrapped without one.
+
+        Raises:
+            ValueError: If the model has no processor.
+        """
         if self.processor is None:
             raise ValueError(
                 "This HookedVLM has no processor. Load it with HookedVLM.from_pretrained(...) from a folder "
                 "that has one, or pass processor= to HookedVLM.from_hf."
             )
         return self.processor
+
+    @property
+    def tokenizer(self) -> Any:
+        """The processor's tokenizer (raises as :meth:`require_processor` without a processor)."""
+        processor = self.require_processor()
+        return getattr(processor, "tokenizer", processor)
 
     def prompt_inputs(
         self,
@@ -308,7 +389,10 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         """Chat-templated model inputs: one user turn per row, with its images then the instruction.
 
         Args:
-            images: One PIL image per row (or a list of images per row; ``None`` for text only).
+            images: One PIL image per row (or a list of images per row; ``None`` for text only), of
+                any size: fixed-grid families resize each to their tower's size, native-resolution
+                ones (Qwen2-VL) keep its own within the processor's pixel bounds, and the prompt
+                holds as many image tokens as each image gives.
             instruction: The user's text, one string for all rows or one per row.
             device: Where the tensors go (default: the model's device).
 
@@ -318,7 +402,7 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             left-padded for generation. Each image is one tower input (the adapter's
             ``one_tile_per_image`` options: InternVL's processor does not tile it).
         """
-        processor = self._require_processor()
+        processor = self.require_processor()
         n_rows = (
             len(images) if images is not None else (1 if isinstance(instruction, str) else len(instruction))
         )
@@ -374,7 +458,7 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         with self.hooks(fwd_hooks=list(fwd_hooks)):
             tokens = self.generate(**inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
         new_tokens = tokens[:, inputs["input_ids"].shape[1] :]
-        return self._require_processor().batch_decode(new_tokens, skip_special_tokens=True)
+        return self.require_processor().batch_decode(new_tokens, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ hooks
     def resolve_hook_name(self, name: str) -> str:

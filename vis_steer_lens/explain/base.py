@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -23,6 +23,9 @@ from vis_steer_lens.memory import auto_batch_size, check_batch_size
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids
 from vis_steer_lens.store import merge_shards, shard_path
+
+if TYPE_CHECKING:
+    from vis_steer_lens.hooked_vlm import HookedVLM
 
 #: Columns of every explainer's results, in this order.
 RESULT_COLUMNS = [
@@ -130,7 +133,7 @@ class Explainer:
 
     def __init__(
         self,
-        model: Any,
+        model: HookedVLM,
         sae: SAE | None,
         *,
         prompt: PromptSet,
@@ -143,6 +146,13 @@ class Explainer:
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
+        from vis_steer_lens.hooked_vlm import HookedVLM
+
+        if not isinstance(model, HookedVLM):
+            raise TypeError(
+                f"An explainer needs a HookedVLM, got {type(model).__name__}. Wrap a Hugging Face model "
+                "with HookedVLM.from_hf(model, processor) or load one with HookedVLM.from_pretrained(...)."
+            )
         self.model = model
         self.sae = sae
         self.prompt = prompt

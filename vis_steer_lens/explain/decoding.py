@@ -14,13 +14,16 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 from transformers import DynamicCache
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from vis_steer_lens.families import adapter_for, get_adapter, supported_families
+from vis_steer_lens.families import get_adapter, supported_families
+
+if TYPE_CHECKING:
+    from vis_steer_lens.hooked_vlm import HookedVLM
 
 #: A stopping criterion: ``(tokens [rows, seq], scores) -> bool [rows]`` (``SentenceEndStop``,
 #: any transformers ``StoppingCriteria`` that judges each row by its own tokens).
@@ -50,7 +53,7 @@ def end_of_answer_ids(tokenizer: Any, adapter: Any = None) -> list[int]:
 
 @torch.no_grad()
 def greedy_decode(
-    vlm: Any,
+    vlm: HookedVLM | nn.Module,
     inputs: Mapping[str, torch.Tensor],
     image_features: torch.Tensor | None,
     max_new_tokens: int,
@@ -134,11 +137,9 @@ def greedy_decode(
         attention_mask = _infer_attention_mask(input_ids, eos, pad_token_id)
     # Positions count only the real tokens, so left padding does not shift a row's positions.
     position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    adapter = getattr(vlm, "adapter", None) or adapter_for(hf_model)
+    vlm = _as_hooked(vlm)
     # The family's prefill positions (M-RoPE for Qwen2-VL) and each row's offset of decoded positions.
-    prefill_positions, position_offset = adapter.decoding_positions(
-        hf_model, inputs, position_ids, attention_mask
-    )
+    prefill_positions, position_offset = vlm.decoding_positions(inputs, position_ids, attention_mask)
     if bool((attention_mask == 1).all()):
         attention_mask = None  # no padding: the model builds a plain causal mask, faster
     else:
@@ -150,7 +151,7 @@ def greedy_decode(
     if attention_mask is None:
         # Without padding some families' prefill masks follow from the inputs alone (Gemma 3's
         # from token_type_ids), faster than transformers builds them.
-        prefill_mask = adapter.prefill_masks(hf_model, inputs) or None
+        prefill_mask = vlm.prefill_masks(inputs) or None
     prefill = {
         "input_ids": input_ids,
         "attention_mask": prefill_mask,
@@ -161,7 +162,8 @@ def greedy_decode(
         "use_cache": True,
         "logits_to_keep": 1,  # only the last position's logits are needed
     }
-    prefill.update(_image_kwargs(vlm, image_features))
+    if image_features is not None:
+        prefill.update(vlm.image_feature_inputs(image_features))
     logits = hf_model(**prefill).logits[:, -1]
 
     new_tokens = torch.full((batch, max_new_tokens), pad_token_id, dtype=input_ids.dtype, device=device)
@@ -210,14 +212,11 @@ def greedy_decode(
     return (tokens, finished) if return_finished else tokens
 
 
-def _image_kwargs(vlm: Any, image_features: torch.Tensor | None) -> dict[str, Any]:
-    """The Hugging Face keyword arguments that hand precomputed soft tokens to the prefill."""
-    if image_features is None:
-        return {}
-    language_kwargs = getattr(vlm, "_language_kwargs", None)
-    if language_kwargs is not None:  # a HookedVLM: the same path as HookedVLM.generate
-        return language_kwargs(None, image_features, {})
-    return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=image_features)}}
+def _as_hooked(vlm: HookedVLM | nn.Module) -> HookedVLM:
+    """A HookedVLM as given, or one wrapped around a plain Hugging Face model (weights shared)."""
+    from vis_steer_lens.hooked_vlm import HookedVLM
+
+    return vlm if isinstance(vlm, HookedVLM) else HookedVLM(vlm)
 
 
 def _infer_attention_mask(input_ids: torch.Tensor, eos: torch.Tensor, pad_token_id: int) -> torch.Tensor:

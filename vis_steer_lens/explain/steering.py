@@ -15,7 +15,7 @@ as greedy ``generate``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -23,7 +23,7 @@ from sae_lens import SAE
 
 from vis_steer_lens.activations import hook_activations, patch_tokens
 from vis_steer_lens.explain.base import Explainer
-from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
+from vis_steer_lens.explain.decoding import greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
 from vis_steer_lens.explain.settings import SteeringSettings, check_positive_int
 from vis_steer_lens.explain.sweep import (
@@ -35,6 +35,9 @@ from vis_steer_lens.explain.sweep import (
 from vis_steer_lens.explain.text import explanation_and_flag
 from vis_steer_lens.memory import explain_bytes_per_row
 from vis_steer_lens.saes.validation import check_sae_fits
+
+if TYPE_CHECKING:
+    from vis_steer_lens.hooked_vlm import HookedVLM
 
 #: Multiples of the hook's mean patch norm tried by the ``"auto"`` coefficient sweep.
 DEFAULT_SWEEP = DEFAULT_MULTIPLES
@@ -82,7 +85,7 @@ class SteeringExplainer(Explainer):
 
     def __init__(
         self,
-        model: Any,
+        model: HookedVLM,
         sae: SAE,
         coefficient: float | str | Mapping[int, float] = "auto",
         *,
@@ -151,17 +154,15 @@ class SteeringExplainer(Explainer):
         for native-resolution families: ``adapter.empty_image_size``).
         """
         vlm = self.model
-        vlm._require_processor()
-        image_inputs = vlm.adapter.empty_image_inputs(self.empty_image, vlm.processor, dtype=vlm.dtype)
-        image_inputs = {k: v.to(vlm.device) for k, v in image_inputs.items()}
-        inputs = vlm.prompt_inputs([vlm.adapter.empty_image(self.empty_image)], self.prompt.steering)
-        self._inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
+        image_inputs = vlm.empty_image_inputs(self.empty_image)
+        inputs = vlm.prompt_inputs([vlm.empty_image(self.empty_image)], self.prompt.steering)
+        self._inputs, _ = vlm.split_inputs(inputs)
         self._pixels = image_inputs.pop("pixel_values")
         self._tower_inputs = image_inputs
         self.geometry = vlm.image_geometry(self._pixels, **image_inputs)
         self._packed = self.geometry.packed
         self._layer = self._hook.layer
-        extra = {"geometry": self.geometry} if vlm.vision._needs_context else {}
+        extra = {"geometry": self.geometry} if self._packed else {}
         with torch.no_grad():
             if self._layer is None or not self.reuse_prefix:
                 self._start_layer = None
@@ -173,9 +174,8 @@ class SteeringExplainer(Explainer):
             else:
                 self._start_layer = self._layer
                 self._prefix = vlm.vision(self._pixels, stop_at_layer=self._layer, **extra)
-        tokenizer = getattr(vlm.processor, "tokenizer", vlm.processor)
-        self._tokenizer = tokenizer
-        self._eos = end_of_answer_ids(tokenizer, vlm.adapter)
+        self._tokenizer = vlm.tokenizer
+        self._eos = vlm.end_of_answer_ids()
 
     def _batch_geometry(self, batch: int):
         """The geometry of ``batch`` copies of the empty image (packed one after the other)."""

@@ -11,7 +11,7 @@ with each row leaving the batch once its answer has ended.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from sae_lens import SAE
@@ -19,13 +19,17 @@ from sae_lens import SAE
 from vis_steer_lens.activations import patch_tokens
 from vis_steer_lens.display import heatmap_overlay, mask_patches
 from vis_steer_lens.explain.base import Explainer
-from vis_steer_lens.explain.decoding import end_of_answer_ids, greedy_decode
+from vis_steer_lens.explain.decoding import greedy_decode
 from vis_steer_lens.explain.prompts import PromptSet, get_prompt
 from vis_steer_lens.explain.settings import check_coefficient, check_positive_int
 from vis_steer_lens.explain.text import explanation_and_flag
 from vis_steer_lens.memory import explain_bytes_per_row
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import SAEModelMismatchError, check_sae_fits
+
+if TYPE_CHECKING:
+    from vis_steer_lens.hooked_vlm import HookedVLM
+    from vis_steer_lens.mining import MinedActivations
 
 
 class TopKExplainer(Explainer):
@@ -56,8 +60,8 @@ class TopKExplainer(Explainer):
 
     def __init__(
         self,
-        mined: Any,
-        explainer_model: Any = None,
+        mined: MinedActivations,
+        explainer_model: HookedVLM | None = None,
         *,
         sae: SAE | None = None,
         k_images: int | None = None,
@@ -109,9 +113,8 @@ class TopKExplainer(Explainer):
         self.max_new_tokens = check_positive_int(max_new_tokens, "max_new_tokens")
         self.heatmap_alpha = heatmap_alpha
         self.stop_at_sentence_end = stop_at_sentence_end
-        model._require_processor()
-        self._tokenizer = getattr(model.processor, "tokenizer", model.processor)
-        self._eos = end_of_answer_ids(self._tokenizer, model.adapter)
+        self._tokenizer = model.tokenizer
+        self._eos = model.end_of_answer_ids()
         self._patch_size = mined.patch_size
 
     def run_config(self) -> dict[str, Any]:
@@ -173,25 +176,20 @@ class TopKExplainer(Explainer):
             prompt_length = inputs["input_ids"].shape[1]
             prefix = self.prompt.prefix(self.method)
             stopping = self._stopping_criteria(prompt_length)
+            language_inputs, tower_inputs = self.model.split_inputs(inputs)
             self._batch_geometry = (
-                self.model.image_geometry(
-                    inputs["pixel_values"],
-                    **{k: inputs[k] for k in self.model.adapter.tower_input_keys if k in inputs},
-                )
-                if self.model.vision.cfg.packed
-                else None
+                self.model.image_geometry(**tower_inputs) if self.model.vision.cfg.packed else None
             )
             hooks = self._steering_hook(
                 [features[i] for i in live], [direction_features[i] for i in live], [tops[i] for i in live]
             )
-            tower_inputs = {k: inputs[k] for k in self.model.adapter.tower_input_keys if k in inputs}
             with torch.no_grad():
                 with self.model.hooks(fwd_hooks=hooks):  # the hybrid's steering acts on the images only
-                    image_features = self.model.encode_images(inputs["pixel_values"], **tower_inputs)
+                    image_features = self.model.encode_images(**tower_inputs)
                 # Greedy, as generate would be, but rows leave the batch once they have ended.
                 tokens, ended = greedy_decode(
                     self.model,
-                    {k: v for k, v in inputs.items() if k != "pixel_values"},
+                    language_inputs,
                     image_features,
                     max_new_tokens=self.max_new_tokens,
                     eos_token_ids=self._eos,
@@ -241,7 +239,13 @@ class SteeringInformedTopKExplainer(TopKExplainer):
     _allowed_directions = ("sae", "random_norm_matched", "permuted")
 
     def __init__(
-        self, mined: Any, explainer_model: Any = None, *, sae: SAE, coefficient: float = 1.0, **kwargs: Any
+        self,
+        mined: MinedActivations,
+        explainer_model: HookedVLM | None = None,
+        *,
+        sae: SAE,
+        coefficient: float = 1.0,
+        **kwargs: Any,
     ):
         coefficient = check_coefficient(coefficient, "coefficient (a multiple of the patch norm)")
         super().__init__(mined, explainer_model, sae=sae, **kwargs)
