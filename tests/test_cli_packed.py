@@ -1,11 +1,12 @@
 """The command line on a saved tiny Qwen2.5-VL (native resolution, packed images): mine images of several
-sizes, explain with Steering, Top-k and the hybrid, then the dashboard and the Neuronpedia export, every
+sizes, explain with Steering, Top-k and the hybrid, score and compare them, then the dashboard and the Neuronpedia export, every
 heatmap at its image's own grid shape."""
 
 from __future__ import annotations
 
 import json
 
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -35,6 +36,29 @@ def test_the_pipeline_on_a_packed_family(tmp_path):
     assert main(["explain", "--quiet", *model, *run, *explain, "--coefficient", "20"]) == 0
     assert main(["explain", "--quiet", *model, *run, *explain, "--method", "topk"]) == 0
     assert main(["explain", "--quiet", *model, *run, *explain, "--method", "hybrid"]) == 0
+    # Scoring: the toy world's renderer as the text-to-image model, the mined images as references.
+    score = [
+        "--images",
+        str(tmp_path / "images"),
+        "--n-reference",
+        "12",
+        "--diffusers",
+        "toy",
+        "--n-generated",
+        "2",
+    ]
+    for method in ("steering", "hybrid"):
+        assert main(["evaluate", "--quiet", *model, *run, "--method", method, *score]) == 0
+    assert main(["explain", "--quiet", *model, *run, *explain, "--direction", "permuted"]) == 0
+    assert main(["evaluate", "--quiet", *model, *run, "--direction", "permuted", *score]) == 0
+    assert main(["compare", "--quiet", str(tmp_path / "run")]) == 0
+    comparison = pd.read_csv(tmp_path / "run" / "comparison.csv")
+    assert {"steering", "hybrid", "steering (permuted direction)"} <= set(comparison["method_label"])
+    assert comparison["auroc_max"].between(0, 1).all()
+    margins = pd.read_csv(tmp_path / "run" / "margins.csv")
+    over_control = margins[(margins["method_label"] == "steering") & (margins["compared_with"] == "control")]
+    assert over_control["control"].tolist() == ["steering (permuted direction)"]
+    assert over_control["auroc_margin"].notna().all()
     neuronpedia = tmp_path / "neuronpedia"
     assert main(["dashboard", "--quiet", str(tmp_path / "run"), "--neuronpedia", str(neuronpedia)]) == 0
 

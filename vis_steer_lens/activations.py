@@ -257,6 +257,62 @@ def hook_activations(
     return hook.flatten(captured["act"]) if flatten else captured["act"]
 
 
+def tower_inputs(
+    model: Any, images: list[Any], image_processor: Any | None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A batch of images as the tower takes it: ``(pixel_values, other tower inputs)`` on its device.
+
+    Fixed-grid towers: ``[batch, channels, H, W]`` by :func:`to_pixel_values`'s rule, and no other
+    input. Native-resolution (packed) towers: each image at its own size through the image
+    processor, which gives the flattened patches and what else the tower reads
+    (``vit.tower_input_keys``); items must be images (PIL or integer tensors) there, since
+    processed pixels of different sizes do not batch.
+    """
+    vit = vision_model(model)
+    if not vit.cfg.packed:
+        pixel_values = to_pixel_values(images, image_processor)
+        return pixel_values.to(device=vit.device, dtype=vit.dtype), {}
+    if image_processor is None:
+        raise ValueError(
+            "A native-resolution tower reads images through its image processor; pass processor=."
+        )
+    for item in images:
+        if isinstance(item, torch.Tensor) and item.is_floating_point():
+            raise PixelValuesError(
+                "A native-resolution tower takes images (PIL or uint8 [channels, H, W]) and processes each at "
+                f"its own size; got processed float pixels {tuple(item.shape)}. Pass the images themselves."
+            )
+    pictures = [tensor_to_image(item) if isinstance(item, torch.Tensor) else to_rgb(item) for item in images]
+    processed = image_processor(images=pictures, return_tensors="pt")
+    pixel_values = processed["pixel_values"].to(device=vit.device, dtype=vit.dtype)
+    return pixel_values, {key: processed[key].to(vit.device) for key in vit.tower_input_keys}
+
+
+def image_patch_activations(
+    model: Any, hook_name: str, images: list[Any], image_processor: Any | None
+) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+    """Each image's patch tokens at a hook, laid out row-major over its own grid (the geometry).
+
+    Args:
+        model: A HookedViT or HookedVLM.
+        hook_name: Any vision hook name.
+        images: PIL images or ``[channels, H, W]`` tensors (fixed-grid towers also take processed pixels).
+        image_processor: The model's image processor.
+
+    Returns:
+        ``(activations, grids)``: per image ``[h * w, d]`` (prefix tokens left out; per-head hooks
+        flattened as an SAE reads them) and its grid ``(h, w)``.
+    """
+    vit = vision_model(model)
+    pixel_values, extra = tower_inputs(model, images, image_processor)
+    geometry = vit.image_geometry(pixel_values, **extra)
+    acts = hook_activations(model, hook_name, pixel_values, flatten=True, **extra)
+    # Positions count over the whole batch: [1, tokens, d] packed, [images, tokens, d] otherwise.
+    flat = acts.reshape(-1, acts.shape[-1])
+    rows = [flat[geometry.patch_positions(i).to(flat.device)] for i in range(geometry.n_images)]
+    return rows, [geometry.grid(i) for i in range(geometry.n_images)]
+
+
 def patch_tokens(activations: torch.Tensor, model: Any) -> torch.Tensor:
     """Drop the prefix tokens (a class token, say): ``[batch, tokens, ...]`` → ``[batch, patches, ...]``.
 

@@ -444,7 +444,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if run is not None:
         run.claim(sae, vlm)  # a run holds one SAE and one model
     if args.model is not None:
-        generator = DiffusersGenerator(args.diffusers, device=args.device)
+        if args.diffusers == "toy":  # the toy world's renderer draws what an explanation names, offline
+            from vis_steer_lens.toy import ToyGenerator
+
+            generator = ToyGenerator()
+        else:
+            generator = DiffusersGenerator(args.diffusers, device=args.device)
     count = args.n_reference
     # In a run, each method's rows name their reference set, kept under that key: scoring one method
     # with other negatives never changes another's numbers.
@@ -717,7 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="with --explanations: output folder (rerun to resume)")
     evaluate.add_argument("--images", help="reference images (folder or dataset); default: toy-world images")
     evaluate.add_argument(
-        "--diffusers", help="text-to-image model, e.g. stabilityai/stable-diffusion-3.5-medium"
+        "--diffusers",
+        help="text-to-image model, e.g. stabilityai/stable-diffusion-3.5-medium, or 'toy' (the toy world's "
+        "renderer: offline, draws the shapes and colours an explanation names)",
     )
     evaluate.add_argument(
         "--n-generated", type=_positive_int, default=3, help="images generated per explanation"

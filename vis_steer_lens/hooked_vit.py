@@ -227,6 +227,10 @@ class TowerParts:
             tokens; ``None`` for a fixed square grid (:meth:`ImageGeometry.fixed_grid`). A packed
             tower's ``patch_embed`` maps the flattened patches ``[patches, patch_dim]`` to
             ``[patches, d_model]`` in the input's order; the geometry's ``order`` then arranges them.
+        input_keys: The processor outputs the tower reads besides ``pixel_values`` (Qwen2-VL's
+            grid sizes); empty for fixed grids.
+        max_patches: ``image_processor -> int``: the most patches one image can have after that
+            processor (the width of per-image maps); ``None``: the config's ``n_patches``.
 
     ``pos_embed`` is ``None`` for towers with rotary position embeddings.
     """
@@ -238,6 +242,8 @@ class TowerParts:
     prefix_tokens: nn.Parameter | None = None
     interpolate_pos_encoding: Callable[..., torch.Tensor] | None = None
     geometry: Callable[..., ImageGeometry] | None = None
+    input_keys: tuple[str, ...] = ()
+    max_patches: Callable[[Any], int] | None = None
 
 
 class ShapedHookPoint(HookPoint):
@@ -733,6 +739,9 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         object.__setattr__(self, "_name_map", name_map or HookNameMap(cfg.hf_prefix, "blocks.{layer}", {}))
         object.__setattr__(self, "_interpolate", parts.interpolate_pos_encoding)
         object.__setattr__(self, "_geometry_fn", parts.geometry)
+        object.__setattr__(self, "_max_patches_fn", parts.max_patches)
+        #: The processor outputs this tower reads besides ``pixel_values`` (e.g. ``image_grid_thw``).
+        self.tower_input_keys: tuple[str, ...] = tuple(parts.input_keys)
         if (parts.pos_embed is None) != (cfg.positional != "absolute"):
             raise ValueError("parts.pos_embed must be given exactly when cfg.positional is 'absolute'.")
         self.patch_embed = parts.patch_embed
@@ -843,6 +852,18 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         return ImageGeometry.fixed_grid(
             pixel_values.shape[0], grid, self.cfg.n_prefix_tokens, device=pixel_values.device
         )
+
+    def max_patches_per_image(self, image_processor: Any = None) -> int:
+        """The most patches one image can have after ``image_processor``: ``cfg.n_patches`` for a fixed
+        grid; for native-resolution towers what the processor's pixel bounds allow (the width of
+        mining's per-image maps)."""
+        if self._max_patches_fn is None:
+            return int(self.cfg.n_patches)
+        if image_processor is None:
+            raise ValueError(
+                "A native-resolution tower's patch count per image depends on its image processor."
+            )
+        return int(self._max_patches_fn(image_processor))
 
     # ------------------------------------------------------------------ forward
     #: The image processor integer (image) tensors go through; a HookedVLM sets its own.

@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 
 from vis_steer_lens.activations import (
     hook_activations,
+    image_patch_activations,
     image_processor_of,
     needs_image_processor,
     patch_tokens,
-    tensor_to_image,
     to_pixel_values,
     vision_model,
 )
@@ -951,7 +951,6 @@ def _mine_packed_batch(
     mined: MinedActivations,
     model: Any,
     sae: Any,
-    adapter: Any,
     image_processor: Any,
     hook_name: str,
     batch: list[Any],
@@ -960,27 +959,21 @@ def _mine_packed_batch(
 ) -> None:
     """Mine one batch on a packed tower: the images (of any sizes) in one sequence, each image's
     codes laid out row-major over its own grid (the geometry) and zero-padded to the state's width."""
-    vit = vision_model(model)
-    pictures = [tensor_to_image(item) if isinstance(item, torch.Tensor) else to_rgb(item) for item in batch]
-    processed = image_processor(images=pictures, return_tensors="pt")
-    pixel_values = processed["pixel_values"].to(device=vit.device, dtype=vit.dtype)
-    tower_inputs = {key: processed[key].to(vit.device) for key in adapter.tower_input_keys}
-    geometry = vit.image_geometry(pixel_values, **tower_inputs)
-    acts = hook_activations(model, hook_name, pixel_values, flatten=True, **tower_inputs)[0]  # [tokens, d]
+    per_image, image_grids = image_patch_activations(model, hook_name, batch, image_processor)
     width = mined.n_patches
     for offset, count in _contiguous_runs(ids, len(ids)):
         maps, grids = [], []
         for image in range(offset, offset + count):
-            positions = geometry.patch_positions(image).to(acts.device)
-            if len(positions) > width:
+            acts = per_image[image]  # [h * w, d], row-major over the image's own grid
+            if len(acts) > width:
                 raise ValueError(
-                    f"An image of {len(positions)} patches exceeds the {width} the processor's bounds allow."
+                    f"An image of {len(acts)} patches exceeds the {width} the processor's bounds allow."
                 )
-            codes = _encode_in_chunks(sae, acts[positions].unsqueeze(0))[0]  # [h * w, d_sae]
+            codes = _encode_in_chunks(sae, acts.unsqueeze(0))[0]  # [h * w, d_sae]
             if feature_index is not None:
                 codes = codes[..., feature_index.to(codes.device)]
-            maps.append(torch.nn.functional.pad(codes, (0, 0, 0, width - len(positions))))
-            grids.append(geometry.grid(image))
+            maps.append(torch.nn.functional.pad(codes, (0, 0, 0, width - len(acts))))
+            grids.append(image_grids[image])
         mined.update(torch.stack(maps), ids[offset], grids=torch.tensor(grids, dtype=torch.int64))
 
 
@@ -1052,11 +1045,8 @@ def _mine_block(
     packed = vit.cfg.packed
     if packed:
         # Images of any size: maps are kept row-major over each image's own grid, zero-padded to the
-        # most patches the processor gives an image (the adapter knows its bounds).
-        from vis_steer_lens.families import get_adapter
-
-        adapter = get_adapter(vit.cfg.family)
-        meta["n_patches"] = int(adapter.max_patches_per_image(vit.cfg, image_processor_of(model, processor)))
+        # most patches the processor gives an image (the tower knows its bounds).
+        meta["n_patches"] = vit.max_patches_per_image(image_processor_of(model, processor))
     mined = None
     if out_dir is not None and resume and (Path(out_dir) / TOP_FILE).is_file():
         mined = MinedActivations.load(out_dir)
@@ -1109,9 +1099,7 @@ def _mine_block(
             if batch and packed:
                 if image_processor is None:
                     image_processor = image_processor_of(model, processor)
-                _mine_packed_batch(
-                    mined, model, sae, adapter, image_processor, hook_name, batch, ids, feature_index
-                )
+                _mine_packed_batch(mined, model, sae, image_processor, hook_name, batch, ids, feature_index)
             elif batch:
                 if image_processor is None and needs_image_processor(batch):
                     image_processor = image_processor_of(model, processor)

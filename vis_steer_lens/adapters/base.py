@@ -145,6 +145,12 @@ class VLMAdapter:
         parts = self.tower_parts(tower)
         if parts.geometry is None:
             parts.geometry = functools.partial(self.image_geometry, cfg)
+        parts.input_keys = tuple(self.tower_input_keys)
+        if (
+            parts.max_patches is None
+            and type(self).max_patches_per_image is not VLMAdapter.max_patches_per_image
+        ):
+            parts.max_patches = functools.partial(self.max_patches_per_image, cfg)
         return HookedViT(
             cfg,
             parts,

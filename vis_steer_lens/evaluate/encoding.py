@@ -9,14 +9,17 @@ import torch
 
 from vis_steer_lens.activations import (
     feature_activations,
+    image_patch_activations,
     image_processor_of,
     needs_image_processor,
     to_pixel_values,
+    vision_model,
 )
 from vis_steer_lens.saes.validation import check_sae_fits
 
-# images -> [n, patches, d_sae]; a stand-in for model + SAE (tests, or features defined by hand).
-FeatureEncoder = Callable[[Sequence[Any]], torch.Tensor]
+# images -> [n, patches, d_sae], or n tensors [patches_i, d_sae] when images have grids of their own
+# sizes (native-resolution towers); a stand-in for model + SAE (tests, or features defined by hand).
+FeatureEncoder = Callable[[Sequence[Any]], "torch.Tensor | list[torch.Tensor]"]
 
 
 class SAEImageEncoder:
@@ -39,18 +42,24 @@ class SAEImageEncoder:
     def d_sae(self) -> int:
         return int(self.sae.cfg.d_sae)
 
-    def __call__(self, images: Sequence[Any]) -> torch.Tensor:
+    def __call__(self, images: Sequence[Any]) -> torch.Tensor | list[torch.Tensor]:
         """Encode one batch.
 
         Args:
             images: PIL images or ``[channels, H, W]`` pixel tensors.
 
         Returns:
-            ``[batch, patches, d_sae]`` float32 on CPU.
+            ``[batch, patches, d_sae]`` float32 on CPU; on a native-resolution tower, whose images
+            keep their own grids (the geometry), one ``[h * w, d_sae]`` per image, row-major.
         """
         images = list(images)
         if needs_image_processor(images) and self._image_processor is None:  # PIL images, integer tensors
             self._image_processor = image_processor_of(self.model, self.processor)
+        if vision_model(self.model).cfg.packed:
+            acts, _ = image_patch_activations(self.model, self.hook_name, images, self._image_processor)
+            with torch.no_grad():
+                sae_device, sae_dtype = self.sae.W_enc.device, self.sae.W_enc.dtype
+                return [self.sae.encode(a.to(sae_device, sae_dtype)).float().cpu() for a in acts]
         pixel_values = to_pixel_values(images, self._image_processor)
         features = feature_activations(self.model, self.sae, self.hook_name, pixel_values)
         return features.float().cpu()
@@ -79,7 +88,18 @@ def pooled_activations(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     means, maxes = [], []
     for start in range(0, len(images), batch_size):
-        acts = encoder(images[start : start + batch_size])  # [batch, patches, d_sae]
+        acts = encoder(
+            images[start : start + batch_size]
+        )  # [batch, patches, d_sae] or per image [patches, d_sae]
+        if isinstance(acts, (list, tuple)):  # images of their own grid sizes
+            if any(a.ndim != 2 for a in acts):
+                raise ValueError(
+                    "An encoder returning one tensor per image must give [patches, d_sae] each, got shapes "
+                    f"{[tuple(a.shape) for a in acts]}."
+                )
+            means.append(torch.stack([a.mean(dim=0) for a in acts]))
+            maxes.append(torch.stack([a.amax(dim=0) for a in acts]))
+            continue
         if acts.ndim != 3:
             raise ValueError(
                 f"An encoder must return [batch, patches, d_sae], got shape {tuple(acts.shape)}."
