@@ -65,3 +65,24 @@ def test_auto_batch_mining_fits_the_budget_and_mines_the_same(vlm, monkeypatch):
     auto = mine_top_activations(vlm, sae, images, k=3, batch_size="auto", progress=False)
     assert auto.meta["batch_size"] == 2 and auto.meta["batch_size_auto"]
     assert torch.equal(auto.top_image_ids, fixed.top_image_ids) and torch.equal(auto.top_maps, fixed.top_maps)
+
+
+def test_native_resolution_costs_follow_the_image_size():
+    """A packed tower's per-image cost is the processor's bound by default, and an image's own size
+    when given: its soft tokens match the prompt's count for an image of that many patches."""
+    from PIL import Image
+
+    from vis_steer_lens.memory import TowerShape, explain_bytes_per_row, image_tokens_per_image
+    from vis_steer_lens.testing import tiny_vlm
+
+    vlm = tiny_vlm("qwen2_5_vl", vision_layers=2)
+    bound = vlm.vision.max_patches_per_image(vlm.vision.image_processor)
+    assert TowerShape.of(vlm).tokens == bound
+    image = Image.new("RGB", (96, 64))
+    inputs = vlm.prompt_inputs([image], "x")
+    _, tower = vlm.split_inputs(inputs)
+    h, w = vlm.image_geometry(**tower).grid(0)
+    assert h * w < bound
+    assert image_tokens_per_image(vlm, h * w) == int((inputs["input_ids"] == vlm.image_token_id).sum())
+    small = explain_bytes_per_row(vlm, 1, 8, patches=h * w)
+    assert small < explain_bytes_per_row(vlm, 1, 8) < explain_bytes_per_row(vlm, 5, 8)

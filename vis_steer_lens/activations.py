@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from vis_steer_lens.geometry import ImageGeometry
 from vis_steer_lens.image_sources import to_rgb
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
@@ -288,28 +289,57 @@ def tower_inputs(
     return pixel_values, {key: processed[key].to(vit.device) for key in vit.tower_input_keys}
 
 
-def image_patch_activations(
-    model: Any, hook_name: str, images: list[Any], image_processor: Any | None
-) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
-    """Each image's patch tokens at a hook, laid out row-major over its own grid (the geometry).
+#: Which of an image's tokens to take: its patches, its prefix tokens (class, registers), or both.
+TOKEN_SELECTIONS = ("patches", "prefix", "all")
+
+
+def image_token_activations(
+    model: Any, hook_name: str, images: list[Any], image_processor: Any | None, tokens: str = "patches"
+) -> tuple[list[torch.Tensor], ImageGeometry]:
+    """Each image's tokens at a hook, chosen by the geometry.
 
     Args:
         model: A HookedViT or HookedVLM.
-        hook_name: Any vision hook name.
+        hook_name: Any vision hook name (per-head hooks are flattened as an SAE reads them).
         images: PIL images or ``[channels, H, W]`` tensors (fixed-grid towers also take processed pixels).
         image_processor: The model's image processor.
+        tokens: ``"patches"`` (row-major over the image's own grid), ``"prefix"`` (class and
+            register tokens) or ``"all"`` (the image's tokens in the tower's order).
 
     Returns:
-        ``(activations, grids)``: per image ``[h * w, d]`` (prefix tokens left out; per-head hooks
-        flattened as an SAE reads them) and its grid ``(h, w)``.
+        ``(activations, geometry)``: per image ``[n_i, d]``, and the batch's geometry.
     """
+    if tokens not in TOKEN_SELECTIONS:
+        raise ValueError(f"tokens must be one of {TOKEN_SELECTIONS}, got {tokens!r}.")
     vit = vision_model(model)
     pixel_values, extra = tower_inputs(model, images, image_processor)
     geometry = vit.image_geometry(pixel_values, **extra)
     acts = hook_activations(model, hook_name, pixel_values, flatten=True, **extra)
     # Positions count over the whole batch: [1, tokens, d] packed, [images, tokens, d] otherwise.
     flat = acts.reshape(-1, acts.shape[-1])
-    rows = [flat[geometry.patch_positions(i).to(flat.device)] for i in range(geometry.n_images)]
+    geometry = geometry.to(flat.device)
+    rows = []
+    for image in range(geometry.n_images):
+        if tokens == "patches":
+            positions = geometry.patch_positions(image)
+        else:
+            span = geometry.image_positions(image)
+            positions = torch.arange(span.start, span.stop, device=flat.device)
+            if tokens == "prefix":
+                positions = positions[geometry.is_prefix[span]]
+        rows.append(flat[positions])
+    return rows, geometry
+
+
+def image_patch_activations(
+    model: Any, hook_name: str, images: list[Any], image_processor: Any | None
+) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+    """Each image's patch tokens at a hook, row-major over its own grid (:func:`image_token_activations`).
+
+    Returns:
+        ``(activations, grids)``: per image ``[h * w, d]`` and its grid ``(h, w)``.
+    """
+    rows, geometry = image_token_activations(model, hook_name, images, image_processor, "patches")
     return rows, [geometry.grid(i) for i in range(geometry.n_images)]
 
 

@@ -76,13 +76,24 @@ class TowerShape:
     element_size: int
 
     @classmethod
-    def of(cls, vit: Any) -> TowerShape:
-        """The shape of a :class:`~vis_steer_lens.HookedViT` (or a HookedVLM's tower)."""
+    def of(cls, vit: Any, patches: int | None = None) -> TowerShape:
+        """The shape of a :class:`~vis_steer_lens.HookedViT` (or a HookedVLM's tower).
+
+        Args:
+            vit: The tower.
+            patches: Patches of the image to cost. By default a fixed grid's ``cfg.n_patches``;
+                on a native-resolution tower the most its image processor allows one image
+                (:meth:`~vis_steer_lens.HookedViT.max_patches_per_image`), the bound, not a typical image.
+        """
         vit = getattr(vit, "vision", vit)
         cfg = vit.cfg
+        if patches is None:
+            patches = cfg.n_patches
+            if cfg.packed and vit.image_processor is not None:
+                patches = vit.max_patches_per_image(vit.image_processor)
         return cls(
             n_layers=int(cfg.n_layers),
-            tokens=int(cfg.n_patches + cfg.n_prefix_tokens),
+            tokens=int(patches + cfg.n_prefix_tokens),
             d_model=int(cfg.d_model),
             d_mlp=int(cfg.d_mlp),
             n_heads=int(cfg.n_heads),
@@ -168,12 +179,23 @@ def language_bytes(text: TextShape, prompt_tokens: int, new_tokens: int) -> int:
     return int(kv_cache + prefill + attention + text.vocab * 4)
 
 
-def image_tokens_per_image(vlm: Any) -> int:
-    """Soft tokens one image becomes in ``vlm``'s prompts (counted in a one-image prompt)."""
-    from PIL import Image
+def image_tokens_per_image(vlm: Any, patches: int | None = None) -> int:
+    """Soft tokens one image becomes in ``vlm``'s prompts.
 
-    inputs = vlm.prompt_inputs([Image.new("RGB", (8, 8))], "x", device="cpu")
-    return int((inputs["input_ids"] == vlm.image_token_id).sum())
+    Counted in a one-image prompt of the empty image steering starts from. On a native-resolution
+    tower the count grows with the image: ``patches`` scales it to an image of that many patches
+    (by default the most the image processor allows), at the empty image's soft tokens per patch.
+    """
+    image = vlm.empty_image("white")
+    inputs = vlm.prompt_inputs([image], "x", device="cpu")
+    soft = int((inputs["input_ids"] == vlm.image_token_id).sum())
+    if not vlm.vision.cfg.packed:
+        return soft
+    _, tower = vlm.split_inputs(inputs)
+    h, w = vlm.image_geometry(**tower).grid(0)
+    if patches is None:
+        patches = TowerShape.of(vlm).tokens - vlm.vision.cfg.n_prefix_tokens
+    return -(-soft * int(patches) // (h * w))
 
 
 def explain_bytes(
@@ -196,13 +218,19 @@ def explain_bytes(
 
 
 def explain_bytes_per_row(
-    vlm: Any, images_per_row: int, new_tokens: int, from_layer: int = 0, text_tokens: int = 64
+    vlm: Any,
+    images_per_row: int,
+    new_tokens: int,
+    from_layer: int = 0,
+    text_tokens: int = 64,
+    patches: int | None = None,
 ) -> int:
-    """:func:`explain_bytes` of a HookedVLM."""
+    """:func:`explain_bytes` of a HookedVLM, for images of ``patches`` patches each (default: a fixed
+    grid's; on a native-resolution tower the processor's bound, see :meth:`TowerShape.of`)."""
     return explain_bytes(
-        TowerShape.of(vlm),
+        TowerShape.of(vlm, patches),
         TextShape.of_config(vlm.hf_model.config, vlm.dtype),
-        image_tokens_per_image(vlm),
+        image_tokens_per_image(vlm, patches),
         images_per_row,
         new_tokens,
         from_layer=from_layer,

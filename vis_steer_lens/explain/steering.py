@@ -406,7 +406,10 @@ class SteeringExplainer(Explainer):
 
     def _row_bytes(self) -> int:
         # With prefix reuse only the blocks after the hook run per row.
-        return explain_bytes_per_row(self.model, 1, self.max_new_tokens, from_layer=self._start_layer or 0)
+        h, w = self.geometry.grid(0)  # the empty image's own patches (native-resolution towers)
+        return explain_bytes_per_row(
+            self.model, 1, self.max_new_tokens, from_layer=self._start_layer or 0, patches=h * w
+        )
 
     def _explain_batch(self, features: list[int], direction_features: list[int]) -> list[dict[str, Any]]:
         coefficients = self._coefficients(features)

@@ -148,7 +148,9 @@ class TopKExplainer(Explainer):
         return []
 
     def _row_bytes(self) -> int:
-        return explain_bytes_per_row(self.model, self.k_images, self.max_new_tokens)
+        # The largest image mined (native-resolution towers keep each at its own size).
+        patches = int(self.mined.top_grids.prod(dim=-1).max()) if self.model.vision.cfg.packed else None
+        return explain_bytes_per_row(self.model, self.k_images, self.max_new_tokens, patches=patches or None)
 
     def _explain_batch(self, features: list[int], direction_features: list[int]) -> list[dict[str, Any]]:
         tops = [

@@ -13,11 +13,11 @@ from sae_lens import SAE
 from tqdm.auto import tqdm
 
 from vis_steer_lens.activations import (
+    TOKEN_SELECTIONS,
     batched,
-    hook_activations,
     image_processor_of,
+    image_token_activations,
     iter_images,
-    to_pixel_values,
     vision_model,
 )
 from vis_steer_lens.saes.metadata import vision_sae_metadata
@@ -34,17 +34,22 @@ def _activation_stream(
     patches_per_image: int | None,
     generator: torch.Generator,
     progress: tqdm | None,
-    select_patches: Callable[[list[Any]], tuple[list[Any], torch.Tensor]] | None = None,
+    select_patches: Callable[[list[Any]], tuple[list[Any], Any]] | None = None,
+    tokens: str = "patches",
 ) -> Iterator[torch.Tensor]:
-    """Patch-token activations ``[n, d_in]``, one item per image batch."""
+    """Token activations ``[n, d_in]`` chosen by the geometry, one item per image batch."""
     for items in image_batches:
         images, keep = select_patches(items) if select_patches is not None else (items, None)
-        acts = hook_activations(model, hook_name, to_pixel_values(images, image_processor), flatten=True)
-        if patches_per_image is not None and patches_per_image < acts.shape[1]:
-            chosen = torch.rand(acts.shape[:2], generator=generator).argsort(dim=1)[:, :patches_per_image]
-            acts = torch.gather(acts, 1, chosen.unsqueeze(-1).expand(-1, -1, acts.shape[-1]))
-        rows = acts[keep.to(acts.device)] if keep is not None else acts.reshape(-1, acts.shape[-1])
-        rows = rows.float()
+        per_image, _ = image_token_activations(model, hook_name, images, image_processor, tokens)
+        chosen = []
+        for i, acts in enumerate(per_image):
+            if keep is not None:
+                acts = acts[torch.as_tensor(keep[i], dtype=torch.bool, device=acts.device)]
+            elif patches_per_image is not None and patches_per_image < acts.shape[0]:
+                order = torch.rand(acts.shape[0], generator=generator).argsort()[:patches_per_image]
+                acts = acts[order.to(acts.device)]
+            chosen.append(acts)
+        rows = torch.cat(chosen).float()
         if progress is not None:
             progress.update(rows.shape[0])
         yield rows
@@ -62,7 +67,8 @@ def train_sae(
     batch_size: int = 4096,
     image_batch_size: int = 32,
     patches_per_image: int | None = None,
-    select_patches: Callable[[list[Any]], tuple[list[Any], torch.Tensor]] | None = None,
+    select_patches: Callable[[list[Any]], tuple[list[Any], Any]] | None = None,
+    tokens: str = "patches",
     n_eval_images: int = 64,
     processor: Any = None,
     dataset_name: str | None = None,
@@ -71,7 +77,7 @@ def train_sae(
     progress: bool = True,
     **trainer_kwargs: Any,
 ) -> tuple[SAE, pd.DataFrame]:
-    """Train an SAE on the patch tokens of a vision hook, streaming images through the tower.
+    """Train an SAE on the tokens of a vision hook, streaming images through the tower.
 
     Images are read once, in order; activations are never all held in memory. The first
     ``n_eval_images`` images are held out and measure the trained SAE; the report (explained
@@ -91,10 +97,14 @@ def train_sae(
         batch_size: Tokens per optimisation step.
         image_batch_size: Images per forward pass of the tower.
         patches_per_image: Keep this many random patches of each image (``None``: all).
-        select_patches: Curate which patch tokens train the SAE: a function of a batch of raw
-            items returning ``(images, keep)``, ``keep`` a bool ``[batch, patches]`` mask (e.g.
-            to thin out background patches). Not used with ``patches_per_image``. The
-            held-out quality report uses every patch.
+        select_patches: Curate which tokens train the SAE: a function of a batch of raw items
+            returning ``(images, keep)``, ``keep`` one bool mask per image over its selected
+            tokens (``[batch, patches]`` for fixed grids; a list of ``[h_i * w_i]`` masks for
+            images of their own sizes), e.g. to thin out background patches. Not used with
+            ``patches_per_image``. The held-out quality report uses every selected token.
+        tokens: Which tokens of each image, read from the tower's geometry: ``"patches"``
+            (default), ``"prefix"`` (class and register tokens) or ``"all"``. Recorded in the
+            SAE's metadata.
         n_eval_images: Held-out images for the quality report.
         processor: Image processor for PIL images; defaults to the HookedVLM's.
         dataset_name: Recorded as ``cfg.metadata.dataset_path``.
@@ -106,6 +116,8 @@ def train_sae(
     Returns:
         ``(sae, log)``: the trained ``sae_lens.SAE`` with full vision metadata, and the training log.
     """
+    if tokens not in TOKEN_SELECTIONS:
+        raise ValueError(f"tokens must be one of {TOKEN_SELECTIONS}, got {tokens!r}.")
     vit = vision_model(model)
     hook = vit.resolve_hook_name(hook_name)
     d_in = vit.hook_width(hook)
@@ -131,6 +143,7 @@ def train_sae(
                     None,
                     generator,
                     None,
+                    tokens=tokens,
                 )
             )
         )
@@ -145,6 +158,7 @@ def train_sae(
         generator,
         bar,
         select_patches,
+        tokens=tokens,
     )
     metadata = vision_sae_metadata(
         hook,
@@ -156,6 +170,7 @@ def train_sae(
         patch_size=vit.cfg.patch_size,
         context_size=vit.cfg.n_patches,
         dataset_path=dataset_name,
+        token_selection=tokens,
     )
     try:
         sae, log = train_sae_on_activations(
