@@ -23,6 +23,7 @@ spell of the machine hits all three alike; the median time of each is reported.
 
     python benchmarks/steering_throughput.py                       # the shipped toy VLM and SAE (Gemma 3)
     python benchmarks/steering_throughput.py --family internvl3    # a tiny random InternVL3 (class token, layer scale)
+    python benchmarks/steering_throughput.py --family qwen2_5_vl   # a tiny random Qwen2.5-VL (packed images, windows)
     python benchmarks/steering_throughput.py --random-weights gemma-3-4b --n-vision-layers 4 --features 8 --fixed-tokens 8
     python benchmarks/steering_throughput.py --random-weights gemma-3-4b --full-depth --device cuda --features 64
 
@@ -35,7 +36,9 @@ a CPU the depth is cut (``--n-text-layers``, 2 by default; ``--n-vision-layers``
 depth and vocabulary (the GPU mode). Both sides then decode a fixed number of tokens
 (``--fixed-tokens``), since random text has no sentence ends. ``--family internvl3`` builds
 :func:`vis_steer_lens.testing.tiny_vlm`'s InternVL3 with ``--vision-layers`` blocks and a random
-SAE at the middle block's output, with a fixed length too. For InternVL the baseline steers the
+SAE at the middle block's output, with a fixed length too; ``--family qwen2_vl`` and
+``--family qwen2_5_vl`` build theirs the same way (the batch's empty images packed into one
+sequence on both sides). For InternVL the baseline steers the
 patches only, as (a) does (the class token is left alone).
 """
 
@@ -49,7 +52,7 @@ import time
 import torch
 
 from vis_steer_lens.explain import SteeringExplainer
-from vis_steer_lens.explain.text import clean_explanation
+from vis_steer_lens.explain.text import explanation_and_flag
 
 
 def toy_setup(device: str):
@@ -87,23 +90,29 @@ def random_release(
     return vlm, sae, "default"
 
 
-def random_internvl3(vision_layers: int):
-    """A tiny random InternVL3 (InternViT with a class token, Qwen2 text) and a random SAE mid-tower."""
+def random_family(family: str, vision_layers: int):
+    """A tiny random VLM of a family (InternVL3: a class token and layer scale; Qwen2-VL / Qwen2.5-VL:
+    packed native-resolution images, windows) and a random SAE mid-tower."""
     from vis_steer_lens.testing import tiny_sae, tiny_vlm
 
-    vlm = tiny_vlm("internvl3", vision_layers=vision_layers, seed=1)
+    vlm = tiny_vlm(family, vision_layers=vision_layers, seed=1)
     sae = tiny_sae(vlm, f"blocks.{vision_layers // 2}.hook_resid_post", d_sae=512, k=8)
     return vlm, sae, "default"
 
 
-def paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, empty_pixels, batch_size=8):
-    """The authors' loop: full model per batch, HF forward hook on the encoder layer, fixed length."""
+def paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, image_inputs, batch_size=8):
+    """The authors' loop: full model per batch, HF forward hook on the encoder layer, fixed length.
+
+    ``image_inputs(n)`` gives the tower inputs of ``n`` copies of the empty image (``pixel_values``,
+    and ``image_grid_thw`` for packed towers, whose encoder layers output ``[tokens, d]`` for the
+    whole batch, each copy's tokens one contiguous span)."""
     explainer = SteeringExplainer(
         vlm, sae, coefficient=coefficient, prompt=prompt, max_new_tokens=max_new_tokens
     )
     # The Hugging Face module whose output is the SAE's hook (the encoder layer's output).
     layer = vlm.hf_model.get_submodule(vlm.vision.equivalent_names(explainer.hook_name).hf_module)
     n_prefix = vlm.vision.cfg.n_prefix_tokens
+    packed = vlm.vision.cfg.packed
     inputs = {k: v for k, v in explainer._inputs.items()}
     tokenizer = explainer._tokenizer
     prefix = explainer.prompt.prefix("steering")
@@ -111,7 +120,9 @@ def paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, empt
     for start in range(0, len(features), batch_size):
         chunk = features[start : start + batch_size]
         delta = coefficient * sae.W_dec.detach()[chunk].to(vlm.device, vlm.dtype).unsqueeze(1)
-        if n_prefix:  # steer the patches only, as SteeringExplainer does by default
+        if packed:  # [n * tokens, d]: each copy's span gets its row's direction
+            delta = delta.squeeze(1).repeat_interleave(explainer.geometry.n_positions, dim=0)
+        elif n_prefix:  # steer the patches only, as SteeringExplainer does by default
             delta = delta.expand(-1, vlm.vision.cfg.n_tokens, -1).clone()
             delta[:, :n_prefix] = 0
 
@@ -123,8 +134,7 @@ def paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, empt
             with torch.no_grad():
                 batch = {k: v.expand(len(chunk), -1) for k, v in inputs.items()}
                 tokens = vlm.hf_model.generate(
-                    **batch,
-                    pixel_values=empty_pixels.expand(len(chunk), -1, -1, -1),
+                    **{**batch, **image_inputs(len(chunk))},
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     pad_token_id=tokenizer.pad_token_id,
@@ -133,7 +143,9 @@ def paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, empt
             handle.remove()
         prompt_length = batch["input_ids"].shape[1]
         for row in tokens[:, prompt_length:]:
-            texts.append(clean_explanation(tokenizer.decode(row, skip_special_tokens=True), prefix))
+            raw = tokenizer.decode(row, skip_special_tokens=True)
+            # The library's own reading of an answer (repetitions collapsed), so both sides compare alike.
+            texts.append(explanation_and_flag(raw, prefix, explainer.prompt.strip, True)[0])
     return texts
 
 
@@ -200,9 +212,12 @@ def main() -> None:
         help="fail below this many distinct steered answers (a model that ignores the image gives 1)",
     )
     parser.add_argument(
-        "--family", choices=["gemma3", "internvl3"], default="gemma3", help="gemma3: the toy VLM (a Gemma 3)"
+        "--family",
+        choices=["gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl"],
+        default="gemma3",
+        help="gemma3: the toy VLM (a Gemma 3); the others: a tiny random model of the family",
     )
-    parser.add_argument("--vision-layers", type=int, default=12, help="with --family internvl3")
+    parser.add_argument("--vision-layers", type=int, default=12, help="with --family other than gemma3")
     parser.add_argument("--fixed-tokens", type=int, default=None, help="force this length on both sides")
     parser.add_argument(
         "--paper-tokens",
@@ -231,8 +246,8 @@ def main() -> None:
             sae_layer=args.sae_layer,
         )
         args.fixed_tokens = args.fixed_tokens or 16
-    elif args.family == "internvl3":
-        vlm, sae, prompt = random_internvl3(args.vision_layers)
+    elif args.family != "gemma3":
+        vlm, sae, prompt = random_family(args.family, args.vision_layers)
         args.fixed_tokens = args.fixed_tokens or 8
     else:
         vlm, sae, prompt = toy_setup(args.device)
@@ -257,14 +272,18 @@ def main() -> None:
     mean_new = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in frame["raw_generation"])
     floor_tokens = args.fixed_tokens or max(1, math.ceil(mean_new / len(frame)))
 
+    def image_inputs(n):
+        """The tower inputs of n copies of the empty image (packed towers: one sequence)."""
+        pixels, extra = ours._batch_image_inputs(n)
+        return {"pixel_values": pixels, **extra}
+
     def floor():
         for start in range(0, len(features), args.batch_size):
             n = len(features[start : start + args.batch_size])
             batch = {k: v.expand(n, -1) for k, v in ours._inputs.items()}
             with torch.no_grad():
                 vlm.hf_model.generate(
-                    **batch,
-                    pixel_values=ours._pixels.expand(n, -1, -1, -1),
+                    **{**batch, **image_inputs(n)},
                     max_new_tokens=floor_tokens,
                     min_new_tokens=floor_tokens,
                     do_sample=False,
@@ -277,7 +296,12 @@ def main() -> None:
             batch = {k: v.expand(n, -1) for k, v in ours._inputs.items()}
             with torch.no_grad():
                 if ours._prefix is None:
-                    image_features = vlm.encode_images(ours._pixels.expand(n, -1, -1, -1))
+                    image_features = vlm.encode_images(**image_inputs(n))
+                elif vlm.vision.cfg.packed:  # n copies in one sequence, with their geometry
+                    resid = ours._prefix.repeat(1, n, 1)
+                    image_features = vlm.encode_images(
+                        resid=resid, start_at_layer=ours._start_layer, geometry=ours._batch_geometry(n)
+                    )
                 else:
                     resid = ours._prefix.expand(n, -1, -1)
                     image_features = vlm.encode_images(resid=resid, start_at_layer=ours._start_layer)
@@ -296,7 +320,7 @@ def main() -> None:
             times["paper"].append(
                 timed(
                     lambda: paper_baseline(
-                        vlm, sae, features, coefficient, prompt, args.paper_tokens, ours._pixels
+                        vlm, sae, features, coefficient, prompt, args.paper_tokens, image_inputs
                     ),
                     args.device,
                 )[1]
@@ -304,7 +328,7 @@ def main() -> None:
         frame, t = timed(lambda: ours.explain(features, progress=False), args.device)
         times["ours"].append(t)
         baseline, t = timed(
-            lambda: paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, ours._pixels),
+            lambda: paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, image_inputs),
             args.device,
         )
         times["base"].append(t)
