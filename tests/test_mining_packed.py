@@ -74,3 +74,52 @@ def test_mean_ranking_counts_each_images_own_patches(setup):
     mined = mine_top_activations(vlm, sae, images, k=2, batch_size=3, rank_by="mean", features=[1])
     for _, score, activation_map in mined.top_images(1):
         assert score == pytest.approx(float(activation_map.mean()), abs=1e-5)
+
+
+def test_map_width_follows_the_images_not_the_processors_bound(setup, tmp_path):
+    """The stored maps are as wide as the largest image mined (they grow when a larger one comes),
+    not the processor's max_pixels: their memory follows the images. A run resumed with larger
+    images and one split in shards of different widths give the same results as one pass."""
+    vlm, sae, images = setup
+    bound = vlm.vision.max_patches_per_image(vlm.vision.image_processor)
+    patches = [
+        int(vlm.processor.image_processor(images=[im], return_tensors="pt")["image_grid_thw"][0].prod())
+        for im in images
+    ]
+    whole = mine_top_activations(vlm, sae, images, k=3, batch_size=2, progress=False)
+    assert whole.n_patches == max(patches) <= bound
+    assert whole.top_maps.shape[-1] == max(patches)
+    # Small images first, then the largest: the width grows as they come.
+    order = sorted(range(len(images)), key=lambda i: patches[i])
+    ordered = [images[i] for i in order]
+    first = mine_top_activations(vlm, sae, ordered[:3], k=3, batch_size=2, progress=False)
+    assert first.n_patches == max(patches[i] for i in order[:3]) < bound
+    grown = mine_top_activations(vlm, sae, ordered, k=3, batch_size=2, progress=False)
+    assert grown.n_patches == max(patches)
+    shared = 0
+    for feature in range(sae.cfg.d_sae):
+        kept = {image_id: amap for image_id, _, amap in whole.top_images(feature)}
+        scores = sorted(score for _, score, _ in whole.top_images(feature))
+        assert sorted(score for _, score, _ in grown.top_images(feature)) == pytest.approx(scores, abs=1e-5)
+        for position, _, amap in grown.top_images(feature):  # ties may keep another image
+            if order[position] in kept:
+                torch.testing.assert_close(amap, kept[order[position]], atol=1e-5, rtol=1e-5)
+                shared += 1
+    assert shared > sae.cfg.d_sae
+    # Shards of different widths merge to one pass.
+    from vis_steer_lens.mining import _mine_block
+
+    settings = dict(
+        k=3, batch_size=2, rank_by="max", features=None, processor=None, hist_bins=64, checkpoint_every=5000
+    )
+    parts = [
+        _mine_block(
+            vlm, sae, images, out_dir=None, resume=True, progress=False, image_range=block, **settings
+        )
+        for block in (range(0, 2), range(2, 6))
+    ]
+    assert parts[0].n_patches != parts[1].n_patches
+    merged = MinedActivations.merge(parts)
+    assert merged.n_patches == whole.n_patches
+    torch.testing.assert_close(merged.top_maps, whole.top_maps, atol=1e-5, rtol=1e-5)
+    assert torch.equal(merged.top_image_ids, whole.top_image_ids)

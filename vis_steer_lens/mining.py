@@ -270,7 +270,9 @@ class MinedActivations:
         first = parts[0]
         position = 0
         for part in parts:
-            differences = _mismatches(part.meta, first.meta, ignore=("image_range",))
+            # Native-resolution maps are as wide as the largest image each shard saw.
+            ignore = ("image_range", "n_patches") if first.meta.get("packed") else ("image_range",)
+            differences = _mismatches(part.meta, first.meta, ignore=ignore)
             if differences:
                 raise ValueError(f"Shards from different runs cannot be merged ({'; '.join(differences)}).")
             start, stop = part.image_range
@@ -284,7 +286,9 @@ class MinedActivations:
             raise ValueError(f"The shards cover images 0..{position} of {first.meta['n_images']}.")
         meta = {key: value for key, value in first.meta.items() if key != "image_range"}
         meta["skipped_images"] = [item for part in parts for item in part.skipped_images]
-        merged = cls.empty(first.feature_ids.tolist(), first.k, first.n_patches, first.hist_bins, meta)
+        width = max(part.n_patches for part in parts)
+        meta["n_patches"] = width
+        merged = cls.empty(first.feature_ids.tolist(), first.k, width, first.hist_bins, meta)
         merged.images_processed = position
         k = first.k
         for part in parts:
@@ -295,8 +299,9 @@ class MinedActivations:
             merged.top_image_ids = torch.cat([merged.top_image_ids, part.top_image_ids], dim=1).gather(
                 1, order
             )
-            maps = torch.cat([merged.top_maps, part.top_maps], dim=1)
-            merged.top_maps = maps.gather(1, order.unsqueeze(-1).expand(-1, -1, first.n_patches))
+            part_maps = torch.nn.functional.pad(part.top_maps, (0, width - part.n_patches))
+            maps = torch.cat([merged.top_maps, part_maps], dim=1)
+            merged.top_maps = maps.gather(1, order.unsqueeze(-1).expand(-1, -1, width))
             grids = torch.cat([merged.top_grids, part.top_grids], dim=1)
             merged.top_grids = grids.gather(1, order.unsqueeze(-1).expand(-1, -1, 2))
             merged.tokens_seen += part.tokens_seen
@@ -417,13 +422,22 @@ class MinedActivations:
                 ``feature_ids``) on images ``first_image_id .. first_image_id + batch - 1``.
             first_image_id: Index of the batch's first image in the source.
             grids: ``[batch, 2]`` each image's patch grid where images differ in size (their
-                activations row-major over their own grid, zero-padded to ``patches``); ``None``:
-                every image the square grid of ``grid_size``.
+                activations row-major over their own grid, zero-padded to the batch's largest);
+                the stored maps widen to the largest image seen, so their memory follows the images
+                mined, not the processor's bound. ``None``: every image the square grid of
+                ``grid_size``.
         """
         # The state lives on the device it was moved to (mining moves it to the SAE's device, so a GPU
         # run never ships [batch, patches, d_sae] activations to the CPU).
         acts = feature_acts.detach().to(device=self.top_scores.device, dtype=torch.float32)
         batch, n_patches, n_features = acts.shape
+        if grids is not None and n_features == len(self.feature_ids):
+            # Images of their own sizes: the maps are as wide as the largest image kept so far.
+            if n_patches > self.n_patches:
+                self._widen(n_patches)
+            elif n_patches < self.n_patches:
+                acts = torch.nn.functional.pad(acts, (0, 0, 0, self.n_patches - n_patches))
+            n_patches = self.n_patches
         if n_patches != self.n_patches or n_features != len(self.feature_ids):
             raise ValueError(
                 f"Expected activations [batch, {self.n_patches}, {len(self.feature_ids)}], got {tuple(acts.shape)}."
@@ -444,6 +458,11 @@ class MinedActivations:
         self.max_act = torch.maximum(self.max_act, batch_max)
         self._update_histogram_codes(features, values, batch_max)
         self.images_processed = first_image_id + batch
+
+    def _widen(self, width: int) -> None:
+        """Zero-pad the kept maps to ``width`` patches (a larger image than any kept so far)."""
+        self.top_maps = torch.nn.functional.pad(self.top_maps, (0, width - self.n_patches))
+        self.meta["n_patches"] = int(width)
 
     def _update_top(self, acts: torch.Tensor, first_image_id: int, grids: torch.Tensor) -> None:
         k = self.k
@@ -473,7 +492,7 @@ class MinedActivations:
         # few blocks however many features are mined (a whole-store copy is 640 MiB at 8k x 5 x 4096).
         # Only the features whose list changed are touched (after the first images, few per batch).
         changed = (~(from_kept & (kept_slot == torch.arange(k, device=acts.device)))).any(dim=1)  # [F]
-        block = max(1, MAP_BLOCK_ELEMENTS // ((k + acts.shape[0]) * self.n_patches))
+        block = max(1, MAP_BLOCK_ELEMENTS // ((k + acts.shape[0]) * max(self.n_patches, 1)))
         for start in range(0, len(self.feature_ids), block):
             span = slice(start, min(start + block, len(self.feature_ids)))
             local = changed[span].nonzero().view(-1)
@@ -960,15 +979,11 @@ def _mine_packed_batch(
     """Mine one batch on a packed tower: the images (of any sizes) in one sequence, each image's
     codes laid out row-major over its own grid (the geometry) and zero-padded to the state's width."""
     per_image, image_grids = image_patch_activations(model, hook_name, batch, image_processor)
-    width = mined.n_patches
     for offset, count in _contiguous_runs(ids, len(ids)):
         maps, grids = [], []
+        width = max(len(acts) for acts in per_image[offset : offset + count])
         for image in range(offset, offset + count):
             acts = per_image[image]  # [h * w, d], row-major over the image's own grid
-            if len(acts) > width:
-                raise ValueError(
-                    f"An image of {len(acts)} patches exceeds the {width} the processor's bounds allow."
-                )
             codes = _encode_in_chunks(sae, acts.unsqueeze(0))[0]  # [h * w, d_sae]
             if feature_index is not None:
                 codes = codes[..., feature_index.to(codes.device)]
@@ -1045,8 +1060,8 @@ def _mine_block(
     packed = vit.cfg.packed
     if packed:
         # Images of any size: maps are kept row-major over each image's own grid, zero-padded to the
-        # most patches the processor gives an image (the tower knows its bounds).
-        meta["n_patches"] = vit.max_patches_per_image(image_processor_of(model, processor))
+        # largest image seen so far (the width grows with the images, not to the processor's bound).
+        meta["n_patches"] = 0
     mined = None
     if out_dir is not None and resume and (Path(out_dir) / TOP_FILE).is_file():
         mined = MinedActivations.load(out_dir)
@@ -1062,7 +1077,7 @@ def _mine_block(
                 )
                 source = listed
                 meta.update(source_id=source.source_id, image_source=source.describe(), n_images=len(source))
-        differences = _mismatches(mined.meta, meta)
+        differences = _mismatches(mined.meta, meta, ignore=("n_patches",) if packed else ())
         if differences:
             raise ResumeMismatchError(
                 f"The checkpoint in {str(out_dir)!r} was made with other settings, so it cannot be resumed "
