@@ -145,7 +145,7 @@ def one_process_mining(tmp_path_factory):
 
 
 def test_merged_blocks_equal_one_pass_with_skipped_images():
-    from vis_steer_lens.mining import _mine_block
+    from vis_steer_lens.mining.run import _mine_block
     from vis_steer_lens.testing import tiny_sae, tiny_vlm
 
     vlm = tiny_vlm("gemma3", seed=1)
@@ -176,7 +176,7 @@ def test_two_ranks_mine_disjoint_blocks_and_merge_exactly(one_process_mining, tm
 @pytest.mark.slow
 def test_a_crashed_ranks_mining_shard_resumes(one_process_mining, tmp_path):
     from vis_steer_lens import toy
-    from vis_steer_lens.mining import _mine_block
+    from vis_steer_lens.mining.run import _mine_block
 
     # Rank 1 (images 20..39) died after 10 images: its checkpoint has images 20..29.
     bundle = toy.load()

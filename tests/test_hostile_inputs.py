@@ -249,7 +249,7 @@ def test_a_full_disk_at_mining_s_final_save_names_the_file_and_keeps_the_last_st
             f.write(b"x" * 100)  # some bytes land, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(mining, "save_file", full_disk)
+    monkeypatch.setattr(mining.persistence, "save_file", full_disk)
     message = cli_error(main, _mine(run))  # the rerun's final save fails: the saved state is kept
     assert str(run / "mined" / "top.safetensors") in message
     message = cli_error(main, _mine(tmp_path / "run2"))
@@ -271,21 +271,21 @@ def test_a_safetensors_full_disk_error_is_named_too(tmp_path, monkeypatch):
             'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
         )
 
-    monkeypatch.setattr(mining, "save_file", full_disk)
+    monkeypatch.setattr(mining.persistence, "save_file", full_disk)
     message = cli_error(main, _mine(tmp_path / "run"))
     assert "top.safetensors" in message and "No space left on device" in message
 
 
 def test_mining_saves_what_it_has_before_it_fails(toy_bundle, tmp_path, monkeypatch):
     import vis_steer_lens.mining as mining
-    from vis_steer_lens.mining import _STATE_TENSORS
+    from vis_steer_lens.mining.state import _STATE_TENSORS
     from vis_steer_lens.toy import ToyImages
 
     images = ToyImages(seed=5, n=48)
     clean = mining.mine_top_activations(
         toy_bundle.vlm, toy_bundle.sae, images, k=3, batch_size=16, progress=False
     )
-    real, calls = mining.hook_activations, []
+    real, calls = mining.run.hook_activations, []
 
     def fails_on_the_third_batch(*args, **kwargs):
         calls.append(1)
@@ -293,7 +293,7 @@ def test_mining_saves_what_it_has_before_it_fails(toy_bundle, tmp_path, monkeypa
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mining, "hook_activations", fails_on_the_third_batch)
+    monkeypatch.setattr(mining.run, "hook_activations", fails_on_the_third_batch)
     out = tmp_path / "mined"
     with pytest.raises(RuntimeError, match="illegal memory"):
         mining.mine_top_activations(
@@ -301,7 +301,7 @@ def test_mining_saves_what_it_has_before_it_fails(toy_bundle, tmp_path, monkeypa
         )
     saved = mining.MinedActivations.load(out)
     assert saved.images_processed == 32 and not saved.complete
-    monkeypatch.setattr(mining, "hook_activations", real)
+    monkeypatch.setattr(mining.run, "hook_activations", real)
     resumed = mining.mine_top_activations(
         toy_bundle.vlm, toy_bundle.sae, images, k=3, batch_size=16, out_dir=out, progress=False
     )
@@ -387,7 +387,8 @@ def test_a_one_process_rerun_merges_a_crashed_launch_s_rank_files(tmp_path):
 
 
 def test_a_one_process_rerun_finishes_a_crashed_launch_s_mining(toy_bundle, tmp_path):
-    from vis_steer_lens.mining import MinedActivations, _mine_block
+    from vis_steer_lens.mining import MinedActivations
+    from vis_steer_lens.mining.run import _mine_block
     from vis_steer_lens.toy import ToyImages
 
     mine = ["--quiet", "mine", "--n-images", "24", "--batch-size", "6", "--k", "3"]

@@ -107,7 +107,7 @@ def test_map_width_follows_the_images_not_the_processors_bound(setup, tmp_path):
                 shared += 1
     assert shared > sae.cfg.d_sae
     # Shards of different widths merge to one pass.
-    from vis_steer_lens.mining import _mine_block
+    from vis_steer_lens.mining.run import _mine_block
 
     settings = dict(
         k=3, batch_size=2, rank_by="max", features=None, processor=None, hist_bins=64, checkpoint_every=5000

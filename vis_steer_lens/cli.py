@@ -266,7 +266,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_mine(args: argparse.Namespace) -> int:
     from vis_steer_lens.distributed import current_world
     from vis_steer_lens.image_sources import as_image_source
-    from vis_steer_lens.mining import _check_writable, mine_top_activations
+    from vis_steer_lens.mining import mine_top_activations
+    from vis_steer_lens.mining.run import _check_writable
     from vis_steer_lens.runs import RunFolder
 
     if (args.out is None) == (args.run is None):

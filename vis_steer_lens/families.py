@@ -165,6 +165,24 @@ def equivalent_names(name: str, n_layers: int | None = None, family: str = DEFAU
     return name_triple(name, valid, name_map)
 
 
+def end_of_answer_ids(tokenizer: Any, adapter: Any = None) -> list[int]:
+    """Token ids that end a chat answer: the tokenizer's EOS and the family's end-of-turn tokens
+    that the tokenizer has (Gemma's ``<end_of_turn>``, Qwen's ``<|im_end|>``: what the models'
+    generation configs list as ``eos_token_id``).
+
+    Args:
+        tokenizer: The model's tokenizer.
+        adapter: The model family's adapter; ``None`` tries every registered family's tokens.
+    """
+    adapters = [adapter] if adapter is not None else [get_adapter(name) for name in supported_families()]
+    ids = {tokenizer.eos_token_id}
+    for token in dict.fromkeys(t for a in adapters for t in a.end_of_turn_tokens):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None)
+
+
 __all__ = [
     "DEFAULT_FAMILY",
     "UnknownHookNameError",
@@ -172,6 +190,7 @@ __all__ = [
     "adapter_for",
     "adapter_for_tower",
     "canonical_hook_name",
+    "end_of_answer_ids",
     "equivalent_names",
     "family_of_model_name",
     "get_adapter",

@@ -13,7 +13,7 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from vis_steer_lens.families import adapter_for
+from vis_steer_lens.families import adapter_for, end_of_answer_ids
 from vis_steer_lens.geometry import ImageGeometry
 from vis_steer_lens.hook_names import UnknownHookNameError
 from vis_steer_lens.hooked_vit import HookedViT, HookNameResolutionMixin
@@ -271,8 +271,6 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
 
     def end_of_answer_ids(self) -> list[int]:
         """Token ids that end an answer: the tokenizer's EOS and the family's end-of-turn tokens."""
-        from vis_steer_lens.explain.decoding import end_of_answer_ids
-
         return end_of_answer_ids(self.tokenizer, self.adapter)
 
     def empty_image(self, kind: str = "white") -> Image.Image:

@@ -14,13 +14,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers import DynamicCache
-
-from vis_steer_lens.families import get_adapter, supported_families
 
 if TYPE_CHECKING:
     from vis_steer_lens.hooked_vlm import HookedVLM
@@ -31,24 +29,6 @@ StopFn = Callable[..., torch.Tensor]
 
 # mm_token_type_ids and image_grid_thw only place the image tokens (M-RoPE positions, Qwen2-VL).
 _INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "image_grid_thw")
-
-
-def end_of_answer_ids(tokenizer: Any, adapter: Any = None) -> list[int]:
-    """Token ids that end a chat answer: the tokenizer's EOS and the family's end-of-turn tokens
-    that the tokenizer has (Gemma's ``<end_of_turn>``, Qwen's ``<|im_end|>``: what the models'
-    generation configs list as ``eos_token_id``).
-
-    Args:
-        tokenizer: The model's tokenizer.
-        adapter: The model family's adapter; ``None`` tries every registered family's tokens.
-    """
-    adapters = [adapter] if adapter is not None else [get_adapter(name) for name in supported_families()]
-    ids = {tokenizer.eos_token_id}
-    for token in dict.fromkeys(t for a in adapters for t in a.end_of_turn_tokens):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
-            ids.add(token_id)
-    return sorted(i for i in ids if i is not None)
 
 
 @torch.no_grad()
