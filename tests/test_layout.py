@@ -92,6 +92,22 @@ def test_no_qwen_module_or_config_names_outside_adapters():
     assert not offenders, "\n".join(offenders)
 
 
+def test_production_code_never_imports_the_test_helpers():
+    """Only vis_steer_lens.testing itself imports vis_steer_lens.testing (``if TYPE_CHECKING:``
+    blocks excepted): the adapters and the core build no test models."""
+    offenders = []
+    for name, path in _modules().items():
+        if name == "vis_steer_lens.testing" or name.startswith("vis_steer_lens.testing."):
+            continue
+        imported = _imports(path, name, path.name == "__init__.py")
+        offenders += [
+            f"{name} imports {i}"
+            for i in sorted(imported)
+            if i == "vis_steer_lens.testing" or i.startswith("vis_steer_lens.testing.")
+        ]
+    assert not offenders, "\n".join(offenders)
+
+
 def test_the_core_has_no_import_cycle():
     """Edges between modules (an import of ``a.b.c`` also runs ``a.b``'s ``__init__``)."""
     modules = _modules()
