@@ -1,7 +1,8 @@
 """GPU memory plan for the released models: weights, per-batch cost and the batch "auto" picks.
 
-For each release the full configuration (:meth:`VLMAdapter.random_config`, full depth and
-vocabulary) is built on the ``meta`` device (shapes only, no memory), and
+For each release the full configuration (its builder's
+:meth:`~vis_steer_lens.testing.ModelBuilder.random_config`, full depth and vocabulary) is built
+on the ``meta`` device (shapes only, no memory), and
 :mod:`vis_steer_lens.memory`'s estimates (the ones ``batch_size="auto"`` uses) give the peak
 bytes one item adds: an image for mining (the tower up to the SAE's layer), a feature for
 Steering (the blocks after the SAE's layer, then the language model's prompt and answer) and
@@ -25,7 +26,6 @@ def plan(name: str, layer: int, k: int, new_tokens: int, d_sae: int) -> dict:
     from transformers import AutoModelForImageTextToText
 
     from vis_steer_lens import HookedVLM
-    from vis_steer_lens.families import get_adapter
     from vis_steer_lens.memory import (
         TextShape,
         TowerShape,
@@ -33,10 +33,9 @@ def plan(name: str, layer: int, k: int, new_tokens: int, d_sae: int) -> dict:
         image_tokens_per_image,
         mining_bytes,
     )
-    from vis_steer_lens.testing import released_models
+    from vis_steer_lens.testing import get_builder, released_models
 
-    adapter = get_adapter(released_models()[name])
-    config, processor = adapter.random_config(name)
+    config, processor = get_builder(released_models()[name]).random_config(name)
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
     vlm = HookedVLM.from_hf(model, processor=processor, model_name=name)

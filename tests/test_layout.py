@@ -1,4 +1,5 @@
-"""The package's layout rules: model-specific names live in adapters/, and no module imports in a cycle."""
+"""The package's layout rules: model-specific names live in adapters/ (and the test-model builders),
+production code never imports the test helpers, and no module imports in a cycle."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ PACKAGE = Path(vis_steer_lens.__file__).parent
 _HF_NAMES = re.compile(
     r"layer_norm1|layer_norm2|self_attn|post_layernorm|encoder\.layers|multi_modal_projector|vision_tower|"
     r"patch_embedding|position_embedding|layernorm_before|encoder_layers"
+)
+
+
+# The family test-model builders: they write out the families' configs (tiny and released) and
+# redraw their projectors, so they name config fields and modules as the adapters do. Only these:
+# not the testing package's public functions, its builder registry or its tokenizers.
+_BUILDER_MODULES = (
+    "vis_steer_lens.testing.gemma3",
+    "vis_steer_lens.testing.internvl3",
+    "vis_steer_lens.testing.qwen2_vl",
 )
 
 
@@ -55,7 +66,7 @@ def _imports(path: Path, module: str, is_package: bool) -> set[str]:
 def test_no_family_module_names_outside_adapters_and_the_toy_world():
     offenders = []
     for name, path in _modules().items():
-        if name.startswith(("vis_steer_lens.adapters", "vis_steer_lens.toy")):
+        if name.startswith(("vis_steer_lens.adapters", "vis_steer_lens.toy")) or name in _BUILDER_MODULES:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if _HF_NAMES.search(line):
@@ -73,11 +84,27 @@ _QWEN_NAMES = re.compile(
 def test_no_qwen_module_or_config_names_outside_adapters():
     offenders = []
     for name, path in _modules().items():
-        if name.startswith("vis_steer_lens.adapters"):
+        if name.startswith("vis_steer_lens.adapters") or name in _BUILDER_MODULES:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if _QWEN_NAMES.search(line):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_production_code_never_imports_the_test_helpers():
+    """Only vis_steer_lens.testing itself imports vis_steer_lens.testing (``if TYPE_CHECKING:``
+    blocks excepted): the adapters and the core build no test models."""
+    offenders = []
+    for name, path in _modules().items():
+        if name == "vis_steer_lens.testing" or name.startswith("vis_steer_lens.testing."):
+            continue
+        imported = _imports(path, name, path.name == "__init__.py")
+        offenders += [
+            f"{name} imports {i}"
+            for i in sorted(imported)
+            if i == "vis_steer_lens.testing" or i.startswith("vis_steer_lens.testing.")
+        ]
     assert not offenders, "\n".join(offenders)
 
 

@@ -23,6 +23,7 @@ from vis_steer_lens.explain import SteeringExplainer
 from vis_steer_lens.families import get_adapter
 from vis_steer_lens.testing import (
     fit_token_ids,
+    get_builder,
     random_hf_vlm,
     random_sae,
     random_vlm,
@@ -84,15 +85,15 @@ def _assert_released_values(config, released: dict, skip=("num_hidden_layers", "
 
 def test_released_configuration_and_processor(real):
     name, vlm = real
-    adapter = vlm.adapter
+    builder = get_builder(vlm.adapter.name)
     config = vlm.hf_model.config
-    released = adapter.released_config(name)
+    released = builder.released_config(name)
     _assert_released_values(config, released)
     assert config.vision_config.num_hidden_layers == 2 and config.text_config.num_hidden_layers == 1
     assert config.text_config.vocab_size == 4096
     # The special tokens moved into the 4096 ids together, in the tokenizer and the config alike.
     tokenizer = vlm.processor.tokenizer
-    ids = fit_token_ids(adapter.released_token_ids, 4096)
+    ids = fit_token_ids(builder.released_token_ids, 4096)
     assert {t: tokenizer.convert_tokens_to_ids(t) for t in ids} == ids
     for field, token in SPECIAL_FIELDS[name].items():
         assert getattr(config, field) == ids[token] == tokenizer.convert_tokens_to_ids(token)
@@ -170,7 +171,7 @@ def test_mining_an_8192_feature_sae_at_real_width(real, sae, encoded):
 def test_larger_gemmas_build_with_the_released_widths(name):
     vlm = random_vlm(name, n_vision_layers=1, n_text_layers=1, vocab_size=1024, dtype=torch.bfloat16)
     config = vlm.hf_model.config
-    released = vlm.adapter.released_config(name)
+    released = get_builder(vlm.adapter.name).released_config(name)
     _assert_released_values(config, released)
     text = released["text_config"]
     layer = vlm.hf_model.model.language_model.layers[0]

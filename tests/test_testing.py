@@ -44,3 +44,44 @@ def test_tiny_sae_fits_and_records_the_tower():
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="gemma3"):
         tiny_vlm("llava")
+
+
+def test_a_family_without_a_builder_is_refused_naming_those_with_one():
+    from vis_steer_lens.families import UnsupportedModelError
+    from vis_steer_lens.testing import builder_families, get_builder
+
+    assert builder_families() == ["gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl"]
+    with pytest.raises(UnsupportedModelError) as error:
+        get_builder("llava")
+    message = str(error.value)
+    assert "'llava'" in message and "gemma3, internvl3, qwen2_vl, qwen2_5_vl" in message
+    assert "register_builder" in message and "\n" not in message
+
+
+def test_a_registered_adapter_gets_test_models_from_a_registered_builder(monkeypatch):
+    from vis_steer_lens import families, register_adapter
+    from vis_steer_lens.adapters import Gemma3Adapter
+    from vis_steer_lens.testing import builders, get_builder, register_builder, released_models
+    from vis_steer_lens.testing.gemma3 import Gemma3Builder
+
+    # Registrations on copies of both registries, put back after the test.
+    monkeypatch.setattr(families, "_ADAPTERS", list(families._adapters()))
+    monkeypatch.setattr(builders, "_BUILDERS", list(builders._builders()))
+
+    class MyAdapter(Gemma3Adapter):
+        name = "my_family"
+        model_types = ("my_family",)
+
+    class MyBuilder(Gemma3Builder):
+        family = "my_family"
+        released_configs = {"my-model": Gemma3Builder.released_configs["gemma-3-4b"]}
+
+    register_adapter(MyAdapter())
+    register_builder(MyBuilder())
+    assert get_builder("my_family").adapter.name == "my_family"
+    model, processor = tiny_hf_vlm("my_family")
+    reference, _ = tiny_hf_vlm("gemma3")  # the same builder code and seed: the same weights
+    for mine, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    assert processor.tokenizer.convert_tokens_to_ids("<start_of_image>") == model.config.boi_token_index
+    assert released_models()["my-model"] == "my_family"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -27,7 +26,9 @@ class VLMAdapter:
     :meth:`tower_parts`, :attr:`hook_name_map`) and :class:`~vis_steer_lens.HookedVLM` how image
     features reach the language model (:meth:`projector`, :meth:`projector_stop_at_layer`,
     :meth:`image_token_id`, :attr:`end_of_turn_tokens`, :meth:`prefill_masks`,
-    :attr:`language_input_keys`, :meth:`empty_image_pixel_values`).
+    :attr:`language_input_keys`, :meth:`empty_image_pixel_values`). Its test models (tiny and
+    random released ones) are the business of a :class:`vis_steer_lens.testing.ModelBuilder`
+    registered under the same name, outside the production code.
 
     Attributes:
         name: Short name of the family (``"gemma3"``), used in configs and error messages.
@@ -47,12 +48,6 @@ class VLMAdapter:
             (Qwen2-VL's ``image_grid_thw``), passed to :meth:`image_geometry`.
         one_tile_per_image: Image-processor options that make each image one tower input (for
             mining and scoring, which are per image), where the processor can tile images.
-        released_configs: Released models the family can build with random weights (see
-            :func:`vis_steer_lens.testing.random_vlm`): name → the fields of its ``config.json``
-            that define the architecture (``vision_config``, ``text_config`` and top-level ones).
-        released_token_ids: The released tokenizer's special tokens and their ids.
-        test_tokens: The test models' word-level tokenizer: ``(special, extra, chat_template,
-            add_bos)`` as :func:`vis_steer_lens.testing.word_tokenizer` takes them.
     """
 
     name: ClassVar[str] = "base"
@@ -68,9 +63,6 @@ class VLMAdapter:
     language_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
     tower_input_keys: ClassVar[tuple[str, ...]] = ()
     one_tile_per_image: ClassVar[dict[str, Any]] = {}
-    released_configs: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    released_token_ids: ClassVar[Mapping[str, int]] = {}
-    test_tokens: ClassVar[tuple[dict[str, str], dict[str, str], str, bool]] = ({}, {}, "", False)
 
     # ---- recognising the family
     def supports(self, config: Any) -> bool:
@@ -260,98 +252,6 @@ class VLMAdapter:
     def _finish_tower(self, tower: nn.Module) -> nn.Module:
         """Restore what a checkpoint does not store (non-persistent buffers); the tower by default."""
         return tower
-
-    # ---- test models
-    def build_tiny(self, *, vision_layers: int, text_width: int, **options: Any) -> tuple[nn.Module, Any]:
-        """A tiny random model of the family and a working processor (see :mod:`vis_steer_lens.testing`).
-
-        32x32 images in 8-pixel patches (16 patches), 4 soft tokens per image, a word-level
-        tokenizer with the family's special tokens and chat-template structure. Seed torch first.
-        """
-        raise NotImplementedError
-
-    def released_config(self, name: str) -> dict[str, Any]:
-        """A copy of the released configuration ``name`` (see :attr:`released_configs`).
-
-        Raises:
-            KeyError: Naming the releases the family knows.
-        """
-        if name not in self.released_configs:
-            raise KeyError(
-                f"The {self.name} adapter knows the releases {sorted(self.released_configs)}, got {name!r}."
-            )
-        return copy.deepcopy(dict(self.released_configs[name]))
-
-    def random_config(
-        self,
-        name: str,
-        *,
-        n_vision_layers: int | None = None,
-        n_text_layers: int | None = None,
-        vocab_size: int | None = None,
-    ) -> tuple[Any, Any]:
-        """The Hugging Face config of a released model, its depth and vocabulary optionally cut, and
-        a processor with the family's special tokens and chat structure at the real image size.
-
-        The special tokens keep their released ids where the vocabulary holds them and move to its
-        top otherwise (:func:`vis_steer_lens.testing.fit_token_ids`), in the tokenizer (a
-        word-level one, :attr:`test_tokens`) and the config alike.
-        """
-        from vis_steer_lens.testing import fit_token_ids, word_tokenizer
-
-        fields = self.released_config(name)
-        vision, text = fields["vision_config"], fields["text_config"]
-        for sub, layers in ((vision, n_vision_layers), (text, n_text_layers)):
-            if layers is not None:
-                if layers < 1:
-                    raise ValueError(f"A model needs at least one layer per tower, got {layers}.")
-                sub["num_hidden_layers"] = layers
-        text["vocab_size"] = vocab_size or text["vocab_size"]
-        ids = fit_token_ids(self.released_token_ids, text["vocab_size"])
-        special, extra, chat_template, add_bos = self.test_tokens
-        tokenizer = word_tokenizer(
-            special, extra, chat_template, add_bos, token_ids=ids, vocab_size=text["vocab_size"]
-        )
-        return self._released_model_config(fields, ids, tokenizer)
-
-    def _released_model_config(
-        self, fields: dict[str, Any], ids: dict[str, int], tokenizer: Any
-    ) -> tuple[Any, Any]:
-        """``(config, processor)`` from a release's config ``fields`` (cut), its special tokens' ``ids``
-        in that vocabulary and a tokenizer holding them."""
-        raise NotImplementedError
-
-    def build_random(
-        self,
-        name: str,
-        *,
-        n_vision_layers: int | None = None,
-        n_text_layers: int | None = None,
-        vocab_size: int | None = None,
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device | None = None,
-    ) -> tuple[nn.Module, Any]:
-        """A released architecture with transformers' random init, built directly in ``dtype`` on
-        ``device``, and its processor (see :mod:`vis_steer_lens.testing`). Seed torch first.
-
-        The generation config stops at the family's end-of-turn tokens, as the releases' do.
-        """
-        from transformers import AutoModelForImageTextToText
-
-        config, processor = self.random_config(
-            name, n_vision_layers=n_vision_layers, n_text_layers=n_text_layers, vocab_size=vocab_size
-        )
-        with torch.device(device or "cpu"):
-            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
-        self._finish_random(model)
-        tokenizer = processor.tokenizer
-        stop = [tokenizer.eos_token_id, *tokenizer.convert_tokens_to_ids(list(self.end_of_turn_tokens))]
-        model.generation_config.eos_token_id = list(dict.fromkeys(stop))
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        return model.eval(), processor
-
-    def _finish_random(self, model: nn.Module) -> None:
-        """Family-specific changes to transformers' init of a random released model (none by default)."""
 
     # ---- inputs
     #: Side in pixels of the empty image steering starts from; the processor resizes it as any image

@@ -13,127 +13,40 @@ projector is never zero, so every vision edit reaches the logits and an equivale
 against Hugging Face can fail where a shortcut would be taken.
 
 :func:`random_vlm` builds the released architectures themselves (Gemma 3 4B/12B/27B,
-InternVL3-14B) with random weights, their depth and vocabulary optionally cut, and a processor
-with the family's special tokens and chat structure at the real image size:
+InternVL3-14B, Qwen2.5-VL 3B/7B) with random weights, their depth and vocabulary optionally cut,
+and a processor with the family's special tokens and chat structure at the real image size:
 
 >>> vlm = random_vlm("gemma-3-4b", n_vision_layers=2, n_text_layers=1, vocab_size=4096)  # doctest: +SKIP
 >>> sae = random_sae(vlm, "blocks.1.hook_resid_post")  # 8192 features, k=25, as the paper's  # doctest: +SKIP
+
+Each family's models come from its :class:`~vis_steer_lens.testing.builders.ModelBuilder`
+(:mod:`vis_steer_lens.testing.gemma3`, ``.internvl3``, ``.qwen2_vl``: the tiny configs and the
+released ``config.json`` tables), registered by family name with :func:`register_builder`; the
+production adapters never import this package. A family added with
+:func:`vis_steer_lens.register_adapter` gets test models by registering a builder too (see
+:mod:`vis_steer_lens.testing.builders`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import torch
-from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
 from torch import nn
 
-from vis_steer_lens.families import get_adapter, supported_families
+from vis_steer_lens.testing import gemma3, internvl3, qwen2_vl
+from vis_steer_lens.testing.builders import ModelBuilder, builder_families, get_builder, register_builder
+from vis_steer_lens.testing.tokenizers import fit_token_ids, word_tokenizer
 
-#: Families :func:`tiny_vlm` builds.
+# Each family module's builders, registered in reverse order as the adapters are (the last one
+# registered is listed first).
+for _builder in (*qwen2_vl.BUILDERS, *internvl3.BUILDERS, *gemma3.BUILDERS):
+    register_builder(_builder)
+
+#: The shipped families :func:`tiny_vlm` builds (a registered builder adds its own, see
+#: :func:`builder_families`).
 TINY_FAMILIES = ("gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl")
-
-_WORDS = (
-    "the a an is are what in on of image images describe highlighted element shared all these this "
-    "it one clear sentence red green blue yellow square circle large small top left right bottom "
-    "picture object colour color shape nothing white black gray user model assistant system"
-).split()
-_PUNCTUATION = [".", ",", "?", "!", ":", "-", "'"]
-
-
-def word_tokenizer(
-    special: dict[str, str],
-    extra: dict[str, str],
-    chat_template: str,
-    add_bos: bool,
-    *,
-    token_ids: Mapping[str, int] | None = None,
-    vocab_size: int | None = None,
-):
-    """A word-level fast tokenizer with a family's special tokens (newlines and punctuation are tokens).
-
-    Args:
-        special: ``pad_token``, ``eos_token``, ``unk_token`` (and ``bos_token``) → token.
-        extra: Further special tokens by attribute name; ``<name>_id`` attributes are set too.
-        chat_template: The Jinja chat template.
-        add_bos: Whether plain calls prepend the BOS token.
-        token_ids: Fixed ids of some special tokens (token → id), e.g. a release's (see
-            :func:`fit_token_ids`); the other tokens take the free ids in order. By default the
-            special tokens come first, then newline, punctuation and words.
-        vocab_size: Fill the vocabulary up to this many ids with ``<unused{id}>`` words, so every
-            id a model of that vocabulary emits decodes.
-
-    Raises:
-        ValueError: If ``vocab_size`` cannot hold the tokens or a fixed id lies outside it.
-    """
-    from transformers import PreTrainedTokenizerFast
-
-    specials = list(dict.fromkeys([*special.values(), *extra.values()]))
-    words = sorted({variant for word in _WORDS for variant in (word, word.capitalize())})
-    ordinary = ["\n", *_PUNCTUATION, *words]
-    token_ids = dict(token_ids or {})
-    needed = len(specials) + len(ordinary) + len(set(token_ids) - set(specials))
-    size = vocab_size or max(needed, max(token_ids.values(), default=-1) + 1)
-    if needed > size or any(not 0 <= i < size for i in token_ids.values()):
-        raise ValueError(
-            f"A vocabulary of {size} ids cannot hold {needed} tokens with the fixed ids {token_ids}; "
-            f"use vocab_size >= {needed} and ids below it."
-        )
-    vocabulary: list[str | None] = [None] * size
-    for token, index in token_ids.items():
-        vocabulary[index] = token
-    free = [index for index, token in enumerate(vocabulary) if token is None]
-    placed = [token for token in specials if token not in token_ids] + ordinary
-    for index, token in zip(free, placed, strict=False):
-        vocabulary[index] = token
-    for index in free[len(placed) :]:
-        vocabulary[index] = f"<unused{index}>"
-    backend = Tokenizer(
-        models.WordLevel({t: i for i, t in enumerate(vocabulary)}, unk_token=special["unk_token"])
-    )
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
-            pre_tokenizers.Split(Regex(r"[^\S\n]+"), behavior="removed"),
-            pre_tokenizers.Punctuation(behavior="isolated"),
-        ]
-    )
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        extra_special_tokens=extra,
-        add_bos_token=add_bos,
-        add_eos_token=False,
-        padding_side="left",
-        chat_template=chat_template,
-        **special,
-    )
-    for name, token in extra.items():  # `start_image_token_id` etc., as the processors read them
-        setattr(tokenizer, f"{name}_id", tokenizer.convert_tokens_to_ids(token))
-    return tokenizer
-
-
-def fit_token_ids(token_ids: Mapping[str, int], vocab_size: int) -> dict[str, int]:
-    """A release's special-token ids fitted into a vocabulary of ``vocab_size`` ids.
-
-    Ids below ``vocab_size`` are kept; the others move to the highest ids not taken, in their
-    released order (Gemma 3 at 4096 ids: ``<start_of_image>`` 255999 → 4093, ``<end_of_image>``
-    256000 → 4094, ``<image_soft_token>`` 262144 → 4095; ``<start_of_turn>`` stays 105).
-
-    Raises:
-        ValueError: If the vocabulary has fewer ids than there are tokens.
-    """
-    if len(token_ids) > vocab_size:
-        raise ValueError(f"{len(token_ids)} special tokens do not fit a vocabulary of {vocab_size} ids.")
-    fitted = {token: index for token, index in token_ids.items() if index < vocab_size}
-    moved = sorted((index, token) for token, index in token_ids.items() if index >= vocab_size)
-    taken = set(fitted.values())
-    top = [index for index in range(vocab_size - 1, -1, -1) if index not in taken][: len(moved)]
-    for (_, token), index in zip(moved, sorted(top), strict=True):
-        fitted[token] = index
-    return fitted
 
 
 def perturb_constant_parameters(modules: list[nn.Module], seed: int) -> None:
@@ -178,13 +91,14 @@ def tiny_hf_vlm(
 
     Returns:
         ``(model, processor)``: the model in eval mode, float32.
+
+    Raises:
+        UnsupportedModelError: If no builder is registered for ``family`` (naming those that are).
     """
-    if family not in TINY_FAMILIES:
-        known = [f for f in supported_families() if f in TINY_FAMILIES]
-        raise ValueError(f"tiny_vlm builds the families {known}, got {family!r}.")
-    adapter = get_adapter(family)
+    builder = get_builder(family)
+    adapter = builder.adapter
     torch.manual_seed(seed)
-    model, processor = adapter.build_tiny(
+    model, processor = builder.build_tiny(
         vision_layers=vision_layers, text_width=text_width, norm_type=norm_type, qk_norm=qk_norm
     )
     perturb_constant_parameters([adapter.tower(model), adapter.projector(model)], seed)
@@ -235,15 +149,15 @@ def tiny_sae(
 
 
 def released_models() -> dict[str, str]:
-    """Released models :func:`random_vlm` builds, name → family (from the registered adapters)."""
-    return {name: family for family in supported_families() for name in get_adapter(family).released_configs}
+    """Released models :func:`random_vlm` builds, name → family (from the registered builders)."""
+    return {name: family for family in builder_families() for name in get_builder(family).released_configs}
 
 
-def _release_adapter(name: str):
+def _release_builder(name: str) -> ModelBuilder:
     models = released_models()
     if name not in models:
         raise ValueError(f"random_vlm builds the released models {sorted(models)}, got {name!r}.")
-    return get_adapter(models[name])
+    return get_builder(models[name])
 
 
 def random_hf_vlm(
@@ -259,7 +173,7 @@ def random_hf_vlm(
 ) -> tuple[nn.Module, Any]:
     """A released VLM architecture with random weights, and a processor at its real image size.
 
-    The configuration is the release's (its adapter's ``released_configs``, written out from the
+    The configuration is the release's (its builder's ``released_configs``, written out from the
     released ``config.json``); only the depth and the vocabulary can be cut. The special tokens
     keep their released ids where the vocabulary holds them and move to its top otherwise
     (:func:`fit_token_ids`), in the tokenizer and in the config alike. The model is built
@@ -269,8 +183,8 @@ def random_hf_vlm(
     depend on the image.
 
     Args:
-        name: ``"gemma-3-4b"``, ``"gemma-3-12b"``, ``"gemma-3-27b"`` or ``"internvl3-14b"``
-            (:func:`released_models`).
+        name: ``"gemma-3-4b"``, ``"gemma-3-12b"``, ``"gemma-3-27b"``, ``"internvl3-14b"``,
+            ``"qwen2.5-vl-3b"`` or ``"qwen2.5-vl-7b"`` (:func:`released_models`).
         n_vision_layers: Vision encoder blocks (default: the release's).
         n_text_layers: Language model layers (default: the release's).
         vocab_size: Vocabulary size (default: the release's).
@@ -284,11 +198,11 @@ def random_hf_vlm(
     Returns:
         ``(model, processor)``, the model in eval mode.
     """
-    adapter = _release_adapter(name)
+    builder = _release_builder(name)
     target = torch.device(device or "cpu")
     with torch.random.fork_rng(devices=[target.index or 0] if target.type == "cuda" else []):
         torch.manual_seed(seed)
-        model, processor = adapter.build_random(
+        model, processor = builder.build_random(
             name,
             n_vision_layers=n_vision_layers,
             n_text_layers=n_text_layers,
@@ -338,11 +252,15 @@ def random_sae(
 
 __all__ = [
     "TINY_FAMILIES",
+    "ModelBuilder",
+    "builder_families",
     "fit_token_ids",
+    "get_builder",
     "perturb_constant_parameters",
     "random_hf_vlm",
     "random_sae",
     "random_vlm",
+    "register_builder",
     "released_models",
     "tiny_hf_vlm",
     "tiny_sae",
