@@ -283,3 +283,26 @@ def test_unsupported_models_fail_clearly(tmp_path):
     )
     with pytest.raises(UnsupportedModelError, match="siglip_text_model.*siglip_vision_model"):
         HookedViT.from_hf(text_tower)
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        [0] * 5 + [1] * 5 + [2] * 5,  # copies of one image back to back
+        [0] * 3 + [1] * 7 + [2] * 2 + [3] * 7,  # images or windows of several sizes
+        [0, 1, 0, 1, 2, 2, 0],  # not contiguous: the mask
+    ],
+)
+def test_grouped_attention_equals_the_masked_attention(groups):
+    """Attending group by group (no [tokens, tokens] mask) gives masked attention's result."""
+    from vis_steer_lens.hooked_vit import AttentionGroups
+
+    group = torch.tensor(groups)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, len(groups), 4, generator=gen) for _ in range(3))
+    attention = AttentionGroups(group)
+    assert attention.contiguous == (groups != [0, 1, 0, 1, 2, 2, 0])
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=attention.mask(), scale=0.5
+    )
+    torch.testing.assert_close(attention.attend(q, k, v, 0.5), expected, atol=1e-6, rtol=1e-6)

@@ -15,6 +15,7 @@ hooked blocks built over an adapter's modules) and :mod:`.model` (the tower and 
 """
 
 from vis_steer_lens.hooked_vit.components import (
+    AttentionGroups,
     BlockParts,
     HookedAttention,
     HookedMLP,
@@ -29,6 +30,7 @@ from vis_steer_lens.hooked_vit.config import NORM_TYPES, POSITIONAL_KINDS, Hooke
 from vis_steer_lens.hooked_vit.model import HookedViT, HookNameResolutionMixin
 
 __all__ = [
+    "AttentionGroups",
     "NORM_TYPES",
     "POSITIONAL_KINDS",
     "BlockParts",
