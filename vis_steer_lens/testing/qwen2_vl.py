@@ -49,8 +49,9 @@ _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 # ---- The released Qwen2.5-VL 3B and 7B (Qwen/Qwen2.5-VL-3B-Instruct, -7B-Instruct), from their
-# `config.json` as recalled (not re-read here: no network), rope fields in transformers 5's
-# `rope_parameters` form. Fields that only seed the init are left out.
+# `config.json` (no network at run time; checked against a stored copy of the 3B config.json and a
+# printed 7B module tree: widths, depths, heads, key-value heads, vocabulary, special-token ids),
+# rope fields in transformers 5's `rope_parameters` form. Fields that only seed the init are left out.
 _QWEN25_VIT = dict(  # "vision_config" of both (out_hidden_size differs)
     depth=32,
     hidden_size=1280,
