@@ -81,3 +81,22 @@ def test_steering_no_patch_is_the_unsteered_answer(vlm):
     )
     with pytest.raises(ValueError, match=f"{h * w} entries"):
         SteeringExplainer(vlm, sae, coefficient=1.0, positions=torch.ones(3, dtype=torch.bool))
+
+
+def test_a_region_in_image_coordinates_means_the_same_on_every_grid():
+    """positions=(left, top, right, bottom) picks the patches whose centres lie in that part of the
+    image, on a fixed grid and on a native-resolution empty image alike."""
+    from vis_steer_lens import SteeringExplainer
+    from vis_steer_lens.testing import tiny_sae, tiny_vlm
+
+    for family in ("gemma3", "qwen2_5_vl"):
+        vlm = tiny_vlm(family, vision_layers=2)
+        sae = tiny_sae(vlm, "blocks.0.hook_resid_post", d_sae=8)
+        left = SteeringExplainer(vlm, sae, coefficient=5.0, positions=(0.0, 0.0, 0.5, 1.0))
+        h, w = left.geometry.grid(0)
+        expected = torch.zeros(h, w, dtype=torch.bool)
+        expected[:, : w // 2] = True
+        # The mask is over the tower's positions (Qwen2.5-VL holds them in window order): map it back.
+        assert torch.equal(left.geometry.patch_map(left._positions, 0), expected)
+        with pytest.raises(ValueError, match="fractions of the image"):
+            SteeringExplainer(vlm, sae, coefficient=5.0, positions=(0.6, 0.0, 0.5, 1.0))

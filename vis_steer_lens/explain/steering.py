@@ -65,7 +65,11 @@ class SteeringExplainer(Explainer):
             steers a different feature. ``"auto"``: the largest batch whose estimated peak fits in
             the free memory of the model's device (:mod:`vis_steer_lens.memory`), chosen when the
             work starts and recorded in each row's ``batch_size``.
-        positions: Patches to steer: ``None`` (all), or a bool mask ``[patches]`` / ``[grid, grid]``.
+        positions: Patches of the empty image to steer: ``None`` (all), a bool mask over its own
+            grid (``[h, w]`` or row-major ``[h * w]``; the grid is ``explainer.geometry.grid(0)``), or
+            a region in image coordinates, ``(left, top, right, bottom)`` as fractions of the
+            image's width and height in ``[0, 1]`` (the patches whose centres lie inside), which
+            means the same on every family whatever its grid.
         include_prefix_tokens: Steer the prefix tokens (a class token) too; by default only the
             patches are steered.
         direction: ``"sae"``, or a control: ``"random_norm_matched"`` (a random direction with the
@@ -93,7 +97,7 @@ class SteeringExplainer(Explainer):
         prompt: str | PromptSet = "default",
         max_new_tokens: int = 48,
         batch_size: int = 32,
-        positions: torch.Tensor | None = None,
+        positions: torch.Tensor | tuple[float, float, float, float] | None = None,
         include_prefix_tokens: bool = False,
         direction: str = "sae",
         reuse_prefix: bool = True,
@@ -137,6 +141,8 @@ class SteeringExplainer(Explainer):
             if not has_prefix or self.include_prefix_tokens:
                 return None
             mask = torch.ones(h * w, dtype=torch.bool)
+        elif isinstance(positions, tuple) and len(positions) == 4 and not isinstance(positions[0], bool):
+            mask = _region_mask(positions, h, w).flatten()
         else:
             mask = torch.as_tensor(positions).flatten().bool()
             if mask.numel() != h * w:
@@ -438,3 +444,24 @@ class SteeringExplainer(Explainer):
             )
             for g in generated
         ]
+
+
+def _region_mask(region: tuple[float, float, float, float], h: int, w: int) -> torch.Tensor:
+    """``[h, w]`` bool: the patches of an ``h x w`` grid whose centres lie in ``(left, top, right,
+    bottom)``, given as fractions of the image's width and height.
+
+    Raises:
+        ValueError: A region outside ``[0, 1]``, empty, or holding no patch centre.
+    """
+    left, top, right, bottom = (float(v) for v in region)
+    if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+        raise ValueError(
+            f"A region is (left, top, right, bottom) as fractions of the image in [0, 1] with left < right "
+            f"and top < bottom, got {region}."
+        )
+    rows = (torch.arange(h) + 0.5) / h
+    cols = (torch.arange(w) + 0.5) / w
+    mask = ((rows >= top) & (rows < bottom))[:, None] & ((cols >= left) & (cols < right))[None, :]
+    if not bool(mask.any()):
+        raise ValueError(f"The region {region} holds no patch centre of the {h}x{w} grid; make it larger.")
+    return mask
