@@ -59,8 +59,11 @@ def test_index_data_is_complete(results_dir, dashboard):
         assert row[col["explanation:topk"]].startswith("topk")
         assert row[col["auroc:hybrid"]] == pytest.approx(0.6)
         assert row[col["concept"]] == ("circle" if feature % 2 == 0 else None)  # ground truth: even ids
+        assert row[col["clear"]] == (True if feature % 2 == 0 else None)
+        assert row[col["live"]] == int(stats.loc[feature, "frac_images"] > 0)
+        assert row[col["flag:topk"]] is None and row[col["flagged"]] == 0
         if row[col["thumb"]] is not None:
-            assert (out / row[col["thumb"]]).is_file()
+            assert (out / "images" / "thumb" / f"{row[col['thumb']]}.jpg").is_file()
     assert len(RUNS) == len(data["meta"]["methods"])
 
 
@@ -72,7 +75,7 @@ def test_feature_data(results_dir, dashboard):
         expected = [(i, s) for i, s, _ in mined.top_images(feature) if s > 0]
         assert [t["image_id"] for t in data["top"]] == [i for i, _ in expected]
         for t in data["top"]:
-            assert (out / t["heatmap"]).is_file() and (out / t["image"]).is_file()
+            assert (out / t["image"]).is_file()
             assert len(t["map"]) == 4 and len(t["map"][0]) == 4
         edges, counts = mined.histogram(feature)
         assert data["histogram"]["counts"] == counts.tolist()
@@ -108,3 +111,63 @@ def test_missing_mined_folder_is_a_clear_error(tmp_path):
         export_dashboard(tmp_path, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export_dashboard(tmp_path / "nope", tmp_path / "out")
+
+
+def test_images_are_shared_and_shrunk(results_dir, dashboard):
+    """One page image and one thumbnail per source image, whatever the number of features showing it."""
+    from PIL import Image
+
+    from vis_steer_lens.dashboard.html import PAGE_IMAGE_SIZE, THUMB_SIZE
+
+    out, _ = dashboard
+    mined = MinedActivations.load(Path(results_dir) / "mined")
+    shown = {i for f in range(D_SAE) for i, s, _ in mined.top_images(f) if s > 0}
+    pages = {int(p.stem) for p in (out / "images").glob("*.jpg")}
+    thumbs = {int(p.stem) for p in (out / "images" / "thumb").glob("*.jpg")}
+    assert pages == thumbs == shown
+    uses = sum(1 for f in range(D_SAE) for _, s, _ in mined.top_images(f) if s > 0)
+    assert uses > len(shown)  # some image is shown by two features, and written once
+    for image_id in shown:
+        with Image.open(out / "images" / f"{image_id}.jpg") as page:
+            assert max(page.size) <= PAGE_IMAGE_SIZE
+        with Image.open(out / "images" / "thumb" / f"{image_id}.jpg") as thumb:
+            assert max(thumb.size) <= THUMB_SIZE
+    assert not (out / "images" / "heat").exists()  # maps are drawn in the browser, not baked in
+
+
+def test_dashboard_size_and_estimate(dashboard):
+    from vis_steer_lens.dashboard import dashboard_size
+
+    out, _ = dashboard
+    size = dashboard_size(out, D_SAE)
+    on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert size.total_bytes == on_disk
+    assert 0 < size.image_bytes < size.total_bytes and size.n_images == len(list((out / "images").rglob("*.jpg")))
+    assert size.fixed_bytes >= (out / "assets" / "plotly.min.js").stat().st_size
+    assert size.estimate(D_SAE) == pytest.approx(size.total_bytes, abs=1)
+    grown = size.estimate(10 * D_SAE)
+    assert grown > size.total_bytes
+    assert f"{grown / 1e6:.0f} MB at all {10 * D_SAE}" in size.describe(10 * D_SAE)
+
+
+def test_method_agreement():
+    from vis_steer_lens.dashboard.results import content_words, method_agreement
+
+    assert content_words("The highlighted element is a red circle.") == {"red", "circle"}
+    assert content_words("Red circles") == {"red", "circle"}
+    assert method_agreement(["a red circle", "red circles", "the red circle"]) == pytest.approx(1.0)
+    assert method_agreement(["a red circle", "a blue square"]) == 0.0
+    assert method_agreement(["red circle", "red square"]) == pytest.approx(1 / 3)
+    assert method_agreement(["red circle", None, ""]) is None  # one explanation: nothing to agree with
+
+
+def test_nearest_features_by_decoder_cosine():
+    import torch
+
+    from vis_steer_lens.dashboard.html import nearest_features
+
+    decoder = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+    near = nearest_features(decoder, [0, 2], n=2)
+    assert [f for f, _ in near[0]] == [1, 2]
+    assert near[0][0][1] == pytest.approx(0.9 / (0.81 + 0.01) ** 0.5, abs=1e-4)
+    assert near[2][0][0] == 1 and near[3 - 1][1][1] == pytest.approx(0.0, abs=1e-6)
