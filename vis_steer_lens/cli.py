@@ -539,7 +539,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
+    from vis_steer_lens.dashboard import dashboard_size, export_dashboard, export_neuronpedia
+    from vis_steer_lens.dashboard.results import DashboardResults
     from vis_steer_lens.runs import RunFolder
 
     run_dir = args.run if args.run is not None else args.results
@@ -547,8 +548,17 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise SystemExit("Pass the run folder: `vis-steer-lens dashboard RUN`.")
     run = RunFolder(run_dir)
     out = args.out if args.out is not None else run.dashboard_dir
-    index = export_dashboard(run.root, out, exclude_flagged=args.exclude_flagged)
+    sae = None
+    if args.sae is not None:
+        from vis_steer_lens import load_sae
+
+        sae = load_sae(args.sae, args.sae_id)
+    index = export_dashboard(run.root, out, exclude_flagged=args.exclude_flagged, sae=sae)
+    results = DashboardResults.load(run.root)
+    d_sae = results.mined.d_sae if results.mined is not None else None
+    size = dashboard_size(out, len(results.features))
     print(f"Dashboard: {index} (open it in a browser; it works from file://)")
+    print(f"Size: {size.describe(d_sae)}")
     if args.neuronpedia:
         batches = export_neuronpedia(
             run.root, args.neuronpedia, model_id=args.model_id, layer=args.layer, sae_set=args.sae_set
@@ -760,6 +770,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out answers flagged as repetitions, unfinished or empty",
     )
+    dashboard.add_argument(
+        "--sae",
+        default=None,
+        help="the run's SAE (folder, release or hub repo): adds each feature's nearest features by decoder cosine",
+    )
+    dashboard.add_argument("--sae-id", default=None, help="the SAE inside --sae (a release's or repo's id)")
     dashboard.add_argument("--neuronpedia", help="also write Neuronpedia batch files to this folder")
     dashboard.add_argument("--model-id", default=None, help="Neuronpedia model id")
     dashboard.add_argument("--layer", type=int, default=None, help="Neuronpedia layer")

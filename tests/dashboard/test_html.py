@@ -31,13 +31,16 @@ def dashboard(results_dir, tmp_path_factory):
 def test_layout(dashboard):
     out, index = dashboard
     assert index == out / "index.html"
-    for name in ("feature.html", "assets/plotly.min.js", "data/index.js", "data/common.js"):
+    for name in ("feature.html", "data/index.js", "data/common.js"):
         assert (out / name).is_file(), name
-    assert sorted(int(p.stem) for p in (out / "data" / "features").glob("*.js")) == list(range(D_SAE))
-    assert (out / "assets" / "plotly.min.js").stat().st_size > 1_000_000  # the real bundle, not a stub
+    assert not (out / "assets").exists()  # the pages need no library
+    assert [p.name for p in (out / "data" / "features").glob("*.js")] == ["chunk-0.js"]  # 8 features: one file
+    assert sorted(int(f) for f in _script_data(out / "data/features/chunk-0.js", "VSL_FEATURES")) == list(
+        range(D_SAE)
+    )
     html = index.read_text()
     assert '<script src="data/index.js"></script>' in html
-    assert '<script src="assets/plotly.min.js"></script>' in (out / "feature.html").read_text()
+    assert '<script src="data/common.js"></script>' in (out / "feature.html").read_text()
 
 
 def test_index_data_is_complete(results_dir, dashboard):
@@ -63,19 +66,20 @@ def test_index_data_is_complete(results_dir, dashboard):
         assert row[col["live"]] == int(stats.loc[feature, "frac_images"] > 0)
         assert row[col["flag:topk"]] is None and row[col["flagged"]] == 0
         if row[col["thumb"]] is not None:
-            assert (out / "images" / "thumb" / f"{row[col['thumb']]}.jpg").is_file()
+            assert (out / row[col["thumb"]]).is_file()
     assert len(RUNS) == len(data["meta"]["methods"])
 
 
 def test_feature_data(results_dir, dashboard):
     out, _ = dashboard
     mined = MinedActivations.load(Path(results_dir) / "mined")
+    chunk = _script_data(out / "data" / "features" / "chunk-0.js", "VSL_FEATURES")
     for feature in range(D_SAE):
-        data = _script_data(out / "data" / "features" / f"{feature}.js", "VSL_FEATURE")
+        data = chunk[str(feature)]
         expected = [(i, s) for i, s, _ in mined.top_images(feature) if s > 0]
         assert [t["image_id"] for t in data["top"]] == [i for i, _ in expected]
         for t in data["top"]:
-            assert (out / t["image"]).is_file()
+            assert (out / t["image"]).is_file() and (out / t["thumb"]).is_file()
             assert len(t["map"]) == 4 and len(t["map"][0]) == 4
         edges, counts = mined.histogram(feature)
         assert data["histogram"]["counts"] == counts.tolist()
@@ -96,8 +100,6 @@ def test_no_cdn_and_no_inline_images(dashboard):
     out, _ = dashboard
     texts = {p: p.read_text(errors="replace") for p in out.rglob("*") if p.suffix in (".html", ".js")}
     for path, text in texts.items():
-        if path.name == "plotly.min.js":
-            continue  # the library mentions URLs in strings (docs, optional MathJax/topojson), loads none here
         assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), path
         assert "cdn." not in text, path
         assert "data:image" not in text and ";base64," not in text, path
@@ -122,16 +124,16 @@ def test_images_are_shared_and_shrunk(results_dir, dashboard):
     out, _ = dashboard
     mined = MinedActivations.load(Path(results_dir) / "mined")
     shown = {i for f in range(D_SAE) for i, s, _ in mined.top_images(f) if s > 0}
-    pages = {int(p.stem) for p in (out / "images").glob("*.jpg")}
-    thumbs = {int(p.stem) for p in (out / "images" / "thumb").glob("*.jpg")}
-    assert pages == thumbs == shown
+    pages = {int(p.stem) for p in (out / "images").glob("*.*")}
+    assert pages == shown
+    # Toy images (64 px) are their own thumbnails; none is written twice.
+    assert not list((out / "images" / "thumb").iterdir())
     uses = sum(1 for f in range(D_SAE) for _, s, _ in mined.top_images(f) if s > 0)
     assert uses > len(shown)  # some image is shown by two features, and written once
-    for image_id in shown:
-        with Image.open(out / "images" / f"{image_id}.jpg") as page:
-            assert max(page.size) <= PAGE_IMAGE_SIZE
-        with Image.open(out / "images" / "thumb" / f"{image_id}.jpg") as thumb:
-            assert max(thumb.size) <= THUMB_SIZE
+    for path in (out / "images").glob("*.*"):
+        with Image.open(path) as page:
+            assert max(page.size) <= max(PAGE_IMAGE_SIZE, THUMB_SIZE)
+            assert page.format == "PNG"  # the toy world's few colours: lossless and small
     assert not (out / "images" / "heat").exists()  # maps are drawn in the browser, not baked in
 
 
@@ -142,8 +144,9 @@ def test_dashboard_size_and_estimate(dashboard):
     size = dashboard_size(out, D_SAE)
     on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert size.total_bytes == on_disk
-    assert 0 < size.image_bytes < size.total_bytes and size.n_images == len(list((out / "images").rglob("*.jpg")))
-    assert size.fixed_bytes >= (out / "assets" / "plotly.min.js").stat().st_size
+    assert 0 < size.image_bytes < size.total_bytes and size.n_images == len(list((out / "images").glob("*.*")))
+    pages = (out / "index.html").stat().st_size + (out / "feature.html").stat().st_size
+    assert size.fixed_bytes == pages
     assert size.estimate(D_SAE) == pytest.approx(size.total_bytes, abs=1)
     grown = size.estimate(10 * D_SAE)
     assert grown > size.total_bytes
@@ -171,3 +174,24 @@ def test_nearest_features_by_decoder_cosine():
     assert [f for f, _ in near[0]] == [1, 2]
     assert near[0][0][1] == pytest.approx(0.9 / (0.81 + 0.01) ** 0.5, abs=1e-4)
     assert near[2][0][0] == 1 and near[3 - 1][1][1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_large_images_are_shrunk_with_thumbnails(tmp_path):
+    from PIL import Image
+
+    from vis_steer_lens.dashboard.html import PAGE_IMAGE_SIZE, THUMB_SIZE, _save_web_image
+
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (320, 640, 3), dtype=np.uint8)
+    noise = Image.fromarray(pixels)  # many colours: a photo-like JPEG
+    page = _save_web_image(noise, tmp_path / "page", PAGE_IMAGE_SIZE)
+    thumb = _save_web_image(noise, tmp_path / "thumb", THUMB_SIZE)
+    assert page.suffix == thumb.suffix == ".jpg"
+    with Image.open(page) as a, Image.open(thumb) as b:
+        assert a.size == (PAGE_IMAGE_SIZE, PAGE_IMAGE_SIZE // 2) and b.size == (THUMB_SIZE, THUMB_SIZE // 2)
+    flat = Image.new("RGB", (32, 48), (200, 10, 10))
+    small = _save_web_image(flat, tmp_path / "flat", PAGE_IMAGE_SIZE)
+    with Image.open(small) as c:
+        assert small.suffix == ".png" and c.size == (32, 48)  # never enlarged
+        assert c.convert("RGB").getpixel((5, 5)) == (200, 10, 10)  # colours kept exactly

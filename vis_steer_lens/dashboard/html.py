@@ -2,18 +2,23 @@
 
 Layout of ``out_dir``::
 
-    index.html              feature table: sortable, searchable, paginated (data from data/index.js)
-    feature.html            one viewer for every feature: feature.html#F loads data/features/F.js
-    assets/plotly.min.js    plotly, copied from the installed package (no CDN)
-    data/index.js           window.VSL_INDEX = {...}: one compact row per feature
-    data/common.js          window.VSL_COMMON = {...}: run metadata, feature ids, coefficient sweep
-    data/features/F.js      window.VSL_FEATURE = {...}: top images, explanations, answers, histogram
-    images/img-ID.png       each top image once
-    images/heat/F-S.png     slot S of feature F with its patch heatmap
+    index.html              feature table: live features, filters, sorting, search, the run's summary
+    feature.html            one viewer for every feature: feature.html#F loads F's chunk of data
+    data/index.js           window.VSL_INDEX = {...}: one compact row per feature, and the run's summary
+    data/common.js          window.VSL_COMMON = {...}: run metadata, feature ids, coefficient sweep, prompts
+    data/features/chunk-N.js  window.VSL_FEATURES = {F: {...}}: top images with their activation maps,
+                            explanations, answers, histogram of FEATURES_PER_FILE features (the N-th block
+                            of the feature list), so a large SAE is hundreds of files, not tens of thousands
+    images/ID.png|jpg       each source image once, shared by every feature that shows it, at most
+                            PAGE_IMAGE_SIZE pixels on a side (PNG when it has few colours, else JPEG)
+    images/thumb/ID.*       its index thumbnail, when the image is larger than THUMB_SIZE
 
 Data files are scripts assigning a global rather than JSON, because browsers refuse ``fetch`` on
 ``file://`` but do run ``<script src>``. The index holds only text and numbers (images are files,
-loaded lazily for the visible page), so thousands of features stay a few megabytes.
+loaded lazily for the visible page), so thousands of features stay a few megabytes. Activation
+maps are numbers drawn over the images in the browser (outlines, or a shade over inactive
+patches), so no tinted copy of an image is written and the images keep their colours. The pages
+need no library: the histogram is drawn as SVG.
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ ROWS_PER_PAGE = 100
 #: Longest side of the images on feature pages, and of the index's thumbnails, in pixels.
 PAGE_IMAGE_SIZE = 256
 THUMB_SIZE = 64
-#: JPEG quality of every exported image.
+#: JPEG quality of exported images with many colours (photos); few-colour images are PNGs.
 JPEG_QUALITY = 85
+#: Features per data file (``data/features/chunk-N.js``).
+FEATURES_PER_FILE = 64
 #: Features listed as a feature's nearest by decoder cosine (with ``sae``).
 N_NEAREST = 8
 #: Columns of each index row, in order (per-method columns follow: explanation, auroc, flag).
@@ -73,22 +80,22 @@ def _num(value: Any, digits: int = 6) -> float | None:
     return float(f"{value:.{digits}g}")
 
 
-def _plotly_js() -> str:
-    """The plotly.js bundle of the installed ``plotly`` Python package."""
-    from plotly.offline import get_plotlyjs
-
-    return get_plotlyjs()
-
-
-def _save_jpeg(image: Image.Image, path: Path, longest: int) -> None:
-    """``image`` shrunk (never enlarged) to ``longest`` pixels on its longer side, as a JPEG."""
+def _save_web_image(image: Image.Image, stem: Path, longest: int) -> Path:
+    """``image`` shrunk (never enlarged) to ``longest`` pixels on its longer side: a PNG when it has at
+    most 256 colours (drawings, the toy world), else a JPEG. Returns the path written."""
     image = image.convert("RGB")
     scale = longest / max(image.size)
     if scale < 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.LANCZOS)
+    few_colours = image.getcolors(256) is not None
+    path = stem.with_suffix(".png" if few_colours else ".jpg")
     with atomic_path(path, sync=False) as tmp:
-        image.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+        if few_colours:
+            image.quantize(256, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG", optimize=True)
+        else:
+            image.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+    return path
 
 
 def _records(frame, columns: list[str] | None = None) -> list[dict[str, Any]]:
@@ -206,8 +213,8 @@ class DashboardSize:
     Attributes:
         total_bytes: Bytes of every file under the dashboard folder.
         image_bytes: Bytes of its images (``images/``).
-        fixed_bytes: Bytes that do not grow with the features (``assets/`` and the two pages).
-        n_images: Image files (each source image once, at page size and as a thumbnail).
+        fixed_bytes: Bytes that do not grow with the features (the two pages).
+        n_images: Image files (each source image once, and a thumbnail of each large one).
         n_features: Features exported.
     """
 
@@ -251,7 +258,7 @@ def dashboard_size(out_dir: str | Path, n_features: int) -> DashboardSize:
             if top == "images":
                 image += size
                 count += 1
-            elif top == "assets" or path.suffix == ".html":
+            elif path.suffix == ".html":
                 fixed += size
     return DashboardSize(total, image, fixed, count, n_features)
 
@@ -288,9 +295,8 @@ def export_dashboard(
     results = DashboardResults.load(results_dir)
     mined = results.mined
     out = Path(out_dir)
-    for sub in ("assets", "data/features", "images/thumb"):
+    for sub in ("data/features", "images/thumb"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "assets" / "plotly.min.js", _plotly_js())
 
     methods = results.method_labels
     controls = set(results.control_labels)
@@ -303,15 +309,20 @@ def export_dashboard(
     # Without mining (a run with explanations only) the statistics are blank and no image is shown.
     stats = mined.stats.set_index("feature") if mined is not None else None
     no_stat = {c: None for c in ("frac_nonzero", "frac_images", "max_act", "mean_act", "mean_nonzero_act")}
-    written: set[int] = set()
+    written: dict[int, tuple[str, str]] = {}  # image id -> (page image, thumbnail), relative to out
 
-    def write_image(image_id: int) -> None:
-        if image_id in written:
-            return
-        image = results.image(image_id)
-        _save_jpeg(image, out / "images" / f"{image_id}.jpg", PAGE_IMAGE_SIZE)
-        _save_jpeg(image, out / "images" / "thumb" / f"{image_id}.jpg", THUMB_SIZE)
-        written.add(image_id)
+    def write_image(image_id: int) -> tuple[str, str]:
+        if image_id not in written:
+            image = results.image(image_id)
+            page = _save_web_image(image, out / "images" / str(image_id), PAGE_IMAGE_SIZE)
+            thumb = page
+            if max(image.size) > THUMB_SIZE:
+                thumb = _save_web_image(image, out / "images" / "thumb" / str(image_id), THUMB_SIZE)
+            written[image_id] = (page.relative_to(out).as_posix(), thumb.relative_to(out).as_posix())
+        return written[image_id]
+
+    position = {f: i for i, f in enumerate(results.features)}
+    chunks: dict[int, dict[str, Any]] = {}
 
     rows = []
     fired = [f for f in results.features if stats is None or stats.loc[f, "frac_images"] > 0]
@@ -321,12 +332,13 @@ def export_dashboard(
         max_act = float(stat["max_act"]) if stats is not None else None
         top = []
         for image_id, score, amap in results.top_images(feature):
-            write_image(int(image_id))
+            page_image, thumb = write_image(int(image_id))
             top.append(
                 {
                     "image_id": int(image_id),
                     "score": _num(score, 4),
-                    "image": f"images/{image_id}.jpg",
+                    "image": page_image,
+                    "thumb": thumb,
                     "map": [[_num(v, 3) for v in r] for r in amap.tolist()],
                 }
             )
@@ -370,9 +382,7 @@ def export_dashboard(
             "sweep_answers": sweep_answers.get(int(feature), []),
             "nearest": nearest.get(int(feature), []),
         }
-        atomic_write_text(
-            out / "data" / "features" / f"{feature}.js", _js("VSL_FEATURE", payload), sync=False
-        )
+        chunks.setdefault(position[feature] // FEATURES_PER_FILE, {})[str(int(feature))] = payload
         clear = concept.get("clear") if concept is not None else None
         row = [
             int(feature),
@@ -381,7 +391,7 @@ def export_dashboard(
             _num(max_act),
             concept_text,
             None if clear is None else bool(clear),
-            top[0]["image_id"] if top else None,
+            top[0]["thumb"] if top else None,
             1 if live else 0,
             _num(agreement, 3),
             flagged,
@@ -391,6 +401,10 @@ def export_dashboard(
             row += [e.get("explanation"), _num(e.get("auroc_mean"), 4), e.get("flag")]
         rows.append(row)
 
+    for chunk, payloads in sorted(chunks.items()):
+        atomic_write_text(
+            out / "data" / "features" / f"chunk-{chunk}.js", _js("VSL_FEATURES", payloads), sync=False
+        )
     columns = INDEX_COLUMNS + [f"{kind}:{m}" for m in methods for kind in ("explanation", "auroc", "flag")]
     meta = {
         "sae_id": results.sae_id,
@@ -408,6 +422,7 @@ def export_dashboard(
         "has_concepts": results.concepts is not None,
         "has_clear": results.concepts is not None and "clear" in results.concepts,
         "rows_per_page": ROWS_PER_PAGE,
+        "features_per_file": FEATURES_PER_FILE,
         "flagged": list(FLAGGED),
     }
     summary = {
@@ -670,7 +685,7 @@ _INDEX_JS = r"""
       if (value !== null && value !== undefined) {
         const a = document.createElement('a'); a.href = 'feature.html#' + row[col.feature];
         const img = document.createElement('img');
-        img.className = 'thumb'; img.loading = 'lazy'; img.src = 'images/thumb/' + value + '.jpg'; img.alt = 'top image';
+        img.className = 'thumb'; img.loading = 'lazy'; img.src = value; img.alt = 'top image';
         a.appendChild(img); td.appendChild(a);
       }
     } else if (kind === 'num') {
@@ -740,11 +755,10 @@ _FEATURE_BODY = """
 <div id="nearest-section"><h2>Nearest features (decoder cosine)</h2><ol id="nearest"></ol></div>
 <div id="prompts-section"><h2>Prompts</h2><div id="prompts"></div></div>
 <h2>Activation histogram (nonzero patch activations)</h2>
-<div id="histogram" style="width: 720px; height: 320px;"></div>
+<svg id="histogram" width="720" height="240" role="img" aria-label="activation histogram"></svg>
 <div id="sweep-section"><h2>Steering coefficient sweep (whole run)</h2>
 <table id="sweep"><thead><tr><th>multiple</th><th>coefficient</th><th>changed</th><th>distinct</th>
 <th>flagged</th><th>score</th><th>chosen</th></tr></thead><tbody></tbody></table></div>
-<script src="assets/plotly.min.js"></script>
 <script src="data/common.js"></script>
 """
 
@@ -833,12 +847,33 @@ _FEATURE_JS = r"""
     if (at >= 0 && other !== undefined) link.href = '#' + other; else link.style.visibility = 'hidden';
   }
 
-  window.VSL_FEATURE = undefined;
+  const missing = () => { document.getElementById('title').textContent = 'Feature ' + feature + ' is not in this dashboard'; };
+  if (at < 0) { missing(); return; }
+  window.VSL_FEATURES = undefined;
   const script = document.createElement('script');
-  script.src = 'data/features/' + feature + '.js';
-  script.onload = () => show(window.VSL_FEATURE);
-  script.onerror = () => { document.getElementById('title').textContent = 'Feature ' + feature + ' is not in this dashboard'; };
+  script.src = 'data/features/chunk-' + Math.floor(at / common.meta.features_per_file) + '.js';
+  script.onload = () => { const d = (window.VSL_FEATURES || {})[feature]; if (d) show(d); else missing(); };
+  script.onerror = missing;
   document.body.appendChild(script);
+
+  function histogram(svg, h) {
+    const W = +svg.getAttribute('width'), H = +svg.getAttribute('height'), L = 50, B = 30, T = 8, R = 10;
+    const ns = 'http://www.w3.org/2000/svg', max = Math.max(1, ...h.counts), n = h.counts.length;
+    const add = (tag, attrs, text) => { const e = document.createElementNS(ns, tag); for (const k in attrs) e.setAttribute(k, attrs[k]); if (text !== undefined) e.textContent = text; svg.appendChild(e); return e; };
+    if (!n) { add('text', {x: L, y: H / 2}, 'no activations'); return; }
+    const bw = (W - L - R) / n;
+    h.counts.forEach((c, i) => {
+      const bh = (H - B - T) * c / max;
+      const bar = add('rect', {x: L + i * bw, y: H - B - bh, width: Math.max(bw - 1, 1), height: bh, fill: '#2a9d4b', class: 'bar'});
+      const t = document.createElementNS(ns, 'title'); t.textContent = 'activation ' + fmt(h.centres[i]) + ': ' + c + ' patches'; bar.appendChild(t);
+    });
+    add('line', {x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: '#888'});
+    add('text', {x: L, y: H - 10, 'font-size': 11}, fmt(h.centres[0] - h.width / 2));
+    add('text', {x: W - R, y: H - 10, 'font-size': 11, 'text-anchor': 'end'}, fmt(h.centres[n - 1] + h.width / 2));
+    add('text', {x: (W + L) / 2, y: H - 10, 'font-size': 11, 'text-anchor': 'middle'}, 'activation');
+    add('text', {x: L - 4, y: T + 10, 'font-size': 11, 'text-anchor': 'end'}, String(max));
+    add('text', {x: L - 4, y: H - B, 'font-size': 11, 'text-anchor': 'end'}, '0');
+  }
 
   function show(d) {
     document.title = 'Feature ' + d.feature + ' · vis_steer_lens';
@@ -902,12 +937,7 @@ _FEATURE_JS = r"""
       prompts.appendChild(det);
     }
     if (!prompts.children.length) hide('prompts-section');
-    if (window.Plotly) {
-      Plotly.newPlot('histogram', [{type: 'bar', x: d.histogram.centres, y: d.histogram.counts,
-        width: d.histogram.width || undefined, marker: {color: '#2a9d4b'}}],
-        {margin: {t: 10, r: 10, b: 40, l: 50}, xaxis: {title: {text: 'activation'}},
-         yaxis: {title: {text: 'patches'}}, bargap: 0}, {displaylogo: false, responsive: true});
-    }
+    histogram(document.getElementById('histogram'), d.histogram);
     window.VSL_READY = true;
   }
 })();
