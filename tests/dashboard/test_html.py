@@ -34,7 +34,9 @@ def test_layout(dashboard):
     for name in ("feature.html", "data/index.js", "data/common.js"):
         assert (out / name).is_file(), name
     assert not (out / "assets").exists()  # the pages need no library
-    assert [p.name for p in (out / "data" / "features").glob("*.js")] == ["chunk-0.js"]  # 8 features: one file
+    assert [p.name for p in (out / "data" / "features").glob("*.js")] == [
+        "chunk-0.js"
+    ]  # 8 features: one file
     assert sorted(int(f) for f in _script_data(out / "data/features/chunk-0.js", "VSL_FEATURES")) == list(
         range(D_SAE)
     )
@@ -144,7 +146,9 @@ def test_dashboard_size_and_estimate(dashboard):
     size = dashboard_size(out, D_SAE)
     on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert size.total_bytes == on_disk
-    assert 0 < size.image_bytes < size.total_bytes and size.n_images == len(list((out / "images").glob("*.*")))
+    assert 0 < size.image_bytes < size.total_bytes and size.n_images == len(
+        list((out / "images").glob("*.*"))
+    )
     pages = (out / "index.html").stat().st_size + (out / "feature.html").stat().st_size
     assert size.fixed_bytes == pages
     assert size.estimate(D_SAE) == pytest.approx(size.total_bytes, abs=1)
@@ -177,11 +181,10 @@ def test_nearest_features_by_decoder_cosine():
 
 
 def test_large_images_are_shrunk_with_thumbnails(tmp_path):
+    import numpy as np
     from PIL import Image
 
     from vis_steer_lens.dashboard.html import PAGE_IMAGE_SIZE, THUMB_SIZE, _save_web_image
-
-    import numpy as np
 
     pixels = np.random.default_rng(0).integers(0, 256, (320, 640, 3), dtype=np.uint8)
     noise = Image.fromarray(pixels)  # many colours: a photo-like JPEG

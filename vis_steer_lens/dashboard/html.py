@@ -108,7 +108,7 @@ def _records(frame, columns: list[str] | None = None) -> list[dict[str, Any]]:
     for record in frame.to_dict("records"):
         out.append(
             {
-                k: (_num(v, 4) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+                k: (_num(v, 4) if isinstance(v, float) else v)
                 for k, v in ((k, _clean(v)) for k, v in record.items())
             }
         )

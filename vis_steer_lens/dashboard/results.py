@@ -152,7 +152,9 @@ class DashboardResults:
         if self.explanations is None or "direction" not in self.explanations:
             return []
         frame = self.explanations[["method_label", "direction"]].drop_duplicates("method_label")
-        return [label for label, d in zip(frame["method_label"], frame["direction"], strict=True) if d != "sae"]
+        return [
+            label for label, d in zip(frame["method_label"], frame["direction"], strict=True) if d != "sae"
+        ]
 
     def explanation_records(self, exclude_flagged: bool = False) -> dict[int, list[dict[str, Any]]]:
         """Per feature, its explanations (one dict per method) with their scores merged in.
