@@ -567,6 +567,28 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vis_steer_lens.runs import RunFolder
+    from vis_steer_lens.serve import ServeError, create_app, require_web_stack, serve
+
+    try:
+        require_web_stack()
+    except ImportError as err:
+        raise SystemExit(str(err)) from None
+    run = RunFolder(args.run)
+    if not run.root.is_dir():
+        raise SystemExit(f"Run folder {str(run.root)!r} does not exist; pass the folder `dashboard` shows.")
+    vlm, sae, _ = load_model_and_sae(args)
+    try:
+        app = create_app(run.root, vlm, sae, prompt=args.prompt, max_batch=args.max_batch)
+    except ServeError as err:
+        raise SystemExit(str(err)) from None
+    url = f"http://{args.host}:{args.port}/"
+    print(f"Serving {run.root} at {url} (live steering: {url}live.html); Ctrl-C stops.")
+    serve(app, host=args.host, port=args.port)
+    return 0
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Help that shows each option's default and keeps the examples' line breaks."""
 
@@ -781,6 +803,23 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--layer", type=int, default=None, help="Neuronpedia layer")
     dashboard.add_argument("--sae-set", default=None, help="Neuronpedia SAE set")
     dashboard.set_defaults(func=cmd_dashboard)
+
+    serve = sub.add_parser(
+        "serve",
+        help="the run's dashboard as a local web app, with live steering and image upload (needs the model)",
+        example=("vis-steer-lens serve run", "vis-steer-lens serve run --port 8765 --model ID --sae SRC"),
+    )
+    serve.add_argument("run", help="a run folder (mined/, explanations, scores)")
+    serve.add_argument("--port", type=int, default=8765, help="port to listen on")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (loopback: the app runs the model for any caller)",
+    )
+    serve.add_argument("--prompt", default=None, help="steering prompt preset (default: the run's)")
+    serve.add_argument("--max-batch", type=_positive_int, default=16, help="most requests answered per batch")
+    _add_model_args(serve)
+    serve.set_defaults(func=cmd_serve)
 
     toy = sub.add_parser("toy", help="the toy world", example=("vis-steer-lens toy sae --out toy_sae",))
     toy_sub = toy.add_subparsers(dest="toy_command", required=True, parser_class=_Parser)
