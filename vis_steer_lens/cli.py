@@ -548,12 +548,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise SystemExit("Pass the run folder: `vis-steer-lens dashboard RUN`.")
     run = RunFolder(run_dir)
     out = args.out if args.out is not None else run.dashboard_dir
-    sae = None
-    if args.sae is not None:
+    vlm = sae = None
+    if args.with_model:
+        vlm, sae, _ = load_model_and_sae(args)
+    elif args.sae is not None:
         from vis_steer_lens import load_sae
 
         sae = load_sae(args.sae, args.sae_id)
-    index = export_dashboard(run.root, out, exclude_flagged=args.exclude_flagged, sae=sae)
+    index = export_dashboard(run.root, out, exclude_flagged=args.exclude_flagged, sae=sae, vlm=vlm)
     results = DashboardResults.load(run.root)
     d_sae = results.mined.d_sae if results.mined is not None else None
     size = dashboard_size(out, len(results.features))
@@ -793,11 +795,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out answers flagged as repetitions, unfinished or empty",
     )
     dashboard.add_argument(
-        "--sae",
-        default=None,
-        help="the run's SAE (folder, release or hub repo): adds each feature's nearest features by decoder cosine",
+        "--with-model",
+        action="store_true",
+        help="load the run's model and SAE (--model/--sae, default the toy world's) for each feature's nearest "
+        "features and text-side tokens; --sae alone adds the nearest features only",
     )
-    dashboard.add_argument("--sae-id", default=None, help="the SAE inside --sae (a release's or repo's id)")
+    _add_model_args(dashboard)
     dashboard.add_argument("--neuronpedia", help="also write Neuronpedia batch files to this folder")
     dashboard.add_argument("--model-id", default=None, help="Neuronpedia model id")
     dashboard.add_argument("--layer", type=int, default=None, help="Neuronpedia layer")

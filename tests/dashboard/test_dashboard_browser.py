@@ -8,7 +8,6 @@ missing. To run it: ``apt-get install -y chromium`` and ``pip install playwright
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -19,54 +18,7 @@ from vis_steer_lens.dashboard import export_dashboard
 
 from .conftest import CONTROL_ONLY, D_SAE, DEAD, DISAGREE, FLAGGED
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 SCREENSHOT_COPY = Path("/tmp/dashboard_screenshot.png")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    # CI sets VSL_REQUIRE_BROWSER so that a missing browser fails there instead of skipping.
-    missing = pytest.fail if os.environ.get("VSL_REQUIRE_BROWSER") else pytest.skip
-    if not Path(CHROMIUM).is_file():
-        missing(f"No chromium at {CHROMIUM} (apt-get install -y chromium, or set CHROMIUM=path).")
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing("pip install playwright to run browser tests")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A page that records every console error and uncaught exception; the test fails on any."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on(
-        "console",
-        lambda msg: errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None,
-    )
-    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-    page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
-    # No network: any http(s) request is a bug (a CDN, a font) and is refused.
-    page.route(
-        "http*://**", lambda route: (errors.append(f"network request: {route.request.url}"), route.abort())
-    )
-    page.errors = errors
-    yield page
-    context.close()
-    assert errors == [], errors
 
 
 @pytest.fixture(scope="module")

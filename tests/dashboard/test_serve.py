@@ -15,8 +15,6 @@ import pytest
 
 from vis_steer_lens.cli import main
 
-from .test_dashboard_browser import browser  # noqa: F401 - the shared browser fixture
-
 starlette = pytest.importorskip("starlette", reason="the serve extra: pip install 'vis_steer_lens[serve]'")
 FEATURES = list(range(24))
 
@@ -118,7 +116,7 @@ def test_serve_without_the_extra_says_what_to_install(monkeypatch, tmp_path, cap
 
 
 @pytest.fixture
-def page(browser, server):  # noqa: F811
+def page(browser, server):
     """A page that may reach the app on loopback and nothing else; it fails on any console error."""
     url, _ = server
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -128,9 +126,11 @@ def page(browser, server):  # noqa: F811
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
     page.route(
         "http*://**",
-        lambda route: route.continue_()
-        if route.request.url.startswith(url)
-        else (errors.append(f"network request: {route.request.url}"), route.abort()),
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith(url)
+            else (errors.append(f"network request: {route.request.url}"), route.abort())
+        ),
     )
     yield page
     context.close()

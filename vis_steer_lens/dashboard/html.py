@@ -269,6 +269,7 @@ def export_dashboard(
     *,
     exclude_flagged: bool = False,
     sae: Any = None,
+    vlm: Any = None,
 ) -> Path:
     """Write the static dashboard of a results folder.
 
@@ -285,6 +286,10 @@ def export_dashboard(
         exclude_flagged: Leave out answers flagged as repetitions, unfinished or empty.
         sae: The run's SAE (anything with ``W_dec [d_sae, d_in]``); adds each feature's nearest
             features by decoder cosine. ``None`` leaves them out.
+        vlm: The run's model (with ``sae``); adds each live feature's text side, its top tokens
+            through the projector and the unembedding
+            (:func:`~vis_steer_lens.dashboard.text_side.text_side_tokens`, at the run's coefficient
+            and empty image). ``None`` leaves them out.
 
     Returns:
         The path of ``index.html``; open it in a browser (``file://`` works).
@@ -305,9 +310,23 @@ def export_dashboard(
     concepts = results.concept_records()
     sweep_answers = _sweep_answers(results)
     prompts = _prompt_texts(explanations)
-    nearest = nearest_features(sae.W_dec, results.features) if sae is not None else {}
-    # Without mining (a run with explanations only) the statistics are blank and no image is shown.
     stats = mined.stats.set_index("feature") if mined is not None else None
+    nearest = nearest_features(sae.W_dec, results.features) if sae is not None else {}
+    text_side: dict[int, list[list]] = {}
+    if vlm is not None and sae is not None:
+        from vis_steer_lens.dashboard.text_side import text_side_tokens
+        from vis_steer_lens.runs import RunFolder
+
+        choice = RunFolder(results.root).coefficient()
+        live_ids = [f for f in results.features if stats is None or stats.loc[f, "frac_images"] > 0]
+        text_side = text_side_tokens(
+            vlm,
+            sae,
+            live_ids,
+            coefficient=choice.coefficient if choice is not None else None,
+            empty_image=choice.empty_image if choice is not None else "white",
+        )
+    # Without mining (a run with explanations only) the statistics are blank and no image is shown.
     no_stat = {c: None for c in ("frac_nonzero", "frac_images", "max_act", "mean_act", "mean_nonzero_act")}
     written: dict[int, tuple[str, str]] = {}  # image id -> (page image, thumbnail), relative to out
 
@@ -381,6 +400,7 @@ def export_dashboard(
             },
             "sweep_answers": sweep_answers.get(int(feature), []),
             "nearest": nearest.get(int(feature), []),
+            "text_side": text_side.get(int(feature), []),
         }
         chunks.setdefault(position[feature] // FEATURES_PER_FILE, {})[str(int(feature))] = payload
         clear = concept.get("clear") if concept is not None else None
@@ -733,7 +753,8 @@ _INDEX_JS = r"""
 """
 
 _FEATURE_BODY = """
-<p><a href="index.html">&larr; all features</a> · <a id="prev" href="#">prev</a> · <a id="next" href="#">next</a></p>
+<p><a href="index.html">&larr; all features</a> · <a id="prev" href="#">prev</a> · <a id="next" href="#">next</a>
+<span id="live-link" style="display: none"> · <a href="live.html">steer it live</a></span></p>
 <h1 id="title">Feature</h1>
 <div class="meta" id="meta"></div>
 <div id="concept"></div>
@@ -753,6 +774,9 @@ _FEATURE_BODY = """
 <div class="images" id="images"></div>
 <div id="shown-section"><h2>What the image explainers were shown</h2><div id="shown"></div></div>
 <div id="nearest-section"><h2>Nearest features (decoder cosine)</h2><ol id="nearest"></ol></div>
+<div id="text-side-section"><h2>Text side: top tokens of the direction</h2>
+<p class="muted">The mean change of the soft image tokens when the feature is steered on the empty image,
+read through the language model's unembedding (its layers left out).</p><ol id="text-side"></ol></div>
 <div id="prompts-section"><h2>Prompts</h2><div id="prompts"></div></div>
 <h2>Activation histogram (nonzero patch activations)</h2>
 <svg id="histogram" width="720" height="240" role="img" aria-label="activation histogram"></svg>
@@ -840,6 +864,9 @@ _FEATURE_JS = r"""
                    fmt(s.degenerate_fraction), fmt(s.score), s.chosen ? 'yes' : '']);
   }
   if (Number.isNaN(feature)) { document.getElementById('title').textContent = 'No feature given (use feature.html#ID)'; return; }
+  if (location.protocol.startsWith('http')) {  // served by `vis-steer-lens serve`: the live page is there
+    const live = document.getElementById('live-link'); live.style.display = ''; live.querySelector('a').href = 'live.html#' + feature;
+  }
   // Neighbours in the exported feature list (mining may have covered a subset of the SAE).
   const ids = common.features || [], at = ids.indexOf(feature);
   for (const [id, step] of [['prev', -1], ['next', 1]]) {
@@ -928,6 +955,13 @@ _FEATURE_JS = r"""
       li.appendChild(document.createTextNode(' · cosine ' + fmt(cos))); nearest.appendChild(li);
     }
     if (!nearest.children.length) hide('nearest-section');
+    const textSide = document.getElementById('text-side');
+    for (const [token, logit] of d.text_side || []) {
+      const li = document.createElement('li'); const code = document.createElement('code');
+      code.textContent = token; li.appendChild(code); li.appendChild(document.createTextNode(' · ' + fmt(logit)));
+      textSide.appendChild(li);
+    }
+    if (!textSide.children.length) hide('text-side-section');
     const prompts = document.getElementById('prompts');
     for (const label of [...new Set(d.explanations.map(e => e.method_label))]) {
       if (!common.prompts || !common.prompts[label]) continue;
