@@ -74,7 +74,7 @@ def _probe(page, selector):
     )
     page.evaluate(
         "() => { window.__maps = {}; const d = Object.values(window.VSL_FEATURES)"
-        ".find(f => f.feature === parseInt(location.hash.slice(1))); for (const t of d.top) window.__maps[t.image_id] = t.map; }"
+        ".find(f => f.feature === parseInt(location.hash.slice(1))); for (const t of [...d.top, ...(d.quantiles || [])]) window.__maps[t.image_id] = t.map; }"
     )
     return page.locator(selector).evaluate_all(CANVAS_PROBE)
 

@@ -64,5 +64,9 @@ def test_demo_feature_page(page, demo_run):
     assert probes and all(p["style"] == "outline" and p["peak"] == 0 and p["drawn"] for p in probes), probes
     assert page.locator("#nearest li").count() > 0  # the demo passes its SAE
     assert page.locator("#text-side li").count() == 10  # and its model: the direction's top tokens
+    quantiles = _probe(page, "#quantiles canvas")  # images below the top, drawn the same way
+    assert len(quantiles) == 3 and all(p["peak"] == 0 for p in quantiles), quantiles
+    captions = page.locator("#quantiles figcaption").all_inner_texts()
+    assert [c.split(" · ")[0] for c in captions] == ["quantile 0.25", "quantile 0.5", "quantile 0.75"]
     assert page.locator("#explanations tbody tr").count() >= 3
     assert page.locator("#prompts details").count() >= 1

@@ -312,19 +312,26 @@ def export_dashboard(
     prompts = _prompt_texts(explanations)
     stats = mined.stats.set_index("feature") if mined is not None else None
     nearest = nearest_features(sae.W_dec, results.features) if sae is not None else {}
+    live_ids = [f for f in results.features if stats is None or stats.loc[f, "frac_images"] > 0]
     text_side: dict[int, list[list]] = {}
     if vlm is not None and sae is not None:
         from vis_steer_lens.dashboard.text_side import text_side_tokens
         from vis_steer_lens.runs import RunFolder
 
         choice = RunFolder(results.root).coefficient()
-        live_ids = [f for f in results.features if stats is None or stats.loc[f, "frac_images"] > 0]
         text_side = text_side_tokens(
             vlm,
             sae,
             live_ids,
             coefficient=choice.coefficient if choice is not None else None,
             empty_image=choice.empty_image if choice is not None else "white",
+        )
+    quantile_tops: dict[int, list[dict[str, Any]]] = {}
+    if vlm is not None and sae is not None and mined is not None:
+        from vis_steer_lens.dashboard.quantiles import N_IMAGES, quantile_examples
+
+        quantile_tops = quantile_examples(
+            vlm, sae, results.image, min(N_IMAGES, mined.images_mined), live_ids
         )
     # Without mining (a run with explanations only) the statistics are blank and no image is shown.
     no_stat = {c: None for c in ("frac_nonzero", "frac_images", "max_act", "mean_act", "mean_nonzero_act")}
@@ -361,6 +368,10 @@ def export_dashboard(
                     "map": [[_num(v, 3) for v in r] for r in amap.tolist()],
                 }
             )
+        quantile_examples_shown = []
+        for example in quantile_tops.get(int(feature), []):
+            page_image, thumb = write_image(example["image_id"])
+            quantile_examples_shown.append({**example, "image": page_image, "thumb": thumb})
         edges, counts = mined.histogram(feature) if mined is not None else (torch.zeros(0), torch.zeros(0))
         feature_explanations = explanations.get(feature, [])
         by_method = {e["method_label"]: e for e in feature_explanations}
@@ -401,6 +412,7 @@ def export_dashboard(
             "sweep_answers": sweep_answers.get(int(feature), []),
             "nearest": nearest.get(int(feature), []),
             "text_side": text_side.get(int(feature), []),
+            "quantiles": quantile_examples_shown,
         }
         chunks.setdefault(position[feature] // FEATURES_PER_FILE, {})[str(int(feature))] = payload
         clear = concept.get("clear") if concept is not None else None
@@ -772,6 +784,9 @@ _FEATURE_BODY = """
 <option value="translucent">a translucent shade over inactive patches</option></select></label>
 <span class="muted">(the image's own colours are kept either way)</span></p>
 <div class="images" id="images"></div>
+<div id="quantiles-section"><h2>Below the top: images at quantiles of its activation</h2>
+<p class="muted">Among the first mined images it fired on, the one whose peak activation sits nearest each quantile.</p>
+<div class="images" id="quantiles"></div></div>
 <div id="shown-section"><h2>What the image explainers were shown</h2><div id="shown"></div></div>
 <div id="nearest-section"><h2>Nearest features (decoder cosine)</h2><ol id="nearest"></ol></div>
 <div id="text-side-section"><h2>Text side: top tokens of the direction</h2>
@@ -935,6 +950,11 @@ _FEATURE_JS = r"""
     const images = document.getElementById('images');
     if (d.top.length === 0) images.textContent = d.stats.max_act === null ? 'No mined images in this run (run mine to see them).' : 'This feature never fired on the mined images.';
     d.top.forEach((t, i) => images.appendChild(figure(t, '#' + (i + 1) + ' · image ' + t.image_id + ' · score ' + fmt(t.score), null, scale)));
+    const quantiles = document.getElementById('quantiles');
+    for (const q of d.quantiles || []) {
+      quantiles.appendChild(figure(q, 'quantile ' + q.quantile + ' · image ' + q.image_id + ' · peak ' + fmt(q.score), null, scale));
+    }
+    if (!quantiles.children.length) hide('quantiles-section');
     // Top-k saw its images with the inactive patches greyed; the hybrid saw them whole, steered on the active patches.
     const byId = Object.fromEntries(d.top.map(t => [t.image_id, t]));
     const shown = document.getElementById('shown');
