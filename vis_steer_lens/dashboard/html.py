@@ -493,6 +493,20 @@ def export_dashboard(
     return index
 
 
+def read_feature_data(out_dir: str | Path) -> dict[int, dict[str, Any]]:
+    """Every feature's page data in a written dashboard (its ``data/features/chunk-*.js``), by feature id.
+
+    Args:
+        out_dir: A dashboard folder written by :func:`export_dashboard`.
+    """
+    out: dict[int, dict[str, Any]] = {}
+    for path in sorted(Path(out_dir, "data", "features").glob("chunk-*.js")):
+        text = path.read_text()
+        payload = json.loads(text[text.index("=") + 1 :].strip().rstrip(";"))
+        out.update({int(feature): data for feature, data in payload.items()})
+    return out
+
+
 def _page(title: str, body: str, script: str) -> str:
     return (
         _HTML.replace("__TITLE__", title)
@@ -614,7 +628,7 @@ _INDEX_JS = r"""
     box.appendChild(el('h2', 'Methods')); box.appendChild(t);
     const margins = data.summary.margins || [];
     if (margins.length) {
-      const d = el('details'); d.open = true; d.appendChild(el('summary', 'Paired margins (per shared feature, with 95% intervals)'));
+      const d = el('details'); d.appendChild(el('summary', 'Paired margins (' + margins.length + ' pairs, per shared feature, with 95% intervals)'));
       const mt = el('table'); mt.id = 'summary-margins';
       const mh = el('tr'); ['method', 'over', 'features', 'AUROC margin', 'accuracy margin', 'share of ceiling'].forEach(h => mh.appendChild(el('th', h)));
       mt.appendChild(mh);
@@ -1007,4 +1021,5 @@ __all__ = [
     "dashboard_size",
     "export_dashboard",
     "nearest_features",
+    "read_feature_data",
 ]
