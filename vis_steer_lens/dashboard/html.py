@@ -310,9 +310,10 @@ def export_dashboard(
     concepts = results.concept_records()
     sweep_answers = _sweep_answers(results)
     prompts = _prompt_texts(explanations)
-    stats = mined.stats.set_index("feature") if mined is not None else None
+    # Plain dicts: a pandas lookup per feature and statistic is most of the time at 65,536 features.
+    stats = mined.stats.set_index("feature").to_dict("index") if mined is not None else None
     nearest = nearest_features(sae.W_dec, results.features) if sae is not None else {}
-    live_ids = [f for f in results.features if stats is None or stats.loc[f, "frac_images"] > 0]
+    live_ids = [f for f in results.features if stats is None or stats[f]["frac_images"] > 0]
     text_side: dict[int, list[list]] = {}
     if vlm is not None and sae is not None:
         from vis_steer_lens.dashboard.text_side import text_side_tokens
@@ -351,10 +352,10 @@ def export_dashboard(
     chunks: dict[int, dict[str, Any]] = {}
 
     rows = []
-    fired = [f for f in results.features if stats is None or stats.loc[f, "frac_images"] > 0]
-    never = [f for f in results.features if stats is not None and stats.loc[f, "frac_images"] <= 0]
+    fired = [f for f in results.features if stats is None or stats[f]["frac_images"] > 0]
+    never = [f for f in results.features if stats is not None and stats[f]["frac_images"] <= 0]
     for feature in fired + never:  # dead features last: they have nothing to show
-        stat = stats.loc[feature] if stats is not None else no_stat
+        stat = stats[feature] if stats is not None else no_stat
         max_act = float(stat["max_act"]) if stats is not None else None
         top = []
         for image_id, score, amap in results.top_images(feature):
