@@ -53,7 +53,7 @@ class ServeError(ValueError):
 def require_web_stack() -> None:
     """Raise :class:`ImportError` with one line naming the extra when the web stack is missing."""
     missing = []
-    for module in ("starlette", "uvicorn", "multipart"):
+    for module in ("starlette", "uvicorn", "python_multipart"):
         try:
             __import__(module)
         except ImportError:

@@ -196,6 +196,7 @@ def test_index_triage(page, triage_dashboard):
     assert "steering (random direction) (control)" in summary and "0.710 [0.600, 0.800]" in summary
     topk = page.locator("#summary-methods tr", has_text="topk").inner_text().split("\t")
     assert topk[1:3] == [str(D_SAE), "1"]  # explained, flagged
+    page.locator("#summary summary").click()  # the margins are folded at first
     assert "0.190 [0.100, 0.300]" in page.locator("#summary-margins").inner_text()
 
 
