@@ -172,7 +172,7 @@ def test_help_and_argument_errors_load_neither_torch_nor_transformers():
 
 
 def test_every_help_shows_defaults_and_an_example(capsys):
-    for command in ("mine", "explain", "evaluate", "compare", "dashboard", "demo"):
+    for command in ("mine", "explain", "evaluate", "compare", "dashboard", "serve", "demo"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         text = capsys.readouterr().out

@@ -436,9 +436,11 @@ def test_the_dashboard_works_on_a_run_with_explanations_but_no_mined_images(tmp_
     assert main([*argv, "--max-new-tokens", "6"]) == 0
     assert main(["--quiet", "dashboard", str(run)]) == 0
     assert "Dashboard:" in capsys.readouterr().out
-    pages = sorted((run / "dashboard" / "data" / "features").glob("*.js"))
-    assert [p.stem for p in pages] == ["0", "1", "2"]
-    data = json.loads(pages[0].read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    from vis_steer_lens.dashboard.html import read_feature_data
+
+    pages = read_feature_data(run / "dashboard")
+    assert sorted(pages) == [0, 1, 2]
+    data = pages[0]
     assert data["explanations"][0]["method_label"] == "steering" and data["top"] == []
     message = cli_error(main, ["dashboard", str(tmp_path / "empty"), "--out", str(tmp_path / "d")])
     assert "does not exist" in message

@@ -65,7 +65,7 @@ def _steered_delta(explainer, features):
 
     clean = hook_activations(vit, HOOK, explainer._pixels.expand(len(features), -1, -1, -1))
     with vit.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", capture)]):
-        explainer._steered_image_features(explainer.directions(features, features), [30.0] * len(features))
+        explainer.steered_image_features(explainer.directions(features, features), [30.0] * len(features))
     return seen["act"] - clean
 
 

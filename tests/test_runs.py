@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from test_cli import cli_error
 
@@ -75,11 +73,12 @@ def test_compare_tabulates_every_scored_method(run, capsys):
 
 
 def test_the_dashboard_shows_both_methods_explanations_and_aurocs(run):
-    pages = sorted((run.dashboard_dir / "data" / "features").glob("*.js"))
+    from vis_steer_lens.dashboard.html import read_feature_data
+
+    pages = read_feature_data(run.dashboard_dir)
     assert len(pages) >= 6
     shown = {}
-    for page in pages:
-        data = json.loads(page.read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    for data in pages.values():
         for record in data["explanations"]:
             shown.setdefault(record["method_label"], []).append(record)
     assert set(shown) == {"steering", "topk"}

@@ -343,6 +343,21 @@ def image_patch_activations(
     return rows, [geometry.grid(i) for i in range(geometry.n_images)]
 
 
+def image_feature_maps(
+    model: Any, sae: Any, hook_name: str, images: list[Any], image_processor: Any | None
+) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+    """An SAE's features on each image at its own grid (the geometry): fixed or native resolution alike.
+
+    Returns:
+        ``(codes, grids)``: per image ``[h * w, d_sae]`` row-major over its grid, on the SAE's
+        device, and that grid ``(h, w)``.
+    """
+    acts, grids = image_patch_activations(model, hook_name, images, image_processor)
+    with torch.no_grad():
+        codes = [sae.encode(a.to(device=sae.W_enc.device, dtype=sae.W_enc.dtype)) for a in acts]
+    return codes, grids
+
+
 def patch_tokens(activations: torch.Tensor, model: Any) -> torch.Tensor:
     """Drop the prefix tokens (a class token, say): ``[batch, tokens, ...]`` → ``[batch, patches, ...]``.
 

@@ -545,7 +545,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
+    from vis_steer_lens.dashboard import dashboard_size, export_dashboard, export_neuronpedia
+    from vis_steer_lens.dashboard.results import DashboardResults
     from vis_steer_lens.runs import RunFolder
 
     run_dir = args.run if args.run is not None else args.results
@@ -553,13 +554,46 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise SystemExit("Pass the run folder: `vis-steer-lens dashboard RUN`.")
     run = RunFolder(run_dir)
     out = args.out if args.out is not None else run.dashboard_dir
-    index = export_dashboard(run.root, out, exclude_flagged=args.exclude_flagged)
+    vlm = sae = None
+    if args.with_model:
+        vlm, sae, _ = load_model_and_sae(args)
+    elif args.sae is not None:
+        from vis_steer_lens import load_sae
+
+        sae = load_sae(args.sae, args.sae_id)
+    index = export_dashboard(run.root, out, exclude_flagged=args.exclude_flagged, sae=sae, vlm=vlm)
+    results = DashboardResults.load(run.root)
+    d_sae = results.mined.d_sae if results.mined is not None else None
+    size = dashboard_size(out, len(results.features))
     print(f"Dashboard: {index} (open it in a browser; it works from file://)")
+    print(f"Size: {size.describe(d_sae)}")
     if args.neuronpedia:
         batches = export_neuronpedia(
             run.root, args.neuronpedia, model_id=args.model_id, layer=args.layer, sae_set=args.sae_set
         )
         print(f"Neuronpedia export: {len(batches)} batch files in {args.neuronpedia}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vis_steer_lens.runs import RunFolder
+    from vis_steer_lens.serve import ServeError, create_app, require_web_stack, serve
+
+    try:
+        require_web_stack()
+    except ImportError as err:
+        raise SystemExit(str(err)) from None
+    run = RunFolder(args.run)
+    if not run.root.is_dir():
+        raise SystemExit(f"Run folder {str(run.root)!r} does not exist; pass the folder `dashboard` shows.")
+    vlm, sae, _ = load_model_and_sae(args)
+    try:
+        app = create_app(run.root, vlm, sae, prompt=args.prompt, max_batch=args.max_batch)
+    except ServeError as err:
+        raise SystemExit(str(err)) from None
+    url = f"http://{args.host}:{args.port}/"
+    print(f"Serving {run.root} at {url} (live steering: {url}live.html); Ctrl-C stops.")
+    serve(app, host=args.host, port=args.port)
     return 0
 
 
@@ -768,11 +802,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out answers flagged as repetitions, unfinished or empty",
     )
+    dashboard.add_argument(
+        "--with-model",
+        action="store_true",
+        help="load the run's model and SAE (--model/--sae, default the toy world's) for each feature's nearest "
+        "features and text-side tokens; --sae alone adds the nearest features only",
+    )
+    _add_model_args(dashboard)
     dashboard.add_argument("--neuronpedia", help="also write Neuronpedia batch files to this folder")
     dashboard.add_argument("--model-id", default=None, help="Neuronpedia model id")
     dashboard.add_argument("--layer", type=int, default=None, help="Neuronpedia layer")
     dashboard.add_argument("--sae-set", default=None, help="Neuronpedia SAE set")
     dashboard.set_defaults(func=cmd_dashboard)
+
+    serve = sub.add_parser(
+        "serve",
+        help="the run's dashboard as a local web app, with live steering and image upload (needs the model)",
+        example=("vis-steer-lens serve run", "vis-steer-lens serve run --port 8765 --model ID --sae SRC"),
+    )
+    serve.add_argument("run", help="a run folder (mined/, explanations, scores)")
+    serve.add_argument("--port", type=int, default=8765, help="port to listen on")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (loopback: the app runs the model for any caller)",
+    )
+    serve.add_argument("--prompt", default=None, help="steering prompt preset (default: the run's)")
+    serve.add_argument("--max-batch", type=_positive_int, default=16, help="most requests answered per batch")
+    _add_model_args(serve)
+    serve.set_defaults(func=cmd_serve)
 
     toy = sub.add_parser("toy", help="the toy world", example=("vis-steer-lens toy sae --out toy_sae",))
     toy_sub = toy.add_subparsers(dest="toy_command", required=True, parser_class=_Parser)

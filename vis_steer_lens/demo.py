@@ -140,7 +140,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
         result.figure.write_html(tmp, include_plotlyjs=True)
     from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
 
-    export_dashboard(out, out / "dashboard")
+    export_dashboard(out, out / "dashboard", sae=sae, vlm=vlm)
     export_neuronpedia(out, out / "neuronpedia")
     timings["dashboard"] = time.perf_counter() - start - sum(timings.values())
     n_clear = int(summary["clear"].sum())

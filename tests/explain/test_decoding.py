@@ -182,7 +182,7 @@ def toy_steering():
     explainer = SteeringExplainer(bundle.vlm, bundle.sae, coefficient=1.0, prompt="toy", max_new_tokens=40)
     coefficient = 2.0 * explainer.patch_norm()
     with torch.no_grad():
-        features = explainer._steered_image_features(
+        features = explainer.steered_image_features(
             explainer.directions(TOY_FEATURES, TOY_FEATURES), [coefficient] * len(TOY_FEATURES)
         )
     inputs = {k: v.expand(len(TOY_FEATURES), -1) for k, v in explainer._inputs.items()}

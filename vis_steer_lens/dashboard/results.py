@@ -54,6 +54,10 @@ class DashboardResults:
         scores: Per-explanation AUROCs (``scores.csv``), or ``None``.
         concepts: Toy-world ground truth per feature (``feature_concepts.csv``), or ``None``.
         sweep: The steering coefficient sweep (``coefficient_sweep.csv``), or ``None``.
+        comparison: The run's per-method table (``comparison.csv`` from ``compare``), or ``None``.
+        margins: The run's paired margins (``margins.csv`` from ``compare``), or ``None``.
+        sweep_sample: The features the coefficient sweep explained, in the order of the sweep's
+            ``explanations`` lists (from ``calibration/coefficient.json``), or ``None``.
     """
 
     root: Path
@@ -62,6 +66,9 @@ class DashboardResults:
     scores: pd.DataFrame | None
     concepts: pd.DataFrame | None
     sweep: pd.DataFrame | None
+    comparison: pd.DataFrame | None = None
+    margins: pd.DataFrame | None = None
+    sweep_sample: list[int] | None = None
 
     @classmethod
     def load(cls, results_dir: str | Path) -> DashboardResults:
@@ -95,6 +102,7 @@ class DashboardResults:
                 f"explanations, no scores. Run `vis-steer-lens mine --run {root}` or `vis-steer-lens explain "
                 f"--run {root}` first."
             )
+        choice = run.coefficient() if sweep is not None else None
         return cls(
             root=root,
             mined=mined,
@@ -102,6 +110,9 @@ class DashboardResults:
             scores=scores,
             concepts=run.concepts(),
             sweep=sweep if sweep is not None else _read_optional_csv(root / SWEEP_FILE),
+            comparison=_read_optional_csv(run.comparison_path),
+            margins=_read_optional_csv(run.margins_path),
+            sweep_sample=[int(f) for f in choice.sample] if choice is not None and choice.sample else None,
         )
 
     # -- per feature --------------------------------------------------------------------------------
@@ -134,6 +145,16 @@ class DashboardResults:
         if self.explanations is None:
             return []
         return list(dict.fromkeys(self.explanations["method_label"]))
+
+    @property
+    def control_labels(self) -> list[str]:
+        """Method labels of the controls (explanations of a direction other than the SAE's)."""
+        if self.explanations is None or "direction" not in self.explanations:
+            return []
+        frame = self.explanations[["method_label", "direction"]].drop_duplicates("method_label")
+        return [
+            label for label, d in zip(frame["method_label"], frame["direction"], strict=True) if d != "sae"
+        ]
 
     def explanation_records(self, exclude_flagged: bool = False) -> dict[int, list[dict[str, Any]]]:
         """Per feature, its explanations (one dict per method) with their scores merged in.
@@ -208,9 +229,49 @@ class DashboardResults:
         return Image.fromarray(array).convert("RGB")
 
 
+#: Words that carry no concept; left out when comparing two explanations.
+STOP_WORDS = frozenset(
+    """a an the this that these those it its is are was be of in on at to for with and or as by from
+    image images picture element highlighted shown shows showing some something thing things object
+    objects pattern patterns visual one two there here which what very""".split()
+)
+
+
+def content_words(text: str | None) -> frozenset[str]:
+    """The words of an explanation that name something: lower-cased, letters only, longer than two
+    letters, not in :data:`STOP_WORDS`, with a plural ``s`` dropped (``"circles"`` -> ``"circle"``)."""
+    if not isinstance(text, str):
+        return frozenset()
+    words = set()
+    for word in "".join(c if c.isalpha() else " " for c in text.lower()).split():
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        if len(word) > 2 and word not in STOP_WORDS:
+            words.add(word)
+    return frozenset(words)
+
+
+def method_agreement(texts: list[str | None]) -> float | None:
+    """Whether several methods' explanations of one feature name the same thing, from 0 to 1.
+
+    The mean, over every pair of explanations, of the Jaccard overlap of their
+    :func:`content_words` (shared words over all words of the pair). 1: every method names the
+    same words; 0: no two share one. Explanations with no content word are left out; ``None``
+    when fewer than two remain. A lexical measure: synonyms ("crimson", "red") count as different.
+
+    Args:
+        texts: One explanation per method (``None`` for a method without one).
+    """
+    sets = [words for words in map(content_words, texts) if words]
+    if len(sets) < 2:
+        return None
+    pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1 :]]
+    return sum(len(a & b) / len(a | b) for a, b in pairs) / len(pairs)
+
+
 def patch_labels(grid_size: int, cols: int | None = None) -> list[str]:
     """Labels ``p(row,col)`` of the patches in row-major order (the order of a flattened map)."""
     return [f"p({r},{c})" for r in range(grid_size) for c in range(grid_size if cols is None else cols)]
 
 
-__all__ = ["DashboardResults", "patch_labels"]
+__all__ = ["STOP_WORDS", "DashboardResults", "content_words", "method_agreement", "patch_labels"]

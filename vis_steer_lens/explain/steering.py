@@ -310,8 +310,17 @@ class SteeringExplainer(Explainer):
         )
         return config
 
-    def _steered_image_features(self, directions: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
-        """Soft image tokens ``[batch, soft_tokens, d_lm]``, row ``i`` steered by ``coefficients[i] * directions[i]``."""
+    def steered_image_features(self, directions: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
+        """The empty image's soft tokens with each row steered, before any text: what the language
+        model receives (public for tools that read the steered image, e.g. the dashboard's text side).
+
+        Args:
+            directions: ``[batch, d_in]`` directions added at the SAE's hook.
+            coefficients: One multiplier per row.
+
+        Returns:
+            ``[batch, soft_tokens, d_lm]``, row ``i`` steered by ``coefficients[i] * directions[i]``.
+        """
         vlm = self.model
         batch = directions.shape[0]
         delta = torch.tensor(coefficients, dtype=torch.float32).unsqueeze(-1) * directions.float()
@@ -358,7 +367,7 @@ class SteeringExplainer(Explainer):
         vlm = self.model
         batch = len(features)
         with torch.no_grad():
-            image_features = self._steered_image_features(
+            image_features = self.steered_image_features(
                 self.directions(features, direction_features), coefficients
             )
             finite = torch.isfinite(image_features.flatten(1)).all(dim=1)
