@@ -23,6 +23,8 @@ _EXPORTS = {
     "ClipSimilarityScorer": "vis_steer_lens.evaluate",
     "GenerationAUROCScorer": "vis_steer_lens.evaluate",
     "GroundTruth": "vis_steer_lens.evaluate",
+    "GroundingDinoSamSegmenter": "vis_steer_lens.evaluate",
+    "SegmentationIoUScorer": "vis_steer_lens.evaluate",
     "compare": "vis_steer_lens.evaluate.compare",
     "compare_run": "vis_steer_lens.evaluate.compare",
     "paired_margins": "vis_steer_lens.evaluate.compare",

@@ -1,4 +1,5 @@
-"""Scoring explanations: AUROC from generation, CLIP similarity, and ground truth from a plug-in."""
+"""Scoring explanations: AUROC from generation, CLIP similarity, segmentation IoU, detection and
+likelihood by a VLM, and ground truth from a plug-in."""
 
 from vis_steer_lens.evaluate.clip_similarity import ClipSimilarityScorer
 from vis_steer_lens.evaluate.encoding import FeatureEncoder, SAEImageEncoder, pooled_activations
@@ -23,6 +24,7 @@ from vis_steer_lens.evaluate.metrics import (
     global_auroc,
     method_label,
 )
+from vis_steer_lens.evaluate.segmentation_iou import GroundingDinoSamSegmenter, SegmentationIoUScorer
 
 __all__ = [
     "GROUND_TRUTH_METHOD",
@@ -31,6 +33,8 @@ __all__ = [
     "DiffusersGenerator",
     "FeatureEncoder",
     "GenerationAUROCScorer",
+    "GroundingDinoSamSegmenter",
+    "SegmentationIoUScorer",
     "GroundTruth",
     "ImageGenerator",
     "SAEImageEncoder",
