@@ -399,6 +399,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.scorer == "ground_truth":
         return _evaluate_ground_truth(args)
+    if args.scorer != "generation_auroc":
+        return _evaluate_other(args)
     if args.run is not None:
         if args.explanations is not None or args.out is not None:
             raise SystemExit(
@@ -475,6 +477,86 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with atomic_path(out / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)
     print(format_table(table))
+    return 0
+
+
+def _evaluate_other(args: argparse.Namespace) -> int:
+    """``evaluate --scorer clip|segmentation_iou|detection|likelihood`` on a run's --method explanations."""
+    from vis_steer_lens.evaluate.compare import SCORER_COLUMNS
+    from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci
+    from vis_steer_lens.image_sources import as_image_source
+    from vis_steer_lens.mining import MinedActivations
+    from vis_steer_lens.runs import RunFolder, reference_key, run_name
+
+    if args.run is None:
+        raise SystemExit(
+            f"--scorer {args.scorer} scores a run's explanations: pass --run RUN --method METHOD."
+        )
+    run = RunFolder(args.run)
+    name = run_name(args.method, args.direction)
+    explanations = run.explanations([name])
+    if explanations is None:
+        raise SystemExit(
+            f"{run.root} has no {name} explanations (it has {run.explanation_names() or 'none'}); run "
+            f"`vis-steer-lens explain --run {run.root} --method {args.method}` first."
+        )
+    if not run.has_mined():
+        raise SystemExit(
+            f"--scorer {args.scorer} reads the run's top images: {run.root} has none; run "
+            f"`vis-steer-lens mine --run {run.root}` first."
+        )
+    vlm, sae, _ = load_model_and_sae(args)
+    run.claim(sae, vlm)
+    mined = MinedActivations.load(run.mined_dir)
+    if args.scorer in ("segmentation_iou", "segmentation_iou_union"):
+        from vis_steer_lens.evaluate.segmentation_iou import GroundingDinoSamSegmenter, SegmentationIoUScorer
+        from vis_steer_lens.plugins import SEGMENTERS
+
+        segmenter_name = args.segmenter or ("toy" if args.model is None else "grounding-dino")
+        if segmenter_name == "grounding-dino":
+            segmenter = GroundingDinoSamSegmenter(args.detector, args.sam, device=args.device)
+        else:
+            segmenter = SEGMENTERS.get(segmenter_name)()
+        variant = "union" if args.scorer == "segmentation_iou_union" else "first"
+        scorer = SegmentationIoUScorer(segmenter, mined, variant=variant, k_images=args.k_images)
+    elif args.scorer == "clip":
+        raise SystemExit(
+            "--scorer clip needs a CLIP model: use vis_steer_lens.ClipSimilarityScorer from Python "
+            "(no hub here); the CLI scores segmentation_iou, detection and likelihood."
+        )
+    else:
+        from vis_steer_lens.evaluate.vlm_scorers import DetectionScorer, LikelihoodScorer
+
+        if args.images is not None:
+            pool = as_image_source(args.images)
+        elif args.model is None:
+            from vis_steer_lens.toy import ToyImages
+
+            pool = ToyImages(seed=args.seed + 404, n=args.n_pool)
+        else:
+            raise SystemExit(f"--scorer {args.scorer} with --model needs --images: the held-out image pool.")
+        count = min(args.n_pool, len(pool))
+        images = [pool[i] for i in range(count)]
+        common = dict(
+            mined=mined,
+            n_activating=args.n_activating,
+            n_random=args.n_random,
+            seed=args.seed,
+            pool_key=reference_key(pool.source_id, count),
+        )
+        if args.scorer == "likelihood":
+            template = args.answer_template or ("a {explanation}" if args.model is None else "{explanation}")
+            scorer = LikelihoodScorer(vlm, sae, images, answer_template=template, **common)
+        else:
+            scorer = DetectionScorer(vlm, sae, images, **common)
+    path = run.scores_path(name, scorer.name)
+    scores = scorer.score(explanations, progress=not args.quiet, out_path=path, desc=f"{scorer.name} {name}")
+    column = SCORER_COLUMNS[scorer.name]
+    mean, lo, hi = bootstrap_mean_ci(scores[column].to_numpy(float), seed=args.seed)
+    print(
+        f"{name}: {scorer.name} {mean:.3f} [{lo:.2f}, {hi:.2f}] over {scores[column].notna().sum()} features."
+    )
+    print(f"Scores in {path}; `vis-steer-lens compare {run.root}` puts every scorer side by side.")
     return 0
 
 
@@ -696,6 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
         example=(
             "vis-steer-lens evaluate --run run --method steering",
             "vis-steer-lens evaluate --run run --scorer ground_truth",
+            "vis-steer-lens evaluate --run run --method topk --scorer segmentation_iou",
         ),
     )
     _add_model_args(evaluate)
@@ -704,10 +787,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--scorer",
-        choices=("generation_auroc", "ground_truth"),
+        choices=(
+            "generation_auroc",
+            "clip",
+            "segmentation_iou",
+            "segmentation_iou_union",
+            "detection",
+            "likelihood",
+            "ground_truth",
+        ),
         default="generation_auroc",
-        help="generation_auroc scores --method's explanations; ground_truth computes the world's ground truth "
+        help="generation_auroc, segmentation_iou (the paper's; _union: every box's mask), detection or "
+        "likelihood score --method's explanations; ground_truth computes the world's ground truth "
         "for the run's SAE once (then compare adds accuracy and margins on the clear features)",
+    )
+    evaluate.add_argument(
+        "--segmenter",
+        default=None,
+        help="segmentation_iou: grounding-dino (Grounding DINO -> SAM), or a plug-in's (default: toy "
+        "without --model, else grounding-dino)",
+    )
+    evaluate.add_argument(
+        "--detector", default="IDEA-Research/grounding-dino-base", help="segmentation_iou: Grounding DINO id"
+    )
+    evaluate.add_argument(
+        "--sam", default="facebook/sam2.1-hiera-large", help="segmentation_iou: SAM or SAM 2 id"
+    )
+    evaluate.add_argument(
+        "--k-images", type=_positive_int, default=5, help="segmentation_iou: top images per feature"
+    )
+    evaluate.add_argument(
+        "--n-pool",
+        type=_positive_int,
+        default=1000,
+        help="detection/likelihood: images of the held-out pool (--images, default fresh toy images)",
+    )
+    evaluate.add_argument(
+        "--n-activating",
+        type=_positive_int,
+        default=5,
+        help="detection/likelihood: activating images per feature",
+    )
+    evaluate.add_argument(
+        "--n-random", type=_positive_int, default=5, help="detection/likelihood: random images per feature"
+    )
+    evaluate.add_argument(
+        "--answer-template",
+        default=None,
+        help="likelihood: the scored answer, with {explanation} (default: 'a {explanation}' on the toy "
+        "world, whose captions start with 'a', else '{explanation}')",
     )
     evaluate.add_argument("--method", choices=METHODS, default="steering", help="with --run")
     evaluate.add_argument("--direction", choices=DIRECTIONS, default="sae", help="with --run")

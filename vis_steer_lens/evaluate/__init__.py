@@ -25,11 +25,13 @@ from vis_steer_lens.evaluate.metrics import (
     method_label,
 )
 from vis_steer_lens.evaluate.segmentation_iou import GroundingDinoSamSegmenter, SegmentationIoUScorer
+from vis_steer_lens.evaluate.vlm_scorers import DetectionScorer, LikelihoodScorer
 
 __all__ = [
     "GROUND_TRUTH_METHOD",
     "PAPER_DIFFUSION_MODEL",
     "ClipSimilarityScorer",
+    "DetectionScorer",
     "DiffusersGenerator",
     "FeatureEncoder",
     "GenerationAUROCScorer",
@@ -37,6 +39,7 @@ __all__ = [
     "SegmentationIoUScorer",
     "GroundTruth",
     "ImageGenerator",
+    "LikelihoodScorer",
     "SAEImageEncoder",
     "ScoresFileMismatchError",
     "auroc",
