@@ -505,9 +505,18 @@ def _evaluate_other(args: argparse.Namespace) -> int:
             f"--scorer {args.scorer} reads the run's top images: {run.root} has none; run "
             f"`vis-steer-lens mine --run {run.root}` first."
         )
+    if args.features is not None and args.features.strip() == "clear" and run.ground_truth() is None:
+        raise SystemExit(
+            f"--features clear needs the run's ground truth: run `vis-steer-lens evaluate --run {run.root} "
+            "--scorer ground_truth` first, or name the features (e.g. '0:512')."
+        )
     vlm, sae, _ = load_model_and_sae(args)
     run.claim(sae, vlm)
     mined = MinedActivations.load(run.mined_dir)
+    if args.features is not None:
+        explanations = explanations[
+            explanations["feature"].astype(int).isin(_scored_features(args, run, sae, mined))
+        ]
     if args.scorer in ("segmentation_iou", "segmentation_iou_union"):
         from vis_steer_lens.evaluate.segmentation_iou import GroundingDinoSamSegmenter, SegmentationIoUScorer
         from vis_steer_lens.plugins import SEGMENTERS
@@ -545,8 +554,7 @@ def _evaluate_other(args: argparse.Namespace) -> int:
             pool_key=reference_key(pool.source_id, count),
         )
         if args.scorer == "likelihood":
-            template = args.answer_template or ("a {explanation}" if args.model is None else "{explanation}")
-            scorer = LikelihoodScorer(vlm, sae, images, answer_template=template, **common)
+            scorer = LikelihoodScorer(vlm, sae, images, answer_template=args.answer_template, **common)
         else:
             scorer = DetectionScorer(vlm, sae, images, **common)
     path = run.scores_path(name, scorer.name)
@@ -558,6 +566,18 @@ def _evaluate_other(args: argparse.Namespace) -> int:
     )
     print(f"Scores in {path}; `vis-steer-lens compare {run.root}` puts every scorer side by side.")
     return 0
+
+
+def _scored_features(args: argparse.Namespace, run: Any, sae: Any, mined: Any) -> list[int]:
+    """``evaluate --features``: ``clear`` (the run's ground truth's clear features) or a selection."""
+    from vis_steer_lens.explain import parse_features
+
+    if args.features.strip() == "clear":  # the caller checked that the run has ground truth
+        return [int(f) for f in run.ground_truth().clear_concepts().index]
+    try:
+        return parse_features(args.features, int(sae.cfg.d_sae), live=mined.live_features())
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
 
 def _evaluate_ground_truth(args: argparse.Namespace) -> int:
@@ -601,7 +621,7 @@ def _scored_before_keys(scores_path: Path) -> bool:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from vis_steer_lens.evaluate.compare import compare_run, format_margins, format_table
+    from vis_steer_lens.evaluate.compare import compare_run, format_agreement, format_margins, format_table
     from vis_steer_lens.runs import RunFolder, RunFolderError
 
     run = RunFolder(args.run)
@@ -616,7 +636,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(format_table(result.table))
     if result.margins is not None and len(result.margins):
         print("\n" + format_margins(result.margins))
-    print(f"\nWritten to {run.comparison_path}, {run.margins_path} and {run.comparison_figure_path}.")
+    written = [run.comparison_path, run.margins_path, run.comparison_figure_path]
+    if result.agreement is not None and len(result.agreement):
+        print("\n" + format_agreement(result.agreement))
+        written.append(run.agreement_path)
+    print(f"\nWritten to {', '.join(str(p) for p in written[:-1])} and {written[-1]}.")
     return 0
 
 
@@ -833,9 +857,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--answer-template",
+        default="{explanation}",
+        help="likelihood: the scored answer, with {explanation} in it",
+    )
+    evaluate.add_argument(
+        "--features",
         default=None,
-        help="likelihood: the scored answer, with {explanation} (default: 'a {explanation}' on the toy "
-        "world, whose captions start with 'a', else '{explanation}')",
+        help="segmentation_iou/detection/likelihood: score only these features ('0:512', '3,7', 'live', or "
+        "'clear': those with a clear ground-truth concept); default: every explained feature",
     )
     evaluate.add_argument("--method", choices=METHODS, default="steering", help="with --run")
     evaluate.add_argument("--direction", choices=DIRECTIONS, default="sae", help="with --run")

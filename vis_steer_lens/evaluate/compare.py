@@ -157,7 +157,8 @@ def compare(
         scorers: More per-explanation scorers (:class:`~vis_steer_lens.SegmentationIoUScorer`,
             :class:`~vis_steer_lens.LikelihoodScorer`, :class:`~vis_steer_lens.DetectionScorer`),
             each scoring every method's explanations into ``RUN/scores/<name>.<scorer>.jsonl``;
-            their columns join the table and the margins.
+            their columns join the table and the margins. A ``(scorer, features)`` pair scores
+            only those features (a slow scorer on the clear ones).
     """
     run = RunFolder(out_dir) if out_dir is not None else None
     if run is not None:
@@ -239,8 +240,10 @@ def compare(
         run.save_reference(*reference)
     extra = {}
     for other in scorers:
+        other, only = other if isinstance(other, tuple) else (other, None)
         frames = []
-        for (method, direction), group in explanations.groupby(["method", "direction"], sort=False):
+        rows = explanations if only is None else explanations[explanations["feature"].astype(int).isin(only)]
+        for (method, direction), group in rows.groupby(["method", "direction"], sort=False):
             path = None if run is None else run.scores_path(run_name(method, direction), other.name)
             desc = f"{other.name} {method_label(method, direction)}"
             frames.append(other.score(group, progress=progress, out_path=path, desc=desc))
@@ -336,7 +339,7 @@ def merged_scores(scores: pd.DataFrame | None, extra: dict[str, pd.DataFrame] | 
         generation AUROC ran) and one column per scorer.
     """
     keys = ["method_label", "feature"]
-    info = ["explanation", "direction", "is_control"]
+    info = ["explanation", "method", "direction", "is_control"]
     frames = []
     if scores is not None and len(scores):
         part = scores.assign(feature=scores["feature"].astype(int))
@@ -360,6 +363,10 @@ def merged_scores(scores: pd.DataFrame | None, extra: dict[str, pd.DataFrame] | 
                     else merged[other]
                 )
                 merged = merged.drop(columns=other)
+    # An outer merge sorts the keys; keep the labels in the order the scorers listed them.
+    order = {label: i for i, label in enumerate(dict.fromkeys(x for f in frames for x in f["method_label"]))}
+    merged = merged.assign(_order=merged["method_label"].map(order))
+    merged = merged.sort_values(["_order", "feature"], kind="stable").drop(columns="_order")
     if "is_control" not in merged:
         merged["is_control"] = merged["direction"] != "sae"
     merged["is_control"] = merged["is_control"].astype(bool)
