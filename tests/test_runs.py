@@ -215,3 +215,27 @@ def test_other_scorers_through_the_cli_join_compare(run, capsys):
     assert cli_error(
         main, ["evaluate", "--run", str(run.root), "--scorer", "likelihood", "--features", "clear"]
     ).startswith("error: --features clear needs")
+
+
+def test_sweep_writes_one_row_per_point_and_its_figure(run, capsys):
+    import pandas as pd
+
+    assert (
+        main(["--quiet", "sweep", "--run", str(run.root), "--axis", "base-image", "--features", FEATURES])
+        == 0
+    )
+    table = pd.read_csv(run.root / "sweeps" / "base-image.csv")
+    assert table["value"].tolist() == ["white", "black", "gray", "mean", "zeros"]
+    assert (table["n_features"] == 6).all() and table["segmentation_iou"].between(0, 1).all()
+    assert (run.root / "sweeps" / "base-image.html").is_file()
+    assert "white" in capsys.readouterr().out
+    assert main(["--quiet", "sweep", "--run", str(run.root), "--axis", "target", "--features", FEATURES]) == 0
+    target = pd.read_csv(run.root / "sweeps" / "target.csv")
+    assert target["value"].tolist() == ["steering", "hybrid", "hybrid-permuted"]
+    # This run's coefficient was fixed (100): no patch norm to sweep multiples of. No SAE per layer.
+    assert "patch norm" in cli_error(
+        main, ["sweep", "--run", str(run.root), "--axis", "coefficient", "--features", FEATURES]
+    )
+    assert "one SAE per hook layer" in cli_error(
+        main, ["sweep", "--run", str(run.root), "--axis", "layer", "--features", FEATURES]
+    )

@@ -644,6 +644,56 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from vis_steer_lens.evaluate.ablations import SweepError, format_sweep, run_sweep, sweep_points
+    from vis_steer_lens.plugins import SEGMENTERS
+    from vis_steer_lens.runs import RunFolder
+
+    run = RunFolder(args.run)
+    if not run.root.is_dir():
+        raise SystemExit(
+            f"Run folder {str(run.root)!r} does not exist; pass the --run folder of earlier commands."
+        )
+    try:
+        sweep_points(args.axis, run)  # an axis the run cannot sweep is said before loading the model
+    except SweepError as err:
+        raise SystemExit(str(err)) from None
+    vlm, sae, prompt = load_model_and_sae(args)
+    run.claim(sae, vlm)
+    mined = run.mined() if run.has_mined() else None
+    spec = args.features
+    if spec is None:
+        spec = "clear" if run.ground_truth() is not None else "live"
+    if spec.strip() == "clear" and run.ground_truth() is None:
+        raise SystemExit(
+            f"--features clear needs the run's ground truth: run `vis-steer-lens evaluate --run {run.root} "
+            "--scorer ground_truth` first, or name the features (e.g. '0:64')."
+        )
+    features = _scored_features(argparse.Namespace(features=spec), run, sae, mined)
+    segmenter = None
+    if args.segmenter != "none" and mined is not None:
+        name = args.segmenter or ("toy" if args.model is None else None)
+        segmenter = SEGMENTERS.get(name)() if name else None
+    try:
+        table = run_sweep(
+            run,
+            vlm,
+            sae,
+            args.axis,
+            features,
+            prompt=prompt,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            segmenter=segmenter,
+            progress=not args.quiet,
+        )
+    except SweepError as err:
+        raise SystemExit(str(err)) from None
+    print(format_sweep(table))
+    print(f"\nWritten to {run.root / 'sweeps' / (args.axis + '.csv')} and its .html figure.")
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from vis_steer_lens.dashboard import export_dashboard, export_neuronpedia
     from vis_steer_lens.runs import RunFolder
@@ -903,6 +953,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out answers flagged as repetitions, unfinished or empty",
     )
     compare.set_defaults(func=cmd_compare)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="ablations: explain the same features along one axis and score each point",
+        example=(
+            "vis-steer-lens sweep --run run --axis base-image",
+            "vis-steer-lens sweep --run run --axis coefficient --features clear",
+        ),
+    )
+    _add_model_args(sweep)
+    sweep.add_argument("--run", required=True, help="run folder (its coefficient, top images, ground truth)")
+    sweep.add_argument(
+        "--axis", required=True, choices=("base-image", "coefficient", "layer", "target"), help="what varies"
+    )
+    sweep.add_argument(
+        "--features",
+        default=None,
+        help="features to explain at each point ('clear', 'live', '0:64', ...; default: clear with ground truth)",
+    )
+    sweep.add_argument(
+        "--segmenter",
+        default=None,
+        help="segmenter of the IoU column (default: toy without --model; 'none': no IoU)",
+    )
+    sweep.add_argument("--max-new-tokens", type=_positive_int, default=40, help="generation cap")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.set_defaults(func=cmd_sweep)
 
     dashboard = sub.add_parser(
         "dashboard",
