@@ -17,6 +17,7 @@ run; every reader shows what is there::
       feature_concepts.csv                     ground truth per feature (toy world)
       comparison.csv, margins.csv, comparison.html   the comparison (``compare``)
       scorer_agreement.csv                     Spearman correlation between scorers (``compare``)
+      sweeps/<axis>.csv, <axis>.html           ablations along one axis (``sweep``)
       dashboard/, neuronpedia/                 exports (``dashboard``)
 
 ``<name>`` is the method, with the control direction appended for controls
