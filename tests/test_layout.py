@@ -168,11 +168,12 @@ def test_the_core_does_not_import_the_toy_world():
 def test_the_toy_world_plugs_in_through_the_registries():
     from vis_steer_lens.explain.prompts import get_prompt
     from vis_steer_lens.image_sources import open_image_source
-    from vis_steer_lens.plugins import GENERATORS, GROUND_TRUTHS, IMAGE_SOURCES
+    from vis_steer_lens.plugins import GENERATORS, GROUND_TRUTHS, IMAGE_SOURCES, SEGMENTERS
 
     assert get_prompt("toy").prompt_id == "toy"
     assert (
-        "toy" in IMAGE_SOURCES.names()
+        "toy" in SEGMENTERS.names()
+        and "toy" in IMAGE_SOURCES.names()
         and "toy" in GROUND_TRUTHS.names()
         and "toy-renderer" in GENERATORS.names()
     )
@@ -196,6 +197,10 @@ def test_the_top_level_api():
         "make_explainer",
         "GenerationAUROCScorer",
         "ClipSimilarityScorer",
+        "SegmentationIoUScorer",
+        "DetectionScorer",
+        "LikelihoodScorer",
+        "scorer_agreement",
         "compare",
         "compare_run",
         "RunFolder",

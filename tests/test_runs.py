@@ -153,3 +153,88 @@ def test_dtype_is_honoured_on_the_toy_world(tmp_path):
     assert vlm.dtype == torch.float64
     args = ["--quiet", "explain", "--run", str(tmp_path / "r"), "--features", "0:2", "--coefficient", "30"]
     assert main([*args, "--dtype", "bfloat16"]) == 0
+
+
+def test_other_scorers_through_the_cli_join_compare(run, capsys):
+    import pandas as pd
+
+    for method in ("steering", "topk"):
+        common = ["--quiet", "evaluate", "--run", str(run.root), "--method", method]
+        assert main([*common, "--scorer", "segmentation_iou"]) == 0
+        assert (
+            main(
+                [
+                    *common,
+                    "--scorer",
+                    "likelihood",
+                    "--n-pool",
+                    "60",
+                    "--n-activating",
+                    "3",
+                    "--n-random",
+                    "3",
+                ]
+            )
+            == 0
+        )
+    assert (
+        run.scores_path("topk", "segmentation_iou").is_file()
+        and run.scores_path("steering", "likelihood").is_file()
+    )
+    assert main(["compare", str(run.root)]) == 0
+    printed = capsys.readouterr().out
+    assert "seg. IoU" in printed and "likelihood" in printed and "Spearman" in printed
+    table = pd.read_csv(run.comparison_path)
+    for column in ("auroc_max", "segmentation_iou", "segmentation_iou_lo", "likelihood", "likelihood_hi"):
+        assert column in table, column
+    assert table["segmentation_iou"].between(0, 1).all() and table["likelihood"].between(0, 1).all()
+    margins = pd.read_csv(run.margins_path)
+    assert {"segmentation_iou_margin", "likelihood_margin"} <= set(margins.columns)
+    agreement = pd.read_csv(run.agreement_path)
+    assert {"generation_auroc", "segmentation_iou"} <= set(agreement["scorer"]) | set(agreement["other"])
+    assert agreement["spearman"].dropna().between(-1, 1).all()
+    # A scorer's rows are resumed, not recomputed: the same numbers on a rerun.
+    before = run.scores("segmentation_iou")["segmentation_iou"].tolist()
+    assert (
+        main(
+            [
+                "--quiet",
+                "evaluate",
+                "--run",
+                str(run.root),
+                "--method",
+                "topk",
+                "--scorer",
+                "segmentation_iou",
+            ]
+        )
+        == 0
+    )
+    assert run.scores("segmentation_iou")["segmentation_iou"].tolist() == before
+    assert cli_error(
+        main, ["evaluate", "--run", str(run.root), "--scorer", "likelihood", "--features", "clear"]
+    ).startswith("error: --features clear needs")
+
+
+def test_sweep_writes_one_row_per_point_and_its_figure(run, capsys):
+    import pandas as pd
+
+    assert (
+        main(["--quiet", "sweep", "--run", str(run.root), "--axis", "base-image", "--features", FEATURES])
+        == 0
+    )
+    table = pd.read_csv(run.root / "sweeps" / "base-image.csv")
+    assert table["value"].tolist() == ["white", "black", "gray", "mean", "zeros"]
+    assert (table["n_features"] == 6).all() and table["segmentation_iou"].between(0, 1).all()
+    assert (run.root / "sweeps" / "base-image.html").is_file()
+    assert "white" in capsys.readouterr().out
+    assert main(["--quiet", "sweep", "--run", str(run.root), "--axis", "target", "--features", FEATURES]) == 0
+    target = pd.read_csv(run.root / "sweeps" / "target.csv")
+    assert target["value"].tolist() == ["steering", "hybrid", "hybrid-permuted"]
+    # This run's coefficient was fixed (100): no patch norm to sweep multiples of. No SAE per layer.
+    assert "patch norm" in cli_error(
+        main, ["sweep", "--run", str(run.root), "--axis", "coefficient", "--features", FEATURES]
+    )
+    assert "one SAE per hook layer" in cli_error(
+        main, ["sweep", "--run", str(run.root), "--axis", "layer", "--features", FEATURES]
+    )

@@ -400,6 +400,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.scorer == "ground_truth":
         return _evaluate_ground_truth(args)
+    if args.scorer != "generation_auroc":
+        return _evaluate_other(args)
     if args.run is not None:
         if args.explanations is not None or args.out is not None:
             raise SystemExit(
@@ -484,6 +486,106 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_other(args: argparse.Namespace) -> int:
+    """``evaluate --scorer clip|segmentation_iou|detection|likelihood`` on a run's --method explanations."""
+    from vis_steer_lens.evaluate.compare import SCORER_COLUMNS
+    from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci
+    from vis_steer_lens.image_sources import as_image_source
+    from vis_steer_lens.mining import MinedActivations
+    from vis_steer_lens.runs import RunFolder, reference_key, run_name
+
+    if args.run is None:
+        raise SystemExit(
+            f"--scorer {args.scorer} scores a run's explanations: pass --run RUN --method METHOD."
+        )
+    run = RunFolder(args.run)
+    name = run_name(args.method, args.direction)
+    explanations = run.explanations([name])
+    if explanations is None:
+        raise SystemExit(
+            f"{run.root} has no {name} explanations (it has {run.explanation_names() or 'none'}); run "
+            f"`vis-steer-lens explain --run {run.root} --method {args.method}` first."
+        )
+    if not run.has_mined():
+        raise SystemExit(
+            f"--scorer {args.scorer} reads the run's top images: {run.root} has none; run "
+            f"`vis-steer-lens mine --run {run.root}` first."
+        )
+    if args.features is not None and args.features.strip() == "clear" and run.ground_truth() is None:
+        raise SystemExit(
+            f"--features clear needs the run's ground truth: run `vis-steer-lens evaluate --run {run.root} "
+            "--scorer ground_truth` first, or name the features (e.g. '0:512')."
+        )
+    vlm, sae, _ = load_model_and_sae(args)
+    run.claim(sae, vlm)
+    mined = MinedActivations.load(run.mined_dir)
+    if args.features is not None:
+        explanations = explanations[
+            explanations["feature"].astype(int).isin(_scored_features(args, run, sae, mined))
+        ]
+    if args.scorer in ("segmentation_iou", "segmentation_iou_union"):
+        from vis_steer_lens.evaluate.segmentation_iou import GroundingDinoSamSegmenter, SegmentationIoUScorer
+        from vis_steer_lens.plugins import SEGMENTERS
+
+        segmenter_name = args.segmenter or ("toy" if args.model is None else "grounding-dino")
+        if segmenter_name == "grounding-dino":
+            segmenter = GroundingDinoSamSegmenter(args.detector, args.sam, device=args.device)
+        else:
+            segmenter = SEGMENTERS.get(segmenter_name)()
+        variant = "union" if args.scorer == "segmentation_iou_union" else "first"
+        scorer = SegmentationIoUScorer(segmenter, mined, variant=variant, k_images=args.k_images)
+    elif args.scorer == "clip":
+        raise SystemExit(
+            "--scorer clip needs a CLIP model: use vis_steer_lens.ClipSimilarityScorer from Python "
+            "(no hub here); the CLI scores segmentation_iou, detection and likelihood."
+        )
+    else:
+        from vis_steer_lens.evaluate.vlm_scorers import DetectionScorer, LikelihoodScorer
+
+        if args.images is not None:
+            pool = as_image_source(args.images)
+        elif args.model is None:
+            from vis_steer_lens.toy import ToyImages
+
+            pool = ToyImages(seed=args.seed + 404, n=args.n_pool)
+        else:
+            raise SystemExit(f"--scorer {args.scorer} with --model needs --images: the held-out image pool.")
+        count = min(args.n_pool, len(pool))
+        images = [pool[i] for i in range(count)]
+        common = dict(
+            mined=mined,
+            n_activating=args.n_activating,
+            n_random=args.n_random,
+            seed=args.seed,
+            pool_key=reference_key(pool.source_id, count),
+        )
+        if args.scorer == "likelihood":
+            scorer = LikelihoodScorer(vlm, sae, images, answer_template=args.answer_template, **common)
+        else:
+            scorer = DetectionScorer(vlm, sae, images, **common)
+    path = run.scores_path(name, scorer.name)
+    scores = scorer.score(explanations, progress=not args.quiet, out_path=path, desc=f"{scorer.name} {name}")
+    column = SCORER_COLUMNS[scorer.name]
+    mean, lo, hi = bootstrap_mean_ci(scores[column].to_numpy(float), seed=args.seed)
+    print(
+        f"{name}: {scorer.name} {mean:.3f} [{lo:.2f}, {hi:.2f}] over {scores[column].notna().sum()} features."
+    )
+    print(f"Scores in {path}; `vis-steer-lens compare {run.root}` puts every scorer side by side.")
+    return 0
+
+
+def _scored_features(args: argparse.Namespace, run: Any, sae: Any, mined: Any) -> list[int]:
+    """``evaluate --features``: ``clear`` (the run's ground truth's clear features) or a selection."""
+    from vis_steer_lens.explain import parse_features
+
+    if args.features.strip() == "clear":  # the caller checked that the run has ground truth
+        return [int(f) for f in run.ground_truth().clear_concepts().index]
+    try:
+        return parse_features(args.features, int(sae.cfg.d_sae), live=mined.live_features())
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+
+
 def _evaluate_ground_truth(args: argparse.Namespace) -> int:
     """``evaluate --scorer ground_truth``: the world's ground truth for the run's SAE, kept in the run."""
     from vis_steer_lens.plugins import GROUND_TRUTH_BUILDERS
@@ -525,7 +627,7 @@ def _scored_before_keys(scores_path: Path) -> bool:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from vis_steer_lens.evaluate.compare import compare_run, format_margins, format_table
+    from vis_steer_lens.evaluate.compare import compare_run, format_agreement, format_margins, format_table
     from vis_steer_lens.runs import RunFolder, RunFolderError
 
     run = RunFolder(args.run)
@@ -540,7 +642,61 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(format_table(result.table))
     if result.margins is not None and len(result.margins):
         print("\n" + format_margins(result.margins))
-    print(f"\nWritten to {run.comparison_path}, {run.margins_path} and {run.comparison_figure_path}.")
+    written = [run.comparison_path, run.margins_path, run.comparison_figure_path]
+    if result.agreement is not None and len(result.agreement):
+        print("\n" + format_agreement(result.agreement))
+        written.append(run.agreement_path)
+    print(f"\nWritten to {', '.join(str(p) for p in written[:-1])} and {written[-1]}.")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from vis_steer_lens.evaluate.ablations import SweepError, format_sweep, run_sweep, sweep_points
+    from vis_steer_lens.plugins import SEGMENTERS
+    from vis_steer_lens.runs import RunFolder
+
+    run = RunFolder(args.run)
+    if not run.root.is_dir():
+        raise SystemExit(
+            f"Run folder {str(run.root)!r} does not exist; pass the --run folder of earlier commands."
+        )
+    try:
+        sweep_points(args.axis, run)  # an axis the run cannot sweep is said before loading the model
+    except SweepError as err:
+        raise SystemExit(str(err)) from None
+    vlm, sae, prompt = load_model_and_sae(args)
+    run.claim(sae, vlm)
+    mined = run.mined() if run.has_mined() else None
+    spec = args.features
+    if spec is None:
+        spec = "clear" if run.ground_truth() is not None else "live"
+    if spec.strip() == "clear" and run.ground_truth() is None:
+        raise SystemExit(
+            f"--features clear needs the run's ground truth: run `vis-steer-lens evaluate --run {run.root} "
+            "--scorer ground_truth` first, or name the features (e.g. '0:64')."
+        )
+    features = _scored_features(argparse.Namespace(features=spec), run, sae, mined)
+    segmenter = None
+    if args.segmenter != "none" and mined is not None:
+        name = args.segmenter or ("toy" if args.model is None else None)
+        segmenter = SEGMENTERS.get(name)() if name else None
+    try:
+        table = run_sweep(
+            run,
+            vlm,
+            sae,
+            args.axis,
+            features,
+            prompt=prompt,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            segmenter=segmenter,
+            progress=not args.quiet,
+        )
+    except SweepError as err:
+        raise SystemExit(str(err)) from None
+    print(format_sweep(table))
+    print(f"\nWritten to {run.root / 'sweeps' / (args.axis + '.csv')} and its .html figure.")
     return 0
 
 
@@ -736,6 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
         example=(
             "vis-steer-lens evaluate --run run --method steering",
             "vis-steer-lens evaluate --run run --scorer ground_truth",
+            "vis-steer-lens evaluate --run run --method topk --scorer segmentation_iou",
         ),
     )
     _add_model_args(evaluate)
@@ -744,10 +901,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--scorer",
-        choices=("generation_auroc", "ground_truth"),
+        choices=(
+            "generation_auroc",
+            "clip",
+            "segmentation_iou",
+            "segmentation_iou_union",
+            "detection",
+            "likelihood",
+            "ground_truth",
+        ),
         default="generation_auroc",
-        help="generation_auroc scores --method's explanations; ground_truth computes the world's ground truth "
+        help="generation_auroc, segmentation_iou (the paper's; _union: every box's mask), detection or "
+        "likelihood score --method's explanations; ground_truth computes the world's ground truth "
         "for the run's SAE once (then compare adds accuracy and margins on the clear features)",
+    )
+    evaluate.add_argument(
+        "--segmenter",
+        default=None,
+        help="segmentation_iou: grounding-dino (Grounding DINO -> SAM), or a plug-in's (default: toy "
+        "without --model, else grounding-dino)",
+    )
+    evaluate.add_argument(
+        "--detector", default="IDEA-Research/grounding-dino-base", help="segmentation_iou: Grounding DINO id"
+    )
+    evaluate.add_argument(
+        "--sam", default="facebook/sam2.1-hiera-large", help="segmentation_iou: SAM or SAM 2 id"
+    )
+    evaluate.add_argument(
+        "--k-images", type=_positive_int, default=5, help="segmentation_iou: top images per feature"
+    )
+    evaluate.add_argument(
+        "--n-pool",
+        type=_positive_int,
+        default=1000,
+        help="detection/likelihood: images of the held-out pool (--images, default fresh toy images)",
+    )
+    evaluate.add_argument(
+        "--n-activating",
+        type=_positive_int,
+        default=5,
+        help="detection/likelihood: activating images per feature",
+    )
+    evaluate.add_argument(
+        "--n-random", type=_positive_int, default=5, help="detection/likelihood: random images per feature"
+    )
+    evaluate.add_argument(
+        "--answer-template",
+        default="{explanation}",
+        help="likelihood: the scored answer, with {explanation} in it",
+    )
+    evaluate.add_argument(
+        "--features",
+        default=None,
+        help="segmentation_iou/detection/likelihood: score only these features ('0:512', '3,7', 'live', or "
+        "'clear': those with a clear ground-truth concept); default: every explained feature",
     )
     evaluate.add_argument("--method", choices=METHODS, default="steering", help="with --run")
     evaluate.add_argument("--direction", choices=DIRECTIONS, default="sae", help="with --run")
@@ -788,6 +995,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out answers flagged as repetitions, unfinished or empty",
     )
     compare.set_defaults(func=cmd_compare)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="ablations: explain the same features along one axis and score each point",
+        example=(
+            "vis-steer-lens sweep --run run --axis base-image",
+            "vis-steer-lens sweep --run run --axis coefficient --features clear",
+        ),
+    )
+    _add_model_args(sweep)
+    sweep.add_argument("--run", required=True, help="run folder (its coefficient, top images, ground truth)")
+    sweep.add_argument(
+        "--axis", required=True, choices=("base-image", "coefficient", "layer", "target"), help="what varies"
+    )
+    sweep.add_argument(
+        "--features",
+        default=None,
+        help="features to explain at each point ('clear', 'live', '0:64', ...; default: clear with ground truth)",
+    )
+    sweep.add_argument(
+        "--segmenter",
+        default=None,
+        help="segmenter of the IoU column (default: toy without --model; 'none': no IoU)",
+    )
+    sweep.add_argument("--max-new-tokens", type=_positive_int, default=40, help="generation cap")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.set_defaults(func=cmd_sweep)
 
     dashboard = sub.add_parser(
         "dashboard",

@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from vis_steer_lens.atomic import atomic_path, atomic_write_text
-from vis_steer_lens.evaluate.compare import compare, format_margins, format_table
+from vis_steer_lens.evaluate.compare import compare, format_agreement, format_margins, format_table
+from vis_steer_lens.evaluate.segmentation_iou import SegmentationIoUScorer
+from vis_steer_lens.evaluate.vlm_scorers import LikelihoodScorer
 from vis_steer_lens.mining import mine_top_activations
+from vis_steer_lens.plugins import SEGMENTERS
+from vis_steer_lens.runs import reference_key
 from vis_steer_lens.toy import (
     ToyGenerator,
     ToyImages,
@@ -36,14 +40,22 @@ DEMO_SETTINGS: dict[str, Any] = {
     "max_new_tokens": 40,
     "prompt": "toy",
     "seed": 0,
+    # The VLM scorers' held-out pool (the CLI's default for the toy world: seed 0 + 404, 1,000 images)
+    # and images per feature; the likelihood scores the clear features (it costs a forward pass per image).
+    "pool_images": 1000,
+    "pool_seed": 404,
+    "n_activating": 10,
+    "n_random": 10,
 }
 
 
 def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> dict[str, Any]:
     """Run the comparison on the shipped toy VLM and SAE, writing everything under ``out_dir``.
 
-    Writes ``explanations.parquet``, ``scores.csv``, ``comparison.csv``, ``comparison.html``,
-    ``margins.csv`` (each method's paired margin over each control on the clear features),
+    Writes ``explanations.parquet``, ``scores.csv``, ``comparison.csv`` (generation AUROC, ground
+    truth, and the ``segmentation_iou`` (toy segmenter, every feature) and ``likelihood`` (clear
+    features) columns), ``comparison.html``, ``margins.csv`` (each method's paired margin over each
+    control on the clear features, per scorer), ``scorer_agreement.csv`` (Spearman between scorers),
     ``feature_concepts.csv`` (ground truth), ``calibration/`` (the run's steering coefficient and its
     sweep), the mined top images
     (``mined/``), a static dashboard (``dashboard/index.html``), a Neuronpedia export
@@ -101,6 +113,22 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     timings["ground_truth"] = time.perf_counter() - start - sum(timings.values())
 
     reference = ToyImages(seed=settings["reference_seed"], n=settings["reference_images"])
+    truth = toy_ground_truth(summary)
+    pool = ToyImages(seed=settings["pool_seed"], n=settings["pool_images"])
+    likelihood = LikelihoodScorer(
+        vlm,
+        sae,
+        [pool[i] for i in range(len(pool))],
+        mined=mined,
+        n_activating=settings["n_activating"],
+        n_random=settings["n_random"],
+        seed=settings["seed"],
+        pool_key=reference_key(pool.source_id, len(pool)),
+    )
+    scorers = (
+        SegmentationIoUScorer(SEGMENTERS.get("toy")(), mined, k_images=settings["k_images"]),
+        (likelihood, [int(f) for f in truth.clear_concepts().index]),
+    )
     result = compare(
         vlm,
         sae,
@@ -108,7 +136,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
         mined=mined,
         generator=ToyGenerator(),
         reference_images=[reference[i] for i in range(len(reference))],
-        ground_truth=toy_ground_truth(summary),
+        ground_truth=truth,
         prompt=settings["prompt"],
         steering_coefficient=settings["steering_coefficient"],
         hybrid_coefficient=settings["hybrid_coefficient"],
@@ -118,6 +146,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
         seed=settings["seed"],
         out_dir=out,
         progress=progress,
+        scorers=scorers,
     )
     timings["explain_and_score"] = time.perf_counter() - start - sum(timings.values())
 
@@ -147,6 +176,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
     n_clear_pooled = int((summary["best_object_pooled_auroc"] >= 0.9).sum())
     text = format_table(result.table)
     margins_text = format_margins(result.margins)
+    agreement_text = format_agreement(result.agreement) if result.agreement is not None else ""
     timings["total"] = time.perf_counter() - start
     record = {
         "settings": settings,
@@ -161,6 +191,7 @@ def run_demo(out_dir: str | Path, progress: bool = True, **overrides: Any) -> di
         "table": result.table,
         "text": text,
         "margins_text": margins_text,
+        "agreement_text": agreement_text,
         "record": record,
         "comparison": result,
     }
@@ -175,6 +206,8 @@ def print_demo(result: dict[str, Any]) -> None:
         "one-word answer.\n"
     )
     print(result["margins_text"])
+    if result.get("agreement_text"):
+        print("\n" + result["agreement_text"])
     print(
         f"\n{record['n_features']} live features explained; {record['n_clear_concept']} have a clear "
         f"non-background concept (ground-truth AUROC >= 0.9 in their background context; "

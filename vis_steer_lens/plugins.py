@@ -1,4 +1,4 @@
-"""Registries that plug-ins fill: image-source kinds, image generators, ground truths.
+"""Registries that plug-ins fill: image-source kinds, image generators, ground truths, segmenters.
 
 The core names no plug-in. A plug-in is a package with an entry point in the group
 ``vis_steer_lens.plugins`` pointing at a ``register()`` function, which fills these registries
@@ -102,6 +102,9 @@ GROUND_TRUTHS: Registry[Callable[[Any], Any]] = Registry("ground truth")
 #: Ground-truth builders: ``name -> builder(model, sae, *, n_images, seed, progress) -> GroundTruth``
 #: (what ``vis-steer-lens evaluate --scorer ground_truth`` runs for the world's own model).
 GROUND_TRUTH_BUILDERS: Registry[Callable[..., Any]] = Registry("ground truth builder")
+#: Segmenters of the segmentation IoU: ``name -> factory(**kwargs) -> Segmenter``
+#: (see :class:`vis_steer_lens.evaluate.segmentation_iou.Segmenter`).
+SEGMENTERS: Registry[Callable[..., Any]] = Registry("segmenter")
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -110,6 +113,7 @@ __all__ = [
     "GROUND_TRUTH_BUILDERS",
     "IMAGE_SOURCES",
     "Registry",
+    "SEGMENTERS",
     "UnknownPluginItemError",
     "load_plugins",
 ]

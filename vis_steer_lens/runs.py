@@ -16,6 +16,8 @@ run; every reader shows what is there::
       run.json                                 the SAE and model the run belongs to (:meth:`RunFolder.claim`)
       feature_concepts.csv                     ground truth per feature (toy world)
       comparison.csv, margins.csv, comparison.html   the comparison (``compare``)
+      scorer_agreement.csv                     Spearman correlation between scorers (``compare``)
+      sweeps/<axis>.csv, <axis>.html           ablations along one axis (``sweep``)
       dashboard/, neuronpedia/                 exports (``dashboard``)
 
 ``<name>`` is the method, with the control direction appended for controls
@@ -233,6 +235,11 @@ class RunFolder:
     @property
     def margins_path(self) -> Path:
         return self.root / "margins.csv"
+
+    @property
+    def agreement_path(self) -> Path:
+        """``scorer_agreement.csv``: the rank correlation between scorers (``compare``)."""
+        return self.root / "scorer_agreement.csv"
 
     @property
     def comparison_figure_path(self) -> Path:

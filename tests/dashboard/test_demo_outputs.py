@@ -29,6 +29,7 @@ def test_demo_writes_every_output(demo_dir, capsys):
         "comparison.csv",
         "comparison.html",
         "margins.csv",
+        "scorer_agreement.csv",
         "feature_concepts.csv",
     ):
         assert (demo_dir / name).is_file(), name
@@ -47,6 +48,17 @@ def test_demo_writes_every_output(demo_dir, capsys):
     assert set(margins["method_label"]) == {"steering", "topk", "hybrid", "ground truth"}
     ceiling = margins[(margins["method_label"] == "ground truth") & (margins["compared_with"] == "control")]
     assert (ceiling["auroc_margin"] > 0).all() and (ceiling["auroc_share_of_ceiling"] == 1.0).all()
+    # Issue 24: the scorers without a diffusion model, beside the AUROC columns; every method above
+    # both controls on IoU and on the likelihood, paired on the clear features, intervals above zero.
+    for column in ("segmentation_iou", "clear_segmentation_iou", "likelihood", "clear_likelihood"):
+        assert comparison[column].between(0, 1).all(), column
+    over = margins[(margins["compared_with"] == "control") & (margins["method_label"] != "ground truth")]
+    assert len(over) == 6
+    assert (over["segmentation_iou_margin_lo"] > 0).all() and (over["likelihood_margin_lo"] > 0).all()
+    agreement = pd.read_csv(demo_dir / "scorer_agreement.csv")
+    against_truth = agreement[agreement["other"] == "ground_truth"].set_index("scorer")
+    assert set(against_truth.index) == {"generation_auroc", "segmentation_iou", "likelihood"}
+    assert (against_truth["spearman_lo"] > 0).all()
     explanations = pd.read_parquet(demo_dir / "explanations.parquet")
     record = json.loads((demo_dir / "demo.json").read_text())
     is_truth = explanations["method"] == "ground truth"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -161,3 +162,49 @@ def test_paired_margins_without_ground_truth_cover_every_shared_feature_and_ever
     assert margins["accuracy_margin"].isna().all()  # no ground truth, no accuracy
     text = format_margins(paired_margins(scores))
     assert "over the controls" in text and "between methods" in text and "GT accuracy" not in text
+
+
+def test_other_scorers_get_columns_margins_and_agreement():
+    from vis_steer_lens.evaluate.compare import merged_scores, scorer_agreement, tabulate
+
+    concepts = pd.DataFrame(
+        {"feature": [0, 1, 2, 3], "best_object_concept": ["red"] * 4, "clear": [True] * 4}
+    )
+    truth = toy_ground_truth(concepts)
+    rows = []
+    for feature in range(4):
+        rows.append(("steering", feature, "red" if feature < 3 else "blank", False, 0.5 + 0.1 * feature))
+        rows.append(("steering (random direction)", feature, "blank", True, 0.2 + 0.1 * feature))
+    columns = ["method_label", "feature", "explanation", "is_control", "likelihood"]
+    likelihood = pd.DataFrame(rows, columns=columns).assign(
+        direction=lambda f: f["is_control"].map({True: "random_norm_matched", False: "sae"}),
+        method="steering",
+    )
+    # Only another scorer ran (no generation AUROC): the table, margins and agreement come from it.
+    table, margins = tabulate(None, None, None, truth, extra={"likelihood": likelihood})
+    table = table.set_index("method_label")
+    assert table.loc["steering", "likelihood"] == pytest.approx(np.mean([0.5, 0.6, 0.7, 0.8]))
+    assert table.loc["steering", "clear_likelihood"] == pytest.approx(table.loc["steering", "likelihood"])
+    assert table.loc["steering", "accuracy"] == pytest.approx(0.75)
+    row = margins[margins["compared_with"] == "control"].iloc[0]
+    assert row["likelihood_margin"] == pytest.approx(0.3) and row["likelihood_margin_lo"] == pytest.approx(
+        0.3
+    )
+    assert np.isnan(row["auroc_margin"])
+    # Agreement: a second scorer that ranks the explanations exactly alike (and one that reverses them).
+    merged = merged_scores(
+        None,
+        {
+            "likelihood": likelihood,
+            "detection": likelihood.assign(detection=likelihood["likelihood"] ** 2),
+            "clip": likelihood.assign(clip_similarity=-likelihood["likelihood"]),
+        },
+    )
+    agreement = scorer_agreement(merged, truth, n_boot=200).set_index(["scorer", "other"])
+    assert agreement.loc[("detection", "likelihood"), "spearman"] == pytest.approx(1.0)
+    assert agreement.loc[("clip", "likelihood"), "spearman"] == pytest.approx(-1.0)
+    against_truth = agreement.loc[("likelihood", "ground_truth")]
+    assert against_truth["features"] == "clear" and against_truth["n"] == 8
+    # Correct answers (steering on features 0-2) have the higher likelihoods among these 8.
+    assert 0 < against_truth["spearman"] <= 1
+    assert merged["method_label"].tolist()[:4] == ["steering"] * 4  # the scorers' order, not sorted

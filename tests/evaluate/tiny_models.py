@@ -55,3 +55,104 @@ def tiny_clip(folder: Path):
     )
     torch.manual_seed(0)
     return CLIPModel(config).eval(), CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def tiny_grounding_dino(folder: Path):
+    """A random Grounding DINO (32-wide, a 4-stage Swin of width 8, 10 queries) and its processor
+    over a 13-word BERT vocabulary, for 64-pixel images."""
+    from transformers import (
+        BertConfig,
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import (
+        GroundingDinoImageProcessorPil,
+    )
+
+    torch.manual_seed(0)
+    swin = SwinConfig(
+        image_size=64,
+        patch_size=4,
+        embed_dim=8,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        window_size=2,
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    bert = BertConfig(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=64,
+    )
+    config = GroundingDinoConfig(
+        backbone_config=swin,
+        text_config=bert,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_ffn_dim=16,
+        decoder_ffn_dim=16,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_queries=10,
+        num_feature_levels=3,
+        encoder_n_points=1,
+        decoder_n_points=1,
+        max_text_len=32,
+    )
+    model = GroundingDinoForObjectDetection(config).eval()
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        ".",
+        "cyan",
+        "red",
+        "circle",
+        "a",
+        "large",
+        "small",
+    ]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"))
+    images = GroundingDinoImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 64})
+    return model, GroundingDinoProcessor(image_processor=images, tokenizer=tokenizer)
+
+
+def tiny_sam():
+    """A random SAM (16-wide ViT, 64-pixel images, 16-pixel patches) and its processor."""
+    from transformers import SamConfig, SamModel, SamProcessor
+    from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+    torch.manual_seed(0)
+    config = SamConfig(
+        vision_config=dict(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            image_size=64,
+            patch_size=16,
+            output_channels=8,
+            window_size=2,
+            global_attn_indexes=[0],
+            mlp_dim=16,
+            num_pos_feats=4,
+        ),
+        prompt_encoder_config=dict(hidden_size=8, image_size=64, patch_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(
+            hidden_size=8, num_hidden_layers=1, num_attention_heads=2, mlp_dim=16, iou_head_hidden_dim=8
+        ),
+    )
+    processor = SamProcessor(
+        image_processor=SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+    )
+    return SamModel(config).eval(), processor

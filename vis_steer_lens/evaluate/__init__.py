@@ -1,4 +1,5 @@
-"""Scoring explanations: AUROC from generation, CLIP similarity, and ground truth from a plug-in."""
+"""Scoring explanations: AUROC from generation, CLIP similarity, segmentation IoU, detection and
+likelihood by a VLM, and ground truth from a plug-in."""
 
 from vis_steer_lens.evaluate.clip_similarity import ClipSimilarityScorer
 from vis_steer_lens.evaluate.encoding import FeatureEncoder, SAEImageEncoder, pooled_activations
@@ -23,16 +24,22 @@ from vis_steer_lens.evaluate.metrics import (
     global_auroc,
     method_label,
 )
+from vis_steer_lens.evaluate.segmentation_iou import GroundingDinoSamSegmenter, SegmentationIoUScorer
+from vis_steer_lens.evaluate.vlm_scorers import DetectionScorer, LikelihoodScorer
 
 __all__ = [
     "GROUND_TRUTH_METHOD",
     "PAPER_DIFFUSION_MODEL",
     "ClipSimilarityScorer",
+    "DetectionScorer",
     "DiffusersGenerator",
     "FeatureEncoder",
     "GenerationAUROCScorer",
+    "GroundingDinoSamSegmenter",
+    "SegmentationIoUScorer",
     "GroundTruth",
     "ImageGenerator",
+    "LikelihoodScorer",
     "SAEImageEncoder",
     "ScoresFileMismatchError",
     "auroc",

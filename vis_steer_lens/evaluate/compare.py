@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from scipy.stats import rankdata
 
 from vis_steer_lens.atomic import atomic_path
 from vis_steer_lens.evaluate.generation_auroc import GenerationAUROCScorer, summarize_scores
@@ -20,6 +22,17 @@ from vis_steer_lens.explain.sweep import DEFAULT_MULTIPLES, DEFAULT_SAMPLE_SIZE,
 from vis_steer_lens.jsonl import write_jsonl
 from vis_steer_lens.runs import RunFolder, RunFolderError, run_name, with_method_labels
 from vis_steer_lens.saes.metadata import sae_identity
+
+#: Per-explanation scorers whose files ``compare`` reads beside the generation AUROC: the scorer's
+#: name (its files' ``RUN/scores/<name>.<scorer>.jsonl``) -> the column of its score in those rows.
+#: The comparison's columns are named after the scorer.
+SCORER_COLUMNS: dict[str, str] = {
+    "clip": "clip_similarity",
+    "segmentation_iou": "segmentation_iou",
+    "segmentation_iou_union": "segmentation_iou_union",
+    "detection": "detection",
+    "likelihood": "likelihood",
+}
 
 #: The runs of a comparison: (method, direction). Controls are the steering directions that are not the SAE's.
 DEFAULT_RUNS: tuple[tuple[str, str], ...] = (
@@ -44,6 +57,9 @@ class Comparison:
         calibration: The steering coefficient sweep, when the coefficient was ``"auto"``.
         margins: With ground truth: each method's paired margin over each control on the clear
             features (:func:`control_margins`).
+        agreement: Spearman rank correlation between every two scorers over explanations
+            (:func:`scorer_agreement`).
+        extra: Other scorers' rows by scorer name (segmentation IoU, likelihood, ...).
     """
 
     explanations: pd.DataFrame
@@ -52,6 +68,8 @@ class Comparison:
     figure: go.Figure
     calibration: pd.DataFrame | None = None
     margins: pd.DataFrame | None = None
+    agreement: pd.DataFrame | None = None
+    extra: dict[str, pd.DataFrame] | None = None
 
 
 def _explainer(method: str, direction: str, vlm, sae, mined, settings: dict[str, Any]):
@@ -99,6 +117,7 @@ def compare(
     seed: int = 0,
     out_dir: str | Path | None = None,
     progress: bool = True,
+    scorers: tuple[Any, ...] = (),
 ) -> Comparison:
     """Explain the same features by every method and control, score them, and tabulate.
 
@@ -135,6 +154,11 @@ def compare(
         out_dir: A run folder (:class:`~vis_steer_lens.RunFolder`) where each method's
             explanations and scores are written as they finish; a rerun resumes.
         progress: Show progress bars.
+        scorers: More per-explanation scorers (:class:`~vis_steer_lens.SegmentationIoUScorer`,
+            :class:`~vis_steer_lens.LikelihoodScorer`, :class:`~vis_steer_lens.DetectionScorer`),
+            each scoring every method's explanations into ``RUN/scores/<name>.<scorer>.jsonl``;
+            their columns join the table and the margins. A ``(scorer, features)`` pair scores
+            only those features (a slow scorer on the clear ones).
     """
     run = RunFolder(out_dir) if out_dir is not None else None
     if run is not None:
@@ -214,51 +238,153 @@ def compare(
     reference = scorer.reference_activations()
     if run is not None:
         run.save_reference(*reference)
-    table, margins = tabulate(scores, reference, explanations, ground_truth, seed=seed, runs=runs)
-    return Comparison(explanations, scores, table, comparison_figure(table), calibration, margins)
+    extra = {}
+    for other in scorers:
+        other, only = other if isinstance(other, tuple) else (other, None)
+        frames = []
+        rows = explanations if only is None else explanations[explanations["feature"].astype(int).isin(only)]
+        for (method, direction), group in rows.groupby(["method", "direction"], sort=False):
+            path = None if run is None else run.scores_path(run_name(method, direction), other.name)
+            desc = f"{other.name} {method_label(method, direction)}"
+            frames.append(other.score(group, progress=progress, out_path=path, desc=desc))
+        extra[other.name] = pd.concat(frames, ignore_index=True)
+    table, margins = tabulate(
+        scores, reference, explanations, ground_truth, seed=seed, runs=runs, extra=extra
+    )
+    agreement = scorer_agreement(merged_scores(scores, extra), ground_truth, seed=seed)
+    if run is not None and len(agreement):
+        with atomic_path(run.agreement_path) as tmp:
+            agreement.to_csv(tmp, index=False)
+    return Comparison(
+        explanations,
+        scores,
+        table,
+        comparison_figure(table),
+        calibration,
+        margins,
+        agreement=agreement,
+        extra=extra,
+    )
 
 
 def tabulate(
-    scores: pd.DataFrame,
-    reference: tuple[Any, Any],
+    scores: pd.DataFrame | None,
+    reference: tuple[Any, Any] | dict | None,
     explanations: pd.DataFrame | None = None,
     ground_truth: GroundTruth | None = None,
     *,
     seed: int = 0,
     runs: tuple[tuple[str, str], ...] = DEFAULT_RUNS,
+    extra: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The comparison table (and, with ground truth, the margins over the controls) from scores.
 
     Args:
         scores: Per-explanation scores (:meth:`GenerationAUROCScorer.score`, or
-            :func:`scores_from_rows` over a run folder's rows).
+            :func:`scores_from_rows` over a run folder's rows); ``None`` when only other scorers ran.
         reference: The scorer's ``(mean, max)`` reference activations ``[n_ref, d_sae]``.
         explanations: The explanations (for the ground-truth accuracy); the scores' own
             explanation texts when ``None``.
         ground_truth: The world's ground truth, or ``None``.
         seed: The scorer's seed.
         runs: The preferred row order; other labels follow, the ground-truth row last.
+        extra: Other scorers' rows by scorer name (:data:`SCORER_COLUMNS`): each adds the columns
+            ``<scorer>``, ``<scorer>_lo``, ``<scorer>_hi`` (mean over features with a bootstrap
+            interval), with ground truth ``clear_<scorer>`` (and its interval) over the clear
+            features, and its paired margins.
 
     Returns:
         ``(table, margins)``: the margins are :func:`paired_margins` (on the clear features with
         ground truth, else on every feature the two compared labels share).
     """
-    table = summarize_scores(
-        scores, *(reference if isinstance(reference, tuple) else (reference, None)), seed=seed
-    )
+    extra = {name: frame for name, frame in (extra or {}).items() if frame is not None and len(frame)}
+    if scores is not None and len(scores):
+        table = summarize_scores(
+            scores, *(reference if isinstance(reference, tuple) else (reference, None)), seed=seed
+        )
+    else:
+        labels = [label for frame in extra.values() for label in frame["method_label"]]
+        table = pd.DataFrame({"method_label": list(dict.fromkeys(labels))})
+    merged = merged_scores(scores, extra)
     if ground_truth is not None:
-        texts = explanations if explanations is not None else scores
+        texts = explanations if explanations is not None else merged
         accuracy = ground_truth_accuracy(texts, ground_truth, seed=seed)
         table = table.merge(accuracy, on="method_label", how="left")
-        table = table.merge(
-            clear_feature_auroc(scores, ground_truth, seed=seed), on="method_label", how="left"
-        )
-    margins = paired_margins(scores, ground_truth, seed=seed)
+        if scores is not None and len(scores):
+            table = table.merge(
+                clear_feature_auroc(scores, ground_truth, seed=seed), on="method_label", how="left"
+            )
+    clear = set(ground_truth.clear_concepts().index) if ground_truth is not None else None
+    for name in extra:
+        table = table.merge(_scorer_columns(merged, name, clear, seed), on="method_label", how="left")
+    margins = paired_margins(merged, ground_truth, seed=seed, scorers=list(extra))
     order = {method_label(m, d): i for i, (m, d) in enumerate(runs)}
     order[GROUND_TRUTH_METHOD] = len(runs) + 1000
     rank = table["method_label"].map(lambda label: order.get(label, len(runs)))
     table = table.assign(_rank=rank).sort_values("_rank", kind="stable").drop(columns="_rank")
     return table.reset_index(drop=True), margins
+
+
+def merged_scores(scores: pd.DataFrame | None, extra: dict[str, pd.DataFrame] | None) -> pd.DataFrame:
+    """One row per (method label, feature) with every scorer's score side by side.
+
+    Args:
+        scores: Generation-AUROC rows (with ``auroc_max``), or ``None``.
+        extra: Other scorers' rows by scorer name; each row has ``method_label``, ``feature``
+            and the scorer's column (:data:`SCORER_COLUMNS`), which becomes a column named
+            after the scorer.
+
+    Returns:
+        ``method_label, feature, explanation, direction, is_control`` and ``auroc_max`` (where
+        generation AUROC ran) and one column per scorer.
+    """
+    keys = ["method_label", "feature"]
+    info = ["explanation", "method", "direction", "is_control"]
+    frames = []
+    if scores is not None and len(scores):
+        part = scores.assign(feature=scores["feature"].astype(int))
+        frames.append(part[[c for c in (*keys, *info, "auroc_max") if c in part]])
+    for name, frame in (extra or {}).items():
+        column = SCORER_COLUMNS.get(name, name)
+        part = frame.assign(feature=frame["feature"].astype(int)).rename(columns={column: name})
+        frames.append(part[[c for c in (*keys, *info, name) if c in part]])
+    if not frames:
+        return pd.DataFrame(columns=[*keys, *info])
+    merged = frames[0].drop_duplicates(keys, keep="last")
+    for frame in frames[1:]:
+        frame = frame.drop_duplicates(keys, keep="last")
+        merged = merged.merge(frame, on=keys, how="outer", suffixes=("", "_other"))
+        for column in info:
+            other = f"{column}_other"
+            if other in merged:
+                merged[column] = (
+                    merged[column].where(merged[column].notna(), merged[other])
+                    if column in merged
+                    else merged[other]
+                )
+                merged = merged.drop(columns=other)
+    # An outer merge sorts the keys; keep the labels in the order the scorers listed them.
+    order = {label: i for i, label in enumerate(dict.fromkeys(x for f in frames for x in f["method_label"]))}
+    merged = merged.assign(_order=merged["method_label"].map(order))
+    merged = merged.sort_values(["_order", "feature"], kind="stable").drop(columns="_order")
+    if "is_control" not in merged:
+        merged["is_control"] = merged["direction"] != "sae"
+    merged["is_control"] = merged["is_control"].astype(bool)
+    return merged.reset_index(drop=True)
+
+
+def _scorer_columns(merged: pd.DataFrame, name: str, clear: set[int] | None, seed: int) -> pd.DataFrame:
+    """Per method label: the scorer's mean with a bootstrap interval (and over the clear features)."""
+    rows = []
+    for label, group in merged.groupby("method_label", sort=False):
+        mean, lo, hi = bootstrap_mean_ci(group[name].to_numpy(float), seed=seed)
+        row = {"method_label": label, name: mean, f"{name}_lo": lo, f"{name}_hi": hi}
+        if clear is not None:
+            values = group.loc[group["feature"].isin(clear), name].to_numpy(float)
+            mean, lo, hi = bootstrap_mean_ci(values, seed=seed)
+            row.update({f"clear_{name}": mean, f"clear_{name}_lo": lo, f"clear_{name}_hi": hi})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def compare_run(
@@ -284,21 +410,32 @@ def compare_run(
     run = run if isinstance(run, RunFolder) else RunFolder(run)
     rows = run.scores()
     scored = run.scored()  # each method's scores against the reference set it was scored with
-    if rows is None or scored is None:
+    others = [name for name in SCORER_COLUMNS if run.score_names(name)]
+    if (rows is None or scored is None) and not others:
         raise RunFolderError(
             f"{str(run.root)!r} holds no scores yet (it has {run.contents()}); score a method first, e.g. "
             f"`vis-steer-lens evaluate --run {run.root} --method steering`."
         )
-    seed = int(rows["seed"].iloc[0]) if "seed" in rows and len(rows) else 0
-    scores, references = scored
-    reference = references[None] if list(references) == [None] else references
+    seed = int(rows["seed"].iloc[0]) if rows is not None and "seed" in rows and len(rows) else 0
+    scores, reference = None, None
+    if scored is not None:
+        scores, references = scored
+        reference = references[None] if list(references) == [None] else references
     explanations = run.explanations()
-    if explanations is not None and "flag" in explanations:
+    if explanations is not None and "flag" in explanations and scores is not None:
         scores = _with_flags(scores, explanations)
         if exclude_flagged:
             scores = scores[~scores["flag"].isin(FLAGGED)].reset_index(drop=True)
             explanations = explanations[~explanations["flag"].isin(FLAGGED)]
-    table, margins = tabulate(scores, reference, explanations, run.ground_truth(), seed=seed)
+    extra = {name: run.scores(name) for name in SCORER_COLUMNS}
+    extra = {name: frame for name, frame in extra.items() if frame is not None and len(frame)}
+    if explanations is not None and "flag" in explanations:
+        extra = {name: _with_flags(frame, explanations) for name, frame in extra.items()}
+        if exclude_flagged:
+            extra = {name: f[~f["flag"].isin(FLAGGED)].reset_index(drop=True) for name, f in extra.items()}
+    ground_truth = run.ground_truth()
+    table, margins = tabulate(scores, reference, explanations, ground_truth, seed=seed, extra=extra)
+    agreement = scorer_agreement(merged_scores(scores, extra), ground_truth, seed=seed)
     figure = comparison_figure(table)
     if write:
         with atomic_path(run.comparison_path) as tmp:
@@ -307,8 +444,18 @@ def compare_run(
             figure.write_html(tmp, include_plotlyjs=True)
         with atomic_path(run.margins_path) as tmp:
             margins.to_csv(tmp, index=False)
+        if len(agreement):
+            with atomic_path(run.agreement_path) as tmp:
+                agreement.to_csv(tmp, index=False)
     return Comparison(
-        explanations if explanations is not None else scores, scores, table, figure, run.sweep(), margins
+        explanations if explanations is not None else scores,
+        scores,
+        table,
+        figure,
+        run.sweep(),
+        margins,
+        agreement=agreement,
+        extra=extra,
     )
 
 
@@ -326,7 +473,10 @@ def _with_flags(scores: pd.DataFrame, explanations: pd.DataFrame) -> pd.DataFram
 
 
 def paired_margins(
-    scores: pd.DataFrame, ground_truth: GroundTruth | None = None, seed: int = 0
+    scores: pd.DataFrame,
+    ground_truth: GroundTruth | None = None,
+    seed: int = 0,
+    scorers: list[str] | tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """How far each method is above each control and each other method, feature by feature.
 
@@ -342,6 +492,9 @@ def paired_margins(
             ``auroc_max`` and ``is_control`` (as from :class:`GenerationAUROCScorer`).
         ground_truth: The world's :class:`~vis_steer_lens.evaluate.GroundTruth`, or ``None``.
         seed: Seed of the bootstrap intervals.
+        scorers: Other scorers' columns of ``scores`` (named after the scorer, as
+            :func:`merged_scores` writes them): each adds ``<scorer>_margin``,
+            ``<scorer>_margin_lo`` and ``<scorer>_margin_hi``, paired the same way.
 
     When ``scores`` has the ``"ground truth"`` row (:meth:`GroundTruth.explanations`), its margin
     over a control is what a correct one-word explanation gains under this scorer, and each
@@ -396,11 +549,21 @@ def paired_margins(
                     continue
                 mine, theirs = per_label[label], per_label[other]
                 shared = mine.index.intersection(theirs.index)
-                auroc = bootstrap_mean_ci(
-                    mine.loc[shared, "auroc_max"].to_numpy(float)
-                    - theirs.loc[shared, "auroc_max"].to_numpy(float),
-                    seed=seed,
-                )
+                auroc = (float("nan"),) * 3
+                if "auroc_max" in mine:
+                    auroc = bootstrap_mean_ci(
+                        mine.loc[shared, "auroc_max"].to_numpy(float)
+                        - theirs.loc[shared, "auroc_max"].to_numpy(float),
+                        seed=seed,
+                    )
+                extras = []
+                for name in scorers:
+                    extras.extend(
+                        bootstrap_mean_ci(
+                            mine.loc[shared, name].to_numpy(float) - theirs.loc[shared, name].to_numpy(float),
+                            seed=seed,
+                        )
+                    )
                 accuracy = (float("nan"),) * 3
                 if ground_truth is not None:
                     accuracy = bootstrap_mean_ci(
@@ -408,7 +571,8 @@ def paired_margins(
                         - theirs.loc[shared, "correct"].to_numpy(float),
                         seed=seed,
                     )
-                rows.append([label, other, kind, subset, len(shared), *auroc, *accuracy])
+                rows.append([label, other, kind, subset, len(shared), *auroc, *accuracy, *extras])
+    columns += [f"{name}_margin{end}" for name in scorers for end in ("", "_lo", "_hi")]
     margins = pd.DataFrame(rows, columns=columns)
     ceiling = margins[margins["method_label"] == GROUND_TRUTH_METHOD].set_index("control")["auroc_margin"]
     margins["auroc_share_of_ceiling"] = [
@@ -420,6 +584,93 @@ def paired_margins(
         )
     ]
     return margins
+
+
+#: The name a scorer has in the agreement table, by its column in :func:`merged_scores`.
+_AGREEMENT_NAMES = {"auroc_max": "generation_auroc", **{name: name for name in SCORER_COLUMNS}}
+
+
+def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each row pair of ``a`` and ``b`` (``[n_boot, n]`` each); NaN for a constant row."""
+    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
+    ra = ra - ra.mean(axis=1, keepdims=True)
+    rb = rb - rb.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (ra * rb).sum(axis=1) / denominator, np.nan)
+
+
+def scorer_agreement(
+    merged: pd.DataFrame,
+    ground_truth: GroundTruth | None = None,
+    *,
+    seed: int = 0,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Spearman rank correlation between every two scorers over explanations, with bootstrap intervals.
+
+    The units are explanations (one per method label and feature; the ``"ground truth"`` row is
+    left out, it is not a method's answer): do two scorers rank the same explanations alike?
+    With ground truth, every scorer is also correlated with correctness (1 when the explanation
+    names its feature's concept) over the explanations of the clear features.
+
+    Args:
+        merged: :func:`merged_scores` output.
+        ground_truth: The world's ground truth, or ``None``.
+        seed: Seed of the bootstrap.
+        n_boot: Bootstrap resamples (of explanations).
+        level: Interval coverage.
+
+    Returns:
+        One row per scorer pair: ``scorer, other, features`` (``"clear"`` against ground truth, else
+        ``"all"``), ``n`` (explanations both scored), ``spearman, spearman_lo, spearman_hi``.
+    """
+    columns = ["scorer", "other", "features", "n", "spearman", "spearman_lo", "spearman_hi"]
+    frame = merged[merged["method_label"] != GROUND_TRUTH_METHOD].copy()
+    metrics = [c for c in _AGREEMENT_NAMES if c in frame and frame[c].notna().any()]
+    pairs = [(a, b, "all") for i, a in enumerate(metrics) for b in metrics[i + 1 :]]
+    if ground_truth is not None:
+        truth = ground_truth.clear_concepts()
+        clear = frame["feature"].isin(truth.index)
+        frame.loc[clear, "ground_truth"] = [
+            float(isinstance(text, str) and ground_truth.is_correct(text, truth[int(feature)]))
+            for feature, text in zip(
+                frame.loc[clear, "feature"], frame.loc[clear, "explanation"], strict=True
+            )
+        ]
+        pairs += [(a, "ground_truth", "clear") for a in metrics]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a, b, subset in pairs:
+        both = frame[[a, b]].dropna().to_numpy(float)
+        n = len(both)
+        name_a, name_b = _AGREEMENT_NAMES.get(a, a), _AGREEMENT_NAMES.get(b, b)
+        if n < 3:
+            rows.append([name_a, name_b, subset, n, float("nan"), float("nan"), float("nan")])
+            continue
+        rho = float(_spearman_rows(both[None, :, 0], both[None, :, 1])[0])
+        take = rng.integers(0, n, size=(n_boot, n))
+        boot = _spearman_rows(both[take, 0], both[take, 1])
+        boot = boot[~np.isnan(boot)]
+        alpha = (1 - level) / 2
+        lo, hi = np.quantile(boot, [alpha, 1 - alpha]) if len(boot) else (np.nan, np.nan)
+        rows.append([name_a, name_b, subset, n, rho, float(lo), float(hi)])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def format_agreement(agreement: pd.DataFrame) -> str:
+    """The scorer agreement as text: ``rho [lo, hi]`` per scorer pair."""
+    lines = [
+        "Rank agreement between scorers over explanations (Spearman, 95% bootstrap intervals):",
+        f"{'scorer':<26}{'other':<26}{'features':<10}{'n':>6}{'Spearman':>24}",
+    ]
+    for _, row in agreement.iterrows():
+        lines.append(
+            f"{row['scorer']:<26}{row['other']:<26}{row['features']:<10}{int(row['n']):>6}"
+            f"{row['spearman']:>+10.3f} [{row['spearman_lo']:+.2f}, {row['spearman_hi']:+.2f}]"
+        )
+    return "\n".join(lines)
 
 
 def control_margins(scores: pd.DataFrame, ground_truth: GroundTruth, seed: int = 0) -> pd.DataFrame:
@@ -434,6 +685,8 @@ def format_margins(margins: pd.DataFrame) -> str:
     per pair, the ground-truth accuracy margin where there is ground truth, and the share of the
     ground truth's AUROC margin where that row exists."""
     has_accuracy = margins["accuracy_margin"].notna().any()
+    has_auroc = margins["auroc_margin"].notna().any()
+    scorers = [n for n in SCORER_COLUMNS if f"{n}_margin" in margins]
     share = "auroc_share_of_ceiling" in margins and margins["auroc_share_of_ceiling"].notna().any()
     subset = margins["features"].iloc[0] if len(margins) else "shared"
     where = "the clear features" if subset == "clear" else "the features both explained"
@@ -442,14 +695,15 @@ def format_margins(margins: pd.DataFrame) -> str:
         part = margins[margins["compared_with"] == kind]
         if not len(part):
             continue
-        header = f"{'method':<16}{'over':<30}{'n':>5}{'AUROC max margin':>26}"
-        header += f"{'GT accuracy margin':>26}" if has_accuracy else ""
+        columns = [("auroc_margin", "AUROC max margin")] if has_auroc else []
+        columns += [("accuracy_margin", "GT accuracy margin")] if has_accuracy else []
+        columns += [(f"{n}_margin", f"{_SHORT.get(n, n)} margin") for n in scorers]
+        header = f"{'method':<16}{'over':<30}{'n':>5}" + "".join(f"{t:>26}" for _, t in columns)
         header += f"{'of ceiling':>12}" if share and kind == "control" else ""
         lines = [f"Paired margins {title}, on {where} (95% bootstrap intervals):", header]
         for _, row in part.iterrows():
-            columns = ("auroc_margin", "accuracy_margin") if has_accuracy else ("auroc_margin",)
             cells = "".join(
-                f"{row[c]:>+16.3f} [{row[c + '_lo']:+.2f}, {row[c + '_hi']:+.2f}]" for c in columns
+                f"{row[c]:>+16.3f} [{row[c + '_lo']:+.2f}, {row[c + '_hi']:+.2f}]" for c, _ in columns
             )
             if share and kind == "control":
                 cells += f"{row['auroc_share_of_ceiling']:>12.0%}"
@@ -522,15 +776,30 @@ def comparison_figure(table: pd.DataFrame) -> go.Figure:
 def format_table(table: pd.DataFrame) -> str:
     """The comparison as text: ``value [lo, hi]`` per metric."""
     lines = []
-    columns = [("auroc_mean", "AUROC mean"), ("auroc_max", "AUROC max")]
+    columns = [(c, n) for c, n in (("auroc_mean", "AUROC mean"), ("auroc_max", "AUROC max")) if c in table]
     optional = (("clear_auroc_max", "AUROC max (clear)"), ("accuracy", "GT accuracy"))
     columns += [(c, n) for c, n in optional if c in table]
+    for name in SCORER_COLUMNS:  # other scorers: over the clear features where there is ground truth
+        if f"clear_{name}" in table:
+            columns.append((f"clear_{name}", f"{_SHORT.get(name, name)} (clear)"))
+        elif name in table:
+            columns.append((name, _SHORT.get(name, name)))
+    pooled = "global_auroc_mean" in table
     header = f"{'method':<32}" + "".join(f"{name:>22}" for _, name in columns)
-    header += f"{'global AUROC (mean/max)':>26}"
+    header += f"{'global AUROC (mean/max)':>26}" if pooled else ""
     lines.append(header)
     for _, row in table.iterrows():
         cells = "".join(f"{row[c]:>8.3f} [{row[c + '_lo']:.2f}, {row[c + '_hi']:.2f}]" for c, _ in columns)
-        lines.append(
-            f"{row['method_label']:<32}{cells}{row['global_auroc_mean']:>14.3f} / {row['global_auroc_max']:.3f}"
-        )
+        tail = f"{row['global_auroc_mean']:>14.3f} / {row['global_auroc_max']:.3f}" if pooled else ""
+        lines.append(f"{row['method_label']:<32}{cells}{tail}")
     return "\n".join(lines)
+
+
+#: Short column titles of the scorers in :func:`format_table`.
+_SHORT = {
+    "clip": "CLIP",
+    "segmentation_iou": "seg. IoU",
+    "segmentation_iou_union": "seg. IoU (union)",
+    "detection": "detection",
+    "likelihood": "likelihood",
+}

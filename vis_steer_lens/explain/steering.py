@@ -29,6 +29,7 @@ from vis_steer_lens.explain.settings import SteeringSettings, check_positive_int
 from vis_steer_lens.explain.sweep import (
     DEFAULT_MULTIPLES,
     DEFAULT_SAMPLE_SIZE,
+    select_by_score,
     sweep_figure,
     sweep_table,
 )
@@ -83,6 +84,12 @@ class SteeringExplainer(Explainer):
         sweep_features: How many features the sweep explains per multiple (64); a seeded sample
             of the features being explained.
         seed: Seeds random directions and the sweep's feature sample.
+        select_by: What ``coefficient="auto"`` selects by: ``None`` for the distinct-answers rule
+            (:func:`~vis_steer_lens.explain.sweep.sweep_table`), or a scorer: a callable
+            ``rows -> float`` (higher is better) over one multiple's sweep rows (a DataFrame with
+            ``feature`` and ``explanation``), e.g. :func:`~vis_steer_lens.explain.sweep.scorer_selector`
+            of a :class:`~vis_steer_lens.SegmentationIoUScorer` (the paper selects by mean IoU on
+            held-out features). The best-scoring multiple is chosen (the smaller one on ties).
     """
 
     method = "steering"
@@ -105,6 +112,7 @@ class SteeringExplainer(Explainer):
         sweep_multiples: Sequence[float] = DEFAULT_SWEEP,
         sweep_features: int = DEFAULT_SWEEP_FEATURES,
         seed: int = 0,
+        select_by: Any = None,
     ):
         super().__init__(
             model, sae, prompt=get_prompt(prompt), batch_size=batch_size, direction=direction, seed=seed
@@ -119,6 +127,7 @@ class SteeringExplainer(Explainer):
         self.stop_at_sentence_end = stop_at_sentence_end
         self.sweep_multiples = tuple(sweep_multiples)
         self.sweep_features = sweep_features
+        self.select_by = select_by
         self.calibration: pd.DataFrame | None = None
         # Sweep rows by (feature, direction feature, coefficient), reused when explaining at the choice.
         self._sweep_rows: dict[tuple[int, int, float], dict[str, Any]] = {}
@@ -280,6 +289,12 @@ class SteeringExplainer(Explainer):
             norm,
             null_answer=null["explanation"],
         )
+        if self.select_by is not None:
+            sweep = select_by_score(
+                sweep,
+                {m: generated[i * n : (i + 1) * n] for i, m in enumerate(self.sweep_multiples)},
+                self.select_by,
+            )
         self._sweep_rows = {
             (r["feature"], r["direction_feature"], float(r["coefficient"])): r for r in generated
         }

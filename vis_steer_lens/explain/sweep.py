@@ -98,6 +98,47 @@ def sweep_table(
     return table
 
 
+def select_by_score(
+    table: pd.DataFrame, rows_by_multiple: Mapping[float, Sequence[Mapping[str, Any]]], select_by: Any
+) -> pd.DataFrame:
+    """Re-choose a sweep's multiple by a scorer instead of the distinct-answers rule.
+
+    Args:
+        table: :func:`sweep_table` output (one row per multiple, in ``rows_by_multiple``'s order).
+        rows_by_multiple: ``multiple -> rows`` of the sweep (``feature``, ``explanation``, ...).
+        select_by: ``rows -> float``, higher is better (e.g. :func:`scorer_selector`).
+
+    Returns:
+        ``table`` with ``selected_score`` per multiple and ``chosen`` moved to the best-scoring
+        multiple (the smaller on ties; NaN scores never win unless all are NaN).
+    """
+    table = table.copy()
+    scores = [float(select_by(pd.DataFrame(list(rows)))) for rows in rows_by_multiple.values()]
+    table["selected_score"] = scores
+    values = np.array([-np.inf if np.isnan(v) else v for v in scores])
+    best = int(values.argmax())  # the first maximum: the smaller multiple on ties
+    table["chosen"] = [i == best for i in range(len(table))]
+    return table
+
+
+def scorer_selector(scorer: Any, column: str | None = None):
+    """A ``select_by`` from a per-explanation scorer: the mean of its score column over the rows.
+
+    Args:
+        scorer: Anything with ``score(explanations, progress=False) -> DataFrame`` and a ``name``
+            (:class:`~vis_steer_lens.SegmentationIoUScorer`, :class:`~vis_steer_lens.LikelihoodScorer`, ...).
+        column: The score column (default: the scorer's ``name``).
+    """
+
+    def select(rows: pd.DataFrame) -> float:
+        scored = scorer.score(rows.assign(method="steering", direction="sae"), progress=False)
+        return (
+            float(np.nanmean(scored[column or scorer.name].to_numpy(float))) if len(scored) else float("nan")
+        )
+
+    return select
+
+
 def sweep_figure(table: pd.DataFrame, hook_name: str = ""):
     """A plotly figure of a sweep: changed, flagged and distinct fractions and the score per multiple."""
     import plotly.graph_objects as go

@@ -1,4 +1,4 @@
-"""The toy world as a plug-in: it registers its prompt, image-source kind, generator and ground truth.
+"""The toy world as a plug-in: it registers its prompt, image-source kind, generator, ground truth and segmenter.
 
 Declared in ``pyproject.toml`` as the entry point ``toy`` of the group ``vis_steer_lens.plugins``,
 the same way a user's own world would plug in; the core loads it when a lookup needs it.
@@ -7,11 +7,12 @@ the same way a user's own world would plug in; the core loads it when a lookup n
 from __future__ import annotations
 
 from vis_steer_lens.explain.prompts import PromptSet, register_prompt
-from vis_steer_lens.plugins import GENERATORS, GROUND_TRUTH_BUILDERS, GROUND_TRUTHS, IMAGE_SOURCES
+from vis_steer_lens.plugins import GENERATORS, GROUND_TRUTH_BUILDERS, GROUND_TRUTHS, IMAGE_SOURCES, SEGMENTERS
 from vis_steer_lens.toy import tasks
 from vis_steer_lens.toy.generator import ToyGenerator
 from vis_steer_lens.toy.ground_truth import build_toy_ground_truth, toy_ground_truth
 from vis_steer_lens.toy.images import open_toy_images
+from vis_steer_lens.toy.segmenter import ToySegmenter
 
 #: The instructions the toy VLM was trained on.
 TOY_PROMPT = PromptSet(
@@ -27,12 +28,14 @@ TOY_PROMPT = PromptSet(
 
 def register() -> None:
     """Register the toy world's prompt ``"toy"``, image-source kind ``"toy"``, generator
-    ``"toy-renderer"`` and ground truth ``"toy"`` (its loader and its builder; idempotent)."""
+    ``"toy-renderer"``, ground truth ``"toy"`` (its loader and its builder) and segmenter ``"toy"``
+    (idempotent)."""
     register_prompt(TOY_PROMPT)
     IMAGE_SOURCES.register("toy", open_toy_images)
     GENERATORS.register(ToyGenerator.name, ToyGenerator)
     GROUND_TRUTHS.register("toy", toy_ground_truth)
     GROUND_TRUTH_BUILDERS.register("toy", build_toy_ground_truth)
+    SEGMENTERS.register(ToySegmenter.name, ToySegmenter)
 
 
 __all__ = ["TOY_PROMPT", "register"]
