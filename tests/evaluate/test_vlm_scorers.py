@@ -106,3 +106,13 @@ def test_bad_settings_are_one_line(toy_mined, pool):
         LikelihoodScorer(vlm, sae, pool, answer_template="a thing")
     with pytest.raises(VLMScorerError, match="at least 1"):
         LikelihoodScorer(vlm, sae, pool, n_random=0)
+
+
+def test_a_native_resolution_model_is_refused_in_one_line():
+    """One prompt of fixed length cannot hold images that each give their own number of tokens."""
+    from vis_steer_lens.evaluate.vlm_scorers import LikelihoodScorer, VLMScorerError
+    from vis_steer_lens.testing import tiny_sae, tiny_vlm
+
+    qwen = tiny_vlm("qwen2_5_vl", vision_layers=1)
+    with pytest.raises(VLMScorerError, match="native-resolution"):
+        LikelihoodScorer(qwen, tiny_sae(qwen, "blocks.0.hook_resid_post", d_sae=4), images=[])

@@ -86,7 +86,13 @@ class _HeldOutImageScorer:
         self.vlm = vlm
         self.sae = sae
         self.scorer_vlm = scorer_vlm if scorer_vlm is not None else vlm
-        self.scorer_vlm._require_processor()
+        self.scorer_vlm.require_processor()
+        if self.scorer_vlm.vision.cfg.packed:
+            raise VLMScorerError(
+                f"{type(self).__name__} puts every image in one prompt of a fixed length, but a native-resolution "
+                "model gives each image its own number of image tokens; score it with generation_auroc or "
+                "segmentation_iou, or pass scorer_vlm= a fixed-grid VLM."
+            )
         self.mined = mined
         self.held_out = HeldOutSettings(n_activating, n_random, seed, batch_size)
         self._source = images
@@ -142,7 +148,7 @@ class _HeldOutImageScorer:
             chunk = missing[start : start + self.held_out.batch_size]
             inputs = vlm.prompt_inputs([images[i] for i in chunk], "x")
             with torch.no_grad():
-                soft = vlm.encode_images(inputs["pixel_values"])
+                soft = vlm.encode_images(**vlm.split_inputs(inputs)[1])
             for row, index in enumerate(chunk):
                 self._features[index] = soft[row].cpu()
         return torch.stack([self._features[i] for i in indices])
@@ -151,9 +157,9 @@ class _HeldOutImageScorer:
         key = ("empty", kind)
         if key not in self._features:
             vlm = self.scorer_vlm
-            inputs = vlm.prompt_inputs([vlm.adapter.empty_image(kind, vlm.processor)], "x")
+            inputs = vlm.prompt_inputs([vlm.empty_image(kind)], "x")
             with torch.no_grad():
-                self._features[key] = vlm.encode_images(inputs["pixel_values"])[0].cpu()
+                self._features[key] = vlm.encode_images(**vlm.split_inputs(inputs)[1])[0].cpu()
         return self._features[key]
 
     # ------------------------------------------------------------------ text
@@ -165,9 +171,8 @@ class _HeldOutImageScorer:
         """
         if instruction not in self._prompts:
             vlm = self.scorer_vlm
-            placeholder = vlm.adapter.empty_image("white", vlm.processor)
-            inputs = vlm.prompt_inputs([placeholder], instruction)
-            self._prompts[instruction] = {k: v for k, v in inputs.items() if k != "pixel_values"}
+            inputs = vlm.prompt_inputs([vlm.empty_image("white")], instruction)
+            self._prompts[instruction] = vlm.split_inputs(inputs)[0]
         one = dict(self._prompts[instruction])
         if answer is not None:
             ids = self._answer_ids(answer).to(one["input_ids"].device).unsqueeze(0)  # [1, answer]
@@ -184,8 +189,7 @@ class _HeldOutImageScorer:
         }
 
     def _answer_ids(self, answer: str) -> torch.Tensor:
-        tokenizer = getattr(self.scorer_vlm.processor, "tokenizer", self.scorer_vlm.processor)
-        ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        ids = self.scorer_vlm.tokenizer(answer, add_special_tokens=False)["input_ids"]
         if not ids:
             raise VLMScorerError(f"The answer {answer!r} has no tokens; score non-empty explanations.")
         return torch.tensor(ids, dtype=torch.long)

@@ -166,7 +166,7 @@ class SteeringExplainer(Explainer):
         """Tokenise the prompt once and compute the empty image's activations below the hook.
 
         The prompt is built from the empty image itself (its size fixes the number of soft tokens
-        for native-resolution families: ``adapter.empty_image_size``).
+        for native-resolution families: the adapter's ``empty_image_size``).
         """
         vlm = self.model
         image_inputs = vlm.empty_image_inputs(self.empty_image)
