@@ -206,9 +206,10 @@ def check_sae_steers(sae: SAE, model: Any, method: str = "steering") -> str:
     if reaches is not None and not reaches(resolved):
         layer = model.feature_layer
         raise UnreachableHookError(
-            f"The SAE reads {resolved}, after the vision layer the language model of {model.vision.cfg.model_name!r} "
-            f"reads (blocks.{layer}.hook_resid_post): {method} there changes nothing the model says; use an SAE "
-            f"at layer {layer} or before ({method} refuses it; mining and Top-k work at any layer)."
+            f"The SAE reads {resolved}, after the vision layer the language model of "
+            f"{model.vision.cfg.model_name!r} reads (blocks.{layer}.hook_resid_post): {method} there changes "
+            f"nothing the model says. Use an SAE at layer {layer} or before for steering and the hybrid; "
+            "mining and Top-k read any layer."
         )
     return resolved
 
