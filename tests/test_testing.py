@@ -58,7 +58,9 @@ def test_a_family_without_a_builder_is_refused_naming_those_with_one():
     with pytest.raises(UnsupportedModelError) as error:
         get_builder("llava_next")
     message = str(error.value)
-    assert "'llava_next'" in message and "gemma3, internvl3, qwen2_vl, qwen2_5_vl, llava, paligemma" in message
+    assert (
+        "'llava_next'" in message and "gemma3, internvl3, qwen2_vl, qwen2_5_vl, llava, paligemma" in message
+    )
     assert "register_builder" in message and "\n" not in message
 
 
