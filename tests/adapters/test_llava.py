@@ -118,6 +118,10 @@ def test_hook_names_are_pinned(llava):
     assert vit.hook_names() == expected  # CLIP's post_layernorm pools the class token only: no ln_final
     assert vit.resolve_hook_name("model.vision_tower.encoder.layers.1") == "blocks.1.hook_resid_post"
     assert vit.resolve_hook_name("encoder.layers.0.mlp.fc1") == "blocks.0.mlp.hook_pre"
+    from vis_steer_lens import equivalent_names
+
+    triple = equivalent_names("blocks.22.hook_resid_post", family="llava")  # no model needed
+    assert triple.hf_module == "model.vision_tower.encoder.layers.22" and triple.transformer_bridge is None
 
 
 def test_from_pretrained_loads_the_tower_and_the_model(tmp_path):
