@@ -51,6 +51,7 @@ _EXPORTS = {
     "UnreachableHookError": "vis_steer_lens.saes",
     "check_sae_fits": "vis_steer_lens.saes",
     "check_sae_steers": "vis_steer_lens.saes",
+    "load_sae_for_vlm": "vis_steer_lens.saes",
     "list_vision_releases": "vis_steer_lens.saes",
     "load_sae": "vis_steer_lens.saes",
     "train_sae": "vis_steer_lens.saes",

@@ -21,6 +21,7 @@ from vis_steer_lens.saes.registry import (
     get_release,
     list_vision_releases,
 )
+from vis_steer_lens.saes.sae_for_vlm import SAEForVLMFormatError, load_sae_for_vlm
 from vis_steer_lens.saes.splicing import SAESplicingMixin, SplicedSAE
 from vis_steer_lens.saes.trainer import (
     ActivationStreamError,
@@ -44,6 +45,8 @@ from vis_steer_lens.saes.validation import (
 )
 
 __all__ = [
+    "SAEForVLMFormatError",
+    "load_sae_for_vlm",
     "FeatureIndexError",
     "NonFiniteSAEError",
     "SAEModelMismatchError",
