@@ -114,8 +114,8 @@ def family_of_model_name(model_name: str | None, default: str | None = _NO_DEFAU
     """The family a model name belongs to (``"OpenGVLab/InternVL3-14B"`` → ``"internvl3"``).
 
     A family claims a name by one of its markers starting a word of the name (see
-    :meth:`VLMAdapter.claims_model_name`): ``"google/paligemma2-3b-pt-448"`` is PaliGemma's, not
-    Gemma 3's, though it contains ``"gemma-3"``-like text. Where several families claim a name,
+    :meth:`VLMAdapter.claims_model_name`): ``"google/paligemma-3b-mix-224"`` is PaliGemma's, not
+    Gemma 3's, though it contains ``"gemma-3"`` inside a word. Where several families claim a name,
     the longest marker wins.
 
     Args:
@@ -129,7 +129,9 @@ def family_of_model_name(model_name: str | None, default: str | None = _NO_DEFAU
     best: tuple[int, str] | None = None
     for adapter in _adapters():
         if model_name:
-            length = adapter.claimed_marker_length(model_name)
+            # An adapter that overrides claims_model_name (a plug-in) is asked first; markers rank.
+            claims = adapter.claims_model_name(model_name)
+            length = max(adapter.claimed_marker_length(model_name), 1) if claims else 0
             if length and (best is None or length > best[0]):
                 best = (length, adapter.name)
     if best is not None:

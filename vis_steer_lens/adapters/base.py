@@ -25,8 +25,9 @@ class VLMAdapter:
     :func:`vis_steer_lens.register_adapter`; nothing else in the library changes. It tells
     :class:`~vis_steer_lens.HookedViT` how the tower is built (:meth:`tower_config`,
     :meth:`tower_parts`, :attr:`hook_name_map`) and :class:`~vis_steer_lens.HookedVLM` how image
-    features reach the language model (:meth:`projector`, :meth:`projector_stop_at_layer`,
-    :meth:`image_token_id`, :attr:`end_of_turn_tokens`, :meth:`prefill_masks`,
+    features reach the language model (:meth:`projector`, :meth:`projector_stop_at_layer` and from
+    it :meth:`feature_layer`, the last vision block the language model reads, :meth:`reads_prefix_tokens`,
+    :meth:`prompt_inputs`, the prompt format, :meth:`image_token_id`, :attr:`end_of_turn_tokens`, :meth:`prefill_masks`,
     :attr:`language_input_keys`, :meth:`empty_image_pixel_values`). Its test models (tiny and
     random released ones) are the business of a :class:`vis_steer_lens.testing.ModelBuilder`
     registered under the same name, outside the production code.
