@@ -91,6 +91,18 @@ def test_soft_tokens_logits_and_generate_equal_hf(llava, inputs):
     reference = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert torch.equal(tokens, reference)
     assert seen == [1]
+    from vis_steer_lens.explain.decoding import greedy_decode
+
+    language, tower = vlm.split_inputs(inputs)
+    decoded = greedy_decode(
+        vlm,
+        language,
+        image_features=vlm.encode_images(**tower),
+        max_new_tokens=6,
+        eos_token_ids=vlm.end_of_answer_ids(),
+        pad_token_id=vlm.tokenizer.pad_token_id,
+    )
+    assert torch.equal(decoded, reference)  # steering's own decoding loop, as generate
 
 
 def test_edits_reach_the_logits_exactly_up_to_the_feature_layer(llava, inputs):
