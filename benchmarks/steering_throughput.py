@@ -24,6 +24,8 @@ spell of the machine hits all three alike; the median time of each is reported.
     python benchmarks/steering_throughput.py                       # the shipped toy VLM and SAE (Gemma 3)
     python benchmarks/steering_throughput.py --family internvl3    # a tiny random InternVL3 (class token, layer scale)
     python benchmarks/steering_throughput.py --family qwen2_5_vl   # a tiny random Qwen2.5-VL (packed images, windows)
+    python benchmarks/steering_throughput.py --family llava        # a tiny random LLaVA-1.5 (CLIP, class token dropped)
+    python benchmarks/steering_throughput.py --family paligemma    # a tiny random PaliGemma 2 (prefix-LM, no chat template)
     python benchmarks/steering_throughput.py --random-weights gemma-3-4b --n-vision-layers 4 --features 8 --fixed-tokens 8
     python benchmarks/steering_throughput.py --random-weights gemma-3-4b --full-depth --device cuda --features 64
 
@@ -38,7 +40,8 @@ depth and vocabulary (the GPU mode). Both sides then decode a fixed number of to
 :func:`vis_steer_lens.testing.tiny_vlm`'s InternVL3 with ``--vision-layers`` blocks and a random
 SAE at the middle block's output, with a fixed length too; ``--family qwen2_vl`` and
 ``--family qwen2_5_vl`` build theirs the same way (the batch's empty images packed into one
-sequence on both sides). For InternVL the baseline steers the
+sequence on both sides), and ``--family llava`` and ``--family paligemma`` too (the SAE's middle
+block is before LLaVA's feature layer, the penultimate). For InternVL the baseline steers the
 patches only, as (a) does (the class token is left alone).
 """
 
@@ -92,7 +95,8 @@ def random_release(
 
 def random_family(family: str, vision_layers: int):
     """A tiny random VLM of a family (InternVL3: a class token and layer scale; Qwen2-VL / Qwen2.5-VL:
-    packed native-resolution images, windows) and a random SAE mid-tower."""
+    packed native-resolution images, windows; LLaVA-1.5: CLIP; PaliGemma 2: prefix-LM) and a random SAE
+    mid-tower."""
     from vis_steer_lens.testing import tiny_sae, tiny_vlm
 
     vlm = tiny_vlm(family, vision_layers=vision_layers, seed=1)
@@ -213,7 +217,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--family",
-        choices=["gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl"],
+        choices=["gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma"],
         default="gemma3",
         help="gemma3: the toy VLM (a Gemma 3); the others: a tiny random model of the family",
     )

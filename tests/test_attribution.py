@@ -86,3 +86,18 @@ def test_feature_attribution_sums_to_the_pre_activation(vit, cache):
     assert table["contribution"].abs().is_monotonic_decreasing
     with pytest.raises(ValueError, match="residual stream"):
         feature_attribution(cache, tiny_sae(vit, "blocks.1.mlp.hook_post", d_sae=8), feature=0)
+
+
+def test_feature_attribution_sums_on_a_tower_with_a_pre_norm():
+    """CLIP (LLaVA) normalises its embeddings before the first block: the normalised embeddings are the
+    'embed' row, so the rows still sum to the pre-activation."""
+    vit = tiny_vlm("llava", seed=2, vision_layers=3).vision
+    torch.manual_seed(0)
+    with torch.no_grad():
+        _, cache = vit.run_with_cache(torch.randn(2, 3, 32, 32))
+    sae = tiny_sae(vit, "blocks.1.hook_resid_post", d_sae=16, seed=1)
+    table = feature_attribution(cache, sae, feature=3)
+    resid = cache["blocks.1.hook_resid_post"][:, 1:]
+    pre = (resid - sae.b_dec) @ sae.W_enc[:, 3] + sae.b_enc[3]
+    assert table["contribution"].sum() == pytest.approx(float(pre.detach().mean()), abs=ATOL)
+    assert (table["component"] == "embed").sum() == 1 and "pos_embed" not in set(table["component"])

@@ -20,7 +20,11 @@ def test_tiny_vlm_answers_depend_on_the_image(family):
     )
     assert len(set(answers)) >= 2, answers  # a model that ignores the image would answer alike
     inputs = vlm.prompt_inputs([Image.new("RGB", (32, 32))], "What is in the image?")
-    assert (inputs["input_ids"] == vlm.image_token_id).sum() == 4
+    _, tower = vlm.split_inputs(inputs)
+    n_soft = vlm.encode_images(**tower).shape[-2]
+    # 4 soft tokens where the projector pools 2x2 patches, 16 where it maps each patch (LLaVA, PaliGemma).
+    assert n_soft == (16 if family in ("llava", "paligemma") else 4)
+    assert (inputs["input_ids"] == vlm.image_token_id).sum() == n_soft
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
@@ -43,18 +47,20 @@ def test_tiny_sae_fits_and_records_the_tower():
 
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="gemma3"):
-        tiny_vlm("llava")
+        tiny_vlm("llava_next")
 
 
 def test_a_family_without_a_builder_is_refused_naming_those_with_one():
     from vis_steer_lens.families import UnsupportedModelError
     from vis_steer_lens.testing import builder_families, get_builder
 
-    assert builder_families() == ["gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl"]
+    assert builder_families() == ["gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma"]
     with pytest.raises(UnsupportedModelError) as error:
-        get_builder("llava")
+        get_builder("llava_next")
     message = str(error.value)
-    assert "'llava'" in message and "gemma3, internvl3, qwen2_vl, qwen2_5_vl" in message
+    assert (
+        "'llava_next'" in message and "gemma3, internvl3, qwen2_vl, qwen2_5_vl, llava, paligemma" in message
+    )
     assert "register_builder" in message and "\n" not in message
 
 

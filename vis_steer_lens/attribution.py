@@ -33,7 +33,8 @@ def feature_attribution(
     Args:
         cache: A HookedViT (or HookedVLM) cache from ``run_with_cache`` holding at least
             ``hook_embed``, ``hook_pos_embed``, every ``attn.hook_z`` and ``hook_mlp_out`` below
-            the SAE's hook (caching everything is simplest).
+            the SAE's hook (caching everything is simplest); on a tower with a pre-norm (CLIP's
+            ``ln_pre``) also ``blocks.0.hook_resid_pre``, which is then the ``embed`` row.
         sae: A ``sae_lens.SAE`` at a residual-stream hook (``blocks.L.hook_resid_pre|mid|post``).
         feature: The feature id.
         include_prefix_tokens: Average over prefix tokens (a class token) too; by default over
@@ -64,6 +65,14 @@ def feature_attribution(
             layer=hook.layer + offset, mlp_input=mlp_input, expand_neurons=False, return_labels=True
         )  # [components, batch, tokens, d_model]
     stack = stack.detach()
+    if getattr(vit, "ln_pre", None) is not None:
+        # A tower that normalises its embeddings (CLIP's pre-LayerNorm): TransformerLens' embedding
+        # terms are before the norm, so the first block's input (``blocks.0.hook_resid_pre``, the
+        # normalised embeddings) stands for them, one "embed" row, and the rows still sum exactly.
+        keep = [i for i, label in enumerate(labels) if label not in ("embed", "pos_embed")]
+        normed = cache["blocks.0.hook_resid_pre"].detach().to(stack)
+        stack = torch.cat([normed[None], stack[keep]])
+        labels = ["embed", *(labels[i] for i in keep)]
     if not include_prefix_tokens and vit.cfg.n_prefix_tokens:
         stack = stack[:, :, vit.cfg.n_prefix_tokens :]
     encoder = sae.W_enc[:, feature].detach().to(device=stack.device, dtype=torch.float32)

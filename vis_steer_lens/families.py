@@ -107,15 +107,41 @@ def adapter_for_tower(tower: Any) -> VLMAdapter:
     raise _no_adapter("vision tower", getattr(getattr(tower, "config", None), "model_type", None), tower)
 
 
-def family_of_model_name(model_name: str | None) -> str:
+_NO_DEFAULT: Any = object()
+
+
+def family_of_model_name(model_name: str | None, default: str | None = _NO_DEFAULT) -> str | None:
     """The family a model name belongs to (``"OpenGVLab/InternVL3-14B"`` → ``"internvl3"``).
 
-    Falls back to :data:`DEFAULT_FAMILY` for names no adapter claims.
+    A family claims a name by one of its markers starting a word of the name (see
+    :meth:`VLMAdapter.claims_model_name`): ``"google/paligemma-3b-mix-224"`` is PaliGemma's, not
+    Gemma 3's, though it contains ``"gemma-3"`` inside a word. Where several families claim a name,
+    the longest marker wins.
+
+    Args:
+        model_name: A hub id, a folder or a free-form model name.
+        default: What to return for a name no family claims. Without it such a name raises: a
+            model's family is never guessed silently.
+
+    Raises:
+        UnsupportedModelError: If no family claims the name and no ``default`` is given.
     """
+    best: tuple[int, str] | None = None
     for adapter in _adapters():
-        if model_name and adapter.claims_model_name(model_name):
-            return adapter.name
-    return DEFAULT_FAMILY
+        if model_name:
+            # An adapter that overrides claims_model_name (a plug-in) is asked first; markers rank.
+            claims = adapter.claims_model_name(model_name)
+            length = max(adapter.claimed_marker_length(model_name), 1) if claims else 0
+            if length and (best is None or length > best[0]):
+                best = (length, adapter.name)
+    if best is not None:
+        return best[1]
+    if default is _NO_DEFAULT:
+        raise UnsupportedModelError(
+            f"No model family claims the name {model_name!r}; expected a name of one of the families "
+            f"{', '.join(supported_families())}; pass family= explicitly."
+        )
+    return default
 
 
 def _family_names(name: str, n_layers: int | None, family: str) -> tuple[list[str], Any]:

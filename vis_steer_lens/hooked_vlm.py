@@ -166,6 +166,43 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         return self.vision.dtype
 
     @property
+    def feature_layer(self) -> int:
+        """The last vision block whose output reaches the language model.
+
+        ``n_layers - 1`` for most families; LLaVA reads the penultimate block
+        (``vision_feature_layer=-2``), so an edit in its last block or its final norm changes nothing
+        the model says. Steering refuses SAEs whose hook is after it (see
+        :meth:`reaches_language_model`); reading there (mining, Top-k) is fine.
+        """
+        return self.adapter.feature_layer(self.hf_model, self.vision.cfg.n_layers)
+
+    @property
+    def reads_prefix_tokens(self) -> bool:
+        """Whether the projector reads the tower's prefix tokens (a class token) at :attr:`feature_layer`
+        (LLaVA and InternVL3 drop the class token; it reaches the language model only through
+        attention in the blocks before)."""
+        return self.adapter.reads_prefix_tokens(self.hf_model)
+
+    def reaches_language_model(self, hook_name: str) -> bool:
+        """Whether an edit at ``hook_name`` (any convention) can change what the language model reads.
+
+        Embedding hooks and blocks up to :attr:`feature_layer` reach it; later blocks, and the final
+        norm where the projector reads an earlier layer, do not; the projector's hooks do.
+
+        Raises:
+            UnknownHookNameError: If the name is unknown.
+        """
+        name = self.resolve_hook_name(hook_name)
+        if name.startswith("projector."):
+            return True
+        layer = self.vision.parse_hook_name(name).layer
+        if layer is not None:
+            return layer <= self.feature_layer
+        if name.startswith("ln_final."):
+            return self._projector_stop is None
+        return True  # embeddings, position embeddings, the pre-norm: before every block
+
+    @property
     def image_token_id(self) -> int:
         return self.adapter.image_token_id(self.hf_model)
 
@@ -384,7 +421,9 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         instruction: str | Sequence[str],
         device: str | torch.device | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Chat-templated model inputs: one user turn per row, with its images then the instruction.
+        """Model inputs in the family's prompt format: one user turn per row, with its images then the
+        instruction (a chat template; PaliGemma's processor format, which has none: see the adapter's
+        ``prompt_inputs``).
 
         Args:
             images: One PIL image per row (or a list of images per row; ``None`` for text only), of
@@ -407,26 +446,14 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         texts = [instruction] * n_rows if isinstance(instruction, str) else list(instruction)
         if len(texts) != n_rows:
             raise ValueError(f"Got {n_rows} image rows but {len(texts)} instructions.")
-        conversations = []
+        rows = []
         for row in range(n_rows):
             row_images = [] if images is None else images[row]
-            row_images = row_images if isinstance(row_images, (list, tuple)) else [row_images]
-            content = [{"type": "image", "image": image} for image in row_images]
-            content.append({"type": "text", "text": texts[row]})
-            conversations.append([{"role": "user", "content": content}])
+            rows.append(list(row_images) if isinstance(row_images, (list, tuple)) else [row_images])
         tokenizer = getattr(processor, "tokenizer", processor)
         tokenizer.padding_side = "left"
-        inputs = processor.apply_chat_template(
-            conversations,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            padding=True,
-            # One tower input per image (InternVL would tile a large one): the explainers' masks and
-            # the hybrid's steering are per image.
-            **self.adapter.one_tile_per_image,
-        )
+        # The family builds its own prompt format: a chat template for most, PaliGemma's prefix format.
+        inputs = self.adapter.prompt_inputs(processor, rows, texts)
         keep = (*self.adapter.language_input_keys, *self.adapter.tower_input_keys, "pixel_values")
         return {
             key: value.to(device or self.device) if hasattr(value, "to") else value

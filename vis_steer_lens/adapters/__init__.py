@@ -1,6 +1,6 @@
 """Model-family adapters: the only place that knows a family's Hugging Face layout.
 
-Importing this package registers the built-in families (Gemma 3, InternVL3, Qwen2-VL, Qwen2.5-VL) with
+Importing this package registers the built-in families (Gemma 3, InternVL3, Qwen2-VL, Qwen2.5-VL, LLaVA-1.5, PaliGemma) with
 :mod:`vis_steer_lens.families`.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 from vis_steer_lens.adapters.base import EMPTY_IMAGES, VLMAdapter
 from vis_steer_lens.adapters.gemma3 import GEMMA3_HOOK_NAMES, Gemma3Adapter
 from vis_steer_lens.adapters.internvl3 import INTERNVL3_HOOK_NAMES, InternVL3Adapter
+from vis_steer_lens.adapters.llava import LLAVA_HOOK_NAMES, LlavaAdapter
+from vis_steer_lens.adapters.paligemma import PALIGEMMA_HOOK_NAMES, PaliGemmaAdapter
 from vis_steer_lens.adapters.qwen2_vl import QWEN2_VL_HOOK_NAMES, Qwen2VLAdapter, Qwen25VLAdapter
 from vis_steer_lens.families import (
     UnsupportedModelError,
@@ -19,7 +21,10 @@ from vis_steer_lens.families import (
     supported_families,
 )
 
-# Registered in reverse order of preference: the last one registered is tried first.
+# Registered in reverse order of preference: the last one registered is tried first (a bare SigLIP
+# tower gets Gemma 3's adapter, not PaliGemma's: both wrap it the same way).
+register_adapter(PaliGemmaAdapter())
+register_adapter(LlavaAdapter())
 register_adapter(Qwen25VLAdapter())
 register_adapter(Qwen2VLAdapter())
 register_adapter(InternVL3Adapter())
@@ -31,6 +36,10 @@ __all__ = [
     "INTERNVL3_HOOK_NAMES",
     "Gemma3Adapter",
     "InternVL3Adapter",
+    "LLAVA_HOOK_NAMES",
+    "LlavaAdapter",
+    "PALIGEMMA_HOOK_NAMES",
+    "PaliGemmaAdapter",
     "QWEN2_VL_HOOK_NAMES",
     "Qwen25VLAdapter",
     "Qwen2VLAdapter",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -24,8 +25,9 @@ class VLMAdapter:
     :func:`vis_steer_lens.register_adapter`; nothing else in the library changes. It tells
     :class:`~vis_steer_lens.HookedViT` how the tower is built (:meth:`tower_config`,
     :meth:`tower_parts`, :attr:`hook_name_map`) and :class:`~vis_steer_lens.HookedVLM` how image
-    features reach the language model (:meth:`projector`, :meth:`projector_stop_at_layer`,
-    :meth:`image_token_id`, :attr:`end_of_turn_tokens`, :meth:`prefill_masks`,
+    features reach the language model (:meth:`projector`, :meth:`projector_stop_at_layer` and from
+    it :meth:`feature_layer`, the last vision block the language model reads, :meth:`reads_prefix_tokens`,
+    :meth:`prompt_inputs`, the prompt format, :meth:`image_token_id`, :attr:`end_of_turn_tokens`, :meth:`prefill_masks`,
     :attr:`language_input_keys`, :meth:`empty_image_pixel_values`). Its test models (tiny and
     random released ones) are the business of a :class:`vis_steer_lens.testing.ModelBuilder`
     registered under the same name, outside the production code.
@@ -74,9 +76,20 @@ class VLMAdapter:
         return getattr(getattr(tower, "config", None), "model_type", None) in self.tower_model_types
 
     def claims_model_name(self, model_name: str) -> bool:
-        """Whether a hub id or path names a model of this family."""
+        """Whether a hub id or path names a model of this family: one of :attr:`model_name_markers`
+        starts a word of it (after ``/``, ``-``, ``_``, ``.``, a space or the start), so
+        ``"paligemma-3b"`` is not claimed by the marker ``"gemma-3"``."""
+        return self.claimed_marker_length(model_name) > 0
+
+    def claimed_marker_length(self, model_name: str) -> int:
+        """Length of the longest of :attr:`model_name_markers` that starts a word of ``model_name``
+        (0 if none does): the more specific family wins where two claim a name."""
         lowered = model_name.lower()
-        return any(marker in lowered for marker in self.model_name_markers)
+        longest = 0
+        for marker in self.model_name_markers:
+            if re.search(rf"(?:^|[/\\_\-. ]){re.escape(marker)}", lowered):
+                longest = max(longest, len(marker))
+        return longest
 
     def describe(self) -> str:
         """Model types, for error messages."""
@@ -173,6 +186,19 @@ class VLMAdapter:
         final norm), else the ``stop_at_layer`` whose residual stream it takes."""
         return None
 
+    def feature_layer(self, model: nn.Module, n_layers: int) -> int:
+        """The last vision block whose output reaches the language model (from
+        :meth:`projector_stop_at_layer`): ``n_layers - 1`` where the projector reads the last hidden
+        state, else the block whose ``hook_resid_post`` it reads (LLaVA: ``n_layers - 2``). Blocks after
+        it, and the final norm, never reach the language model; ``-1`` means only the embeddings do."""
+        stop = self.projector_stop_at_layer(model, n_layers)
+        return n_layers - 1 if stop is None else stop - 1
+
+    def reads_prefix_tokens(self, model: nn.Module) -> bool:
+        """Whether the projector reads the tower's prefix tokens (a class token) at the feature layer;
+        ``True`` by default (towers without prefix tokens have nothing to drop)."""
+        return True
+
     def image_token_id(self, model: nn.Module) -> int:
         """Id of the placeholder token that soft image tokens replace."""
         return int(model.config.image_token_id)
@@ -254,6 +280,38 @@ class VLMAdapter:
         return tower
 
     # ---- inputs
+    def prompt_inputs(self, processor: Any, images: list[list[Any]], texts: list[str]) -> Mapping[str, Any]:
+        """The processor's outputs for one user turn per row: its images, then its instruction.
+
+        By default the processor's chat template (``apply_chat_template``, left-padded, one tower input
+        per image by :attr:`one_tile_per_image`); a family prompted without a chat template
+        (PaliGemma) overrides it.
+
+        Args:
+            processor: The model's processor (its tokenizer pads on the left).
+            images: One list of images per row (empty for text only).
+            texts: One instruction per row.
+
+        Returns:
+            The processor's outputs as tensors (``input_ids``, ``attention_mask``, ``pixel_values``, ...).
+        """
+        conversations = []
+        for row_images, text in zip(images, texts, strict=True):
+            content = [{"type": "image", "image": image} for image in row_images]
+            content.append({"type": "text", "text": text})
+            conversations.append([{"role": "user", "content": content}])
+        return processor.apply_chat_template(
+            conversations,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            padding=True,
+            # One tower input per image (InternVL would tile a large one): the explainers' masks and
+            # the hybrid's steering are per image.
+            **self.one_tile_per_image,
+        )
+
     #: Side in pixels of the empty image steering starts from; the processor resizes it as any image
     #: (fixed-grid towers to their size; native-resolution ones within their pixel bounds).
     empty_image_size: ClassVar[int] = 224
@@ -293,10 +351,10 @@ class VLMAdapter:
         if kind not in EMPTY_IMAGES:
             raise ValueError(f"Unknown empty image {kind!r}; choose one of {EMPTY_IMAGES}.")
         image_processor = getattr(processor, "image_processor", processor)
-        if kind == "zeros":
-            size = image_processor.size
-            height, width = size["height"], size["width"]
-            return torch.zeros(1, 3, height, width, dtype=dtype)
+        if kind == "zeros":  # the processor's output shape (its size, or its crop), all zeros
+            image = Image.new("RGB", (224, 224), (0, 0, 0))
+            pixel_values = image_processor(images=[image], return_tensors="pt")["pixel_values"]
+            return torch.zeros_like(pixel_values[:1], dtype=dtype)
         if kind == "mean":
             colour = tuple(int(round(255 * m)) for m in image_processor.image_mean)
         else:

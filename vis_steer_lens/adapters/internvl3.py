@@ -183,6 +183,9 @@ class InternVL3Adapter(VLMAdapter):
         # hidden_states[0] is the embedding output, hidden_states[i] the output of block i - 1.
         return layer if layer >= 0 else n_layers + 1 + layer
 
+    def reads_prefix_tokens(self, model: nn.Module) -> bool:
+        return model.config.vision_feature_select_strategy != "default"
+
     def tower(self, model: nn.Module) -> nn.Module:
         return model.model.vision_tower
 

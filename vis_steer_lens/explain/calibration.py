@@ -165,10 +165,10 @@ def calibrate_run(
             another SAE, empty image or prompt.
     """
     from vis_steer_lens.saes.metadata import sae_identity
-    from vis_steer_lens.saes.validation import check_sae_fits
+    from vis_steer_lens.saes.validation import check_sae_steers
 
     requested = coefficient_request(coefficient)
-    hook_name = check_sae_fits(sae, vlm)
+    hook_name = check_sae_steers(sae, vlm, method="steering (and its coefficient sweep)")
     prompt_id = prompt if isinstance(prompt, str) else prompt.prompt_id
     sae_id = sae_identity(sae)
     existing = run.coefficient()

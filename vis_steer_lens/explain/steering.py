@@ -35,7 +35,7 @@ from vis_steer_lens.explain.sweep import (
 )
 from vis_steer_lens.explain.text import explanation_and_flag
 from vis_steer_lens.memory import explain_bytes_per_row
-from vis_steer_lens.saes.validation import check_sae_fits
+from vis_steer_lens.saes.validation import check_sae_steers
 
 if TYPE_CHECKING:
     from vis_steer_lens.hooked_vlm import HookedVLM
@@ -119,7 +119,7 @@ class SteeringExplainer(Explainer):
         )
         checked = SteeringSettings(coefficient=coefficient, empty_image=empty_image, batch_size=batch_size)
         coefficient = checked.coefficient
-        self.hook_name = check_sae_fits(sae, model)
+        self.hook_name = check_sae_steers(sae, model)
         self.coefficient = coefficient
         self.empty_image = empty_image
         self.max_new_tokens = check_positive_int(max_new_tokens, "max_new_tokens")

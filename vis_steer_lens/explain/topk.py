@@ -25,7 +25,7 @@ from vis_steer_lens.explain.settings import check_coefficient, check_positive_in
 from vis_steer_lens.explain.text import explanation_and_flag
 from vis_steer_lens.memory import explain_bytes_per_row
 from vis_steer_lens.saes.metadata import sae_identity
-from vis_steer_lens.saes.validation import SAEModelMismatchError, check_sae_fits
+from vis_steer_lens.saes.validation import SAEModelMismatchError, check_sae_steers
 
 if TYPE_CHECKING:
     from vis_steer_lens.hooked_vlm import HookedVLM
@@ -251,7 +251,7 @@ class SteeringInformedTopKExplainer(TopKExplainer):
     ):
         coefficient = check_coefficient(coefficient, "coefficient (a multiple of the patch norm)")
         super().__init__(mined, explainer_model, sae=sae, **kwargs)
-        self.hook_name = check_sae_fits(sae, self.model)
+        self.hook_name = check_sae_steers(sae, self.model, method="the hybrid (Steering-informed Top-k)")
         self.coefficient = float(coefficient)
 
     def _image_feature(self, feature: int, direction_feature: int) -> int:

@@ -76,6 +76,8 @@ class TowerParts:
             grid sizes); empty for fixed grids.
         max_patches: ``image_processor -> int``: the most patches one image can have after that
             processor (the width of per-image maps); ``None``: the config's ``n_patches``.
+        embed_norm: Norm of the embeddings before the first block (CLIP's pre-LayerNorm), or
+            ``None``.
 
     ``pos_embed`` is ``None`` for towers with rotary position embeddings.
     """
@@ -89,6 +91,7 @@ class TowerParts:
     geometry: Callable[..., ImageGeometry] | None = None
     input_keys: tuple[str, ...] = ()
     max_patches: Callable[[Any], int] | None = None
+    embed_norm: nn.Module | None = None
 
 
 class ShapedHookPoint(HookPoint):
@@ -544,4 +547,5 @@ def parts_from_config(cfg: HookedViTConfig) -> TowerParts:
         blocks=[block() for _ in range(cfg.n_layers)],
         final_norm=None if cfg.final_norm_type is None else _norm_module(cfg.final_norm_type, d, eps),
         prefix_tokens=nn.Parameter(torch.zeros(1, cfg.n_prefix_tokens, d)) if cfg.n_prefix_tokens else None,
+        embed_norm=None if cfg.embed_norm_type is None else _norm_module(cfg.embed_norm_type, d, eps),
     )

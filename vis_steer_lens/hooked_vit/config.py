@@ -35,6 +35,9 @@ class HookedViTConfig:
             token, 0 for SigLIP). Patch statistics, maps and steering skip them.
         norm_type: ``"LN"`` (LayerNorm) or ``"RMS"`` (RMSNorm) in the blocks.
         final_norm_type: Norm after the last block (``"LN"``, ``"RMS"``) or ``None`` (none).
+        embed_norm_type: Norm of the embeddings before the first block (``"LN"``, ``"RMS"``; CLIP's
+            pre-LayerNorm, hooked as ``ln_pre``) or ``None`` (none). ``blocks.0.hook_resid_pre`` is
+            its output.
         layer_scale: Whether each block scales its attention and MLP outputs by learned
             per-channel factors before adding them to the residual stream.
         qk_norm: Whether queries and keys are normalised (over all heads together) before
@@ -72,6 +75,7 @@ class HookedViTConfig:
     n_prefix_tokens: int = 0
     norm_type: str = "LN"
     final_norm_type: str | None = "LN"
+    embed_norm_type: str | None = None
     layer_scale: bool = False
     qk_norm: bool = False
     act_fn: str = "gelu_pytorch_tanh"
@@ -89,9 +93,9 @@ class HookedViTConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("norm_type", "final_norm_type"):
+        for name in ("norm_type", "final_norm_type", "embed_norm_type"):
             value = getattr(self, name)
-            if value not in NORM_TYPES and not (name == "final_norm_type" and value is None):
+            if value not in NORM_TYPES and not (name != "norm_type" and value is None):
                 raise ValueError(f"HookedViTConfig.{name} must be one of {NORM_TYPES}, got {value!r}.")
         if self.positional not in POSITIONAL_KINDS:
             raise ValueError(

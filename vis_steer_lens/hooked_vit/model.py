@@ -144,6 +144,10 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         self.hook_embed = ShapedHookPoint("batch", "pos", "d_model")
         if self.pos_embed is not None:
             self.hook_pos_embed = ShapedHookPoint("batch", "pos", "d_model")
+        if (parts.embed_norm is None) != (cfg.embed_norm_type is None):
+            raise ValueError("cfg.embed_norm_type and parts.embed_norm must both be set or both be None.")
+        #: The norm of the embeddings before the first block (CLIP's pre-LayerNorm), or ``None``.
+        self.ln_pre = None if parts.embed_norm is None else HookedNorm(parts.embed_norm, cfg.embed_norm_type)
         self.blocks = nn.ModuleList(
             HookedViTBlock(block, cfg, layer) for layer, block in enumerate(parts.blocks)
         )
@@ -388,6 +392,8 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             raise ValueError(f"This tower takes pixel_values only, got also {sorted(tower_inputs)}.")
         if start_at_layer is None:
             resid = self.embed(input, interpolate_pos_encoding=interpolate_pos_encoding, geometry=geometry)
+            if self.ln_pre is not None:
+                resid = self.ln_pre(resid)
         else:
             expected = (self.cfg.n_tokens, self.cfg.d_model)
             if self.cfg.packed:

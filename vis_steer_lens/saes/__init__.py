@@ -21,6 +21,7 @@ from vis_steer_lens.saes.registry import (
     get_release,
     list_vision_releases,
 )
+from vis_steer_lens.saes.sae_for_vlm import SAEForVLMFormatError, load_sae_for_vlm
 from vis_steer_lens.saes.splicing import SAESplicingMixin, SplicedSAE
 from vis_steer_lens.saes.trainer import (
     ActivationStreamError,
@@ -34,22 +35,28 @@ from vis_steer_lens.saes.validation import (
     FeatureIndexError,
     NonFiniteSAEError,
     SAEModelMismatchError,
+    UnreachableHookError,
     check_feature_ids,
     check_sae_finite,
     check_sae_fits,
+    check_sae_steers,
     nonfinite_weights,
     sae_hook_name,
 )
 
 __all__ = [
+    "SAEForVLMFormatError",
+    "load_sae_for_vlm",
     "FeatureIndexError",
     "NonFiniteSAEError",
     "SAEModelMismatchError",
+    "UnreachableHookError",
     "SAESplicingMixin",
     "SplicedSAE",
     "check_feature_ids",
     "check_sae_finite",
     "check_sae_fits",
+    "check_sae_steers",
     "nonfinite_weights",
     "load_sae_unchecked",
     "sae_hook_name",

@@ -14,7 +14,7 @@ from typing import Any
 from sae_lens import SAE
 from sae_lens.saes.sae import SAEMetadata
 
-from vis_steer_lens.families import equivalent_names, family_of_model_name
+from vis_steer_lens.families import DEFAULT_FAMILY, equivalent_names, family_of_model_name
 
 #: ``model_class_name`` of every vision SAE: the hooks live on a HookedViT.
 VISION_MODEL_CLASS_NAME = "HookedViT"
@@ -51,7 +51,9 @@ def vision_sae_metadata(
     Raises:
         vis_steer_lens.hook_names.UnknownHookNameError: If ``hook_name`` is not a vision hook.
     """
-    family = family or family_of_model_name(model_name)
+    # Names no family claims ("toy", a local run's name) get the default family's naming tables,
+    # stated here rather than guessed inside the registry.
+    family = family or family_of_model_name(model_name, default=DEFAULT_FAMILY)
     names = equivalent_names(hook_name, n_layers=n_layers, family=family)
     metadata: dict[str, Any] = {
         "model_name": model_name,

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from vis_steer_lens.families import canonical_hook_name, family_of_model_name
+from vis_steer_lens.families import DEFAULT_FAMILY, canonical_hook_name, family_of_model_name
 from vis_steer_lens.hook_names import UnknownHookNameError
 
 REGISTRY_FILENAME = "pretrained_vision_saes.yaml"
@@ -61,7 +61,9 @@ class VisionSAERelease:
         if sae_id in self.saes:
             return self.saes[sae_id]
         try:
-            canonical = canonical_hook_name(sae_id, family=family_of_model_name(self.model))
+            canonical = canonical_hook_name(
+                sae_id, family=family_of_model_name(self.model, default=DEFAULT_FAMILY)
+            )
         except UnknownHookNameError:
             canonical = None
         if canonical in self.saes:

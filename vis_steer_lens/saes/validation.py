@@ -179,6 +179,41 @@ def check_sae_fits(sae: SAE, model: Any) -> str:
     return resolved
 
 
+class UnreachableHookError(SAEModelMismatchError):
+    """An SAE hook after the vision layer the language model reads: steering there changes nothing
+    the model says (LLaVA reads its penultimate layer). Reading there (mining, Top-k) is fine."""
+
+
+def check_sae_steers(sae: SAE, model: Any, method: str = "steering") -> str:
+    """Check that an SAE fits ``model`` (:func:`check_sae_fits`) and that its hook reaches the
+    language model, so that adding a direction there can change the answer.
+
+    Args:
+        sae: A ``sae_lens.SAE`` with ``cfg.metadata.hook_name``.
+        model: A HookedVLM (a bare HookedViT has no language model and passes).
+        method: What is refused, for the message (``"steering"``, ``"the hybrid"``, ...).
+
+    Returns:
+        The SAE's hook as a HookedViT hook name.
+
+    Raises:
+        UnreachableHookError: If the hook is after the layer the language model reads; the message
+            names that layer.
+        SAEModelMismatchError: As :func:`check_sae_fits`.
+    """
+    resolved = check_sae_fits(sae, model)
+    reaches = getattr(model, "reaches_language_model", None)
+    if reaches is not None and not reaches(resolved):
+        layer = model.feature_layer
+        raise UnreachableHookError(
+            f"The SAE reads {resolved}, after the vision layer the language model of "
+            f"{model.vision.cfg.model_name!r} reads (blocks.{layer}.hook_resid_post): {method} there changes "
+            f"nothing the model says. Use an SAE at layer {layer} or before for steering and the hybrid; "
+            "mining and Top-k read any layer."
+        )
+    return resolved
+
+
 def check_sae_tower(sae: SAE, model: Any) -> None:
     """Check that ``model``'s vision tower is the one the SAE was trained on, where the SAE says.
 

@@ -71,8 +71,9 @@ class ModelBuilder:
     def build_tiny(self, *, vision_layers: int, text_width: int, **options: Any) -> tuple[nn.Module, Any]:
         """A tiny random model of the family and a working processor (see :mod:`vis_steer_lens.testing`).
 
-        32x32 images in 8-pixel patches (16 patches), 4 soft tokens per image, a word-level
-        tokenizer with the family's special tokens and chat-template structure. Seed torch first.
+        32x32 images in 8-pixel patches (16 patches), 4 soft tokens per image where the projector
+        pools (16 where it maps each patch: LLaVA, PaliGemma), a word-level tokenizer with the
+        family's special tokens and prompt structure. Seed torch first.
         """
         raise NotImplementedError(f"The {self.family} builder builds no tiny model.")
 
