@@ -69,6 +69,25 @@ GEMMA3_HOOK_NAMES = HookNameMap(
 )
 
 
+def encoder_block_parts(layers: nn.ModuleList) -> list[BlockParts]:
+    """The parts of SigLIP's encoder layers, which CLIP's share module for module (LLaVA's tower)."""
+    return [
+        BlockParts(
+            ln1=layer.layer_norm1,
+            ln2=layer.layer_norm2,
+            q=layer.self_attn.q_proj,
+            k=layer.self_attn.k_proj,
+            v=layer.self_attn.v_proj,
+            o=layer.self_attn.out_proj,
+            mlp_in=layer.mlp.fc1,
+            mlp_out=layer.mlp.fc2,
+            act_fn=layer.mlp.activation_fn,
+            attn_scale=layer.self_attn.scale,
+        )
+        for layer in layers
+    ]
+
+
 class Gemma3Adapter(VLMAdapter):
     """Adapter for transformers' ``Gemma3ForConditionalGeneration`` (Gemma 3 4B/12B/27B, MedGemma)."""
 
@@ -103,21 +122,7 @@ class Gemma3Adapter(VLMAdapter):
         )
 
     def tower_parts(self, tower: nn.Module) -> TowerParts:
-        blocks = [
-            BlockParts(
-                ln1=layer.layer_norm1,
-                ln2=layer.layer_norm2,
-                q=layer.self_attn.q_proj,
-                k=layer.self_attn.k_proj,
-                v=layer.self_attn.v_proj,
-                o=layer.self_attn.out_proj,
-                mlp_in=layer.mlp.fc1,
-                mlp_out=layer.mlp.fc2,
-                act_fn=layer.mlp.activation_fn,
-                attn_scale=layer.self_attn.scale,
-            )
-            for layer in tower.encoder.layers
-        ]
+        blocks = encoder_block_parts(tower.encoder.layers)
         embeddings = tower.embeddings
         return TowerParts(
             patch_embed=embeddings.patch_embedding,

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from vis_steer_lens.adapters.base import VLMAdapter
+from vis_steer_lens.adapters.gemma3 import encoder_block_parts
 from vis_steer_lens.hook_names import HookNameMap
-from vis_steer_lens.hooked_vit import BlockParts, HookedViTConfig, TowerParts
+from vis_steer_lens.hooked_vit import HookedViTConfig, TowerParts
 
 #: CLIP inside LLaVA, in Hugging Face module paths. transformer-lens 3.9 has no TransformerBridge for
 #: LLaVA's vision tower, so there are no Bridge names.
@@ -118,21 +119,7 @@ class LlavaAdapter(VLMAdapter):
         )
 
     def tower_parts(self, tower: nn.Module) -> TowerParts:
-        blocks = [
-            BlockParts(
-                ln1=layer.layer_norm1,
-                ln2=layer.layer_norm2,
-                q=layer.self_attn.q_proj,
-                k=layer.self_attn.k_proj,
-                v=layer.self_attn.v_proj,
-                o=layer.self_attn.out_proj,
-                mlp_in=layer.mlp.fc1,
-                mlp_out=layer.mlp.fc2,
-                act_fn=layer.mlp.activation_fn,
-                attn_scale=layer.self_attn.scale,
-            )
-            for layer in tower.encoder.layers
-        ]
+        blocks = encoder_block_parts(tower.encoder.layers)
         embeddings = tower.embeddings
         return TowerParts(
             patch_embed=embeddings.patch_embedding,
