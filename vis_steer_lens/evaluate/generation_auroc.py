@@ -15,7 +15,7 @@ protocol (``len(positives)`` random images per feature) with less noise; pass
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,70 @@ def _normalise_explanations(explanations: pd.DataFrame, default_sae_id: str) -> 
 
 def _key(row: dict[str, Any] | pd.Series) -> tuple:
     return tuple(int(row[c]) if c == "feature" else str(row[c]) for c in KEY_COLUMNS)
+
+
+def resume_scoring(
+    df: pd.DataFrame,
+    score_chunk: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    *,
+    settings: dict[str, Any],
+    error: type[ResumeMismatchError],
+    chunk_size: int,
+    out_path: str | Path | None = None,
+    progress: bool = True,
+    desc: str = "scoring",
+    settings_in_rows: bool = False,
+) -> list[dict[str, Any]]:
+    """Score each row of ``df`` once, resuming from ``out_path``: what every per-explanation scorer shares.
+
+    Rows already in the file (by :data:`KEY_COLUMNS`) are not scored again; the others are scored
+    ``chunk_size`` at a time and appended as they come.
+
+    Args:
+        df: Normalised explanations (:func:`_normalise_explanations`).
+        score_chunk: ``rows -> scored rows``; each scored row keeps the row's key columns.
+        settings: The scorer's settings, stored beside ``out_path`` (others are refused with ``error``).
+        error: The error type for a file written with other settings.
+        chunk_size: Rows per ``score_chunk`` call.
+        out_path: A ``.jsonl`` file, or ``None``.
+        progress: Show a progress bar labelled ``desc``.
+        settings_in_rows: Also write ``settings`` into each scored row.
+
+    Returns:
+        One scored row per row of ``df``, in its order, with the row's own ``sae_id``, ``method``,
+        ``direction`` and ``explanation``.
+    """
+    store = None
+    if out_path is not None:
+        store = ResultsStore(out_path, settings, key=KEY_COLUMNS, error=error)
+    done: dict[tuple, dict[str, Any]] = dict(store.rows) if store is not None else {}
+    todo: dict[tuple, dict[str, Any]] = {}
+    for row in df.to_dict("records"):
+        key = _key(row)
+        if key not in done and key not in todo:
+            todo[key] = row
+    pending = list(todo.values())
+    chunk_size = max(1, chunk_size)
+    bar = tqdm(total=len(pending), desc=desc, disable=not progress)
+    try:
+        for start in range(0, len(pending), chunk_size):
+            chunk = score_chunk(pending[start : start + chunk_size])
+            if settings_in_rows:
+                chunk = [{**r, **settings} for r in chunk]
+            if store is not None:
+                store.append(chunk)
+            done.update({_key(r): r for r in chunk})
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if store is not None:
+            store.close()
+    out = []
+    for row in df.to_dict("records"):
+        scored = dict(done[_key(row)])
+        scored.update({c: row[c] for c in ("sae_id", "method", "direction", "explanation")})
+        out.append(scored)
+    return out
 
 
 class GenerationAUROCScorer:
@@ -220,35 +284,16 @@ class GenerationAUROCScorer:
         d_sae = ref_mean.shape[1]
         check_feature_ids(d_sae, df["feature"].tolist())
 
-        store = None
-        if out_path is not None:
-            store = ResultsStore(out_path, self._settings(), key=KEY_COLUMNS, error=ScoresFileMismatchError)
-        done: dict[tuple, dict[str, Any]] = dict(store.rows) if store is not None else {}
-        todo: dict[tuple, dict[str, Any]] = {}
-        for row in df.to_dict("records"):
-            key = _key(row)
-            if key not in done and key not in todo:
-                todo[key] = row
-        pending = list(todo.values())
-        rows_per_chunk = max(1, self.batch_size // self.n_images)
-        bar = tqdm(total=len(pending), desc=desc or "generation AUROC", disable=not progress)
-        try:
-            for start in range(0, len(pending), rows_per_chunk):
-                chunk = self._score_rows(pending[start : start + rows_per_chunk])
-                if store is not None:
-                    store.append(chunk)
-                done.update({_key(r): r for r in chunk})
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-            if store is not None:
-                store.close()
-
-        stored = []
-        for row in df.to_dict("records"):
-            scored = dict(done[_key(row)])
-            scored.update({c: row[c] for c in ("sae_id", "method", "direction", "explanation")})
-            stored.append(scored)
+        stored = resume_scoring(
+            df,
+            self._score_rows,
+            settings=self._settings(),
+            error=ScoresFileMismatchError,
+            chunk_size=max(1, self.batch_size // self.n_images),
+            out_path=out_path,
+            progress=progress,
+            desc=desc or "generation AUROC",
+        )
         return scores_from_rows(stored, ref_mean, ref_max)
 
     def summary(

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from vis_steer_lens.evaluate.generation_auroc import (
     KEY_COLUMNS,
-    _key,
     _normalise_explanations,
+    resume_scoring,
 )
 from vis_steer_lens.evaluate.metrics import method_label
-from vis_steer_lens.store import ResultsStore, ResumeMismatchError
+from vis_steer_lens.store import ResumeMismatchError
 
 #: Every scorer ``evaluate --scorer`` knows, in the order ``compare`` shows them.
 SCORERS = (
@@ -68,35 +67,17 @@ def score_rows(
     if "flag" in explanations:
         explanations = explanations[explanations["flag"].astype(object) != "dead"]
     df = _normalise_explanations(explanations, sae_id)
-    store = None
-    if out_path is not None:
-        store = ResultsStore(out_path, settings, key=KEY_COLUMNS, error=ScorerSettingsMismatchError)
-    done: dict[tuple, dict[str, Any]] = dict(store.rows) if store is not None else {}
-    todo: dict[tuple, dict[str, Any]] = {}
-    for row in df.to_dict("records"):
-        key = _key(row)
-        if key not in done and key not in todo:
-            todo[key] = row
-    pending = list(todo.values())
-    bar = tqdm(total=len(pending), desc=desc, disable=not progress)
-    try:
-        for start in range(0, len(pending), max(1, chunk_size)):
-            chunk = score_chunk(pending[start : start + chunk_size])
-            chunk = [{**r, **settings} for r in chunk]
-            if store is not None:
-                store.append(chunk)
-            done.update({_key(r): r for r in chunk})
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-        if store is not None:
-            store.close()
-    out = []
-    for row in df.to_dict("records"):
-        scored = dict(done[_key(row)])
-        scored.update({c: row[c] for c in ("sae_id", "method", "direction", "explanation")})
-        out.append(scored)
-    return out
+    return resume_scoring(
+        df,
+        score_chunk,
+        settings=settings,
+        error=ScorerSettingsMismatchError,
+        chunk_size=chunk_size,
+        out_path=out_path,
+        progress=progress,
+        desc=desc,
+        settings_in_rows=True,
+    )
 
 
 def rows_frame(rows: Iterable[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
