@@ -20,19 +20,23 @@ _VISION_PREFIXES = (
     "vision_tower.",
 )
 
+#: Hook sites inside one SigLIP encoder layer, as Hugging Face module paths; CLIP's layers (LLaVA's
+#: tower) have the same modules.
+ENCODER_LAYER_SITES = {
+    "attn.hook_q": "self_attn.q_proj",
+    "attn.hook_k": "self_attn.k_proj",
+    "attn.hook_v": "self_attn.v_proj",
+    "hook_attn_out": "self_attn",
+    "mlp.hook_pre": "mlp.fc1",
+    "hook_mlp_out": "mlp",
+    "hook_resid_post": "",
+}
+
 #: SigLIP inside Gemma 3, in Hugging Face module paths and TransformerLens TransformerBridge names.
 GEMMA3_HOOK_NAMES = HookNameMap(
     hf_prefix="model.vision_tower.",
     hf_block="encoder.layers.{layer}",
-    hf_block_sites={
-        "attn.hook_q": "self_attn.q_proj",
-        "attn.hook_k": "self_attn.k_proj",
-        "attn.hook_v": "self_attn.v_proj",
-        "hook_attn_out": "self_attn",
-        "mlp.hook_pre": "mlp.fc1",
-        "hook_mlp_out": "mlp",
-        "hook_resid_post": "",
-    },
+    hf_block_sites=ENCODER_LAYER_SITES,
     hf_other={"hook_pos_embed": "embeddings.position_embedding"},
     hf_extra_prefixes=("vision_tower.",),
     bridge_block="vision_encoder.encoder_layers.{layer}",

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vis_steer_lens.adapters.base import VLMAdapter
-from vis_steer_lens.adapters.gemma3 import encoder_block_parts
+from vis_steer_lens.adapters.gemma3 import ENCODER_LAYER_SITES, encoder_block_parts
 from vis_steer_lens.hook_names import HookNameMap
 from vis_steer_lens.hooked_vit import HookedViTConfig, TowerParts
 
@@ -26,15 +26,7 @@ from vis_steer_lens.hooked_vit import HookedViTConfig, TowerParts
 LLAVA_HOOK_NAMES = HookNameMap(
     hf_prefix="model.vision_tower.",
     hf_block="encoder.layers.{layer}",
-    hf_block_sites={
-        "attn.hook_q": "self_attn.q_proj",
-        "attn.hook_k": "self_attn.k_proj",
-        "attn.hook_v": "self_attn.v_proj",
-        "hook_attn_out": "self_attn",
-        "mlp.hook_pre": "mlp.fc1",
-        "hook_mlp_out": "mlp",
-        "hook_resid_post": "",
-    },
+    hf_block_sites=ENCODER_LAYER_SITES,
     hf_other={"hook_pos_embed": "embeddings.position_embedding"},
     hf_extra_prefixes=("vision_tower.",),
     bridge_note="transformer-lens 3.9 has no TransformerBridge for LLaVA's vision tower",
