@@ -259,6 +259,11 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
     # ------------------------------------------------------------------ the public contract
     # What explainers, scorers and decoding need of a VLM, whatever its family: they call these
     # and never reach into the adapter or the processor.
+    @property
+    def language_input_keys(self) -> tuple[str, ...]:
+        """The processor outputs the language model takes besides the image (the family's)."""
+        return tuple(self.adapter.language_input_keys)
+
     def split_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Split processor outputs into the language model's inputs and the tower's.
 

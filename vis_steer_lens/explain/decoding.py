@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 #: any transformers ``StoppingCriteria`` that judges each row by its own tokens).
 StopFn = Callable[..., torch.Tensor]
 
-# mm_token_type_ids and image_grid_thw only place the image tokens (M-RoPE positions, Qwen2-VL).
-_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "image_grid_thw")
+# Keys any family's prompt may hold; a family adds its own (HookedVLM.language_input_keys, e.g. what
+# places the image tokens for a multimodal RoPE).
+_COMMON_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @torch.no_grad()
@@ -62,8 +63,9 @@ def greedy_decode(
         vlm: A :class:`~vis_steer_lens.HookedVLM` (its ``hf_model`` runs) or a Hugging Face
             ``...ForConditionalGeneration`` model of a registered family.
         inputs: ``input_ids`` ``[batch, seq]`` (left-padded), optionally ``attention_mask``
-            ``[batch, seq]`` and (Gemma 3) ``token_type_ids`` ``[batch, seq]`` (1 at image tokens), as
-            from :meth:`~vis_steer_lens.HookedVLM.prompt_inputs` without ``pixel_values``.
+            ``[batch, seq]``, (Gemma 3) ``token_type_ids`` ``[batch, seq]`` (1 at image tokens) and
+            the family's own keys (``vlm.language_input_keys``), as the first half of
+            :meth:`~vis_steer_lens.HookedVLM.split_inputs` gives them.
         image_features: Soft image tokens ``[n_images, soft_tokens, d_lm]`` that replace the
             image placeholder tokens in the prefill (``None`` for a text-only prompt).
         max_new_tokens: Cap on generated tokens per row (>= 1).
@@ -85,10 +87,12 @@ def greedy_decode(
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
-    unknown = set(inputs) - set(_INPUT_KEYS)
+    vlm = _as_hooked(vlm)
+    allowed = tuple(dict.fromkeys((*_COMMON_INPUT_KEYS, *vlm.language_input_keys)))
+    unknown = set(inputs) - set(allowed)
     if unknown:
         raise ValueError(
-            f"greedy_decode takes only {_INPUT_KEYS} in inputs, got also {sorted(unknown)}; "
+            f"greedy_decode takes only {allowed} in inputs, got also {sorted(unknown)}; "
             "pass images as image_features (e.g. vlm.encode_images(pixel_values))."
         )
     if "input_ids" not in inputs:
@@ -117,8 +121,7 @@ def greedy_decode(
         attention_mask = _infer_attention_mask(input_ids, eos, pad_token_id)
     # Positions count only the real tokens, so left padding does not shift a row's positions.
     position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    vlm = _as_hooked(vlm)
-    # The family's prefill positions (M-RoPE for Qwen2-VL) and each row's offset of decoded positions.
+    # The family's prefill positions (a multimodal RoPE for some) and each row's offset of decoded positions.
     prefill_positions, position_offset = vlm.decoding_positions(inputs, position_ids, attention_mask)
     if bool((attention_mask == 1).all()):
         attention_mask = None  # no padding: the model builds a plain causal mask, faster
