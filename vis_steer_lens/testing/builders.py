@@ -201,4 +201,20 @@ def get_builder(family: str) -> ModelBuilder:
     )
 
 
-__all__ = ["ModelBuilder", "builder_families", "get_builder", "register_builder"]
+def redraw_linears_at_unit_gain(module: nn.Module) -> None:
+    """Redraw every linear weight in ``module`` (in module order) at std ``in_features ** -0.5``: a
+    projector at transformers' init (std 0.02) makes image tokens too faint for a random language
+    model to answer differently per image."""
+    with torch.no_grad():
+        for linear in module.modules():
+            if isinstance(linear, nn.Linear):
+                linear.weight.normal_(std=linear.in_features**-0.5)
+
+
+__all__ = [
+    "redraw_linears_at_unit_gain",
+    "ModelBuilder",
+    "builder_families",
+    "get_builder",
+    "register_builder",
+]

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
 from vis_steer_lens.adapters.internvl3 import image_only_processor_class
-from vis_steer_lens.testing.builders import ModelBuilder
+from vis_steer_lens.testing.builders import ModelBuilder, redraw_linears_at_unit_gain
 from vis_steer_lens.testing.tokenizers import word_tokenizer
 
 # The test models' tokenizer and chat template (tiny and random released ones): Qwen's turns and
@@ -177,7 +176,7 @@ class InternVL3Builder(ModelBuilder):
             tie_word_embeddings=False,
         )
         model = InternVLForConditionalGeneration(config)
-        _strengthen_projector(model)
+        redraw_linears_at_unit_gain(model.model.multi_modal_projector)
         return model, _processor(tokenizer, image_size=32, image_seq_length=4, crop_to_patches=False)
 
     def _released_model_config(self, fields: dict, ids: dict, tokenizer: Any) -> tuple[Any, Any]:
@@ -190,16 +189,7 @@ class InternVL3Builder(ModelBuilder):
         return InternVLConfig(**fields), processor
 
     def _finish_random(self, model: nn.Module) -> None:
-        _strengthen_projector(model)
-
-
-def _strengthen_projector(model: nn.Module) -> None:
-    """Redraw the projector's linear weights at unit gain: transformers' init (std 0.02) makes image
-    tokens too faint for a random language model to answer differently per image."""
-    projector = model.model.multi_modal_projector
-    with torch.no_grad():
-        for linear in (projector.linear_1, projector.linear_2):
-            linear.weight.normal_(std=linear.in_features**-0.5)
+        redraw_linears_at_unit_gain(model.model.multi_modal_projector)
 
 
 #: The builders :mod:`vis_steer_lens.testing` registers from this module, in registration order.

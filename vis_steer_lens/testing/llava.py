@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
-from vis_steer_lens.testing.builders import ModelBuilder
+from vis_steer_lens.testing.builders import ModelBuilder, redraw_linears_at_unit_gain
 from vis_steer_lens.testing.tokenizers import word_tokenizer
 
 # The test models' tokenizer and chat template: Llama's special tokens and the llava-hf template's
@@ -156,7 +155,7 @@ class LlavaBuilder(ModelBuilder):
             tie_word_embeddings=False,
         )
         model = LlavaForConditionalGeneration(config)
-        _strengthen_projector(model)
+        redraw_linears_at_unit_gain(model.model.multi_modal_projector)
         return model, _processor(tokenizer, image_size=32, patch_size=8)
 
     def _released_model_config(self, fields: dict, ids: dict, tokenizer: Any) -> tuple[Any, Any]:
@@ -171,16 +170,7 @@ class LlavaBuilder(ModelBuilder):
         return LlavaConfig(**fields), processor
 
     def _finish_random(self, model: nn.Module) -> None:
-        _strengthen_projector(model)
-
-
-def _strengthen_projector(model: nn.Module) -> None:
-    """Redraw the projector's linear weights at unit gain, so a random language model's answers
-    depend on the image (transformers' std 0.02 makes image tokens too faint)."""
-    projector = model.model.multi_modal_projector
-    with torch.no_grad():
-        for linear in (projector.linear_1, projector.linear_2):
-            linear.weight.normal_(std=linear.in_features**-0.5)
+        redraw_linears_at_unit_gain(model.model.multi_modal_projector)
 
 
 #: The builders :mod:`vis_steer_lens.testing` registers from this module, in registration order.

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
 from vis_steer_lens.adapters.qwen2_vl import image_only_processor_class
-from vis_steer_lens.testing.builders import ModelBuilder
+from vis_steer_lens.testing.builders import ModelBuilder, redraw_linears_at_unit_gain
 from vis_steer_lens.testing.tokenizers import word_tokenizer
 
 # The test models' tokenizer and chat template (tiny and random released ones): Qwen's turns and
@@ -197,7 +196,7 @@ class Qwen2VLBuilder(ModelBuilder):
             tie_word_embeddings=False,
         )
         model = getattr(transformers, self.adapter.model_class)(config)
-        _strengthen_projector(model)
+        redraw_linears_at_unit_gain(model.model.visual.merger.mlp)
         processor = _processor(
             self.adapter.processor_class, tokenizer, 8, 2, 2, min_pixels=32 * 32, max_pixels=64 * 64
         )
@@ -229,7 +228,7 @@ class Qwen2VLBuilder(ModelBuilder):
         return config_class(**fields), processor
 
     def _finish_random(self, model: nn.Module) -> None:
-        _strengthen_projector(model)
+        redraw_linears_at_unit_gain(model.model.visual.merger.mlp)
 
 
 class Qwen25VLBuilder(Qwen2VLBuilder):
@@ -255,15 +254,6 @@ class Qwen25VLBuilder(Qwen2VLBuilder):
             fullatt_block_indexes=list(range(1, vision_layers, 2)),
             hidden_act="silu",
         )
-
-
-def _strengthen_projector(model: nn.Module) -> None:
-    """Redraw the merger's linear weights at unit gain: transformers' init (std 0.02) makes image
-    tokens too faint for a random language model to answer differently per image."""
-    with torch.no_grad():
-        for module in model.model.visual.merger.mlp:
-            if isinstance(module, nn.Linear):
-                module.weight.normal_(std=module.in_features**-0.5)
 
 
 #: The builders :mod:`vis_steer_lens.testing` registers from this module, in registration order.
