@@ -9,7 +9,7 @@ import torch
 
 from vis_steer_lens.activations import (
     feature_activations,
-    image_patch_activations,
+    image_feature_maps,
     image_processor_of,
     needs_image_processor,
     to_pixel_values,
@@ -56,10 +56,8 @@ class SAEImageEncoder:
         if needs_image_processor(images) and self._image_processor is None:  # PIL images, integer tensors
             self._image_processor = image_processor_of(self.model, self.processor)
         if vision_model(self.model).cfg.packed:
-            acts, _ = image_patch_activations(self.model, self.hook_name, images, self._image_processor)
-            with torch.no_grad():
-                sae_device, sae_dtype = self.sae.W_enc.device, self.sae.W_enc.dtype
-                return [self.sae.encode(a.to(sae_device, sae_dtype)).float().cpu() for a in acts]
+            codes, _ = image_feature_maps(self.model, self.sae, self.hook_name, images, self._image_processor)
+            return [c.float().cpu() for c in codes]
         pixel_values = to_pixel_values(images, self._image_processor)
         features = feature_activations(self.model, self.sae, self.hook_name, pixel_values)
         return features.float().cpu()
