@@ -467,6 +467,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         n_images=args.n_generated,
         seed=args.seed,
         reference_key=key,
+        evidence_dir=None if run is None else run.evidence_dir,  # shown on the dashboard's feature pages
     )
     if run is not None:  # first, so that rows of an interrupted scoring can be read against it
         run.save_reference(*scorer.reference_activations(), key=key)

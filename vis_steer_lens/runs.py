@@ -13,6 +13,8 @@ run; every reader shows what is there::
       scores/<name>.<scorer>.jsonl             one row per scored explanation, resumable (``evaluate``)
       scores/reference.<scorer>.<key>.safetensors  the scorer's negatives per setting (``<key>``:
                                                :func:`reference_key`), for tables without a model
+      scores/evidence/<feature>-<name>-<hash>.png  images generated from an explanation, side by side
+                                               (the scorer's evidence, shown on the feature page)
       run.json                                 the SAE and model the run belongs to (:meth:`RunFolder.claim`)
       feature_concepts.csv                     ground truth per feature (toy world)
       comparison.csv, margins.csv, comparison.html   the comparison (``compare``)
@@ -132,6 +134,11 @@ class RunFolder:
     def scores_path(self, name: str, scorer: str = DEFAULT_SCORER) -> Path:
         """The resumable ``.jsonl`` of one method's scores by one scorer."""
         return self.scores_dir / f"{name}.{scorer}.jsonl"
+
+    @property
+    def evidence_dir(self) -> Path:
+        """The generation scorer's evidence images (``GenerationAUROCScorer(evidence_dir=)``)."""
+        return self.scores_dir / "evidence"
 
     def reference_path(self, scorer: str = DEFAULT_SCORER, key: str | None = None) -> Path:
         """The scorer's reference (negative) activations, saved beside its scores.

@@ -14,6 +14,9 @@ Endpoints (JSON unless said):
 
     GET  /api/info          the run: features, the run's coefficient, empty images, d_sae
     POST /api/steer         {"feature", "coefficient", "empty_image"} -> the steered answer
+    POST /api/steer/stream  the same, streamed as it is decoded: newline-delimited JSON, one
+                            {"text": answer so far} per token, then {"done": true, ...the answer}
+                            (or {"error": ...})
     POST /api/compare       {"features": [a, b], "coefficient", "empty_image"} -> both answers
     POST /api/activations   multipart "image" -> the image's patch grid, its top features with
                             their maps, and each patch's top features
@@ -26,10 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import queue
 import tempfile
 import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -84,15 +89,25 @@ class ModelQueue:
         self._worker = threading.Thread(target=self._run, name="vis-steer-lens-model", daemon=True)
         self._worker.start()
 
-    def steer(self, feature: int, coefficient: float, empty_image: str) -> Future:
-        """Queue one steered answer; the future's result is ``SteeringExplainer``'s row as a dict."""
+    def steer(
+        self,
+        feature: int,
+        coefficient: float,
+        empty_image: str,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Future:
+        """Queue one steered answer; the future's result is ``SteeringExplainer``'s row as a dict.
+
+        ``on_text``, when given, is called from the worker thread with the answer decoded so far
+        after every token (``SteeringExplainer.explain``'s ``on_text``), before the future settles.
+        """
         feature, coefficient = self._check_feature(feature), float(coefficient)
         if not math.isfinite(coefficient):
             raise ServeError(f"coefficient must be a finite number, got {coefficient!r}.")
         if empty_image not in EMPTY_IMAGES:
             raise ServeError(f"empty_image must be one of {', '.join(EMPTY_IMAGES)}; got {empty_image!r}.")
         future: Future = Future()
-        self._queue.put(("steer", (feature, coefficient, empty_image), future))
+        self._queue.put(("steer", (feature, coefficient, empty_image, on_text), future))
         return future
 
     def activations(self, image: Image.Image) -> Future:
@@ -144,25 +159,33 @@ class ModelQueue:
                     self._queue.put(None)  # stop after this round
                     break
                 items.append(more)
-            groups: dict[tuple[float, str], list[tuple[int, Future]]] = {}
+            groups: dict[tuple[float, str], list[tuple[int, Future, Callable[[str], None] | None]]] = {}
             for kind, payload, future in items:
                 if kind == "activations":
                     self._settle(future, self._activations, payload)
                 else:
-                    feature, coefficient, empty_image = payload
-                    groups.setdefault((coefficient, empty_image), []).append((feature, future))
+                    feature, coefficient, empty_image, on_text = payload
+                    groups.setdefault((coefficient, empty_image), []).append((feature, future, on_text))
             for (coefficient, empty_image), requests in groups.items():
-                features = list(dict.fromkeys(f for f, _ in requests))
+                features = list(dict.fromkeys(f for f, _, _ in requests))
+                listeners: dict[int, list[Callable[[str], None]]] = {}
+                for feature, _, on_text in requests:
+                    if on_text is not None:
+                        listeners.setdefault(feature, []).append(on_text)
                 try:
                     explainer = self._explainer(coefficient, empty_image)
-                    frame = explainer.explain(features, progress=False)
+                    frame = explainer.explain(
+                        features,
+                        progress=False,
+                        on_text=_fan_out(listeners) if listeners else None,
+                    )
                     self.batches.append(len(features))
                     rows = {int(r["feature"]): r for r in frame.to_dict("records")}
                 except Exception as err:  # noqa: BLE001 - every waiting request gets the error
-                    for _, future in requests:
+                    for _, future, _ in requests:
                         future.set_exception(err)
                     continue
-                for feature, future in requests:
+                for feature, future, _ in requests:
                     row = rows[feature]
                     future.set_result(
                         {
@@ -217,6 +240,16 @@ class ModelQueue:
         }
 
 
+def _fan_out(listeners: dict[int, list[Callable[[str], None]]]) -> Callable[[int, str], None]:
+    """An ``on_text(feature, text)`` that hands the text to every request streaming that feature."""
+
+    def on_text(feature: int, text: str) -> None:
+        for listen in listeners.get(feature, ()):
+            listen(text)
+
+    return on_text
+
+
 def run_prompt(run_dir: str | Path) -> str:
     """The prompt preset the run's steering explanations used (``"default"`` when none is recorded)."""
     from vis_steer_lens.runs import RunFolder
@@ -259,7 +292,7 @@ def create_app(
     require_web_stack()
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
@@ -321,6 +354,38 @@ def create_app(
             return bad(err)
         return JSONResponse(await wait(future))
 
+    async def steer_stream(request: Request) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue = asyncio.Queue()
+
+        def push(item: dict[str, Any] | None) -> None:  # from the worker thread
+            loop.call_soon_threadsafe(chunks.put_nowait, item)
+
+        try:
+            data = await body(request)
+            future = model_queue.steer(
+                data.get("feature"),
+                data.get("coefficient", math.nan),
+                data.get("empty_image", "white"),
+                on_text=lambda text: push({"text": text}),
+            )
+        except (ServeError, TypeError, ValueError) as err:
+            return bad(err)
+        future.add_done_callback(lambda _: push(None))
+
+        async def lines() -> AsyncIterator[str]:
+            while (item := await chunks.get()) is not None:
+                yield json.dumps(item) + "\n"
+            err = future.exception()
+            yield (
+                json.dumps({"error": str(err)} if err is not None else {"done": True, **future.result()})
+                + "\n"
+            )
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
     async def compare(request: Request) -> JSONResponse:
         try:
             data = await body(request)
@@ -362,6 +427,7 @@ def create_app(
         routes=[
             Route("/api/info", info),
             Route("/api/steer", steer, methods=["POST"]),
+            Route("/api/steer/stream", steer_stream, methods=["POST"]),
             Route("/api/compare", compare, methods=["POST"]),
             Route("/api/activations", activations, methods=["POST"]),
             Route("/live.html", live),
@@ -441,7 +507,24 @@ li.on { font-weight: bold; } li { cursor: pointer; }
     const ticket = ++latest, c = Number(slider.value);
     $('answer').classList.add('busy'); $('answer').textContent = 'steering feature ' + $('feature').value + ' at ' + c.toPrecision(4) + '…';
     try {
-      const d = await post('api/steer', {feature: parseInt($('feature').value, 10), coefficient: c, empty_image: $('empty-image').value});
+      // The answer streams in token by token (newline-delimited JSON), then the whole row.
+      const r = await fetch('api/steer/stream', {method: 'POST', headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({feature: parseInt($('feature').value, 10), coefficient: c, empty_image: $('empty-image').value})});
+      if (!r.ok) throw new Error((await r.json()).error);
+      const reader = r.body.getReader(), decoder = new TextDecoder();
+      let buffer = '', d = null, updates = 0;
+      while (d === null) {
+        const {value, done} = await reader.read();
+        buffer += decoder.decode(value || new Uint8Array(), {stream: !done});
+        let cut;
+        while ((cut = buffer.indexOf('\n')) >= 0) {
+          const item = JSON.parse(buffer.slice(0, cut)); buffer = buffer.slice(cut + 1);
+          if (item.error) throw new Error(item.error);
+          if (item.done) { d = item; break; }
+          if (ticket === latest) { $('answer').textContent = item.text; $('answer').dataset.updates = ++updates; }
+        }
+        if (done && d === null) throw new Error('the answer stream ended early');
+      }
       if (ticket !== latest) return;  // a newer slider position is on its way
       $('answer').textContent = d.explanation + (d.flag ? '  [' + d.flag + ']' : '') + '\n\n' + d.raw_generation;
       $('answer').dataset.coefficient = d.coefficient; $('answer').dataset.feature = d.feature;

@@ -70,3 +70,11 @@ def test_demo_feature_page(page, demo_run):
     assert [c.split(" · ")[0] for c in captions] == ["quantile 0.25", "quantile 0.5", "quantile 0.75"]
     assert page.locator("#explanations tbody tr").count() >= 3
     assert page.locator("#prompts details").count() >= 1
+    # The scorer's evidence: images generated from each method's explanation, with their peaks.
+    evidence = page.locator("#evidence figure")
+    assert evidence.count() >= 3
+    assert page.evaluate(
+        "() => [...document.querySelectorAll('#evidence img')].every(i => i.complete && i.naturalWidth >= 64)"
+    )
+    caption = page.locator("#evidence figcaption").first.inner_text()
+    assert " · peak " in caption and caption.count(",") >= 2  # three images, three activations

@@ -157,6 +157,7 @@ def test_live_steering_and_upload_in_the_browser(page, server, toy_run, tmp_path
     page.wait_for_function(f"Number(document.getElementById('answer').dataset.coefficient) === {coefficient}")
     answer = page.locator("#answer").get_attribute("data-explanation")
     assert answer == _steered(bundle, 4, coefficient)
+    assert int(page.locator("#answer").get_attribute("data-updates")) >= 1  # it streamed in
     assert first is not None  # the answer at the run's (here default) coefficient came first
 
     page.fill("#feature-a", "4")
@@ -182,3 +183,31 @@ def test_live_steering_and_upload_in_the_browser(page, server, toy_run, tmp_path
     assert 0 < drawn[0] < drawn[1] and drawn[2] is not None  # the map shades part of the image, not all
     page.locator("#upload-canvas").click(position={"x": 160, "y": 160})
     assert page.locator("#patch-label").inner_text().startswith("row ")
+
+
+def test_the_answer_streams_token_by_token(server, toy_run):
+    import json
+    import urllib.error
+    import urllib.request
+
+    url, _ = server
+    _, bundle = toy_run
+    request = urllib.request.Request(
+        url + "api/steer/stream",
+        data=json.dumps({"feature": 9, "coefficient": 400.0, "empty_image": "white"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        assert response.headers["Content-Type"].startswith("application/x-ndjson")
+        items = [json.loads(line) for line in response.read().decode().splitlines()]
+    *partial, last = items
+    assert last["done"] is True and last["explanation"] == _steered(bundle, 9, 400.0)
+    texts = [item["text"] for item in partial]
+    assert len(texts) >= 2 and texts[-1] == last["raw_generation"]  # more than one token came, in order
+    assert all(b.startswith(a) for a, b in zip(texts, texts[1:], strict=False))
+    bad = urllib.request.Request(
+        url + "api/steer/stream", data=b'{"feature": -1}', headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(bad, timeout=30)
+    assert err.value.code == 400 and "feature must be an integer" in json.loads(err.value.read())["error"]

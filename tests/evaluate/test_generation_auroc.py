@@ -165,3 +165,43 @@ def test_explanations_of_another_sae_are_refused():
     with pytest.raises(SAEModelMismatchError, match="scorer measures SAE"):
         scorer.score(rows, progress=False)
     assert len(scorer.score(rows.assign(sae_id=sae_identity(sae)), progress=False)) == 1
+
+
+def test_evidence_images_are_kept_once_per_row(reference_images, tmp_path):
+    from PIL import Image
+
+    evidence = tmp_path / "evidence"
+    scorer = GenerationAUROCScorer(
+        None,
+        None,
+        ToyGenerator(),
+        reference_images,
+        n_images=4,
+        encoder=color_fraction_encoder,
+        evidence_dir=evidence,
+        evidence_images=3,
+    )
+    df = explanations([(0, "steering", "sae", "a red circle"), (1, "topk", "sae", "a blue square")])
+    out = tmp_path / "scores.jsonl"
+    scores = scorer.score(df, progress=False, out_path=out)
+    kept = scores["evidence"].tolist()
+    assert [k["images"] for k in kept] == [3, 3] and len({k["file"] for k in kept}) == 2
+    strip = Image.open(evidence / kept[0]["file"])
+    drawn = scorer.generated_images("a red circle", 0)[:3]
+    assert strip.size == (sum(i.width for i in drawn), max(i.height for i in drawn))  # 64 px toy images
+    # The strip holds the drawn images left to right, as generated.
+    first = np.asarray(strip.crop((0, 0, drawn[0].width, drawn[0].height)))
+    assert np.array_equal(first, np.asarray(drawn[0].convert("RGB")))
+    files = sorted(p.name for p in evidence.iterdir())
+    assert files == sorted(k["file"] for k in kept)
+    # Resuming scores nothing again and keeps the rows' evidence.
+    again = scorer.score(df, progress=False, out_path=out)
+    assert again["evidence"].tolist() == kept and sorted(p.name for p in evidence.iterdir()) == files
+    assert (
+        GenerationAUROCScorer(
+            None, None, ToyGenerator(), reference_images, n_images=2, encoder=color_fraction_encoder
+        )
+        .score(df, progress=False)["evidence"]
+        .isna()
+        .all()
+    )  # no folder, no evidence

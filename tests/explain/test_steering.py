@@ -228,3 +228,22 @@ def test_clean_explanation():
 def test_a_coefficient_that_overflows_is_refused_naming_the_feature(vlm, sae):
     with pytest.raises(ValueError, match=r"non-finite.*feature\(s\) 2"):
         explainer(vlm, sae, coefficient=-1e30).explain([2], progress=False)
+
+
+def test_on_text_streams_each_answer_token_by_token(vlm, sae):
+    features = list(range(8))
+    streamed: dict[int, list[str]] = {}
+    exp = explainer(vlm, sae, batch_size=3, stop_at_sentence_end=False)
+    frame = exp.explain(
+        features, progress=False, on_text=lambda f, text: streamed.setdefault(f, []).append(text)
+    )
+    plain = explainer(vlm, sae, batch_size=3, stop_at_sentence_end=False).explain(features, progress=False)
+    assert frame["raw_generation"].tolist() == plain["raw_generation"].tolist()  # streaming changes nothing
+    for feature, raw in zip(frame["feature"], frame["raw_generation"], strict=True):
+        texts = streamed[feature]
+        assert texts[-1] == raw  # the last text is the answer
+        # One call per decoded token, each text decoding the tokens so far.
+        assert 1 <= len(texts) <= exp.max_new_tokens
+        assert all(len(a) <= len(b) for a, b in zip(texts, texts[1:], strict=False))
+    assert max(len(t) for t in streamed.values()) > 1, "no answer took more than one token"
+    assert exp._on_text is None  # the callback does not outlive the call

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from vis_steer_lens.atomic import atomic_path, atomic_write_text
 from vis_steer_lens.dashboard.results import DashboardResults, _clean, method_agreement
 from vis_steer_lens.display import MASK_FILL
 from vis_steer_lens.evaluate.ground_truth import GROUND_TRUTH_METHOD
+from vis_steer_lens.runs import RunFolder
 
 ROWS_PER_PAGE = 100
 #: Longest side of the images on feature pages, and of the index's thumbnails, in pixels.
@@ -317,7 +319,6 @@ def export_dashboard(
     text_side: dict[int, list[list]] = {}
     if vlm is not None and sae is not None:
         from vis_steer_lens.dashboard.text_side import text_side_tokens
-        from vis_steer_lens.runs import RunFolder
 
         choice = RunFolder(results.root).coefficient()
         text_side = text_side_tokens(
@@ -348,6 +349,24 @@ def export_dashboard(
             written[image_id] = (page.relative_to(out).as_posix(), thumb.relative_to(out).as_posix())
         return written[image_id]
 
+    evidence_dir = RunFolder(results.root).evidence_dir
+
+    def evidence(record: dict[str, Any]) -> dict[str, Any] | None:
+        """The scorer's evidence of one explanation: its images, copied once, with their activations."""
+        kept, activations = record.pop("evidence", None), record.pop("positives_max", None)
+        if not isinstance(kept, dict) or not (evidence_dir / kept["file"]).is_file():
+            return None
+        target = out / "images" / "evidence" / kept["file"]
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target, sync=False) as tmp:
+                shutil.copyfile(evidence_dir / kept["file"], tmp)
+        n = int(kept["images"])
+        return {
+            "image": target.relative_to(out).as_posix(),
+            "activations": [_num(v, 4) for v in (activations or [])[:n]],
+        }
+
     position = {f: i for i, f in enumerate(results.features)}
     chunks: dict[int, dict[str, Any]] = {}
 
@@ -375,6 +394,8 @@ def export_dashboard(
             quantile_examples_shown.append({**example, "image": page_image, "thumb": thumb})
         edges, counts = mined.histogram(feature) if mined is not None else (torch.zeros(0), torch.zeros(0))
         feature_explanations = explanations.get(feature, [])
+        for record in feature_explanations:
+            record["evidence"] = evidence(record)
         by_method = {e["method_label"]: e for e in feature_explanations}
         concept = concepts.get(feature)
         concept_text = None
@@ -803,6 +824,10 @@ _FEATURE_BODY = """
 <p class="muted">Among the first mined images it fired on, the one whose peak activation sits nearest each quantile.</p>
 <div class="images" id="quantiles"></div></div>
 <div id="shown-section"><h2>What the image explainers were shown</h2><div id="shown"></div></div>
+<div id="evidence-section"><h2>The scorer's evidence: images drawn from each explanation</h2>
+<p class="muted">The first images generated from each method's explanation, with the feature's peak activation on each
+(compare with the top images' scores above; the generation AUROC ranks all of them against random images).</p>
+<div id="evidence"></div></div>
 <div id="nearest-section"><h2>Nearest features (decoder cosine)</h2><ol id="nearest"></ol></div>
 <div id="text-side-section"><h2>Text side: top tokens of the direction</h2>
 <p class="muted">The mean change of the soft image tokens when the feature is steered on the empty image,
@@ -983,6 +1008,17 @@ _FEATURE_JS = r"""
       shown.appendChild(h); shown.appendChild(box);
     }
     if (!shown.children.length) hide('shown-section');
+    const evidence = document.getElementById('evidence');
+    for (const e of d.explanations) {
+      if (!e.evidence) continue;
+      const fig = document.createElement('figure'); fig.className = 'evidence'; fig.dataset.method = e.method_label;
+      const img = document.createElement('img'); img.src = e.evidence.image; img.loading = 'lazy';
+      img.alt = 'images generated from "' + (e.explanation ?? '') + '"';
+      const cap = document.createElement('figcaption');
+      cap.textContent = e.method_label + ': "' + (e.explanation ?? '') + '" · peak ' + e.evidence.activations.map(fmt).join(', ');
+      fig.appendChild(img); fig.appendChild(cap); evidence.appendChild(fig);
+    }
+    if (!evidence.children.length) hide('evidence-section');
     const nearest = document.getElementById('nearest');
     for (const [other, cos] of d.nearest || []) {
       const li = document.createElement('li'); const a = document.createElement('a');

@@ -169,7 +169,9 @@ class DashboardResults:
             frame = frame[~frame["flag"].isin(("repetition", "unfinished", "empty"))]
         if self.scores is not None:
             keys = ["feature", "method_label"]
-            score_cols = [c for c in ("auroc_mean", "auroc_max") if c in self.scores]
+            score_cols = [
+                c for c in ("auroc_mean", "auroc_max", "evidence", "positives_max") if c in self.scores
+            ]
             frame = frame.merge(
                 self.scores[keys + score_cols].drop_duplicates(keys), on=keys, how="left", validate="m:1"
             )
@@ -186,6 +188,8 @@ class DashboardResults:
             "image_ids",
             "auroc_mean",
             "auroc_max",
+            "evidence",
+            "positives_max",
         ]
         columns = [c for c in wanted if c in frame]
         out: dict[int, list[dict[str, Any]]] = {}

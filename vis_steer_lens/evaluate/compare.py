@@ -228,7 +228,15 @@ def compare(
         frames.append(truth)
     explanations = with_method_labels(pd.concat(frames, ignore_index=True))
 
-    scorer = GenerationAUROCScorer(vlm, sae, generator, reference_images, n_images=n_images, seed=seed)
+    scorer = GenerationAUROCScorer(
+        vlm,
+        sae,
+        generator,
+        reference_images,
+        n_images=n_images,
+        seed=seed,
+        evidence_dir=None if run is None else run.evidence_dir,  # for the dashboard's feature pages
+    )
     scored = []
     for (method, direction), group in explanations.groupby(["method", "direction"], sort=False):
         path = None if run is None else run.scores_path(run_name(method, direction))

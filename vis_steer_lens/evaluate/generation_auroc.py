@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from vis_steer_lens.activations import iter_images
@@ -33,6 +34,8 @@ from vis_steer_lens.saes.validation import SAEModelMismatchError, check_feature_
 from vis_steer_lens.store import ResultsStore, ResumeMismatchError
 
 KEY_COLUMNS = ("sae_id", "feature", "method", "direction", "explanation_hash")
+#: Longest side, in pixels, of each evidence image a scorer keeps (``evidence_dir``).
+EVIDENCE_SIZE = 128
 
 
 class ScoresFileMismatchError(ResumeMismatchError):
@@ -51,6 +54,16 @@ def feature_seed(seed: int, feature: int) -> int:
 def explanation_hash(explanation: str) -> str:
     """Short stable hash of an explanation text (part of the resume key)."""
     return hashlib.sha1(explanation.encode("utf-8")).hexdigest()[:16]
+
+
+def _evidence_tile(image: Any) -> Image.Image:
+    """A generated image (PIL or ``[channels, H, W]`` in ``[0, 1]``) as RGB, at most :data:`EVIDENCE_SIZE` px."""
+    if isinstance(image, torch.Tensor):
+        array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        image = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
+    image = image.convert("RGB")
+    image.thumbnail((EVIDENCE_SIZE, EVIDENCE_SIZE))
+    return image
 
 
 def _text(value: Any) -> str:
@@ -162,6 +175,11 @@ class GenerationAUROCScorer:
         reference_key: The reference set's settings (:func:`vis_steer_lens.runs.reference_key`),
             recorded in every row (``reference``) so a run folder reads each method's scores against
             its own negatives; ``None`` records nothing.
+        evidence_dir: A folder to keep the scorer's evidence in: the first ``evidence_images``
+            images drawn for each explanation, side by side in one PNG per scored row (each at most
+            :data:`EVIDENCE_SIZE` px), named in the row's ``evidence`` field (``{"file", "images"}``);
+            their activations are the row's first ``positives_max`` values. ``None`` keeps none.
+        evidence_images: Images kept per row in ``evidence_dir`` (default 3).
     """
 
     def __init__(
@@ -176,6 +194,8 @@ class GenerationAUROCScorer:
         processor: Any = None,
         encoder: FeatureEncoder | None = None,
         reference_key: str | None = None,
+        evidence_dir: str | Path | None = None,
+        evidence_images: int = 3,
     ) -> None:
         if n_images < 1:
             raise ValueError(f"n_images must be at least 1, got {n_images}.")
@@ -187,6 +207,8 @@ class GenerationAUROCScorer:
         self.batch_size = batch_size
         self.seed = seed
         self.reference_key = reference_key
+        self.evidence_dir = None if evidence_dir is None else Path(evidence_dir)
+        self.evidence_images = max(0, min(int(evidence_images), n_images))
         self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -229,16 +251,40 @@ class GenerationAUROCScorer:
         scored = []
         for i, row in enumerate(rows):
             block = slice(i * self.n_images, (i + 1) * self.n_images)
-            scored.append(
-                {
-                    **{c: row[c] for c in KEY_COLUMNS},
-                    "explanation": row["explanation"],
-                    "positives_mean": means[block, row["feature"]].tolist(),
-                    "positives_max": maxes[block, row["feature"]].tolist(),
-                    **self._settings(),
-                }
-            )
+            record = {
+                **{c: row[c] for c in KEY_COLUMNS},
+                "explanation": row["explanation"],
+                "positives_mean": means[block, row["feature"]].tolist(),
+                "positives_max": maxes[block, row["feature"]].tolist(),
+                **self._settings(),
+            }
+            if self.evidence_dir is not None and self.evidence_images:
+                record["evidence"] = self._keep_evidence(row, images[block][: self.evidence_images])
+            scored.append(record)
         return scored
+
+    def _keep_evidence(self, row: dict[str, Any], images: list[Any]) -> dict[str, Any]:
+        """Write one row's evidence images side by side into ``evidence_dir``.
+
+        Returns:
+            ``{"file": name in evidence_dir, "images": how many, left to right}``; they are the
+            row's first ``positives_max`` / ``positives_mean`` entries.
+
+        The name follows from the row's key, so a resumed scoring rewrites the same file.
+        """
+        from vis_steer_lens.atomic import atomic_path
+
+        tiles = [_evidence_tile(image) for image in images]
+        strip = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
+        x = 0
+        for tile in tiles:
+            strip.paste(tile, (x, 0))
+            x += tile.width
+        name = f"{int(row['feature'])}-{row['method']}-{row['direction']}-{row['explanation_hash']}.png"
+        self.evidence_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.evidence_dir / name, sync=False) as tmp:
+            strip.save(tmp, format="PNG")
+        return {"file": name, "images": len(tiles)}
 
     def score(
         self,
@@ -335,7 +381,8 @@ def scores_from_rows(
 
     Returns:
         One row per input row: ``sae_id, feature, method, direction, method_label, is_control,
-        explanation, auroc_mean, auroc_max, positives_mean, positives_max, n_negatives``.
+        explanation, auroc_mean, auroc_max, positives_mean, positives_max, n_negatives, evidence``
+        (``{"file", "images"}`` in the run's evidence folder, ``None`` when the scorer kept none).
     """
     out = []
     for row in rows:
@@ -355,6 +402,7 @@ def scores_from_rows(
                 "positives_mean": list(row["positives_mean"]),
                 "positives_max": list(row["positives_max"]),
                 "n_negatives": int(neg_mean.shape[0]),
+                "evidence": row.get("evidence"),
             }
         )
     columns = [
@@ -370,6 +418,7 @@ def scores_from_rows(
         "positives_mean",
         "positives_max",
         "n_negatives",
+        "evidence",
     ]
     return pd.DataFrame(out, columns=columns)
 

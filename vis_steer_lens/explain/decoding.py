@@ -43,6 +43,7 @@ def greedy_decode(
     stop: StopFn | Sequence[StopFn] | None = None,
     *,
     return_finished: bool = False,
+    on_step: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding with the KV cache that drops each row from the batch once it has ended.
 
@@ -76,6 +77,9 @@ def greedy_decode(
             the live rows only: it must judge each row by its own tokens, not by its index.
         return_finished: Also return which rows ended (by EOS or ``stop``) rather than at
             ``max_new_tokens``.
+        on_step: Called after each step as ``on_step(rows, next_tokens)``: ``rows`` ``[live]``
+            the batch rows still decoding at that step (their index in ``input_ids``) and
+            ``next_tokens`` ``[live]`` the token each just got, for streaming answers as they come.
 
     Returns:
         Token ids ``[batch, seq + new]``, ``new`` the most tokens any row generated; with
@@ -159,6 +163,8 @@ def greedy_decode(
         # generate picks from float32 logits; the cast is exact, so the pick is the same.
         next_tokens = logits.float().argmax(dim=-1)
         new_tokens[rows, steps] = next_tokens
+        if on_step is not None:
+            on_step(rows, next_tokens)
         steps += 1
         sequences = torch.cat([sequences, next_tokens[:, None]], dim=-1)
         done = torch.isin(next_tokens, eos)

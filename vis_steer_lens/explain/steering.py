@@ -14,7 +14,7 @@ as greedy ``generate``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -131,6 +131,7 @@ class SteeringExplainer(Explainer):
         self.calibration: pd.DataFrame | None = None
         # Sweep rows by (feature, direction feature, coefficient), reused when explaining at the choice.
         self._sweep_rows: dict[tuple[int, int, float], dict[str, Any]] = {}
+        self._on_text: Callable[[int, str], None] | None = None  # set while explain() streams
         self.include_prefix_tokens = include_prefix_tokens
         self._hook = model.vision.parse_hook_name(self.hook_name)
         self._prepare_inputs()
@@ -409,6 +410,7 @@ class SteeringExplainer(Explainer):
                 pad_token_id=self._tokenizer.pad_token_id,
                 stop=stopping,
                 return_finished=True,
+                on_step=self._text_streamer(features),
             )
         new_tokens = tokens[:, prompt_length:]
         rows = []
@@ -427,6 +429,47 @@ class SteeringExplainer(Explainer):
                 }
             )
         return rows
+
+    def explain(
+        self,
+        features: str | int | Iterable[int] | None = None,
+        *,
+        on_text: Callable[[int, str], None] | None = None,
+        **kwargs: Any,
+    ) -> pd.DataFrame:
+        """Explain features, one row each (see :meth:`Explainer.explain`).
+
+        Args:
+            features: Feature ids (an iterable, an int, a ``"0:512"`` / ``"1,5,9"`` string, or
+                ``None`` for all).
+            on_text: Streams the answers as they are decoded: called after every token as
+                ``on_text(feature, raw_text_so_far)`` for each feature still decoding (the text
+                decoded as the row's ``raw_generation`` is, so the last call's text is that
+                field). Rows reused from the coefficient sweep are reported once, whole.
+            **kwargs: ``out``, ``resume``, ``progress``, ``world``, as the base class takes them.
+
+        Returns:
+            A DataFrame, one row per feature in the order of ``features``, as the base class gives it.
+        """
+        self._on_text = on_text
+        try:
+            return super().explain(features, **kwargs)
+        finally:
+            self._on_text = None
+
+    def _text_streamer(self, features: list[int]) -> Callable[[torch.Tensor, torch.Tensor], None] | None:
+        """A ``greedy_decode`` step callback that hands each row's answer so far to ``on_text``."""
+        on_text = self._on_text
+        if on_text is None:
+            return None
+        tokens: list[list[int]] = [[] for _ in features]
+
+        def on_step(rows: torch.Tensor, next_tokens: torch.Tensor) -> None:
+            for row, token in zip(rows.tolist(), next_tokens.tolist(), strict=True):
+                tokens[row].append(token)
+                on_text(features[row], self._tokenizer.decode(tokens[row], skip_special_tokens=True))
+
+        return on_step
 
     def _dead_fields(self) -> dict[str, Any]:
         return {
@@ -456,6 +499,10 @@ class SteeringExplainer(Explainer):
         )
         by_index = dict(zip(fresh, made, strict=True))
         generated = [by_index[i] if i in by_index else self._sweep_rows[key] for i, key in enumerate(keys)]
+        if self._on_text is not None:
+            for i, key in enumerate(keys):
+                if i not in by_index:  # a sweep row, decoded before streaming was asked for
+                    self._on_text(features[i], self._sweep_rows[key]["raw_generation"])
         return [
             self._row(
                 g["feature"],
