@@ -73,8 +73,12 @@ def test_demo_feature_page(page, demo_run):
     # The scorer's evidence: images generated from each method's explanation, with their peaks.
     evidence = page.locator("#evidence figure")
     assert evidence.count() >= 3
-    assert page.evaluate(
-        "() => [...document.querySelectorAll('#evidence img')].every(i => i.complete && i.naturalWidth >= 64)"
+    bands = page.evaluate(
+        "() => [...document.querySelectorAll('#evidence .evidence-band')].map(b => [b.offsetWidth, b.offsetHeight,"
+        " getComputedStyle(b).backgroundImage, getComputedStyle(b).backgroundPositionY])"
     )
+    assert len(bands) == evidence.count() and all(w >= 64 and h >= 64 for w, h, _, _ in bands), bands
+    assert len({image for _, _, image, _ in bands}) == 1  # one sheet per feature, a band per method
+    assert len({y for _, _, _, y in bands}) == len(bands)
     caption = page.locator("#evidence figcaption").first.inner_text()
     assert " · peak " in caption and caption.count(",") >= 2  # three images, three activations

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -351,21 +350,36 @@ def export_dashboard(
 
     evidence_dir = RunFolder(results.root).evidence_dir
 
-    def evidence(record: dict[str, Any]) -> dict[str, Any] | None:
-        """The scorer's evidence of one explanation: its images, copied once, with their activations."""
-        kept, activations = record.pop("evidence", None), record.pop("positives_max", None)
-        if not isinstance(kept, dict) or not (evidence_dir / kept["file"]).is_file():
-            return None
-        target = out / "images" / "evidence" / kept["file"]
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target, sync=False) as tmp:
-                shutil.copyfile(evidence_dir / kept["file"], tmp)
-        n = int(kept["images"])
-        return {
-            "image": target.relative_to(out).as_posix(),
-            "activations": [_num(v, 4) for v in (activations or [])[:n]],
-        }
+    def write_evidence(feature: int, records: list[dict[str, Any]]) -> None:
+        """The scorer's evidence of one feature's explanations: their strips stacked into one PNG per
+        feature (one file, not one per method), each record pointing at its band with its activations."""
+        bands = []
+        for record in records:
+            kept, activations = record.pop("evidence", None), record.pop("positives_max", None)
+            record["evidence"] = None
+            if isinstance(kept, dict) and (evidence_dir / kept["file"]).is_file():
+                with Image.open(evidence_dir / kept["file"]) as strip:
+                    bands.append((record, strip.convert("RGB"), activations[: int(kept["images"])]))
+        if not bands:
+            return
+        sheet = Image.new(
+            "RGB", (max(b.width for _, b, _ in bands), sum(b.height for _, b, _ in bands)), "white"
+        )
+        y = 0
+        path = (out / "images" / "evidence" / str(feature)).with_suffix(".png")
+        for record, band, activations in bands:
+            sheet.paste(band, (0, y))
+            record["evidence"] = {
+                "image": path.relative_to(out).as_posix(),
+                "y": y,
+                "width": band.width,
+                "height": band.height,
+                "activations": [_num(v, 4) for v in activations],
+            }
+            y += band.height
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, sync=False) as tmp:
+            sheet.save(tmp, format="PNG", optimize=True)
 
     position = {f: i for i, f in enumerate(results.features)}
     chunks: dict[int, dict[str, Any]] = {}
@@ -394,8 +408,7 @@ def export_dashboard(
             quantile_examples_shown.append({**example, "image": page_image, "thumb": thumb})
         edges, counts = mined.histogram(feature) if mined is not None else (torch.zeros(0), torch.zeros(0))
         feature_explanations = explanations.get(feature, [])
-        for record in feature_explanations:
-            record["evidence"] = evidence(record)
+        write_evidence(int(feature), feature_explanations)
         by_method = {e["method_label"]: e for e in feature_explanations}
         concept = concepts.get(feature)
         concept_text = None
@@ -571,6 +584,8 @@ img.thumb { width: 48px; height: 48px; object-fit: contain; }
 #search { width: 22em; padding: 4px; }
 .images { display: flex; flex-wrap: wrap; gap: 10px; }
 figure { margin: 0; text-align: center; font-size: .8em; color: #555; }
+figure.evidence { display: flex; align-items: center; gap: 1em; margin: .3em 0; text-align: left; }
+.evidence-band { flex: none; }
 .frame { position: relative; display: inline-block; line-height: 0; border: 1px solid #ccc; }
 .frame img { width: 160px; height: auto; display: block; }
 .frame canvas { position: absolute; left: 0; top: 0; width: 100%; height: 100%; pointer-events: none; }
@@ -1012,8 +1027,11 @@ _FEATURE_JS = r"""
     for (const e of d.explanations) {
       if (!e.evidence) continue;
       const fig = document.createElement('figure'); fig.className = 'evidence'; fig.dataset.method = e.method_label;
-      const img = document.createElement('img'); img.src = e.evidence.image; img.loading = 'lazy';
-      img.alt = 'images generated from "' + (e.explanation ?? '') + '"';
+      // One sheet per feature holds every method's band: show this method's band of it.
+      const img = document.createElement('div'); img.className = 'evidence-band'; img.setAttribute('role', 'img');
+      img.setAttribute('aria-label', 'images generated from "' + (e.explanation ?? '') + '"');
+      img.style.width = e.evidence.width + 'px'; img.style.height = e.evidence.height + 'px';
+      img.style.background = 'url("' + e.evidence.image + '") 0 ' + (-e.evidence.y) + 'px no-repeat';
       const cap = document.createElement('figcaption');
       cap.textContent = e.method_label + ': "' + (e.explanation ?? '') + '" · peak ' + e.evidence.activations.map(fmt).join(', ');
       fig.appendChild(img); fig.appendChild(cap); evidence.appendChild(fig);
