@@ -108,3 +108,32 @@ def test_train_sae_on_the_tower_patches(tower_run):
     assert metadata.token_selection == "patches"
     assert metadata.tower_fingerprint == vit.tower_fingerprint()
     assert 0.0 < metadata.training_report["mean_l0"] <= 4.0
+
+
+def test_cli_mines_a_saved_tower_and_refuses_to_steer_it(tmp_path):
+    from test_cli import cli_error
+
+    from vis_steer_lens.cli import main
+    from vis_steer_lens.testing import tiny_hf_tower
+
+    tower, image_processor = tiny_hf_tower("dinov2_with_registers", layers=2)
+    tower.save_pretrained(tmp_path / "tower")
+    image_processor.save_pretrained(tmp_path / "tower")
+    vit = tiny_vit("dinov2_with_registers", layers=2)  # the same weights (same seed)
+    tiny_sae(vit, HOOK, d_sae=16, k=4).save_model(tmp_path / "sae")
+    images = ToyImages(seed=1, n=6)
+    (tmp_path / "images").mkdir()
+    for index in range(len(images)):
+        images[index].save(tmp_path / "images" / f"{index}.png")
+    model = ["--model", str(tmp_path / "tower"), "--sae", str(tmp_path / "sae"), "--device", "cpu"]
+    assert (
+        main(
+            ["--quiet", "mine", *model, "--images", str(tmp_path / "images"), "--run", str(tmp_path / "run")]
+        )
+        == 0
+    )
+    assert (tmp_path / "run" / "mined").is_dir()
+    message = cli_error(
+        main, ["--quiet", "explain", *model, "--coefficient", "10", "--run", str(tmp_path / "run")]
+    )
+    assert "no language model" in message
