@@ -133,6 +133,8 @@ def test_cli_mines_a_saved_tower_and_refuses_to_steer_it(tmp_path):
         == 0
     )
     assert (tmp_path / "run" / "mined").is_dir()
+    assert main(["--quiet", "dashboard", str(tmp_path / "run"), "--with-model", *model]) == 0
+    assert (tmp_path / "run" / "dashboard" / "index.html").is_file()
     message = cli_error(
         main, ["--quiet", "explain", *model, "--coefficient", "10", "--run", str(tmp_path / "run")]
     )

@@ -732,6 +732,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     vlm = sae = None
     if args.with_model:
         vlm, sae, _ = load_model_and_sae(args)
+        if getattr(vlm, "vision", None) is None:  # a vision-only tower: no text side, the rest as usual
+            vlm = None
     elif args.sae is not None:
         from vis_steer_lens import load_sae
 
