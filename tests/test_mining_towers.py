@@ -139,3 +139,14 @@ def test_cli_mines_a_saved_tower_and_refuses_to_steer_it(tmp_path):
         main, ["--quiet", "explain", *model, "--coefficient", "10", "--run", str(tmp_path / "run")]
     )
     assert "no language model" in message
+
+
+def test_mining_a_released_dinov2_at_its_processors_size():
+    from vis_steer_lens.testing import random_vit
+
+    vit = random_vit("dinov2-with-registers-base", n_layers=1)  # positions for 518 px, 224-px crops
+    assert vit.cfg.image_size == 518 and vit.input_image_size() == 224
+    sae = tiny_sae(vit, "blocks.0.hook_resid_post", d_sae=8, k=2)
+    mined = mine_top_activations(vit, sae, ToyImages(seed=2, n=3), k=2, batch_size=3, progress=False)
+    assert (mined.grid_size, mined.n_patches) == (16, 256)
+    assert all(amap.shape == (16, 16) for f in mined.live_features() for _, _, amap in mined.top_images(f))

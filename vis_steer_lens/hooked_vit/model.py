@@ -273,6 +273,29 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             )
         return int(self._max_patches_fn(image_processor))
 
+    def input_image_size(self, image_processor: Any = None) -> int:
+        """Side in pixels of the (square) images this tower reads after ``image_processor``:
+        ``cfg.image_size``, except where the tower fits its positions to any size
+        (``cfg.interpolate_positions``, DINOv2: trained at 518 px, its processor crops 224 px), where
+        it is the size the processor gives (one blank image through it).
+
+        Raises:
+            ValueError: For a processor whose output is not square.
+        """
+        processor = image_processor if image_processor is not None else self.image_processor
+        if not self.cfg.interpolate_positions or processor is None:
+            return int(self.cfg.image_size)
+        from PIL import Image
+
+        from vis_steer_lens.activations import to_pixel_values
+
+        height, width = to_pixel_values([Image.new("RGB", (256, 256))], processor).shape[-2:]
+        if height != width:
+            raise ValueError(
+                f"The image processor gives {height}x{width} images; a fixed grid needs square ones."
+            )
+        return int(height)
+
     # ------------------------------------------------------------------ forward
     #: The image processor integer (image) tensors go through; a HookedVLM sets its own.
     image_processor: Any = None
