@@ -1,7 +1,8 @@
 """The field's SAE formats load as sae_lens SAEs with identical activations: folders written by the
-real dictionary_learning BatchTopK and Matryoshka BatchTopK trainers, and saev's sae.pt files (its
-0.1.0 format, the released SAEs', and its current schema with ReLU, TopK and BatchTopK), built with
-those projects' own code (vendored beside this file) and no network."""
+real dictionary_learning BatchTopK and Matryoshka BatchTopK trainers and sae.pt files written by
+saev's own ``dump`` (its 0.1.0 format, the released SAEs'), both read from the projects' wheels
+(``field_packages``), and saev's current schema (ReLU, TopK, BatchTopK), written here field by field
+as its ``dump`` writes it, against activations computed by hand. No network."""
 
 from __future__ import annotations
 
@@ -15,11 +16,7 @@ from vis_steer_lens.saes import get_release, load_sae, load_saev_sae
 from vis_steer_lens.saes import loading as loading_module
 from vis_steer_lens.saes.loading import SAESourceError
 
-from ._vendored_dictionary_learning.trainers.batch_top_k import BatchTopKTrainer
-from ._vendored_dictionary_learning.trainers.matryoshka_batch_top_k import MatryoshkaBatchTopKTrainer
-from ._vendored_saev_0_1_0 import config as saev_old_config
-from ._vendored_saev_0_1_0 import nn as saev_old
-from ._vendored_saev_main import modeling as saev_new
+from .field_packages import load_modules
 
 D_IN, D_SAE, K = 16, 64, 4
 
@@ -41,7 +38,21 @@ def _train_dictionary_learning(trainer, folder, steps: int):
     return trainer.ae.eval()
 
 
-def _dl_trainer(kind: str, threshold_start_step: int):
+@pytest.fixture
+def saev_old(monkeypatch):
+    """saev 0.1.0's ``nn`` and ``config`` modules, from its wheel."""
+    return load_modules(monkeypatch, "saev", "nn", "config")
+
+
+def _saev_old_sae(saev_old, exp_factor: int):
+    nn, config = saev_old
+    return nn.SparseAutoencoder(config.SparseAutoencoder(d_vit=D_IN, exp_factor=exp_factor))
+
+
+def _dl_trainer(monkeypatch, kind: str, threshold_start_step: int):
+    batch_top_k, matryoshka = load_modules(
+        monkeypatch, "dictionary_learning", "trainers.batch_top_k", "trainers.matryoshka_batch_top_k"
+    )
     common = dict(
         steps=30,
         activation_dim=D_IN,
@@ -56,17 +67,17 @@ def _dl_trainer(kind: str, threshold_start_step: int):
         submodule_name="enc_res_out_layer_1",
     )
     if kind == "matryoshka":
-        return MatryoshkaBatchTopKTrainer(group_fractions=[0.25, 0.75], **common)
-    return BatchTopKTrainer(**common)
+        return matryoshka.MatryoshkaBatchTopKTrainer(group_fractions=[0.25, 0.75], **common)
+    return batch_top_k.BatchTopKTrainer(**common)
 
 
 @pytest.mark.parametrize("kind", ["batchtopk", "matryoshka"])
 @pytest.mark.parametrize("threshold_start_step", [5, 1000], ids=["threshold-learned", "threshold-unset"])
 def test_dictionary_learning_batch_topk_folders_load_with_identical_activations(
-    tmp_path, kind, threshold_start_step
+    tmp_path, monkeypatch, kind, threshold_start_step
 ):
     theirs = _train_dictionary_learning(
-        _dl_trainer(kind, threshold_start_step), tmp_path / "trainer_0", steps=12
+        _dl_trainer(monkeypatch, kind, threshold_start_step), tmp_path / "trainer_0", steps=12
     )
     assert (float(theirs.threshold) >= 0) == (threshold_start_step == 5)
     sae = load_sae(tmp_path / "trainer_0")
@@ -96,10 +107,10 @@ def _randomise(module: torch.nn.Module, seed: int) -> None:
             param.copy_(0.3 * torch.randn(param.shape, generator=gen))
 
 
-def test_saev_0_1_0_checkpoint_loads_with_identical_activations(tmp_path):
-    theirs = saev_old.SparseAutoencoder(saev_old_config.SparseAutoencoder(d_vit=D_IN, exp_factor=4))
+def test_saev_0_1_0_checkpoint_loads_with_identical_activations(tmp_path, saev_old):
+    theirs = _saev_old_sae(saev_old, exp_factor=4)
     _randomise(theirs, seed=1)
-    saev_old.dump(str(tmp_path / "sae.pt"), theirs)
+    saev_old[0].dump(str(tmp_path / "sae.pt"), theirs)
     sae = load_saev_sae(tmp_path, hook_name="encoder.layer.1", model_name="tiny-dinov2_with_registers")
     assert isinstance(sae, StandardSAE) and sae.cfg.apply_b_dec_to_input
     assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
@@ -125,50 +136,76 @@ def test_saev_0_1_0_checkpoint_loads_with_identical_activations(tmp_path):
         torch.testing.assert_close(folded(x), x_hat_n * scale + mean, atol=1e-5, rtol=1e-5)
 
 
+def _write_saev_schema_5(path, weights: dict[str, torch.Tensor], activation: dict) -> None:
+    """A ``sae.pt`` as saev's current ``dump`` writes it (schema 5, OSU-NLP-Group/saev at 3d73f1f):
+    one JSON header line (``schema``, ``cfg`` with the activation as ``{"cls", "params"}``, ``commit``,
+    ``lib``), then ``torch.save`` of the state dict: ``W_enc [d_model, d_sae]``, ``b_enc [d_sae]``,
+    ``W_dec [d_sae, d_model]``, ``b_dec [d_model]``, and BatchTopK's ``activation.threshold`` buffer."""
+    cfg = {
+        "d_model": D_IN,
+        "d_sae": D_SAE,
+        "activation": activation,
+        "reinit_blend": 0.8,
+        "reinit_enc_dec_tranpose": True,
+        "remove_parallel_grads": True,
+        "normalize_w_dec": True,
+    }
+    header = {"schema": 5, "cfg": cfg, "commit": "3d73f1f7122738563404e4c50a98d897aa18a7d0", "lib": "0.2.0"}
+    with open(path, "wb") as fd:
+        fd.write(json.dumps(header).encode() + b"\n")
+        torch.save(weights, fd)
+
+
 @pytest.mark.parametrize(
     ("activation", "expected_class"),
     [
-        (saev_new.Relu(), StandardSAE),
-        (saev_new.TopK(top_k=K), TopKSAE),
-        (saev_new.BatchTopK(top_k=K), JumpReLUSAE),
+        ({"cls": "Relu", "params": {"key": "relu"}}, StandardSAE),
+        ({"cls": "TopK", "params": {"key": "top-k", "top_k": K}}, TopKSAE),
+        ({"cls": "BatchTopK", "params": {"key": "batch-top-k", "top_k": K, "momentum": 0.01}}, JumpReLUSAE),
     ],
     ids=["relu", "topk", "batchtopk"],
 )
 def test_saev_schema_checkpoints_load_with_identical_activations(tmp_path, activation, expected_class):
-    theirs = saev_new.SparseAutoencoder(
-        saev_new.SparseAutoencoderConfig(d_model=D_IN, d_sae=D_SAE, activation=activation)
-    )
-    _randomise(theirs, seed=2)
-    with torch.no_grad():
-        theirs.b_enc.add_(
-            1.0
-        )  # the k-th largest pre-activation positive: where SAELens' TopK and saev's agree
+    gen = torch.Generator().manual_seed(2)
+    weights = {
+        "W_dec": 0.3 * torch.randn(D_SAE, D_IN, generator=gen),
+        "b_dec": 0.3 * torch.randn(D_IN, generator=gen),
+        "W_enc": 0.3 * torch.randn(D_IN, D_SAE, generator=gen),
+        # The k-th largest pre-activation positive: where SAELens' TopK and saev's agree.
+        "b_enc": 0.3 * torch.randn(D_SAE, generator=gen) + 1.0,
+    }
+    threshold = 1.2
+    if activation["cls"] == "BatchTopK":
+        weights["activation.threshold"] = torch.tensor(threshold)
+    _write_saev_schema_5(tmp_path / "sae.pt", weights, activation)
     x = _activations(100, seed=4)
-    if isinstance(activation, saev_new.BatchTopK):
-        theirs.train()
-        for _ in range(5):  # learn the inference threshold, as its training does
-            theirs.activation(theirs.encode(x).h_x)
-        assert float(theirs.activation.threshold) > 0
-    theirs.eval()
-    saev_new.dump(tmp_path / "sae.pt", theirs)
+    # saev's encode: h = x @ W_enc + b_enc (no b_dec subtracted), then the activation; decode: f @ W_dec + b_dec.
+    h = x @ weights["W_enc"] + weights["b_enc"]
+    if activation["cls"] == "Relu":
+        expected = h.relu()
+    elif activation["cls"] == "TopK":
+        top = h.topk(K, dim=-1)
+        expected = torch.zeros_like(h).scatter(-1, top.indices, top.values)
+    else:  # eval mode: a JumpReLU at the running threshold
+        expected = torch.where(h > threshold, h, torch.zeros_like(h))
     sae = load_saev_sae(tmp_path, hook_name="blocks.0.hook_resid_post", model_name="tiny-clip", family="clip")
     assert isinstance(sae, expected_class) and not sae.cfg.apply_b_dec_to_input
-    assert sae.cfg.metadata.saev_schema == saev_new.SCHEMA_VERSION
+    assert sae.cfg.metadata.saev_schema == 5
     with torch.no_grad():
-        out = theirs(x)
-        assert (out.f_x > 0).any() and (out.f_x == 0).any()
+        assert (expected > 0).any() and (expected == 0).any()
         codes = sae.encode(x)
-        torch.testing.assert_close(codes, out.f_x, atol=1e-6, rtol=0)
-        torch.testing.assert_close(sae.decode(codes), out.x_hats[:, -1], atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(codes, expected, atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(
+            sae.decode(codes), expected @ weights["W_dec"] + weights["b_dec"], atol=1e-5, rtol=1e-5
+        )
         sae.save_model(tmp_path / "converted")
         torch.testing.assert_close(
-            SAE.load_from_disk(str(tmp_path / "converted")).encode(x), out.f_x, atol=1e-6, rtol=0
+            SAE.load_from_disk(str(tmp_path / "converted")).encode(x), expected, atol=1e-5, rtol=1e-6
         )
 
 
-def test_a_local_saev_file_needs_its_hook(tmp_path):
-    theirs = saev_old.SparseAutoencoder(saev_old_config.SparseAutoencoder(d_vit=D_IN, exp_factor=2))
-    saev_old.dump(str(tmp_path / "sae.pt"), theirs)
+def test_a_local_saev_file_needs_its_hook(tmp_path, saev_old):
+    saev_old[0].dump(str(tmp_path / "sae.pt"), _saev_old_sae(saev_old, exp_factor=2))
     with pytest.raises(SAESourceError, match="load_saev_sae"):
         load_sae(tmp_path)
 
@@ -191,7 +228,7 @@ def test_a_local_saev_file_needs_its_hook(tmp_path):
     ],
 )
 def test_saev_releases_resolve_to_the_converter_and_hook(
-    tmp_path, monkeypatch, release, repo_id, model, family
+    tmp_path, monkeypatch, saev_old, release, repo_id, model, family
 ):
     entry = get_release(release)
     assert (entry.repo_id, entry.model, entry.format) == (repo_id, model, "saev")
@@ -199,8 +236,7 @@ def test_saev_releases_resolve_to_the_converter_and_hook(
 
     def fake_download(repo, folder):  # the hub, replaced by a small saev 0.1.0 file
         requested.append((repo, folder))
-        theirs = saev_old.SparseAutoencoder(saev_old_config.SparseAutoencoder(d_vit=D_IN, exp_factor=2))
-        saev_old.dump(str(tmp_path / "sae.pt"), theirs)
+        saev_old[0].dump(str(tmp_path / "sae.pt"), _saev_old_sae(saev_old, exp_factor=2))
         return tmp_path
 
     monkeypatch.setattr(loading_module, "_download_folder", fake_download)
