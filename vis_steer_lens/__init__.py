@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "UnsupportedModelError": "vis_steer_lens.adapters",
+    "NoLanguageModelError": "vis_steer_lens.families",
     "VLMAdapter": "vis_steer_lens.adapters",
     "register_adapter": "vis_steer_lens.adapters",
     "feature_attribution": "vis_steer_lens.attribution",

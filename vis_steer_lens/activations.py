@@ -35,17 +35,22 @@ class _OneTilePerImage:
 
 
 def image_processor_of(model: Any, processor: Any = None) -> Any:
-    """The image processor to use: the one given, else the model's (a HookedVLM's processor).
+    """The image processor to use: the one given, else the model's (a HookedVLM's processor, a
+    HookedViT's ``image_processor``).
 
     Statistics, maps and scores are per image, so every image must become one tower input: a
     family whose processor can tile an image (InternVL's ``crop_to_patches``) is called with its
     adapter's ``one_tile_per_image`` options.
     """
     processor = processor if processor is not None else getattr(model, "processor", None)
+    if processor is None and getattr(model, "vision", None) is None:
+        # A HookedViT alone (a vision-only tower) carries its image processor itself.
+        processor = getattr(model, "image_processor", None)
     if processor is None:
         raise ValueError(
             "Turning images into pixel_values needs an image processor: pass processor=, use a HookedVLM "
-            "loaded with its processor, or pass pixel_values tensors instead of images."
+            "loaded with its processor (or set vit.image_processor on a HookedViT), or pass pixel_values "
+            "tensors instead of images."
         )
     image_processor = getattr(processor, "image_processor", processor)
     options = getattr(getattr(model, "adapter", None), "one_tile_per_image", None)

@@ -106,7 +106,7 @@ def _batch_size(text: str) -> int | str:
 
 def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """The subject model and SAE named on the command line, or the toy world's; and the prompt to use."""
-    from vis_steer_lens import HookedVLM, load_sae
+    from vis_steer_lens import load_sae
     from vis_steer_lens.distributed import current_world, device_for
 
     # One GPU per rank under a launcher.
@@ -130,13 +130,32 @@ def load_model_and_sae(args: argparse.Namespace) -> tuple[Any, Any, str]:
     if args.sae is None:
         raise SystemExit("--sae is required with --model.")
     _say(args, f"Loading {args.model} on {args.device} and the SAE {args.sae} {args.sae_id or ''}...")
-    vlm = HookedVLM.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype))
+    vlm = _load_subject_model(args.model, args.device, _dtype(args.dtype))
     sae = load_sae(args.sae, args.sae_id, model=vlm, device=args.device, nonfinite=nonfinite)
     return vlm, sae, getattr(args, "prompt", None) or "default"
 
 
+def _load_subject_model(name: str, device: Any, dtype: Any) -> Any:
+    """A HookedVLM, or for a vision-only tower (CLIP, SigLIP, DINOv2) a HookedViT with its image
+    processor: mining, Top-k displays and the dashboard read a tower; what needs a language model
+    refuses it with NoLanguageModelError."""
+    from vis_steer_lens import HookedViT, HookedVLM
+    from vis_steer_lens.families import adapter_for
+
+    adapter = adapter_for(name)
+    if adapter.has_language_model:
+        return HookedVLM.from_pretrained(name, device=device, dtype=dtype)
+    vit = HookedViT.from_pretrained(name, device=device, dtype=dtype)
+    vit.image_processor = adapter.load_processor(name)
+    return vit
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="hub id or folder of the subject VLM (default: the toy world)")
+    parser.add_argument(
+        "--model",
+        help="hub id or folder of the subject VLM, or of a vision-only tower (CLIP, SigLIP, DINOv2: mine and "
+        "the dashboard read it; steering refuses it) (default: the toy world)",
+    )
     parser.add_argument("--sae", help="SAE source: folder, release, or hub repo (default: the toy SAE)")
     parser.add_argument("--sae-id", help="SAE id inside a release, or folder inside a hub repo")
     parser.add_argument(
@@ -714,6 +733,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     vlm = sae = None
     if args.with_model:
         vlm, sae, _ = load_model_and_sae(args)
+        if getattr(vlm, "vision", None) is None:  # a vision-only tower: no text side, the rest as usual
+            vlm = None
     elif args.sae is not None:
         from vis_steer_lens import load_sae
 

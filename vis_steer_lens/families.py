@@ -19,6 +19,11 @@ class UnsupportedModelError(ValueError):
     """A model, tower or checkpoint whose architecture no adapter supports."""
 
 
+class NoLanguageModelError(UnsupportedModelError):
+    """Something that needs a vision-language model (a HookedVLM, steering, the hybrid) was given a
+    vision-only tower (CLIP, SigLIP, DINOv2), which has no language model."""
+
+
 _ADAPTERS: list[VLMAdapter] = []
 
 
@@ -211,6 +216,7 @@ def end_of_answer_ids(tokenizer: Any, adapter: Any = None) -> list[int]:
 
 __all__ = [
     "DEFAULT_FAMILY",
+    "NoLanguageModelError",
     "UnknownHookNameError",
     "UnsupportedModelError",
     "adapter_for",

@@ -13,7 +13,7 @@ from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from vis_steer_lens.families import adapter_for, end_of_answer_ids
+from vis_steer_lens.families import NoLanguageModelError, adapter_for, end_of_answer_ids
 from vis_steer_lens.geometry import ImageGeometry
 from vis_steer_lens.hook_names import UnknownHookNameError
 from vis_steer_lens.hooked_vit import HookedViT, HookNameResolutionMixin
@@ -83,6 +83,12 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
     ):
         super().__init__()
         self.adapter = adapter or adapter_for(model)
+        if not self.adapter.has_language_model:
+            raise NoLanguageModelError(
+                f"HookedVLM wraps a vision-language model; {type(model).__name__} is a {self.adapter.name} vision "
+                "tower with no language model. Wrap it with HookedViT.from_hf(tower) (mining, Top-k displays, the "
+                "dashboard and SAE training work on a tower)."
+            )
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or "unnamed"
         self.hf_model = model
         self.processor = processor
@@ -146,6 +152,11 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             UnsupportedModelError: If no adapter knows the checkpoint's architecture.
         """
         adapter = adapter_for(name_or_path, revision=revision)
+        if not adapter.has_language_model:
+            raise NoLanguageModelError(
+                f"{name_or_path!r} is a {adapter.name} vision tower with no language model; load it with "
+                "HookedViT.from_pretrained(...) (mining, Top-k displays and SAE training work on a tower)."
+            )
         model = adapter.load_model(name_or_path, device=device, dtype=dtype, revision=revision)
         processor = None
         if load_processor:

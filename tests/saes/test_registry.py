@@ -55,9 +55,12 @@ def test_unknown_release_suggests_close_matches():
 def test_list_vision_releases_has_one_row_per_sae():
     table = list_vision_releases()
     assert isinstance(table, pd.DataFrame)
-    assert len(table) == 6
-    assert set(table["release"]) == {GEMMA, INTERNVL}
+    assert len(table) == 8
+    saev = {"saev-clip-vit-b-16-imagenet1k", "saev-dinov2-vit-b-14-reg-imagenet1k"}
+    assert set(table["release"]) == {GEMMA, INTERNVL} | saev
     gemma = table[table["release"] == GEMMA].set_index("sae_id")
     assert gemma.loc["blocks.24.hook_resid_post", "path"].endswith("_17414337/trainer_0")
-    assert (table["format"] == "dictionary_learning").all()
-    assert (table["k"] == 25).all() and (table["d_sae"] == 8192).all()
+    papers = table[table["release"].isin([GEMMA, INTERNVL])]
+    assert (papers["format"] == "dictionary_learning").all()
+    assert (papers["k"] == 25).all() and (papers["d_sae"] == 8192).all()
+    assert (table[table["release"].isin(saev)]["format"] == "saev").all()

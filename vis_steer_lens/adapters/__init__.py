@@ -1,6 +1,7 @@
 """Model-family adapters: the only place that knows a family's Hugging Face layout.
 
-Importing this package registers the built-in families (Gemma 3, InternVL3, Qwen2-VL, Qwen2.5-VL, LLaVA-1.5, PaliGemma) with
+Importing this package registers the built-in families (Gemma 3, InternVL3, Qwen2-VL, Qwen2.5-VL, LLaVA-1.5, PaliGemma,
+and the vision-only towers CLIP, SigLIP, DINOv2, DINOv2 with registers) with
 :mod:`vis_steer_lens.families`.
 """
 
@@ -12,6 +13,14 @@ from vis_steer_lens.adapters.internvl3 import INTERNVL3_HOOK_NAMES, InternVL3Ada
 from vis_steer_lens.adapters.llava import LLAVA_HOOK_NAMES, LlavaAdapter
 from vis_steer_lens.adapters.paligemma import PALIGEMMA_HOOK_NAMES, PaliGemmaAdapter
 from vis_steer_lens.adapters.qwen2_vl import QWEN2_VL_HOOK_NAMES, Qwen2VLAdapter, Qwen25VLAdapter
+from vis_steer_lens.adapters.towers import (
+    TOWER_ADAPTERS,
+    ClipTowerAdapter,
+    Dinov2TowerAdapter,
+    Dinov2WithRegistersTowerAdapter,
+    SiglipTowerAdapter,
+    VisionTowerAdapter,
+)
 from vis_steer_lens.families import (
     UnsupportedModelError,
     adapter_for,
@@ -22,7 +31,10 @@ from vis_steer_lens.families import (
 )
 
 # Registered in reverse order of preference: the last one registered is tried first (a bare SigLIP
-# tower gets Gemma 3's adapter, not PaliGemma's: both wrap it the same way).
+# tower gets Gemma 3's adapter, not PaliGemma's: both wrap it the same way). The vision-only towers
+# come first, so a bare CLIP or SigLIP tower keeps LLaVA's or Gemma 3's adapter unless named by family=.
+for _tower_adapter in TOWER_ADAPTERS:
+    register_adapter(_tower_adapter)
 register_adapter(PaliGemmaAdapter())
 register_adapter(LlavaAdapter())
 register_adapter(Qwen25VLAdapter())
@@ -45,6 +57,11 @@ __all__ = [
     "Qwen2VLAdapter",
     "UnsupportedModelError",
     "VLMAdapter",
+    "VisionTowerAdapter",
+    "ClipTowerAdapter",
+    "SiglipTowerAdapter",
+    "Dinov2TowerAdapter",
+    "Dinov2WithRegistersTowerAdapter",
     "adapter_for",
     "adapter_for_tower",
     "get_adapter",

@@ -50,6 +50,8 @@ class VLMAdapter:
             (Qwen2-VL's ``image_grid_thw``), passed to :meth:`image_geometry`.
         one_tile_per_image: Image-processor options that make each image one tower input (for
             mining and scoring, which are per image), where the processor can tile images.
+        has_language_model: Whether the family is a VLM (``False`` for vision-only towers,
+            :mod:`vis_steer_lens.adapters.towers`).
     """
 
     name: ClassVar[str] = "base"
@@ -65,6 +67,7 @@ class VLMAdapter:
     language_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
     tower_input_keys: ClassVar[tuple[str, ...]] = ()
     one_tile_per_image: ClassVar[dict[str, Any]] = {}
+    has_language_model: ClassVar[bool] = True
 
     # ---- recognising the family
     def supports(self, config: Any) -> bool:

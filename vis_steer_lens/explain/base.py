@@ -19,6 +19,7 @@ from vis_steer_lens.explain.prompts import PromptSet
 from vis_steer_lens.explain.results import ResultsFile
 from vis_steer_lens.explain.settings import DIRECTIONS
 from vis_steer_lens.explain.text import SentenceEndStop
+from vis_steer_lens.families import NoLanguageModelError
 from vis_steer_lens.memory import auto_batch_size, check_batch_size
 from vis_steer_lens.saes.metadata import sae_identity
 from vis_steer_lens.saes.validation import check_feature_ids
@@ -146,8 +147,11 @@ class Explainer:
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
+        from vis_steer_lens.hooked_vit import HookedViT
         from vis_steer_lens.hooked_vlm import HookedVLM
 
+        if isinstance(model, HookedViT):
+            raise NoLanguageModelError(self._tower_refusal(model))
         if not isinstance(model, HookedVLM):
             raise TypeError(
                 f"An explainer needs a HookedVLM, got {type(model).__name__}. Wrap a Hugging Face model "
@@ -169,6 +173,15 @@ class Explainer:
         self.d_sae = d_sae or sae.cfg.d_sae
         # Features known to fire; the others get a "dead" row without a model call (None: all live).
         self.live_features = None if live_features is None else {int(f) for f in live_features}
+
+    def _tower_refusal(self, vit: Any) -> str:
+        """Why this explainer cannot run on a vision tower alone (a HookedViT), and what to do."""
+        return (
+            f"The {self.method} explainer needs a vision-language model, got a HookedViT "
+            f"({vit.cfg.family} tower {vit.cfg.model_name!r}), which has no language model: it adds SAE "
+            "directions to the tower and reads what the language model then says. On a tower alone, mine "
+            "and use Top-k with any HookedVLM as explainer_model."
+        )
 
     @property
     def is_control(self) -> bool:

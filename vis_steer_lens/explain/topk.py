@@ -117,6 +117,13 @@ class TopKExplainer(Explainer):
         self._eos = model.end_of_answer_ids()
         self._patch_size = mined.patch_size
 
+    def _tower_refusal(self, vit: Any) -> str:
+        return (
+            f"Top-k needs a vision-language model to write explanations; the features were mined on a "
+            f"HookedViT ({vit.cfg.family} tower {vit.cfg.model_name!r}) with no language model. Pass "
+            "explainer_model=<any HookedVLM>: it is shown the top images, and need not hold the tower."
+        )
+
     def run_config(self) -> dict[str, Any]:
         config = super().run_config()
         config.update(
@@ -250,6 +257,7 @@ class SteeringInformedTopKExplainer(TopKExplainer):
         **kwargs: Any,
     ):
         coefficient = check_coefficient(coefficient, "coefficient (a multiple of the patch norm)")
+        _refuse_tower_subject(mined, sae)
         super().__init__(mined, explainer_model, sae=sae, **kwargs)
         self.hook_name = check_sae_steers(sae, self.model, method="the hybrid (Steering-informed Top-k)")
         self.coefficient = float(coefficient)
@@ -321,3 +329,24 @@ class SteeringInformedTopKExplainer(TopKExplainer):
             return act + hook_name.unflatten(delta.unsqueeze(0), act).to(act.dtype)
 
         return add
+
+
+def _refuse_tower_subject(mined: Any, sae: Any) -> None:
+    """The hybrid steers the tower the SAE reads inside the explainer VLM: refuse features of a
+    vision-only tower (mined on one, or an SAE whose recorded family has no language model)."""
+    from vis_steer_lens.families import NoLanguageModelError, UnsupportedModelError, get_adapter
+
+    subject = getattr(mined, "model", None)
+    families = [getattr(getattr(getattr(subject, "vision", subject), "cfg", None), "family", None)]
+    families.append(sae.cfg.metadata.get("model_family") if sae is not None else None)
+    for family in filter(None, families):
+        try:
+            has_language_model = get_adapter(family).has_language_model
+        except UnsupportedModelError:  # a family no adapter is registered for: nothing known about it
+            continue
+        if not has_language_model:
+            raise NoLanguageModelError(
+                f"The hybrid (Steering-informed Top-k) steers the SAE's tower inside a vision-language model, "
+                f"and this SAE reads a {family} tower, which has no language model. Use TopKExplainer with any "
+                "HookedVLM as explainer_model, or an SAE trained on a VLM's tower."
+            )

@@ -61,11 +61,15 @@ class TowerParts:
     Attributes:
         patch_embed: ``Conv2d`` from pixels to patch embeddings.
         pos_embed: A module whose ``weight`` holds one position embedding per token
-            (``n_tokens * d_model`` numbers in any shape, prefix tokens first).
+            (``(n_tokens - n_register_tokens) * d_model`` numbers in any shape, prefix tokens first;
+            registers have none).
         blocks: One :class:`BlockParts` per block.
         final_norm: Norm after the last block, or ``None``.
-        prefix_tokens: Learned tokens put before the patches (``n_prefix_tokens * d_model``
-            numbers, e.g. a class token), or ``None``.
+        prefix_tokens: Learned tokens put before the patches (``(n_prefix_tokens -
+            n_register_tokens) * d_model`` numbers, e.g. a class token), or ``None``.
+        register_tokens: Learned register tokens put after ``prefix_tokens`` and before the patches
+            (``n_register_tokens * d_model`` numbers; DINOv2 with registers), or ``None``. They take
+            no position embedding.
         interpolate_pos_encoding: ``(embeddings [batch, tokens, d], height, width) ->
             [1, tokens, d]`` position embeddings for other image sizes, or ``None``.
         geometry: ``(pixel_values, **tower_inputs) -> ImageGeometry``: how a batch becomes
@@ -87,6 +91,7 @@ class TowerParts:
     blocks: list[BlockParts]
     final_norm: nn.Module | None = None
     prefix_tokens: nn.Parameter | None = None
+    register_tokens: nn.Parameter | None = None
     interpolate_pos_encoding: Callable[..., torch.Tensor] | None = None
     geometry: Callable[..., ImageGeometry] | None = None
     input_keys: tuple[str, ...] = ()
@@ -537,15 +542,21 @@ def parts_from_config(cfg: HookedViTConfig) -> TowerParts:
             ls2=nn.Parameter(torch.ones(d)) if cfg.layer_scale else None,
         )
 
+    n_positioned_prefix = cfg.n_prefix_tokens - cfg.n_register_tokens
     if cfg.packed:
         patch_embed: nn.Module = nn.Linear(cfg.n_channels * cfg.patch_size**2, d, bias=False)
     else:
         patch_embed = nn.Conv2d(cfg.n_channels, d, cfg.patch_size, stride=cfg.patch_size)
     return TowerParts(
         patch_embed=patch_embed,
-        pos_embed=nn.Embedding(cfg.n_tokens, d) if cfg.positional == "absolute" else None,
+        pos_embed=nn.Embedding(cfg.n_tokens - cfg.n_register_tokens, d)
+        if cfg.positional == "absolute"
+        else None,
         blocks=[block() for _ in range(cfg.n_layers)],
         final_norm=None if cfg.final_norm_type is None else _norm_module(cfg.final_norm_type, d, eps),
-        prefix_tokens=nn.Parameter(torch.zeros(1, cfg.n_prefix_tokens, d)) if cfg.n_prefix_tokens else None,
+        prefix_tokens=nn.Parameter(torch.zeros(1, n_positioned_prefix, d)) if n_positioned_prefix else None,
+        register_tokens=(
+            nn.Parameter(torch.zeros(1, cfg.n_register_tokens, d)) if cfg.n_register_tokens else None
+        ),
         embed_norm=None if cfg.embed_norm_type is None else _norm_module(cfg.embed_norm_type, d, eps),
     )

@@ -32,7 +32,13 @@ class HookedViTConfig:
         n_channels: Colour channels of the input.
         layer_norm_eps: Epsilon of every norm.
         n_prefix_tokens: Tokens before the patches in the residual stream (1 for a class
-            token, 0 for SigLIP). Patch statistics, maps and steering skip them.
+            token, 0 for SigLIP, 1 + R for DINOv2 with R registers). Patch statistics, maps and
+            steering skip them.
+        n_register_tokens: How many of the prefix tokens are registers: the last
+            ``n_register_tokens`` of them, after the class token. Registers take no position
+            embedding (DINOv2 with registers).
+        interpolate_positions: Whether the tower fits its position embeddings to every input size,
+            as DINOv2 does (``image_size`` is then the size they were trained at, not the only one).
         norm_type: ``"LN"`` (LayerNorm) or ``"RMS"`` (RMSNorm) in the blocks.
         final_norm_type: Norm after the last block (``"LN"``, ``"RMS"``) or ``None`` (none).
         embed_norm_type: Norm of the embeddings before the first block (``"LN"``, ``"RMS"``; CLIP's
@@ -73,6 +79,8 @@ class HookedViTConfig:
     n_channels: int = 3
     layer_norm_eps: float = 1e-6
     n_prefix_tokens: int = 0
+    n_register_tokens: int = 0
+    interpolate_positions: bool = False
     norm_type: str = "LN"
     final_norm_type: str | None = "LN"
     embed_norm_type: str | None = None
@@ -105,6 +113,11 @@ class HookedViTConfig:
             self.full_attention_blocks = [int(i) for i in self.full_attention_blocks]
         if self.n_prefix_tokens < 0:
             raise ValueError(f"n_prefix_tokens must be >= 0, got {self.n_prefix_tokens}.")
+        if not 0 <= self.n_register_tokens <= self.n_prefix_tokens:
+            raise ValueError(
+                f"n_register_tokens must be between 0 and n_prefix_tokens={self.n_prefix_tokens}, "
+                f"got {self.n_register_tokens}."
+            )
 
     @property
     def grid_size(self) -> int:

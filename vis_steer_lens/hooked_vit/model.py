@@ -11,7 +11,7 @@ from torch import nn
 from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.HookedRootModule import HookedRootModule
 
-from vis_steer_lens.families import adapter_for, adapter_for_tower
+from vis_steer_lens.families import adapter_for, adapter_for_tower, get_adapter
 from vis_steer_lens.geometry import ImageGeometry
 from vis_steer_lens.hook_names import (
     HookName,
@@ -140,6 +140,10 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             raise ValueError("parts.pos_embed must be given exactly when cfg.positional is 'absolute'.")
         self.patch_embed = parts.patch_embed
         self.prefix_tokens = parts.prefix_tokens
+        if (parts.register_tokens is None) != (cfg.n_register_tokens == 0):
+            raise ValueError("parts.register_tokens must be given exactly when cfg.n_register_tokens > 0.")
+        #: Learned register tokens after the class token (DINOv2 with registers), or ``None``.
+        self.register_tokens = parts.register_tokens
         self.pos_embed = parts.pos_embed
         self.hook_embed = ShapedHookPoint("batch", "pos", "d_model")
         if self.pos_embed is not None:
@@ -161,19 +165,24 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_hf(cls, tower: nn.Module, model_name: str | None = None) -> HookedViT:
+    def from_hf(cls, tower: nn.Module, model_name: str | None = None, family: str | None = None) -> HookedViT:
         """Wrap a Hugging Face vision tower already in memory, sharing its weights.
 
         Args:
             tower: A bare Hugging Face vision tower of a family with an adapter (SigLIP from a
-                Gemma 3, InternViT from an InternVL3).
+                Gemma 3, InternViT from an InternVL3, a ``Dinov2Model``).
             model_name: Name recorded in ``cfg.model_name``. Defaults to the tower config's
                 ``_name_or_path``.
+            family: The adapter to use (``"clip"``, ``"siglip"``: the vision-only families of a
+                bare tower that a VLM family would otherwise claim); ``None`` picks it by the
+                tower's config type.
 
         Raises:
-            UnsupportedModelError: If no adapter knows the tower's architecture.
+            UnsupportedModelError: If no adapter knows the tower's architecture, or ``family``'s
+                adapter does not take it.
         """
-        return adapter_for_tower(tower).hooked_vit(tower, model_name=model_name)
+        adapter = adapter_for_tower(tower) if family is None else get_adapter(family)
+        return adapter.hooked_vit(tower, model_name=model_name)
 
     @classmethod
     def from_pretrained(
@@ -228,7 +237,8 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
 
     @property
     def W_pos(self) -> torch.Tensor:  # noqa: N802 - TransformerLens' name
-        """Position embeddings ``[tokens, d_model]`` (prefix tokens first)."""
+        """Position embeddings ``[tokens - n_register_tokens, d_model]`` (prefix tokens first;
+        registers have none)."""
         if self.pos_embed is None:
             raise AttributeError("This tower has rotary position embeddings and no W_pos.")
         return self.pos_embed.weight.reshape(-1, self.cfg.d_model)
@@ -262,6 +272,29 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
                 "A native-resolution tower's patch count per image depends on its image processor."
             )
         return int(self._max_patches_fn(image_processor))
+
+    def input_image_size(self, image_processor: Any = None) -> int:
+        """Side in pixels of the (square) images this tower reads after ``image_processor``:
+        ``cfg.image_size``, except where the tower fits its positions to any size
+        (``cfg.interpolate_positions``, DINOv2: trained at 518 px, its processor crops 224 px), where
+        it is the size the processor gives (one blank image through it).
+
+        Raises:
+            ValueError: For a processor whose output is not square.
+        """
+        processor = image_processor if image_processor is not None else self.image_processor
+        if not self.cfg.interpolate_positions or processor is None:
+            return int(self.cfg.image_size)
+        from PIL import Image
+
+        from vis_steer_lens.activations import to_pixel_values
+
+        height, width = to_pixel_values([Image.new("RGB", (256, 256))], processor).shape[-2:]
+        if height != width:
+            raise ValueError(
+                f"The image processor gives {height}x{width} images; a fixed grid needs square ones."
+            )
+        return int(height)
 
     # ------------------------------------------------------------------ forward
     #: The image processor integer (image) tensors go through; a HookedVLM sets its own.
@@ -319,25 +352,37 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
                 f"got {tuple(pixel_values.shape)}. Use the model's processor to turn images into pixel_values."
             )
         height, width = pixel_values.shape[-2:]
-        if not interpolate_pos_encoding and (height, width) != (self.cfg.image_size, self.cfg.image_size):
+        interpolate = interpolate_pos_encoding or self.cfg.interpolate_positions
+        if not interpolate and (height, width) != (self.cfg.image_size, self.cfg.image_size):
             raise ValueError(
                 f"This tower takes {self.cfg.image_size}x{self.cfg.image_size} images, got {height}x{width}. "
                 "Resize with the model's processor, or pass interpolate_pos_encoding=True."
             )
         patches = self.patch_embed(pixel_values.to(device=self.device, dtype=self.dtype))
         tokens = patches.flatten(2).transpose(1, 2)
-        if self.prefix_tokens is not None:
-            prefix = self.prefix_tokens.reshape(1, -1, self.cfg.d_model).expand(tokens.shape[0], -1, -1)
-            tokens = torch.cat([prefix, tokens], dim=1)
+        learned = [p for p in (self.prefix_tokens, self.register_tokens) if p is not None]
+        if learned:
+            prefix = torch.cat([p.reshape(1, -1, self.cfg.d_model) for p in learned], dim=1)
+            tokens = torch.cat([prefix.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         embed = self.hook_embed(tokens)
         if self.pos_embed is None:
             return embed
-        if interpolate_pos_encoding:
+        # Registers take no position embedding: positions are fitted to the other tokens, and the
+        # registers' rows of hook_pos_embed are zeros.
+        n_registers = self.cfg.n_register_tokens
+        first_register = self.cfg.n_prefix_tokens - n_registers
+        positioned = embed
+        if n_registers:
+            positioned = torch.cat([embed[:, :first_register], embed[:, self.cfg.n_prefix_tokens :]], dim=1)
+        if interpolate_pos_encoding or self.cfg.interpolate_positions:
             if self._interpolate is None:
                 raise ValueError("This tower cannot interpolate its position embeddings.")
-            pos = self._interpolate(embed, height, width)
+            pos = self._interpolate(positioned, height, width)
         else:
             pos = self.W_pos.unsqueeze(0)
+        if n_registers:
+            zeros = pos.new_zeros(pos.shape[0], n_registers, pos.shape[-1])
+            pos = torch.cat([pos[:, :first_register], zeros, pos[:, first_register:]], dim=1)
         pos = pos.expand(embed.shape[0], -1, -1)
         if is_hooked(self.hook_pos_embed):
             pos = self.hook_pos_embed(pos.clone())  # a real tensor, so that hooks may edit it in place
@@ -398,7 +443,8 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             expected = (self.cfg.n_tokens, self.cfg.d_model)
             if self.cfg.packed:
                 expected = (geometry.n_positions, self.cfg.d_model)
-            if input.ndim != 3 or (not interpolate_pos_encoding and tuple(input.shape[1:]) != expected):
+            any_size = interpolate_pos_encoding or self.cfg.interpolate_positions
+            if input.ndim != 3 or (not any_size and tuple(input.shape[1:]) != expected):
                 raise ValueError(
                     f"With start_at_layer, HookedViT expects the residual stream [batch, {expected[0]}, "
                     f"{expected[1]}], got {tuple(input.shape)}."

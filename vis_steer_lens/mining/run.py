@@ -391,6 +391,13 @@ def _mine_block(
     auto_batch = batch_size == "auto"
     if auto_batch:
         batch_size = auto_batch_size(mining_bytes_per_image(vit, sae), vit.device)
+    # A tower that fits its positions to any size (DINOv2) sees the image processor's size, not the
+    # size it was trained at.
+    grid_size, image_size = int(vit.cfg.grid_size), int(vit.cfg.image_size)
+    if vit.cfg.interpolate_positions and not vit.cfg.packed:
+        image_processor = processor if processor is not None else getattr(model, "processor", None)
+        image_size = vit.input_image_size(image_processor)
+        grid_size = image_size // vit.cfg.patch_size
     meta = {
         "version": FORMAT_VERSION,
         "sae_id": sae_identity(sae),
@@ -405,11 +412,11 @@ def _mine_block(
         # All features given explicitly in order is the same run as features=None.
         "features": None if feature_ids == list(range(sae.cfg.d_sae)) else feature_ids,
         "hist_bins": int(hist_bins),
-        "n_patches": int(vit.cfg.n_patches),
-        "grid_size": int(vit.cfg.grid_size),
+        "n_patches": grid_size**2,
+        "grid_size": grid_size,
         "packed": bool(vit.cfg.packed),
         "patch_size": int(vit.cfg.patch_size),
-        "image_size": int(vit.cfg.image_size),
+        "image_size": image_size,
         "batch_size": int(batch_size),
         "batch_size_auto": auto_batch,
         "image_range": None if image_range is None else [image_range.start, image_range.stop],

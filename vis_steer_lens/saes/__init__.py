@@ -22,6 +22,7 @@ from vis_steer_lens.saes.registry import (
     list_vision_releases,
 )
 from vis_steer_lens.saes.sae_for_vlm import SAEForVLMFormatError, load_sae_for_vlm
+from vis_steer_lens.saes.saev import SaevFormatError, is_saev_folder, load_saev_sae
 from vis_steer_lens.saes.splicing import SAESplicingMixin, SplicedSAE
 from vis_steer_lens.saes.trainer import (
     ActivationStreamError,
@@ -45,6 +46,9 @@ from vis_steer_lens.saes.validation import (
 )
 
 __all__ = [
+    "SaevFormatError",
+    "is_saev_folder",
+    "load_saev_sae",
     "SAEForVLMFormatError",
     "load_sae_for_vlm",
     "FeatureIndexError",

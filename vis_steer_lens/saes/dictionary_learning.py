@@ -16,6 +16,16 @@ The paper's released vision SAEs use this format. One SAE is a folder holding:
 values (the rest are zero either way), so with ``W_enc = encoder.weight.T``,
 ``b_enc = encoder.bias``, ``W_dec = decoder.weight.T``, no activation normalisation and no
 decoder-norm rescaling the two SAEs are the same function.
+
+``BatchTopKSAE`` (same state dict as ``AutoEncoderTopK``) and ``MatryoshkaBatchTopKSAE`` (``W_enc
+[d_in, d_sae]``, ``b_enc``, ``W_dec [d_sae, d_in]``, ``b_dec``, ``k``, ``threshold``,
+``group_sizes``) pick the top ``k * batch`` activations of a whole batch while training, which makes
+a token's code depend on the rest of its batch; at inference they encode with one threshold learned
+during training: ``f = r * (r > threshold)`` with ``r = relu((x - b_dec) @ W_enc + b_enc)`` (all
+Matryoshka groups active). That is SAELens' ``JumpReLUSAE`` (``relu(h) * (h > theta)``) with every
+feature's ``theta = max(threshold, 0)``: for ``threshold >= 0``, ``r > threshold`` exactly when
+``h > threshold``; an unset threshold (-1, before training set it) keeps every positive value, as
+``theta = 0`` does. They load as ``JumpReLUSAE``s with identical activations.
 """
 
 from __future__ import annotations
@@ -26,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sae_lens import TopKSAE, TopKSAEConfig
-from sae_lens.saes.sae import SAEMetadata
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig
+from sae_lens.saes.sae import SAE, SAEMetadata
 from sae_lens.util import dtype_to_str, str_to_dtype
 
 from vis_steer_lens.saes.metadata import vision_sae_metadata
@@ -36,9 +46,14 @@ WEIGHTS_FILENAME = "ae.pt"
 CONFIG_FILENAME = "config.json"
 
 #: ``dict_class`` values this converter understands.
-SUPPORTED_DICT_CLASSES: tuple[str, ...] = ("AutoEncoderTopK",)
+SUPPORTED_DICT_CLASSES: tuple[str, ...] = ("AutoEncoderTopK", "BatchTopKSAE", "MatryoshkaBatchTopKSAE")
+
+#: Classes that encode with a learned threshold at inference (loaded as SAELens ``JumpReLUSAE``).
+THRESHOLD_DICT_CLASSES: tuple[str, ...] = ("BatchTopKSAE", "MatryoshkaBatchTopKSAE")
 
 _REQUIRED_WEIGHTS = ("encoder.weight", "encoder.bias", "decoder.weight", "b_dec")
+# MatryoshkaBatchTopKSAE keeps its weights as parameters, in SAELens' layout.
+_REQUIRED_MATRYOSHKA_WEIGHTS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 # `enc_` marks the vision encoder (the language model's layers have no such prefix).
 _SUBMODULE_RE = re.compile(r"^enc_(res_out|res_in|mlp_out|attn_out)_layer_(\d+)$")
@@ -112,7 +127,7 @@ def read_dictionary_learning_config(folder: str | Path) -> dict[str, Any]:
     return trainer
 
 
-def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+def _read_state_dict(folder: Path, dict_class: str = "AutoEncoderTopK") -> dict[str, torch.Tensor]:
     path = folder / WEIGHTS_FILENAME
     if not path.is_file():
         raise DictionaryLearningFormatError(
@@ -131,12 +146,17 @@ def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
         raise DictionaryLearningFormatError(
             f"{str(path)!r} holds a {type(state).__name__}, expected a state dict (a dict of tensors)."
         )
-    missing = [key for key in _REQUIRED_WEIGHTS if key not in state]
+    required = _REQUIRED_MATRYOSHKA_WEIGHTS if dict_class == "MatryoshkaBatchTopKSAE" else _REQUIRED_WEIGHTS
+    missing = [key for key in required if key not in state]
     if missing:
         raise DictionaryLearningFormatError(
-            f"{str(path)!r} lacks {missing}; an AutoEncoderTopK state dict has "
-            f"{list(_REQUIRED_WEIGHTS) + ['k', 'threshold']}, found {sorted(state)}."
+            f"{str(path)!r} lacks {missing}; a {dict_class} state dict has "
+            f"{list(required) + ['k', 'threshold']}, found {sorted(state)}."
         )
+    if dict_class == "MatryoshkaBatchTopKSAE":  # one layout for the checks and the conversion below
+        state = dict(state)
+        state["encoder.weight"], state["encoder.bias"] = state.pop("W_enc").T, state.pop("b_enc")
+        state["decoder.weight"] = state.pop("W_dec").T
     return state
 
 
@@ -157,14 +177,18 @@ def load_dictionary_learning_sae(
     hook_name: str | None = None,
     model_name: str | None = None,
     **metadata: Any,
-) -> TopKSAE:
-    """Convert a ``dictionary_learning`` ``AutoEncoderTopK`` folder into a SAELens ``TopKSAE``.
+) -> SAE:
+    """Convert a ``dictionary_learning`` SAE folder into a SAELens SAE: ``AutoEncoderTopK`` into a
+    ``TopKSAE``, ``BatchTopKSAE`` and ``MatryoshkaBatchTopKSAE`` into a ``JumpReLUSAE`` holding their
+    inference threshold (see the module docstring).
 
-    The result encodes ``topk(relu((x - b_dec) @ encoder.weight.T + encoder.bias), k)`` and
-    decodes ``f @ decoder.weight.T + b_dec``, exactly as the original. The decoder is kept as
-    stored (unit-norm rows for the released SAEs). A non-negative ``threshold`` in ``ae.pt``
-    (used by ``dictionary_learning`` only when thresholding is asked for) is recorded in
-    ``cfg.metadata.dictionary_learning_threshold`` and not applied.
+    An ``AutoEncoderTopK`` encodes ``topk(relu((x - b_dec) @ encoder.weight.T + encoder.bias), k)``
+    and decodes ``f @ decoder.weight.T + b_dec``, exactly as the original; a non-negative
+    ``threshold`` in its ``ae.pt`` (used by ``dictionary_learning`` only when thresholding is asked
+    for) is recorded in ``cfg.metadata.dictionary_learning_threshold`` and not applied. BatchTopK
+    and Matryoshka BatchTopK SAEs apply theirs, as their ``encode`` does at inference (recorded in
+    ``cfg.metadata.inference_threshold``, with ``batch_top_k`` and the Matryoshka
+    ``matryoshka_group_sizes``). The decoder is kept as stored (unit-norm rows for the released SAEs).
 
     Args:
         folder: Folder with ``ae.pt`` and ``config.json``.
@@ -175,7 +199,7 @@ def load_dictionary_learning_sae(
         **metadata: Extra ``cfg.metadata`` fields (e.g. ``image_size=896``).
 
     Returns:
-        A ``sae_lens.TopKSAE`` with ``d_in = activation_dim``, ``d_sae = dict_size``, and vision
+        A ``sae_lens.TopKSAE`` or ``JumpReLUSAE`` with ``d_in = activation_dim``, ``d_sae = dict_size``, and vision
         metadata (see :func:`vis_steer_lens.saes.vision_sae_metadata`).
 
     Raises:
@@ -203,7 +227,7 @@ def load_dictionary_learning_sae(
             f"dict_size={trainer.get('dict_size')!r}."
         ) from error
 
-    state = _read_state_dict(folder)
+    state = _read_state_dict(folder, dict_class)
     _check_shape("encoder.weight", state["encoder.weight"], (d_sae, d_in), folder)
     _check_shape("encoder.bias", state["encoder.bias"], (d_sae,), folder)
     _check_shape("decoder.weight", state["decoder.weight"], (d_in, d_sae), folder)
@@ -219,6 +243,7 @@ def load_dictionary_learning_sae(
         hook_name = hook_name_from_submodule(submodule)
     threshold = state.get("threshold")
     threshold = float(threshold) if isinstance(threshold, torch.Tensor) and threshold.numel() == 1 else -1.0
+    uses_threshold = dict_class in THRESHOLD_DICT_CLASSES
     extras: dict[str, Any] = {
         "source_format": "dictionary_learning",
         "dictionary_learning_dict_class": dict_class,
@@ -226,10 +251,39 @@ def load_dictionary_learning_sae(
         "dictionary_learning_layer": trainer.get("layer"),
         "dictionary_learning_threshold": threshold if threshold >= 0 else None,
     }
+    if uses_threshold:
+        # The batch's k and the threshold that replaces it at inference (None: never set, plain ReLU).
+        extras["batch_top_k"] = k
+        extras["inference_threshold"] = threshold if threshold >= 0 else None
+    if "group_sizes" in state:
+        extras["matryoshka_group_sizes"] = [int(size) for size in state["group_sizes"].tolist()]
     extras.update(metadata)  # caller's fields win
     fields = vision_sae_metadata(hook_name, model_name or trainer.get("lm_name") or "unknown", **extras)
 
     torch_dtype = str_to_dtype(dtype) if isinstance(dtype, str) else (dtype or torch.float32)
+    weights = {
+        "W_enc": state["encoder.weight"].T,
+        "b_enc": state["encoder.bias"],
+        "W_dec": state["decoder.weight"].T,
+        "b_dec": state["b_dec"],
+    }
+    if uses_threshold:
+        sae: SAE = JumpReLUSAE(
+            JumpReLUSAEConfig(
+                d_in=d_in,
+                d_sae=d_sae,
+                dtype=dtype_to_str(torch_dtype),
+                device=device,
+                apply_b_dec_to_input=True,  # encoder(x - b_dec)
+                normalize_activations="none",
+                metadata=SAEMetadata(**fields),
+            )
+        )
+        weights["threshold"] = torch.full((d_sae,), max(threshold, 0.0))
+        sae.load_state_dict(
+            {name: w.to(device=device, dtype=torch_dtype).contiguous() for name, w in weights.items()}
+        )
+        return sae
     cfg = TopKSAEConfig(
         d_in=d_in,
         d_sae=d_sae,
@@ -242,12 +296,6 @@ def load_dictionary_learning_sae(
         metadata=SAEMetadata(**fields),
     )
     sae = TopKSAE(cfg)
-    weights = {
-        "W_enc": state["encoder.weight"].T,
-        "b_enc": state["encoder.bias"],
-        "W_dec": state["decoder.weight"].T,
-        "b_dec": state["b_dec"],
-    }
     sae.load_state_dict(
         {name: w.to(device=device, dtype=torch_dtype).contiguous() for name, w in weights.items()}
     )

@@ -3,8 +3,9 @@
 :func:`load_sae` accepts, detected in this order:
 
 1. a local folder in SAELens format (``cfg.json`` + ``sae_weights.safetensors``);
-2. a local folder in ``dictionary_learning`` format (``ae.pt`` + ``config.json``), or any folder
-   a converter added with :func:`register_converter` recognises;
+2. a local folder in ``dictionary_learning`` format (``ae.pt`` + ``config.json``; AutoEncoderTopK,
+   BatchTopK, Matryoshka BatchTopK), a saev ``sae.pt`` (refused with how to name its hook: the file
+   does not record it), or any folder a converter added with :func:`register_converter` recognises;
 3. a release of this library's vision registry (:func:`vis_steer_lens.saes.list_vision_releases`),
    downloaded from the hub and converted according to the release's format;
 4. a release of SAELens' own registry (``SAE.from_pretrained``);
@@ -33,6 +34,7 @@ from vis_steer_lens.saes.dictionary_learning import (
     load_dictionary_learning_sae,
 )
 from vis_steer_lens.saes.registry import get_release, is_vision_release
+from vis_steer_lens.saes.saev import is_saev_folder, load_saev_sae
 from vis_steer_lens.saes.validation import check_sae_finite, check_sae_fits, check_sae_tower
 
 #: A function that turns a local folder into an SAE.
@@ -47,13 +49,20 @@ class SAESourceError(ValueError):
     """An SAE source that :func:`load_sae` cannot interpret."""
 
 
+#: A function that turns a release's downloaded folder into an SAE, given the release and the SAE's
+#: id (for formats whose files do not say the model or the hook).
+ReleaseConvertFn = Callable[[Path, Any, str], SAE]
+
+
 @dataclass(frozen=True)
 class SAEConverter:
-    """A named on-disk SAE format: how to recognise a folder and how to load it."""
+    """A named on-disk SAE format: how to recognise a folder and how to load it (and, where its files
+    do not name the model or the hook, how to load a registry release's folder)."""
 
     name: str
     detect: DetectFn
     convert: ConvertFn
+    convert_release: ReleaseConvertFn | None = None
 
 
 def _is_saelens_folder(folder: Path) -> bool:
@@ -89,12 +98,39 @@ def _load_dictionary_learning_folder(folder: Path) -> SAE:
     return load_dictionary_learning_sae(folder)
 
 
+def _load_saev_folder(folder: Path) -> SAE:
+    raise SAESourceError(
+        f"{str(folder / 'sae.pt')!r} is a saev checkpoint, which does not record the model or the layer it "
+        "reads. Load it with vis_steer_lens.saes.load_saev_sae(path, hook_name='blocks.<layer>.hook_resid_post', "
+        "model_name=...), or through a vision registry release that names them."
+    )
+
+
+def _load_saev_release(folder: Path, release: Any, sae_id: str) -> SAE:
+    """A saev release's SAE: the hook is its id, the model and the normalisation the release's."""
+    from vis_steer_lens.families import canonical_hook_name, family_of_model_name
+
+    family = release.info.get("family") or family_of_model_name(release.model)
+    hook_name = canonical_hook_name(sae_id, family=family)
+    return load_saev_sae(
+        folder,
+        hook_name=hook_name,
+        model_name=release.model,
+        family=family,
+        release=release.name,
+        repo_id=release.repo_id,
+        token_selection=release.info.get("token_selection"),
+        saev_normalisation=release.info.get("normalisation"),
+    )
+
+
 # Built-ins first, so that detection order is SAELens, then dictionary_learning, then user formats.
 _CONVERTERS: dict[str, SAEConverter] = {
     "saelens": SAEConverter("saelens", _is_saelens_folder, _load_saelens_folder),
     "dictionary_learning": SAEConverter(
         "dictionary_learning", is_dictionary_learning_folder, _load_dictionary_learning_folder
     ),
+    "saev": SAEConverter("saev", is_saev_folder, _load_saev_folder, _load_saev_release),
 }
 _BUILTIN_CONVERTERS = frozenset(_CONVERTERS)
 
@@ -162,8 +198,9 @@ def _convert_folder(folder: Path, converter: str | ConvertFn | None) -> SAE:
 
 def _download_folder(repo_id: str, folder: str) -> Path:
     """Download one folder of a hub repository; returns its local path."""
-    folder = folder.strip("/")
-    root = huggingface_hub.snapshot_download(repo_id, allow_patterns=[f"{folder}/*"])
+    folder = folder.strip("/").removeprefix(".").strip("/")
+    # "" or ".": the SAE's files sit at the repository's root (saev's single-SAE repositories).
+    root = huggingface_hub.snapshot_download(repo_id, allow_patterns=[f"{folder}/*" if folder else "*"])
     local = Path(root) / folder
     if not local.is_dir():
         raise SAESourceError(
@@ -268,6 +305,9 @@ def load_sae_unchecked(
                 f"Release {name!r} holds several SAEs; pass sae_id, one of {list(release.saes)}."
             )
         folder = _download_folder(release.repo_id, release.folder(sae_id))
+        entry = _CONVERTERS.get(release.format) if converter is None else None
+        if entry is not None and entry.convert_release is not None:
+            return _finish(entry.convert_release(folder, release, sae_id), device, dtype)
         return _finish(_convert_folder(folder, converter or release.format), device, dtype)
 
     saelens_releases = get_pretrained_saes_directory()

@@ -19,6 +19,10 @@ and a processor with the family's special tokens and chat structure at the real 
 >>> vlm = random_vlm("gemma-3-4b", n_vision_layers=2, n_text_layers=1, vocab_size=4096)  # doctest: +SKIP
 >>> sae = random_sae(vlm, "blocks.1.hook_resid_post")  # 8192 features, k=25, as the paper's  # doctest: +SKIP
 
+Vision-only towers (CLIP, SigLIP, DINOv2, DINOv2 with registers) come from
+:mod:`vis_steer_lens.testing.towers`: ``tiny_vit("dinov2_with_registers")`` is a HookedViT with its
+image processor, ``random_vit("dinov2-with-registers-base", n_layers=2)`` a released one.
+
 Each family's models come from its :class:`~vis_steer_lens.testing.builders.ModelBuilder`
 (:mod:`vis_steer_lens.testing.gemma3`, ``.internvl3``, ``.qwen2_vl``: the tiny configs and the
 released ``config.json`` tables), registered by family name with :func:`register_builder`; the
@@ -38,6 +42,14 @@ from torch import nn
 from vis_steer_lens.testing import gemma3, internvl3, llava, paligemma, qwen2_vl
 from vis_steer_lens.testing.builders import ModelBuilder, builder_families, get_builder, register_builder
 from vis_steer_lens.testing.tokenizers import fit_token_ids, word_tokenizer
+from vis_steer_lens.testing.towers import (
+    RELEASED_TOWERS,
+    TINY_TOWER_FAMILIES,
+    random_hf_tower,
+    random_vit,
+    tiny_hf_tower,
+    tiny_vit,
+)
 
 # Each family module's builders, registered in reverse order as the adapters are (the last one
 # registered is listed first).
@@ -257,6 +269,12 @@ def random_sae(
 
 
 __all__ = [
+    "RELEASED_TOWERS",
+    "TINY_TOWER_FAMILIES",
+    "random_hf_tower",
+    "random_vit",
+    "tiny_hf_tower",
+    "tiny_vit",
     "TINY_FAMILIES",
     "ModelBuilder",
     "builder_families",
