@@ -86,7 +86,7 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or "unnamed"
         self.hf_model = model
         self.processor = processor
-        self.vision = self.adapter.hooked_vit(self.adapter.tower(model), model_name=self.model_name)
+        self.vision = self.adapter.vlm_tower(model, model_name=self.model_name)
         if processor is not None:  # integer (image) tensors given as pixel values go through it
             from vis_steer_lens.activations import image_processor_of
 
@@ -235,7 +235,8 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         """
         if (pixel_values is None) == (resid is None):
             raise ValueError("Pass exactly one of pixel_values or resid (with start_at_layer).")
-        if geometry is None and pixel_values is not None and self.vision._needs_context:
+        takes_geometry = getattr(self.projector.projector, "takes_geometry", False)
+        if geometry is None and pixel_values is not None and (self.vision._needs_context or takes_geometry):
             geometry = self.vision.image_geometry(pixel_values, **tower_inputs)
         extra = {} if geometry is None else {"geometry": geometry}
         if resid is not None:
