@@ -32,7 +32,7 @@ LLAVA_ONEVISION_HOOK_NAMES: HookNameMap = GEMMA3_HOOK_NAMES
 
 def max_crops(vision_aspect_ratio: str | None) -> int:
     """``N`` of ``"anyres_max_N"`` (transformers' default ``"anyres_max_9"``)."""
-    return int((vision_aspect_ratio or "anyres_max_9").strip("anyres_max_"))
+    return int((vision_aspect_ratio or "anyres_max_9").removeprefix("anyres_max_"))
 
 
 class LlavaOnevisionAdapter(AnyResAdapter, Gemma3Adapter):
