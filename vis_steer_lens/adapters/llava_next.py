@@ -113,6 +113,8 @@ class AnyResAdapter(VLMAdapter):
     """
 
     tower_input_keys: ClassVar[tuple[str, ...]] = ("image_sizes",)
+    # In both: the language model's forward takes them too (and ignores them beside soft tokens).
+    language_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "image_sizes")
     end_of_turn_tokens: ClassVar[tuple[str, ...]] = ()
 
     # ---- the settings a tower of a VLM reads

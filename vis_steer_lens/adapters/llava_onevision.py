@@ -44,7 +44,12 @@ class LlavaOnevisionAdapter(AnyResAdapter, Gemma3Adapter):
     model_name_markers: ClassVar[tuple[str, ...]] = ("llava-onevision", "llava_onevision")
     hook_name_map: ClassVar[HookNameMap] = LLAVA_ONEVISION_HOOK_NAMES
     end_of_turn_tokens: ClassVar[tuple[str, ...]] = ("<|im_end|>",)
-    language_input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask")
+    language_input_keys: ClassVar[tuple[str, ...]] = (
+        "input_ids",
+        "attention_mask",
+        "image_sizes",
+        "batch_num_images",
+    )
     tower_input_keys: ClassVar[tuple[str, ...]] = ("image_sizes", "batch_num_images")
 
     def load_processor(self, name_or_path: str, *, revision: str | None = None) -> Any:

@@ -176,7 +176,9 @@ class SteeringExplainer(Explainer):
         self._pixels = image_inputs.pop("pixel_values")
         self._tower_inputs = image_inputs
         self.geometry = vlm.image_geometry(self._pixels, **image_inputs)
-        self._packed = self.geometry.packed
+        # Packed towers (one sequence) and AnyRes ones (several crops per image) steer copies of the
+        # empty image as one batch with its geometry; fixed grids expand one row per copy.
+        self._packed = self.geometry.packed or self.geometry.crop_tokens is not None
         self._layer = self._hook.layer
         extra = {"geometry": self.geometry} if self._packed else {}
         with torch.no_grad():
@@ -345,7 +347,7 @@ class SteeringExplainer(Explainer):
             delta = delta * self._positions.to(vlm.device).view(1, -1, 1)
 
         def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            if self._packed:  # [1, batch * tokens, ...]: row i's tokens are the i-th image's
+            if self._packed:  # [1, batch * tokens, ...] or AnyRes crops: copy i's tokens are contiguous
                 rows = act.reshape(batch, -1, *act.shape[2:])
                 return (rows + self._hook.unflatten(delta, rows).to(act.dtype)).reshape(act.shape)
             return act + self._hook.unflatten(delta, act).to(act.dtype)
@@ -367,7 +369,9 @@ class SteeringExplainer(Explainer):
             with vlm.hooks(fwd_hooks=[(self.hook_name, add)]):
                 soft = vlm.encode_images(pixels, geometry=geometry, **tower_inputs)
         else:
-            resid = self._prefix.repeat(1, batch, 1)
+            resid = (
+                self._prefix.repeat(1, batch, 1) if self.geometry.packed else self._prefix.repeat(batch, 1, 1)
+            )
             if self._start_layer == self._layer + 1:
                 soft = vlm.encode_images(
                     resid=add(resid, None), start_at_layer=self._start_layer, geometry=geometry
