@@ -41,11 +41,12 @@ class ImageGeometry:
         packed: Whether the residual stream is one sequence ``[1, positions, d_model]`` (images
             attend only to themselves) rather than one row per image ``[images, tokens, d_model]``.
         view: ``[positions]`` long: which view of its image a position belongs to. ``0`` (every
-            position, for every family but AnyRes) is the image's grid that ``row``/``col`` and
-            :meth:`patch_map` describe; ``1`` marks the patches of a second, coarser view of the same
-            image: LLaVA-NeXT/OneVision's base image, whose ``row``/``col`` are in its own
-            ``base_grid`` and which :meth:`patch_map` leaves out (:meth:`base_patch_positions` has them).
-            Built all zeros when not given.
+            position, for every family but AnyRes) is the image's grid that ``row``/``col``,
+            ``grid_hw`` and :meth:`patch_map` describe (AnyRes: its tiles stitched into the whole
+            image). ``1`` marks the patches of a second, coarser view of the same image, LLaVA-NeXT /
+            OneVision's base crop, with ``row``/``col`` in its own square grid; :meth:`patch_map`
+            leaves it out (:meth:`base_patch_positions` has it). ``2`` marks tile patches that cover
+            only the processor's padding (``row``/``col`` ``-1``). Built all zeros when not given.
         crop_tokens: Positions per batch row of the residual stream where an image spans several
             rows (AnyRes crops ``[crops, tokens, d_model]``), else ``None`` (one row per image, or packed).
     """

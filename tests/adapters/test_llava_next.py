@@ -74,7 +74,8 @@ def test_the_geometry_stitches_tiles_and_tells_the_base_apart(anyres, inputs):
     g, prefix = 4, vlm.vision.cfg.n_prefix_tokens
     per_crop = prefix + g * g
     assert geometry.crop_tokens == per_crop
-    assert geometry.grid_hw.tolist() == [[4, 8], [8, 8]]  # stitched: 1 x 2 and 2 x 2 tiles of 4 x 4
+    # Stitched: 1 x 2 tiles of 4 x 4 patches, rows 0 and 3 only padding (cut); 2 x 2 tiles, no padding.
+    assert geometry.grid_hw.tolist() == [[2, 8], [8, 8]]
     assert geometry.span.tolist() == [[0, 3 * per_crop], [3 * per_crop, 8 * per_crop]]
     for image, n_crops in enumerate((3, 5)):
         base = geometry.base_patch_positions(image)
@@ -82,23 +83,27 @@ def test_the_geometry_stitches_tiles_and_tells_the_base_apart(anyres, inputs):
             range(geometry.span[image, 0] + prefix, geometry.span[image, 0] + per_crop)
         )
         grid = geometry.patch_positions(image)
-        assert len(grid) == (n_crops - 1) * g * g and len(set(grid.tolist())) == len(grid)
+        assert len(grid) == int(geometry.grid_hw[image].prod()) and len(set(grid.tolist())) == len(grid)
+        padding = (geometry.image_index == image) & (geometry.view == 2)
+        assert len(grid) + int(padding.sum()) == (n_crops - 1) * g * g
         assert bool((geometry.view[grid] == 0).all()) and bool((geometry.view[base] == 1).all())
-    # The first tile's top-left patch is (0, 0); the second tile's starts at column 4 of the stitched grid.
+    # Tiles stitched: the wide image's first tile's row 1 is its grid's row 0; the second tile starts at column 4.
     start = int(geometry.span[0, 0])
-    tile1, tile2 = start + per_crop + prefix, start + 2 * per_crop + prefix
-    assert (geometry.row[tile1], geometry.col[tile1], geometry.row[tile2], geometry.col[tile2]) == (
-        0,
-        0,
-        0,
-        4,
-    )
-    # Unpadding: the wide image's stitched rows 0 and 3 are padding and feed nothing.
-    kept = geometry.patch_map(geometry.soft_source.float(), 0)
+    tile1, tile2 = start + per_crop + prefix + g, start + 2 * per_crop + prefix + g
+    stitched = [
+        int(geometry.row[tile1]),
+        int(geometry.col[tile1]),
+        int(geometry.row[tile2]),
+        int(geometry.col[tile2]),
+    ]
+    assert stitched == [0, 0, 0, 4]
     assert (
-        kept[:, :, None].shape == (4, 8, 1) and kept[0].sum() == 0 and kept[3].sum() == 0 and kept[1:3].all()
+        geometry.view[start + per_crop + prefix] == 2 and not geometry.soft_source[start + per_crop + prefix]
     )
+    # Every patch of the image's grid feeds the language model, the padding none.
+    assert geometry.patch_map(geometry.soft_source.float(), 0).all()
     assert geometry.patch_map(geometry.soft_source.float(), 1).all()
+    assert not geometry.soft_source[geometry.view == 2].any()
     n_image_tokens = int((inputs["input_ids"] == model.config.image_token_index).sum())
     assert int(geometry.n_soft_tokens.sum()) == n_image_tokens
     # Other families keep view all zeros.

@@ -228,8 +228,12 @@ class AnyResAdapter(VLMAdapter):
     def image_geometry(
         self, cfg: HookedViTConfig, pixel_values: torch.Tensor, image_sizes=None, **tower_inputs: Any
     ) -> ImageGeometry:
-        """The tiled geometry: per image its base crop (``view`` 1, its own ``g x g`` grid) then its tiles
-        (``view`` 0, row/col in the stitched grid), ``crop_tokens`` positions per crop.
+        """The tiled geometry: per image its base crop (``view`` 1, its own ``g x g`` grid) then its tiles.
+
+        The tiles' patches are stitched into one grid in the processor's padded canvas; the image's grid
+        (``grid_hw``, ``view`` 0) is the part transformers keeps after unpadding, i.e. the image itself,
+        with row/col counted from its top-left patch. Tile patches that only cover the padding are
+        ``view`` 2 with row/col ``-1`` (they feed nothing). ``crop_tokens`` positions per crop.
 
         Args:
             cfg: The tower's config (with the VLM's tiling settings).
@@ -262,19 +266,21 @@ class AnyResAdapter(VLMAdapter):
                     raise ValueError(f"Image {image}: {n_crops - 1} tiles, expected {tile_rows}x{tile_cols}.")
                 height, width = tile_rows * g, tile_cols * g
                 index = torch.arange(height * width).reshape(1, height, width)
+                unpadded = unpad_image(index, image_sizes[image].to("cpu"))[0]  # what transformers keeps
                 kept = torch.zeros(height * width, dtype=torch.bool)
-                unpadded = unpad_image(index, image_sizes[image].to("cpu"))  # what transformers keeps
                 kept[unpadded.reshape(-1)] = True
-                shrunk = self.shrunk_shape(unpadded.shape[1], unpadded.shape[2], cfg)
+                top, left = divmod(int(unpadded[0, 0]), width)  # the unpadded rectangle's corner
+                shrunk = self.shrunk_shape(unpadded.shape[0], unpadded.shape[1], cfg)
                 views, rows, cols, soft = [1], [patch // g], [patch % g], [~crop_prefix | prefix_feeds]
                 for tile in range(n_crops - 1):
-                    row = (tile // tile_cols) * g + patch // g
+                    row = (tile // tile_cols) * g + patch // g  # in the padded stitched canvas
                     col = (tile % tile_cols) * g + patch % g
-                    views.append(0)
-                    rows.append(row)
-                    cols.append(col)
-                    soft.append(~crop_prefix & kept[row * width + col] | (crop_prefix & prefix_feeds))
-                grids.append((height, width))
+                    inside = kept[row * width + col]
+                    views.append(torch.where(inside, 0, 2))
+                    rows.append(torch.where(inside, row - top, -1))
+                    cols.append(torch.where(inside, col - left, -1))
+                    soft.append(~crop_prefix & inside | (crop_prefix & prefix_feeds))
+                grids.append(tuple(unpadded.shape))
                 n_soft.append(base_soft + shrunk[0] * (shrunk[1] + 1))
             for crop, view in enumerate(views):
                 fields["image"].append(torch.full((per_crop,), image))

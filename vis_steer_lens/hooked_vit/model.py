@@ -418,6 +418,13 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         return self.ln_final(resid)
 
     @property
+    def variable_grids(self) -> bool:
+        """Whether each image keeps a patch grid of its own, set by the image processor: native
+        resolution (packed Qwen2-VL) or AnyRes tiles (LLaVA-NeXT/OneVision, stitched). Such images
+        go through the processor one by one, and their maps have each image's own grid (the geometry)."""
+        return bool(self.cfg.packed or self._crops_fn is not None)
+
+    @property
     def _needs_context(self) -> bool:
         """Whether the blocks need the geometry (packed images, rotary positions, windows)."""
         cfg = self.cfg

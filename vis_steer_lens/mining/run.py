@@ -407,7 +407,8 @@ def _mine_block(
         "hist_bins": int(hist_bins),
         "n_patches": int(vit.cfg.n_patches),
         "grid_size": int(vit.cfg.grid_size),
-        "packed": bool(vit.cfg.packed),
+        # Maps at each image's own grid (native resolution or AnyRes tiles), under its historical name.
+        "packed": bool(vit.variable_grids),
         "patch_size": int(vit.cfg.patch_size),
         "image_size": int(vit.cfg.image_size),
         "batch_size": int(batch_size),
@@ -415,7 +416,7 @@ def _mine_block(
         "image_range": None if image_range is None else [image_range.start, image_range.stop],
     }
 
-    packed = vit.cfg.packed
+    packed = vit.variable_grids
     if packed:
         # Images of any size: maps are kept row-major over each image's own grid, zero-padded to the
         # largest image seen so far (the width grows with the images, not to the processor's bound).
