@@ -15,6 +15,7 @@ What differs from LLaVA-NeXT:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -28,6 +29,43 @@ from vis_steer_lens.hooked_vit import HookedViTConfig
 
 #: SigLIP inside LLaVA-OneVision: the same modules and paths as in Gemma 3 (``model.vision_tower.``).
 LLAVA_ONEVISION_HOOK_NAMES: HookNameMap = GEMMA3_HOOK_NAMES
+
+
+@functools.cache
+def image_only_processor_class() -> type:
+    """OneVision's processor without its video processor (which needs torchvision), keeping the
+    settings it saves and reloads (image tokens per crop, strategy, aspect-ratio cap)."""
+    from transformers import LlavaOnevisionProcessor
+
+    class ImageOnlyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
+        """LLaVA-OneVision's processor for images only."""
+
+        def __init__(
+            self,
+            image_processor=None,
+            tokenizer=None,
+            num_image_tokens=None,
+            vision_feature_select_strategy=None,
+            chat_template=None,
+            image_token="<image>",
+            video_token="<video>",
+            vision_aspect_ratio="anyres_max_9",
+            **kwargs,
+        ):
+            super().__init__(
+                image_processor,
+                tokenizer,
+                None,
+                num_image_tokens=num_image_tokens,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+                chat_template=chat_template,
+                image_token=image_token,
+                video_token=video_token,
+                vision_aspect_ratio=vision_aspect_ratio,
+                **kwargs,
+            )
+
+    return ImageOnlyLlavaOnevisionProcessor
 
 
 def max_crops(vision_aspect_ratio: str | None) -> int:
@@ -61,21 +99,7 @@ class LlavaOnevisionAdapter(AnyResAdapter, Gemma3Adapter):
             processor = None
         if hasattr(processor, "image_processor"):
             return processor
-        from transformers import AutoTokenizer, LlavaOnevisionProcessor
-        from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
-            LlavaOnevisionImageProcessorPil,
-        )
-
-        from vis_steer_lens.adapters.qwen2_vl import image_only_processor_class
-
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
-        settings = LlavaOnevisionProcessor.get_processor_dict(name_or_path, revision=revision)[0]
-        keep = ("num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio", "chat_template")
-        return image_only_processor_class("LlavaOnevisionProcessor")(
-            image_processor=LlavaOnevisionImageProcessorPil.from_pretrained(name_or_path, revision=revision),
-            tokenizer=tokenizer,
-            **{key: settings[key] for key in keep if key in settings},
-        )
+        return image_only_processor_class().from_pretrained(name_or_path, revision=revision)
 
     def crop_counts(self, cfg: HookedViTConfig, image_sizes: torch.Tensor, **tower_inputs: Any) -> list[int]:
         """As LLaVA-NeXT, except that images of a row holding several (``batch_num_images``) are one crop."""
@@ -106,4 +130,4 @@ class LlavaOnevisionAdapter(AnyResAdapter, Gemma3Adapter):
         return nn.functional.interpolate(tiles[None], size, mode="bilinear")[0]
 
 
-__all__ = ["LLAVA_ONEVISION_HOOK_NAMES", "LlavaOnevisionAdapter", "max_crops"]
+__all__ = ["LLAVA_ONEVISION_HOOK_NAMES", "LlavaOnevisionAdapter", "image_only_processor_class", "max_crops"]

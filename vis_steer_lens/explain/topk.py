@@ -301,7 +301,12 @@ class SteeringInformedTopKExplainer(TopKExplainer):
         maps = [amap for top in tops for _, _, amap in top]
         masks = []
         for image, amap in enumerate(maps):
-            if tuple(amap.shape) != geometry.grid(image):
+            grid = geometry.grid(image)
+            if geometry.crop_tokens is not None and tuple(amap.shape) != grid:
+                # AnyRes prompts with several images show each as its base crop only (OneVision): the
+                # mined map of the whole image, max-pooled to that coarser grid, says where it fired.
+                amap = torch.nn.functional.adaptive_max_pool2d(amap[None, None].float(), grid)[0, 0]
+            if tuple(amap.shape) != grid:
                 raise ValueError(
                     f"A shown image has a {geometry.grid(image)} grid but its map is {tuple(amap.shape)}: "
                     "the processor resized it differently from the mined image."

@@ -154,7 +154,7 @@ def _onevision_processor(tokenizer: Any, crop: int, patch: int, pinpoints, aspec
         LlavaOnevisionImageProcessorPil,
     )
 
-    from vis_steer_lens.adapters.qwen2_vl import image_only_processor_class
+    from vis_steer_lens.adapters.llava_onevision import image_only_processor_class
 
     image_processor = LlavaOnevisionImageProcessorPil(
         size={"height": crop, "width": crop},
@@ -162,7 +162,7 @@ def _onevision_processor(tokenizer: Any, crop: int, patch: int, pinpoints, aspec
         image_mean=_SIGLIP_MEAN,
         image_std=_SIGLIP_MEAN,
     )
-    return image_only_processor_class("LlavaOnevisionProcessor")(
+    return image_only_processor_class()(
         image_processor=image_processor,
         tokenizer=tokenizer,
         num_image_tokens=(crop // patch) ** 2,
