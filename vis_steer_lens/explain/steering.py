@@ -14,6 +14,7 @@ as greedy ``generate``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -150,7 +151,8 @@ class SteeringExplainer(Explainer):
         if positions is None:
             if not has_prefix or self.include_prefix_tokens:
                 return None
-            mask = torch.ones(h * w, dtype=torch.bool)
+            # Every patch, of every view (AnyRes: the base crop, the tiles and their padding).
+            return geometry.is_patch[geometry.image_positions(0)].cpu()
         elif isinstance(positions, tuple) and len(positions) == 4 and not isinstance(positions[0], bool):
             mask = _region_mask(positions, h, w).flatten()
         else:
@@ -161,7 +163,13 @@ class SteeringExplainer(Explainer):
                     f"got {mask.numel()}."
                 )
         mask_map = mask.reshape(h, w).to(geometry.row.device)
-        return geometry.from_patch_map(mask_map, 0, fill=self.include_prefix_tokens).cpu()
+        tokens = geometry.from_patch_map(mask_map, 0, fill=self.include_prefix_tokens)
+        base = geometry.base_patch_positions(0)  # AnyRes: the base crop sees the same region, coarser
+        if len(base):
+            side = math.isqrt(len(base))
+            pooled = torch.nn.functional.adaptive_max_pool2d(mask_map[None, None].float(), (side, side))
+            tokens[base - geometry.image_positions(0).start] = pooled.flatten() > 0
+        return tokens.cpu()
 
     def _prepare_inputs(self) -> None:
         """Tokenise the prompt once and compute the empty image's activations below the hook.
