@@ -4,12 +4,15 @@ An adapter owns its family's geometry. Fixed-grid towers (SigLIP in Gemma 3, Int
 InternVL3) hold every image as the same square grid of patches in row-major order, after a few
 prefix tokens (a class token), one image per batch row. Native-resolution towers (Qwen2-VL,
 Qwen2.5-VL) pack the patches of images of different sizes into one sequence and may hold them
-in an order other than row-major (merge blocks, attention windows). Everything that is about
-patches reads the geometry instead of assuming a layout.
+in an order other than row-major (merge blocks, attention windows). AnyRes towers (LLaVA-NeXT,
+LLaVA-OneVision) hold each image as several crops, a base crop and tiles, one batch row each: the
+image's grid is its tiles stitched together, and ``view`` tells the base crop's patches apart.
+Everything that is about patches reads the geometry instead of assuming a layout.
 
 Token positions are counted over the residual stream flattened to ``[positions, d_model]``:
 ``resid.reshape(-1, d_model)`` lines up with every per-position field, whichever the layout
-(``[images, tokens_per_image, d_model]`` for fixed grids, ``[1, tokens, d_model]`` packed).
+(``[images, tokens_per_image, d_model]`` for fixed grids, ``[1, tokens, d_model]`` packed,
+``[crops, crop_tokens, d_model]`` for AnyRes).
 """
 
 from __future__ import annotations

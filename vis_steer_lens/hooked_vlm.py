@@ -230,8 +230,8 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
                 adapter's ``tower_input_keys``, e.g. ``image_grid_thw``).
 
         Returns:
-            ``[batch, soft_tokens, d_lm]`` (packed towers: ``[1, all soft tokens, d_lm]``, in the
-            order of the image placeholder tokens).
+            ``[batch, soft_tokens, d_lm]`` (packed and AnyRes towers: ``[1, all soft tokens, d_lm]``,
+            in the order of the image placeholder tokens).
         """
         if (pixel_values is None) == (resid is None):
             raise ValueError("Pass exactly one of pixel_values or resid (with start_at_layer).")
@@ -277,7 +277,8 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             :func:`~vis_steer_lens.explain.decoding.greedy_decode` takes); the second
             ``pixel_values`` plus the keys the tower reads (what :meth:`encode_images` and
             :meth:`image_geometry` take as keyword arguments). ``image_grid_thw`` is in both
-            for packed families: the language model places its image tokens by it.
+            for packed families: the language model places its image tokens by it (AnyRes:
+            ``image_sizes``, which the language model's forward takes too).
         """
         tower_keys = ("pixel_values", *self.adapter.tower_input_keys)
         tower = {key: inputs[key] for key in tower_keys if key in inputs}
