@@ -171,6 +171,24 @@ def test_the_empty_image_is_tiled_and_steerable(anyres):
     assert len(explanations) == 2
 
 
+def test_from_pretrained_loads_the_bare_tower_and_the_model(tmp_path):
+    from vis_steer_lens import HookedViT
+
+    model, processor = tiny_hf_vlm("llava_next", vision_layers=2, seed=5)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    vit = HookedViT.from_pretrained(str(tmp_path))  # the tower alone: crops are plain 32-px images
+    assert vit.cfg.family == "llava_next"
+    crops = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.model.vision_tower(pixel_values=crops).last_hidden_state
+        assert (vit(crops) - expected).abs().max() <= ATOL
+    assert vit.image_geometry(crops).grid_hw.tolist() == [[4, 4]] * 3
+    vlm = HookedVLM.from_pretrained(str(tmp_path))
+    assert vlm.adapter.name == "llava_next" and vlm.vision.cfg.extra["anyres"]["image_grid_pinpoints"]
+    assert vlm.generate_text([Image.new("RGB", (60, 20), "red")], "What is in the image?", max_new_tokens=3)
+
+
 def test_a_bare_clip_tower_stays_llava_15():
     from vis_steer_lens import HookedViT
 

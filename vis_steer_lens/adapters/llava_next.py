@@ -242,6 +242,8 @@ class AnyResAdapter(VLMAdapter):
         """
         from transformers.models.llava_next.modeling_llava_next import unpad_image
 
+        if "anyres" not in cfg.extra:  # a bare tower (HookedViT.from_pretrained): crops as plain images
+            return VLMAdapter.image_geometry(self, cfg, pixel_values, **tower_inputs)
         counts = self._checked_counts(cfg, pixel_values, image_sizes, **tower_inputs)
         settings = self._settings(cfg)
         g, n_prefix = cfg.grid_size, cfg.n_prefix_tokens
@@ -308,7 +310,9 @@ class AnyResAdapter(VLMAdapter):
         )
 
     def max_patches_per_image(self, cfg: HookedViTConfig, image_processor: Any = None) -> int:
-        """The largest stitched grid the pinpoints allow, in patches."""
+        """The largest stitched grid the pinpoints allow, in patches (a bare tower's crop size without them)."""
+        if "anyres" not in cfg.extra:
+            return cfg.n_patches
         pinpoints = self._settings(cfg)["image_grid_pinpoints"]
         return max((h // cfg.patch_size) * (w // cfg.patch_size) for h, w in pinpoints)
 
