@@ -210,3 +210,19 @@ def test_random_releases_have_the_released_shapes(name, widths):
     inputs = vlm.prompt_inputs([Image.new("RGB", (700, 350), "red")], "hi")
     geometry = vlm.image_geometry(**vlm.split_inputs(inputs)[1])
     assert int(geometry.n_soft_tokens.sum()) == int((inputs["input_ids"] == vlm.image_token_id).sum())
+
+
+def test_steering_refuses_what_the_language_model_never_reads(anyres):
+    from vis_steer_lens import SteeringExplainer, UnreachableHookError
+    from vis_steer_lens.testing import tiny_sae
+
+    model, _, vlm = anyres
+    # LLaVA-NeXT reads block n - 2 (the last block never reaches it); OneVision the last block before
+    # SigLIP's final norm (which never does).
+    late = (
+        f"blocks.{N_LAYERS - 1}.hook_resid_post"
+        if model.config.model_type == "llava_next"
+        else "ln_final.hook_normalized"
+    )
+    with pytest.raises(UnreachableHookError, match=rf"blocks\.{vlm.feature_layer}\.hook_resid_post"):
+        SteeringExplainer(vlm, tiny_sae(vlm, late, d_sae=8), coefficient=20.0)
