@@ -26,6 +26,8 @@ spell of the machine hits all three alike; the median time of each is reported.
     python benchmarks/steering_throughput.py --family qwen2_5_vl   # a tiny random Qwen2.5-VL (packed images, windows)
     python benchmarks/steering_throughput.py --family llava        # a tiny random LLaVA-1.5 (CLIP, class token dropped)
     python benchmarks/steering_throughput.py --family paligemma    # a tiny random PaliGemma 2 (prefix-LM, no chat template)
+    python benchmarks/steering_throughput.py --family llava_next   # a tiny random LLaVA-NeXT (AnyRes: base crop + tiles)
+    python benchmarks/steering_throughput.py --family llava_onevision  # a tiny random LLaVA-OneVision (SigLIP, AnyRes)
     python benchmarks/steering_throughput.py --random-weights gemma-3-4b --n-vision-layers 4 --features 8 --fixed-tokens 8
     python benchmarks/steering_throughput.py --random-weights gemma-3-4b --full-depth --device cuda --features 64
 
@@ -41,7 +43,9 @@ depth and vocabulary (the GPU mode). Both sides then decode a fixed number of to
 SAE at the middle block's output, with a fixed length too; ``--family qwen2_vl`` and
 ``--family qwen2_5_vl`` build theirs the same way (the batch's empty images packed into one
 sequence on both sides), and ``--family llava`` and ``--family paligemma`` too (the SAE's middle
-block is before LLaVA's feature layer, the penultimate). For InternVL the baseline steers the
+block is before LLaVA's feature layer, the penultimate), and ``--family llava_next`` and
+``--family llava_onevision`` (each empty image is a base crop and its tiles, batch rows of the tower on
+both sides). For InternVL the baseline steers the
 patches only, as (a) does (the class token is left alone).
 """
 
@@ -117,6 +121,7 @@ def paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, imag
     layer = vlm.hf_model.get_submodule(vlm.vision.equivalent_names(explainer.hook_name).hf_module)
     n_prefix = vlm.vision.cfg.n_prefix_tokens
     packed = vlm.vision.cfg.packed
+    crop_tokens = explainer.geometry.crop_tokens  # AnyRes: each copy is several crops (batch rows)
     inputs = {k: v for k, v in explainer._inputs.items()}
     tokenizer = explainer._tokenizer
     prefix = explainer.prompt.prefix("steering")
@@ -129,11 +134,15 @@ def paper_baseline(vlm, sae, features, coefficient, prompt, max_new_tokens, imag
         elif n_prefix:  # steer the patches only, as SteeringExplainer does by default
             delta = delta.expand(-1, vlm.vision.cfg.n_tokens, -1).clone()
             delta[:, :n_prefix] = 0
+        if crop_tokens:  # [n * crops, tokens, d]: every crop of copy i gets row i's direction
+            delta = delta.repeat_interleave(explainer.geometry.n_positions // crop_tokens, dim=0)
 
         def add(module, args, output, delta=delta):
             return output + delta
 
-        handle = layer.register_forward_hook(add)
+        # First among the layer's hooks: transformers collects hidden_states (what LLaVA's projector
+        # reads) by hooks of its own, registered on the first call; after them ours would go unseen.
+        handle = layer.register_forward_hook(add, prepend=True)
         try:
             with torch.no_grad():
                 batch = {k: v.expand(len(chunk), -1) for k, v in inputs.items()}
@@ -217,7 +226,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--family",
-        choices=["gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma"],
+        choices=[
+            "gemma3",
+            "internvl3",
+            "qwen2_vl",
+            "qwen2_5_vl",
+            "llava",
+            "paligemma",
+            "llava_next",
+            "llava_onevision",
+        ],
         default="gemma3",
         help="gemma3: the toy VLM (a Gemma 3); the others: a tiny random model of the family",
     )
@@ -301,8 +319,12 @@ def main() -> None:
             with torch.no_grad():
                 if ours._prefix is None:
                     image_features = vlm.encode_images(**image_inputs(n))
-                elif vlm.vision.cfg.packed:  # n copies in one sequence, with their geometry
-                    resid = ours._prefix.repeat(1, n, 1)
+                elif vlm.vision.variable_grids:  # n copies packed, or their AnyRes crops, with their geometry
+                    resid = (
+                        ours._prefix.repeat(1, n, 1)
+                        if vlm.vision.cfg.packed
+                        else ours._prefix.repeat(n, 1, 1)
+                    )
                     image_features = vlm.encode_images(
                         resid=resid, start_at_layer=ours._start_layer, geometry=ours._batch_geometry(n)
                     )

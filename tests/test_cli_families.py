@@ -1,4 +1,4 @@
-"""The command line on saved tiny LLaVA-1.5 and PaliGemma 2 models: mine, explain with each method, evaluate,
+"""The command line on saved tiny LLaVA-1.5, PaliGemma 2, LLaVA-NeXT and LLaVA-OneVision models: mine, explain with each method, evaluate,
 compare, dashboard; and on LLaVA an SAE after the layer the language model reads is refused for steering in
 one line, and accepted for mining and Top-k."""
 
@@ -13,7 +13,7 @@ from vis_steer_lens.cli import main
 from vis_steer_lens.testing import tiny_sae, tiny_vlm
 
 
-def _save(tmp_path, family: str, hook: str):
+def _save(tmp_path, family: str, hook: str, sizes=((40, 40),)):
     vlm = tiny_vlm(family, vision_layers=3)
     vlm.hf_model.save_pretrained(tmp_path / "model")
     vlm.processor.save_pretrained(tmp_path / "model")
@@ -21,7 +21,8 @@ def _save(tmp_path, family: str, hook: str):
     gen = torch.Generator().manual_seed(0)
     (tmp_path / "images").mkdir()
     for i in range(8):
-        pixels = (torch.rand(40, 40, 3, generator=gen) * 255).byte().numpy()
+        width, height = sizes[i % len(sizes)]
+        pixels = (torch.rand(height, width, 3, generator=gen) * 255).byte().numpy()
         Image.fromarray(pixels).save(tmp_path / "images" / f"{i:02d}.png")
     return ["--model", str(tmp_path / "model"), "--sae", str(tmp_path / "sae")], [
         "--run",
@@ -29,9 +30,11 @@ def _save(tmp_path, family: str, hook: str):
     ]
 
 
-@pytest.mark.parametrize("family", ["llava", "paligemma"])
+@pytest.mark.parametrize("family", ["llava", "paligemma", "llava_next", "llava_onevision"])
 def test_the_pipeline_on_each_new_family(tmp_path, family):
-    model, run = _save(tmp_path, family, "blocks.1.hook_resid_post")
+    # AnyRes families tile images by their aspect ratio: square, wide and tall ones give 4, 2 and 2 tiles.
+    sizes = ((40, 40), (60, 20), (20, 50)) if family.startswith("llava_") else ((40, 40),)
+    model, run = _save(tmp_path, family, "blocks.1.hook_resid_post", sizes)
     explain = ["--features", "0:3", "--max-new-tokens", "4"]
     images = ["--images", str(tmp_path / "images")]
     assert main(["mine", "--quiet", *model, *run, *images, "--k-images", "3"]) == 0
@@ -47,6 +50,16 @@ def test_the_pipeline_on_each_new_family(tmp_path, family):
     assert comparison["auroc_max"].between(0, 1).all()
     assert main(["dashboard", "--quiet", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "dashboard" / "index.html").exists()
+    if family.startswith("llava_"):  # the dashboard's maps are the whole (stitched) images
+        from vis_steer_lens.dashboard.html import read_feature_data
+
+        shapes = {
+            (len(top["map"]), len(top["map"][0]))
+            for feature in read_feature_data(tmp_path / "run" / "dashboard").values()
+            for top in feature["top"]
+        }
+        assert shapes and shapes <= {(8, 8), (4, 8), (8, 4), (2, 8), (8, 2), (6, 8), (8, 6)}
+        assert len(shapes) > 1, shapes
 
 
 def test_llava_refuses_steering_after_its_feature_layer_in_one_line(tmp_path, capsys):

@@ -25,6 +25,7 @@ _BUILDER_MODULES = (
     "vis_steer_lens.testing.gemma3",
     "vis_steer_lens.testing.internvl3",
     "vis_steer_lens.testing.llava",
+    "vis_steer_lens.testing.llava_next",
     "vis_steer_lens.testing.paligemma",
     "vis_steer_lens.testing.qwen2_vl",
 )

@@ -22,8 +22,10 @@ def test_tiny_vlm_answers_depend_on_the_image(family):
     inputs = vlm.prompt_inputs([Image.new("RGB", (32, 32))], "What is in the image?")
     _, tower = vlm.split_inputs(inputs)
     n_soft = vlm.encode_images(**tower).shape[-2]
-    # 4 soft tokens where the projector pools 2x2 patches, 16 where it maps each patch (LLaVA, PaliGemma).
-    assert n_soft == (16 if family in ("llava", "paligemma") else 4)
+    # 4 soft tokens where the projector pools 2x2 patches, 16 where it maps each patch (LLaVA, PaliGemma);
+    # AnyRes: a 16-token base crop, then the 1x2 tiles' 4x4 unpadded patches, a newline after each row.
+    expected = {"llava": 16, "paligemma": 16, "llava_next": 36, "llava_onevision": 36}
+    assert n_soft == expected.get(family, 4)
     assert (inputs["input_ids"] == vlm.image_token_id).sum() == n_soft
 
 
@@ -47,20 +49,28 @@ def test_tiny_sae_fits_and_records_the_tower():
 
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="gemma3"):
-        tiny_vlm("llava_next")
+        tiny_vlm("blip_2")
 
 
 def test_a_family_without_a_builder_is_refused_naming_those_with_one():
     from vis_steer_lens.families import UnsupportedModelError
     from vis_steer_lens.testing import builder_families, get_builder
 
-    assert builder_families() == ["gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma"]
+    shipped = [
+        "gemma3",
+        "internvl3",
+        "qwen2_vl",
+        "qwen2_5_vl",
+        "llava",
+        "paligemma",
+        "llava_next",
+        "llava_onevision",
+    ]
+    assert builder_families() == shipped
     with pytest.raises(UnsupportedModelError) as error:
-        get_builder("llava_next")
+        get_builder("blip_2")
     message = str(error.value)
-    assert (
-        "'llava_next'" in message and "gemma3, internvl3, qwen2_vl, qwen2_5_vl, llava, paligemma" in message
-    )
+    assert "'blip_2'" in message and ", ".join(shipped) in message
     assert "register_builder" in message and "\n" not in message
 
 

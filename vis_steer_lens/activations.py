@@ -275,7 +275,7 @@ def tower_inputs(
     processed pixels of different sizes do not batch.
     """
     vit = vision_model(model)
-    if not vit.cfg.packed:
+    if not vit.variable_grids:
         pixel_values = to_pixel_values(images, image_processor)
         return pixel_values.to(device=vit.device, dtype=vit.dtype), {}
     if image_processor is None:

@@ -4,12 +4,15 @@ An adapter owns its family's geometry. Fixed-grid towers (SigLIP in Gemma 3, Int
 InternVL3) hold every image as the same square grid of patches in row-major order, after a few
 prefix tokens (a class token), one image per batch row. Native-resolution towers (Qwen2-VL,
 Qwen2.5-VL) pack the patches of images of different sizes into one sequence and may hold them
-in an order other than row-major (merge blocks, attention windows). Everything that is about
-patches reads the geometry instead of assuming a layout.
+in an order other than row-major (merge blocks, attention windows). AnyRes towers (LLaVA-NeXT,
+LLaVA-OneVision) hold each image as several crops, a base crop and tiles, one batch row each: the
+image's grid is its tiles stitched together, and ``view`` tells the base crop's patches apart.
+Everything that is about patches reads the geometry instead of assuming a layout.
 
 Token positions are counted over the residual stream flattened to ``[positions, d_model]``:
 ``resid.reshape(-1, d_model)`` lines up with every per-position field, whichever the layout
-(``[images, tokens_per_image, d_model]`` for fixed grids, ``[1, tokens, d_model]`` packed).
+(``[images, tokens_per_image, d_model]`` for fixed grids, ``[1, tokens, d_model]`` packed,
+``[crops, crop_tokens, d_model]`` for AnyRes).
 """
 
 from __future__ import annotations
@@ -40,6 +43,15 @@ class ImageGeometry:
             towers whose windowed blocks attend within windows only (ids are unique across images).
         packed: Whether the residual stream is one sequence ``[1, positions, d_model]`` (images
             attend only to themselves) rather than one row per image ``[images, tokens, d_model]``.
+        view: ``[positions]`` long: which view of its image a position belongs to. ``0`` (every
+            position, for every family but AnyRes) is the image's grid that ``row``/``col``,
+            ``grid_hw`` and :meth:`patch_map` describe (AnyRes: its tiles stitched into the whole
+            image). ``1`` marks the patches of a second, coarser view of the same image, LLaVA-NeXT /
+            OneVision's base crop, with ``row``/``col`` in its own square grid; :meth:`patch_map`
+            leaves it out (:meth:`base_patch_positions` has it). ``2`` marks tile patches that cover
+            only the processor's padding (``row``/``col`` ``-1``). Built all zeros when not given.
+        crop_tokens: Positions per batch row of the residual stream where an image spans several
+            rows (AnyRes crops ``[crops, tokens, d_model]``), else ``None`` (one row per image, or packed).
     """
 
     image_index: torch.Tensor
@@ -53,10 +65,14 @@ class ImageGeometry:
     n_soft_tokens: torch.Tensor
     window: torch.Tensor | None = None
     packed: bool = False
+    view: torch.Tensor | None = None
+    crop_tokens: int | None = None
 
     def __post_init__(self) -> None:
         n = self.image_index.shape[0]
-        for name in ("is_prefix", "row", "col", "order", "soft_source"):
+        if self.view is None:
+            object.__setattr__(self, "view", torch.zeros(n, dtype=torch.long, device=self.image_index.device))
+        for name in ("is_prefix", "row", "col", "order", "soft_source", "view"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(
                     f"ImageGeometry.{name} must have shape [{n}], got {tuple(getattr(self, name).shape)}."
@@ -122,8 +138,20 @@ class ImageGeometry:
 
     @property
     def is_patch(self) -> torch.Tensor:
-        """``[positions]`` bool: a patch (not a prefix token)."""
+        """``[positions]`` bool: a patch (not a prefix token), of any view."""
         return ~self.is_prefix
+
+    @property
+    def is_grid_patch(self) -> torch.Tensor:
+        """``[positions]`` bool: a patch of its image's grid (view 0): what :meth:`patch_map` draws."""
+        return ~self.is_prefix & (self.view == 0)
+
+    def base_patch_positions(self, image: int) -> torch.Tensor:
+        """``[n]`` long: the positions of one image's base-view patches (view 1, AnyRes), in the
+        tower's order (row-major over the base crop); empty for images without a base view."""
+        sl = self.image_positions(image)
+        chosen = self.is_patch[sl] & (self.view[sl] == 1)
+        return torch.arange(sl.start, sl.stop, device=self.row.device)[chosen]
 
     def grid(self, image: int) -> tuple[int, int]:
         """The patch grid ``(rows, columns)`` of one image."""
@@ -138,7 +166,7 @@ class ImageGeometry:
     def patch_positions(self, image: int) -> torch.Tensor:
         """``[h * w]`` long: the positions of one image's patches, in row-major grid order."""
         sl = self.image_positions(image)
-        is_patch = self.is_patch[sl]
+        is_patch = self.is_grid_patch[sl]
         rows, cols = self.row[sl][is_patch], self.col[sl][is_patch]
         h, w = self.grid(image)
         positions = torch.arange(sl.start, sl.stop, device=self.row.device)[is_patch]

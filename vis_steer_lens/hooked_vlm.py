@@ -92,7 +92,7 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or "unnamed"
         self.hf_model = model
         self.processor = processor
-        self.vision = self.adapter.hooked_vit(self.adapter.tower(model), model_name=self.model_name)
+        self.vision = self.adapter.vlm_tower(model, model_name=self.model_name)
         if processor is not None:  # integer (image) tensors given as pixel values go through it
             from vis_steer_lens.activations import image_processor_of
 
@@ -241,12 +241,13 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
                 adapter's ``tower_input_keys``, e.g. ``image_grid_thw``).
 
         Returns:
-            ``[batch, soft_tokens, d_lm]`` (packed towers: ``[1, all soft tokens, d_lm]``, in the
-            order of the image placeholder tokens).
+            ``[batch, soft_tokens, d_lm]`` (packed and AnyRes towers: ``[1, all soft tokens, d_lm]``,
+            in the order of the image placeholder tokens).
         """
         if (pixel_values is None) == (resid is None):
             raise ValueError("Pass exactly one of pixel_values or resid (with start_at_layer).")
-        if geometry is None and pixel_values is not None and self.vision._needs_context:
+        takes_geometry = getattr(self.projector.projector, "takes_geometry", False)
+        if geometry is None and pixel_values is not None and (self.vision._needs_context or takes_geometry):
             geometry = self.vision.image_geometry(pixel_values, **tower_inputs)
         extra = {} if geometry is None else {"geometry": geometry}
         if resid is not None:
@@ -287,7 +288,8 @@ class HookedVLM(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
             :func:`~vis_steer_lens.explain.decoding.greedy_decode` takes); the second
             ``pixel_values`` plus the keys the tower reads (what :meth:`encode_images` and
             :meth:`image_geometry` take as keyword arguments). ``image_grid_thw`` is in both
-            for packed families: the language model places its image tokens by it.
+            for packed families: the language model places its image tokens by it (AnyRes:
+            ``image_sizes``, which the language model's forward takes too).
         """
         tower_keys = ("pixel_values", *self.adapter.tower_input_keys)
         tower = {key: inputs[key] for key in tower_keys if key in inputs}

@@ -166,6 +166,12 @@ class VLMAdapter:
             hf_tower=tower,
         )
 
+    def vlm_tower(self, model: nn.Module, model_name: str | None = None) -> HookedViT:
+        """The :class:`HookedViT` of a full model's tower (what :class:`~vis_steer_lens.HookedVLM`
+        wraps): :meth:`hooked_vit` of :meth:`tower` by default; families whose tower reads settings
+        of the VLM (LLaVA-NeXT's tiling) override it."""
+        return self.hooked_vit(self.tower(model), model_name=model_name)
+
     @functools.cache  # noqa: B019 - adapters are a few long-lived singletons
     def _default_hook_names(self, n_layers: int) -> tuple[str, ...]:
         with torch.device("meta"):

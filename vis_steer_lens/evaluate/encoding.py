@@ -55,7 +55,7 @@ class SAEImageEncoder:
         images = list(images)
         if needs_image_processor(images) and self._image_processor is None:  # PIL images, integer tensors
             self._image_processor = image_processor_of(self.model, self.processor)
-        if vision_model(self.model).cfg.packed:
+        if vision_model(self.model).variable_grids:
             codes, _ = image_feature_maps(self.model, self.sae, self.hook_name, images, self._image_processor)
             return [c.float().cpu() for c in codes]
         pixel_values = to_pixel_values(images, self._image_processor)

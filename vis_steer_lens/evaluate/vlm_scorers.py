@@ -87,7 +87,7 @@ class _HeldOutImageScorer:
         self.sae = sae
         self.scorer_vlm = scorer_vlm if scorer_vlm is not None else vlm
         self.scorer_vlm.require_processor()
-        if self.scorer_vlm.vision.cfg.packed:
+        if self.scorer_vlm.vision.variable_grids:
             raise VLMScorerError(
                 f"{type(self).__name__} puts every image in one prompt of a fixed length, but a native-resolution "
                 "model gives each image its own number of image tokens; score it with generation_auroc or "

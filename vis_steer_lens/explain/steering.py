@@ -14,6 +14,7 @@ as greedy ``generate``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -150,7 +151,8 @@ class SteeringExplainer(Explainer):
         if positions is None:
             if not has_prefix or self.include_prefix_tokens:
                 return None
-            mask = torch.ones(h * w, dtype=torch.bool)
+            # Every patch, of every view (AnyRes: the base crop, the tiles and their padding).
+            return geometry.is_patch[geometry.image_positions(0)].cpu()
         elif isinstance(positions, tuple) and len(positions) == 4 and not isinstance(positions[0], bool):
             mask = _region_mask(positions, h, w).flatten()
         else:
@@ -161,7 +163,13 @@ class SteeringExplainer(Explainer):
                     f"got {mask.numel()}."
                 )
         mask_map = mask.reshape(h, w).to(geometry.row.device)
-        return geometry.from_patch_map(mask_map, 0, fill=self.include_prefix_tokens).cpu()
+        tokens = geometry.from_patch_map(mask_map, 0, fill=self.include_prefix_tokens)
+        base = geometry.base_patch_positions(0)  # AnyRes: the base crop sees the same region, coarser
+        if len(base):
+            side = math.isqrt(len(base))
+            pooled = torch.nn.functional.adaptive_max_pool2d(mask_map[None, None].float(), (side, side))
+            tokens[base - geometry.image_positions(0).start] = pooled.flatten() > 0
+        return tokens.cpu()
 
     def _prepare_inputs(self) -> None:
         """Tokenise the prompt once and compute the empty image's activations below the hook.
@@ -176,7 +184,9 @@ class SteeringExplainer(Explainer):
         self._pixels = image_inputs.pop("pixel_values")
         self._tower_inputs = image_inputs
         self.geometry = vlm.image_geometry(self._pixels, **image_inputs)
-        self._packed = self.geometry.packed
+        # Packed towers (one sequence) and AnyRes ones (several crops per image) steer copies of the
+        # empty image as one batch with its geometry; fixed grids expand one row per copy.
+        self._packed = self.geometry.packed or self.geometry.crop_tokens is not None
         self._layer = self._hook.layer
         extra = {"geometry": self.geometry} if self._packed else {}
         with torch.no_grad():
@@ -345,7 +355,7 @@ class SteeringExplainer(Explainer):
             delta = delta * self._positions.to(vlm.device).view(1, -1, 1)
 
         def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            if self._packed:  # [1, batch * tokens, ...]: row i's tokens are the i-th image's
+            if self._packed:  # [1, batch * tokens, ...] or AnyRes crops: copy i's tokens are contiguous
                 rows = act.reshape(batch, -1, *act.shape[2:])
                 return (rows + self._hook.unflatten(delta, rows).to(act.dtype)).reshape(act.shape)
             return act + self._hook.unflatten(delta, act).to(act.dtype)
@@ -367,7 +377,9 @@ class SteeringExplainer(Explainer):
             with vlm.hooks(fwd_hooks=[(self.hook_name, add)]):
                 soft = vlm.encode_images(pixels, geometry=geometry, **tower_inputs)
         else:
-            resid = self._prefix.repeat(1, batch, 1)
+            resid = (
+                self._prefix.repeat(1, batch, 1) if self.geometry.packed else self._prefix.repeat(batch, 1, 1)
+            )
             if self._start_layer == self._layer + 1:
                 soft = vlm.encode_images(
                     resid=add(resid, None), start_at_layer=self._start_layer, geometry=geometry

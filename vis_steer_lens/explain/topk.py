@@ -156,7 +156,7 @@ class TopKExplainer(Explainer):
 
     def _row_bytes(self) -> int:
         # The largest image mined (native-resolution towers keep each at its own size).
-        patches = int(self.mined.top_grids.prod(dim=-1).max()) if self.model.vision.cfg.packed else None
+        patches = int(self.mined.top_grids.prod(dim=-1).max()) if self.model.vision.variable_grids else None
         return explain_bytes_per_row(self.model, self.k_images, self.max_new_tokens, patches=patches or None)
 
     def _explain_batch(self, features: list[int], direction_features: list[int]) -> list[dict[str, Any]]:
@@ -187,7 +187,7 @@ class TopKExplainer(Explainer):
             stopping = self._stopping_criteria(prompt_length)
             language_inputs, tower_inputs = self.model.split_inputs(inputs)
             self._batch_geometry = (
-                self.model.image_geometry(**tower_inputs) if self.model.vision.cfg.packed else None
+                self.model.image_geometry(**tower_inputs) if self.model.vision.variable_grids else None
             )
             hooks = self._steering_hook(
                 [features[i] for i in live], [direction_features[i] for i in live], [tops[i] for i in live]
@@ -279,7 +279,7 @@ class SteeringInformedTopKExplainer(TopKExplainer):
         # One entry per shown image, in the processor's order (row by row).
         per_image_direction = torch.cat([directions[i].expand(len(top), -1) for i, top in enumerate(tops)])
         geometry = getattr(self, "_batch_geometry", None)
-        if geometry is not None:  # a packed tower: images of their own sizes in one sequence
+        if geometry is not None:  # images of their own grids: packed in one sequence, or AnyRes crops
             hook = self.model.vision.parse_hook_name(self.hook_name)
             return [(self.hook_name, self._packed_add(geometry, tops, per_image_direction, hook))]
         masks = torch.cat(
@@ -303,12 +303,18 @@ class SteeringInformedTopKExplainer(TopKExplainer):
         return [(self.hook_name, add)]
 
     def _packed_add(self, geometry: Any, tops: list, per_image_direction: torch.Tensor, hook_name: Any):
-        """The hybrid's hook on a packed tower: each shown image's tokens ``[1, tokens, ...]`` steered
-        where its own map (at its own grid) is active, scaled by that image's mean patch norm."""
+        """The hybrid's hook on a tower of per-image grids: each shown image's tokens (a packed
+        ``[1, tokens, ...]`` or AnyRes crops ``[crops, tokens, ...]``, flattened alike) steered where its
+        own map (at its own grid) is active, scaled by that image's mean patch norm."""
         maps = [amap for top in tops for _, _, amap in top]
         masks = []
         for image, amap in enumerate(maps):
-            if tuple(amap.shape) != geometry.grid(image):
+            grid = geometry.grid(image)
+            if geometry.crop_tokens is not None and tuple(amap.shape) != grid:
+                # AnyRes prompts with several images show each as its base crop only (OneVision): the
+                # mined map of the whole image, max-pooled to that coarser grid, says where it fired.
+                amap = torch.nn.functional.adaptive_max_pool2d(amap[None, None].float(), grid)[0, 0]
+            if tuple(amap.shape) != grid:
                 raise ValueError(
                     f"A shown image has a {geometry.grid(image)} grid but its map is {tuple(amap.shape)}: "
                     "the processor resized it differently from the mined image."
@@ -318,7 +324,8 @@ class SteeringInformedTopKExplainer(TopKExplainer):
         multiple = self.coefficient
 
         def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            flat = hook_name.flatten(act)[0].float()  # [tokens, d_in]
+            flat_act = hook_name.flatten(act)
+            flat = flat_act.reshape(-1, flat_act.shape[-1]).float()  # [tokens, d_in]
             delta = torch.zeros_like(flat)
             for image in range(geometry.n_images):
                 span = geometry.image_positions(image)
@@ -326,7 +333,7 @@ class SteeringInformedTopKExplainer(TopKExplainer):
                 norm = flat[span][patches].norm(dim=-1).mean()
                 delta[span] = multiple * norm * per_image_direction[image].to(flat.device)
             delta = delta * mask.to(flat.device).unsqueeze(-1)
-            return act + hook_name.unflatten(delta.unsqueeze(0), act).to(act.dtype)
+            return act + hook_name.unflatten(delta.reshape(flat_act.shape), act).to(act.dtype)
 
         return add
 

@@ -82,6 +82,10 @@ class TowerParts:
             processor (the width of per-image maps); ``None``: the config's ``n_patches``.
         embed_norm: Norm of the embeddings before the first block (CLIP's pre-LayerNorm), or
             ``None``.
+        crops: ``(pixel_values, geometry=None, **tower_inputs) -> [crops, channels, H, W]``: the tower's batch rows
+            for towers that see each image as several crops (LLaVA-NeXT's AnyRes: a base image and
+            its tiles), from the processor's ``[images, max_crops, channels, H, W]``; ``None``: the
+            pixels are the batch rows. Such a tower's geometry spans several rows per image.
 
     ``pos_embed`` is ``None`` for towers with rotary position embeddings.
     """
@@ -97,6 +101,7 @@ class TowerParts:
     input_keys: tuple[str, ...] = ()
     max_patches: Callable[[Any], int] | None = None
     embed_norm: nn.Module | None = None
+    crops: Callable[..., torch.Tensor] | None = None
 
 
 class ShapedHookPoint(HookPoint):

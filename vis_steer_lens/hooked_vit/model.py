@@ -134,6 +134,7 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         object.__setattr__(self, "_interpolate", parts.interpolate_pos_encoding)
         object.__setattr__(self, "_geometry_fn", parts.geometry)
         object.__setattr__(self, "_max_patches_fn", parts.max_patches)
+        object.__setattr__(self, "_crops_fn", parts.crops)
         #: The processor outputs this tower reads besides ``pixel_values`` (e.g. ``image_grid_thw``).
         self.tower_input_keys: tuple[str, ...] = tuple(parts.input_keys)
         if (parts.pos_embed is None) != (cfg.positional != "absolute"):
@@ -402,7 +403,8 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
 
         Args:
             input: ``pixel_values`` of shape ``[batch, channels, H, W]`` (a packed tower:
-                the processor's flattened patches ``[patches, patch_dim]``), or, with
+                the processor's flattened patches ``[patches, patch_dim]``; an AnyRes tower:
+                ``[images, max_crops, channels, H, W]``, run as ``[crops, tokens, d_model]``), or, with
                 ``start_at_layer``, the residual stream ``[batch, tokens, d_model]`` entering
                 that block (packed: ``[1, tokens, d_model]``).
             start_at_layer: First block to run (as ``HookedTransformer.forward``). The input is
@@ -415,7 +417,7 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
                 the pixels and ``tower_inputs`` if not given; needed with ``start_at_layer`` on a
                 packed or rotary tower).
             **tower_inputs: What else the family's tower reads from the processor's outputs
-                (Qwen2-VL: ``image_grid_thw``).
+                (Qwen2-VL: ``image_grid_thw``; LLaVA-NeXT: ``image_sizes``).
 
         Returns:
             ``[batch, tokens, d_model]``: the tower's last hidden state (after ``ln_final``
@@ -426,6 +428,10 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         start = 0 if start_at_layer is None else _layer_index(start_at_layer, n_layers, "start_at_layer")
         stop = n_layers if stop_at_layer is None else _layer_index(stop_at_layer, n_layers, "stop_at_layer")
         needs_context = self._needs_context
+        if self._crops_fn is not None and start_at_layer is None:
+            # AnyRes: each image is several crops (batch rows); the geometry says which.
+            input = self._crops_fn(input, geometry=geometry, **tower_inputs)
+            tower_inputs = {}
         if needs_context and geometry is None:
             if start_at_layer is not None:
                 raise ValueError(
@@ -456,6 +462,13 @@ class HookedViT(SAESplicingMixin, HookNameResolutionMixin, HookedRootModule):
         if stop_at_layer is not None or self.ln_final is None:
             return resid
         return self.ln_final(resid)
+
+    @property
+    def variable_grids(self) -> bool:
+        """Whether each image keeps a patch grid of its own, set by the image processor: native
+        resolution (packed Qwen2-VL) or AnyRes tiles (LLaVA-NeXT/OneVision, stitched). Such images
+        go through the processor one by one, and their maps have each image's own grid (the geometry)."""
+        return bool(self.cfg.packed or self._crops_fn is not None)
 
     @property
     def _needs_context(self) -> bool:

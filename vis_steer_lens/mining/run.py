@@ -394,7 +394,7 @@ def _mine_block(
     # A tower that fits its positions to any size (DINOv2) sees the image processor's size, not the
     # size it was trained at.
     grid_size, image_size = int(vit.cfg.grid_size), int(vit.cfg.image_size)
-    if vit.cfg.interpolate_positions and not vit.cfg.packed:
+    if vit.cfg.interpolate_positions and not vit.variable_grids:
         image_processor = processor if processor is not None else getattr(model, "processor", None)
         image_size = vit.input_image_size(image_processor)
         grid_size = image_size // vit.cfg.patch_size
@@ -414,7 +414,8 @@ def _mine_block(
         "hist_bins": int(hist_bins),
         "n_patches": grid_size**2,
         "grid_size": grid_size,
-        "packed": bool(vit.cfg.packed),
+        # Maps at each image's own grid (native resolution or AnyRes tiles), under its historical name.
+        "packed": bool(vit.variable_grids),
         "patch_size": int(vit.cfg.patch_size),
         "image_size": image_size,
         "batch_size": int(batch_size),
@@ -422,7 +423,7 @@ def _mine_block(
         "image_range": None if image_range is None else [image_range.start, image_range.stop],
     }
 
-    packed = vit.cfg.packed
+    packed = vit.variable_grids
     if packed:
         # Images of any size: maps are kept row-major over each image's own grid, zero-padded to the
         # largest image seen so far (the width grows with the images, not to the processor's bound).

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vis_steer_lens.testing import gemma3, internvl3, llava, paligemma, qwen2_vl
+from vis_steer_lens.testing import gemma3, internvl3, llava, llava_next, paligemma, qwen2_vl
 from vis_steer_lens.testing.builders import ModelBuilder, builder_families, get_builder, register_builder
 from vis_steer_lens.testing.tokenizers import fit_token_ids, word_tokenizer
 from vis_steer_lens.testing.towers import (
@@ -54,6 +54,7 @@ from vis_steer_lens.testing.towers import (
 # Each family module's builders, registered in reverse order as the adapters are (the last one
 # registered is listed first).
 for _builder in (
+    *llava_next.BUILDERS,
     *paligemma.BUILDERS,
     *llava.BUILDERS,
     *qwen2_vl.BUILDERS,
@@ -64,7 +65,16 @@ for _builder in (
 
 #: The shipped families :func:`tiny_vlm` builds (a registered builder adds its own, see
 #: :func:`builder_families`).
-TINY_FAMILIES = ("gemma3", "internvl3", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma")
+TINY_FAMILIES = (
+    "gemma3",
+    "internvl3",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "llava",
+    "paligemma",
+    "llava_next",
+    "llava_onevision",
+)
 
 
 def perturb_constant_parameters(modules: list[nn.Module], seed: int) -> None:
