@@ -102,6 +102,10 @@ class ActivationCache:
             raise ActivationCacheError(
                 f"{path} has cache format {manifest.get('version')}; this library reads {CACHE_FORMAT_VERSION}."
             )
+        if not manifest.get("complete", True):
+            # Being written (another rank, a run that stopped): the shards finished so far.
+            settings = {key: value for key, value in manifest.items() if key not in ("shards", "complete")}
+            manifest = _manifest_from_disk(root, settings, {})
         cache = cls(root, manifest)
         if cache.n_rows == 0:
             raise ActivationCacheError(
@@ -203,32 +207,34 @@ def _finished_shards(root: Path, hooks: list[str], n_shards: int) -> list[int]:
     return done
 
 
-def _write_manifest(
-    root: Path, settings: dict[str, Any], n_shards: int, extra: dict[str, Any]
-) -> dict[str, Any]:
-    """The manifest from the shards on disk (the disk is the truth; the manifest follows it)."""
+def _manifest_from_disk(root: Path, settings: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of the shards on disk (the disk is the truth; the manifest follows it)."""
+    n_shards = -(-settings["n_images"] // settings["images_per_shard"])
     entries = []
     per_shard = settings["images_per_shard"]
     for shard in _finished_shards(root, settings["hooks"], n_shards):
-        header_rows = np.load(root / INDEX_DIR / shard_name(shard), mmap_mode="r").shape[0]
+        n_rows = np.load(root / INDEX_DIR / shard_name(shard), mmap_mode="r").shape[0]
         first = shard * per_shard
         entries.append(
             {
                 "shard": shard,
-                "rows": int(header_rows),
+                "rows": int(n_rows),
                 "images": [first, min(first + per_shard, settings["n_images"])],
             }
         )
-    images_done = sum(entry["images"][1] - entry["images"][0] for entry in entries)
-    manifest = {
+    return {
         **settings,
         "n_shards": n_shards,
         "shards": entries,
-        "images_done": images_done,
+        "images_done": sum(entry["images"][1] - entry["images"][0] for entry in entries),
         "rows_done": sum(entry["rows"] for entry in entries),
         "complete": len(entries) == n_shards,
         **extra,
     }
+
+
+def _write_manifest(root: Path, settings: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    manifest = _manifest_from_disk(root, settings, extra)
     atomic_write_text(root / MANIFEST_FILE, json.dumps(manifest, indent=2))
     return manifest
 
@@ -347,7 +353,7 @@ def cache_activations(
     barrier(world)
     if world.is_main:
         root.mkdir(parents=True, exist_ok=True)
-        _write_manifest(root, settings, n_shards, {})
+        _write_manifest(root, settings, {})
     barrier(world)
 
     done = set(_finished_shards(root, resolved, n_shards))
@@ -377,7 +383,7 @@ def cache_activations(
         rows_written += index_rows.shape[0]
         del per_hook, index
         if not world.distributed:
-            _write_manifest(root, settings, n_shards, {})
+            _write_manifest(root, settings, {})
         bar.update(len(block))
         elapsed = max(time.perf_counter() - start, 1e-9)
         bar.set_postfix(img_s=f"{bar.n / elapsed:.1f}", rows_s=f"{rows_written / elapsed:.0f}")
@@ -394,7 +400,7 @@ def cache_activations(
     barrier(world)
     if world.is_main:
         manifest = _write_manifest(
-            root, settings, n_shards, {"throughput": throughput, "skipped_images": skipped[:100]}
+            root, settings, {"throughput": throughput, "skipped_images": skipped[:100]}
         )
         if manifest["rows_done"] == 0:
             raise NoReadableImageError(
