@@ -16,8 +16,9 @@ def _error(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 2
-    message = capsys.readouterr().err.strip()
-    assert message.startswith("error:") and "\n" not in message and "Traceback" not in message
+    stderr = capsys.readouterr().err
+    message = stderr.strip().splitlines()[-1]  # status lines ("Loading ...") may come before it
+    assert message.startswith("error:") and "Traceback" not in stderr
     return message
 
 
