@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from sae_lens import SAE
@@ -91,3 +95,30 @@ def test_an_empty_cache_and_an_unknown_hook_fail_in_one_line(tmp_path, capsys):
         capsys, ["cache", "--run", str(tmp_path / "other"), "--hooks", "blocks.9.hook_resid_post"]
     )
     assert "blocks.9.hook_resid_post" in message
+
+
+@pytest.mark.slow
+def test_cache_under_torchrun_writes_the_shards_of_one_process(tmp_path):
+    argv = ["cache", "--hooks", HOOK, "--n-images", "50", "--images-per-shard", "10", "--batch-size", "4"]
+    assert main(["--quiet", *argv, "--run", str(tmp_path / "one")]) == 0
+    cli = Path(sys.executable).with_name("vis-steer-lens")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--no-python",
+    ]
+    command += ["--", str(cli), "--quiet", *argv, "--run", str(tmp_path / "two")]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("Cached 800 rows") == 1  # rank 0 reports, once
+    one, two = tmp_path / "one" / "activations", tmp_path / "two" / "activations"
+    files = sorted(p.relative_to(one) for p in one.rglob("shard-*.npy"))
+    assert len(files) == 10  # 5 shards, the hook and the index
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+    manifests = [json.loads((root / "manifest.json").read_text()) for root in (one, two)]
+    assert manifests[0]["shards"] == manifests[1]["shards"] and manifests[1]["complete"]
