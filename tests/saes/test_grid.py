@@ -9,6 +9,7 @@ import torch
 from sae_lens import SAE, JumpReLUSAE, TopKSAE
 
 from vis_steer_lens import load_sae, toy
+from vis_steer_lens.distributed import World
 from vis_steer_lens.hook_names import UnknownHookNameError
 from vis_steer_lens.image_sources import ListImages
 from vis_steer_lens.saes import grid as grid_module
@@ -130,6 +131,23 @@ def test_a_killed_training_resumes_to_the_same_saes(vlm, cache, topk_grid, tmp_p
         torch.testing.assert_close(sae.W_enc, uninterrupted[name].W_enc)
         torch.testing.assert_close(sae.W_dec, uninterrupted[name].W_dec)
     assert not (tmp_path / ".grid-checkpoint" / "all").exists()  # cleaned up once saved
+
+
+def test_ranks_split_the_grid_and_train_the_same_saes(vlm, cache, topk_grid, tmp_path, monkeypatch):
+    # Two ranks one after the other (the barrier is a no-op between them), rank 1 first so that
+    # rank 0's summary sees every folder, as after the real barrier.
+    monkeypatch.setattr(grid_module, "barrier", lambda world: None)
+    settings = {**GRID, "n_loss_images": 0}
+    second = train_sae_grid(vlm, HOOK, tmp_path, cache=cache, world=World(rank=1, size=2), **settings)
+    first = train_sae_grid(vlm, HOOK, tmp_path, cache=cache, world=World(rank=0, size=2), **settings)
+    assert sorted(first) == ["topk-w32-k4", "topk-w64-k4"] and sorted(second) == [
+        "topk-w32-k8",
+        "topk-w64-k8",
+    ]
+    _, one_process, _ = topk_grid
+    for name, sae in {**first, **second}.items():
+        torch.testing.assert_close(sae.W_dec, one_process[name].W_dec)
+    assert len(json.loads((tmp_path / "grid.json").read_text())) == 4
 
 
 def test_streamed_from_the_tower_each_image_is_read_once(vlm, tmp_path):

@@ -537,7 +537,6 @@ def train_sae_grid(
     }
     reads: dict[str, Any] = stats if stats is not None else {}
     if todo:
-        torch.manual_seed(seed)
         training_cls, cfg_cls = get_sae_training_class(GRID_ARCHITECTURES[architecture])
         d_in = vit.hook_width(hook)
         saes = {}
@@ -546,6 +545,8 @@ def train_sae_grid(
             if architecture == "matryoshka":
                 fields["matryoshka_widths"] = sorted({point.width // 4, point.width // 2}) + [point.width]
             cfg = cfg_cls(d_in=d_in, d_sae=point.width, device=device, **fields, **sae_config)
+            # Each SAE's initialisation from the seed alone, whichever others share its pass or rank.
+            torch.manual_seed(seed)
             saes[point.name] = training_cls(cfg)
         trainer_cfg = SAETrainerConfig(
             total_training_samples=int(training_tokens),
