@@ -182,8 +182,8 @@ def _settings_of(
     }
 
 
-#: Settings that must match for a cache to be resumed (``batch_size`` changes no row... except in
-#: the last bits of floating point, so it must match too for byte-equal shards).
+#: Settings that must match for a cache to be resumed. The batch size changes no value in principle,
+#: but batched matrix products may round differently, and resumed shards must equal unresumed ones.
 _RESUME_KEYS = (
     "model_name",
     "tower_fingerprint",
