@@ -187,3 +187,34 @@ def test_bad_inputs_are_refused_with_what_to_do(vlm, cache, tmp_path):
         )
     with pytest.raises(ActivationCacheError, match="no manifest.json"):
         train_sae_grid(vlm, HOOK, tmp_path, cache=tmp_path / "missing", **GRID)
+
+
+def _identity_sae(d: int, hook: str):
+    """A ReLU SAE whose reconstruction is its input exactly: relu(x) - relu(-x) = x."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    sae = StandardSAE(StandardSAEConfig(d_in=d, d_sae=2 * d))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], dim=0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    sae.cfg.metadata.hook_name = hook
+    return sae
+
+
+@pytest.mark.parametrize("family", ["gemma3", "internvl3", "qwen2_5_vl"])
+def test_loss_recovered_is_one_for_an_exact_reconstruction(family):
+    from vis_steer_lens.saes.grid import describe_images, loss_recovered
+    from vis_steer_lens.testing import tiny_vlm
+
+    vlm = tiny_vlm(family, vision_layers=2)
+    hook = "blocks.0.hook_resid_post"
+    images = [torch.randint(0, 256, (3, 28, 28 + 14 * i), dtype=torch.uint8) for i in range(2)]
+    described = describe_images(vlm, images, max_new_tokens=6)
+    exact = loss_recovered(vlm, _identity_sae(vlm.vision.hook_width(hook), hook), hook, described)
+    assert exact["loss_spliced"] == pytest.approx(exact["loss_clean"], abs=1e-4)
+    assert exact["loss_zero_ablated"] != pytest.approx(exact["loss_clean"], abs=1e-4)
+    assert exact["loss_recovered"] == pytest.approx(1.0, abs=1e-3)
+    assert exact["n_loss_images"] == 2 and exact["n_loss_tokens"] > 0

@@ -292,12 +292,73 @@ def _selected_positions(geometry: Any, tokens: str, device: Any) -> torch.Tensor
     return torch.cat(positions)
 
 
+@dataclass
+class Descriptions:
+    """A VLM's greedy descriptions of some images, ready to be scored again under other hooks.
+
+    Attributes:
+        inputs: The prompt with the description appended (``input_ids`` ``[batch, prompt + new]``,
+            its masks extended), and the images' tower inputs.
+        new_tokens: ``[batch, new]`` description tokens.
+        counted: ``[batch, new]`` bool: tokens up to and including the first end of the answer.
+        prompt_length: Tokens of the prompt.
+        geometry: The images' :class:`~vis_steer_lens.geometry.ImageGeometry`.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    new_tokens: torch.Tensor
+    counted: torch.Tensor
+    prompt_length: int
+    geometry: Any
+
+
+@torch.no_grad()
+def describe_images(
+    vlm: Any, images: list[Any], *, max_new_tokens: int = 24, prompt: str = DESCRIBE_PROMPT
+) -> Descriptions:
+    """The model's own greedy descriptions of ``images`` (clean: no hook active from here)."""
+    vit = vision_model(vlm)
+    inputs = vlm.prompt_inputs(images, prompt)
+    generated = vlm.generate(**inputs, max_new_tokens=max_new_tokens)
+    prompt_length = inputs["input_ids"].shape[1]
+    new = generated[:, prompt_length:]
+    ends = torch.isin(new, torch.tensor(vlm.end_of_answer_ids(), device=new.device))
+    # A token counts up to and including the first end of the answer; later ones are padding. An
+    # image placeholder the model wrote (a random test model may) ends it too, before that token:
+    # a placeholder in the text would ask for an image that is not there.
+    placeholders = new == vlm.image_token_id
+    counted = ~((ends.cumsum(1) - ends.long()) > 0) & ~(placeholders.cumsum(1) > 0)
+    pad_id = vlm.tokenizer.pad_token_id
+    new = new.masked_fill(~counted, pad_id if pad_id is not None else vlm.end_of_answer_ids()[0])
+    generated = torch.cat([generated[:, :prompt_length], new], dim=1)
+    extra_keys = {key: inputs[key] for key in vit.tower_input_keys if key in inputs}
+    geometry = vit.image_geometry(inputs["pixel_values"], **extra_keys)
+    full = dict(inputs)
+    full["input_ids"] = generated
+    if "attention_mask" in inputs:
+        full["attention_mask"] = torch.cat([inputs["attention_mask"], counted.long()], dim=1)
+    for key, value in inputs.items():
+        # Per-token type ids (Gemma 3's token_type_ids, Qwen's mm_token_type_ids): 0, text, for the
+        # description's tokens.
+        if (
+            key not in ("input_ids", "attention_mask")
+            and torch.is_tensor(value)
+            and value.shape
+            == (
+                new.shape[0],
+                prompt_length,
+            )
+        ):
+            full[key] = torch.cat([value, torch.zeros_like(new, dtype=value.dtype)], dim=1)
+    return Descriptions(full, new, counted, prompt_length, geometry)
+
+
 @torch.no_grad()
 def loss_recovered(
     vlm: Any,
     sae: SAE,
     hook: str,
-    images: list[Any],
+    images: list[Any] | Descriptions,
     *,
     tokens: str = "patches",
     max_new_tokens: int = 24,
@@ -314,7 +375,7 @@ def loss_recovered(
         vlm: A HookedVLM.
         sae: An SAE reading ``hook``.
         hook: The vision hook.
-        images: Held-out images.
+        images: Held-out images, or their :func:`describe_images` (described once for a grid).
         tokens: The token selection the SAE was trained on; only those tokens are replaced.
         max_new_tokens: Length cap of the descriptions.
         prompt: The instruction.
@@ -323,24 +384,14 @@ def loss_recovered(
         ``loss_clean``, ``loss_spliced``, ``loss_zero_ablated``, ``loss_recovered``
         (``(zero - spliced) / (zero - clean)``), ``n_loss_images``, ``n_loss_tokens``.
     """
-    vit = vision_model(vlm)
-    hook_name = vit.parse_hook_name(hook)
-    inputs = vlm.prompt_inputs(images, prompt)
-    generated = vlm.generate(**inputs, max_new_tokens=max_new_tokens)
-    prompt_length = inputs["input_ids"].shape[1]
-    new = generated[:, prompt_length:]
-    ends = torch.isin(new, torch.tensor(vlm.end_of_answer_ids(), device=new.device))
-    # A token counts up to and including the first end of the answer; later ones are padding.
-    after_end = (ends.cumsum(1) - ends.long()) > 0
-    counted = ~after_end
-    extra_keys = {key: inputs[key] for key in vit.tower_input_keys if key in inputs}
-    geometry = vit.image_geometry(inputs["pixel_values"], **extra_keys)
-    full = dict(inputs)
-    full["input_ids"] = generated
-    if "attention_mask" in inputs:
-        full["attention_mask"] = torch.cat([inputs["attention_mask"], counted.long()], dim=1)
-    if "token_type_ids" in inputs:
-        full["token_type_ids"] = torch.cat([inputs["token_type_ids"], torch.zeros_like(new)], dim=1)
+    hook_name = vision_model(vlm).parse_hook_name(hook)
+    described = (
+        images
+        if isinstance(images, Descriptions)
+        else describe_images(vlm, images, max_new_tokens=max_new_tokens, prompt=prompt)
+    )
+    full, new, counted = described.inputs, described.new_tokens, described.counted
+    prompt_length, geometry = described.prompt_length, described.geometry
 
     def replace(kind: str):
         def edit(activation: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -372,7 +423,7 @@ def loss_recovered(
         "loss_spliced": spliced,
         "loss_zero_ablated": zero,
         "loss_recovered": (zero - spliced) / gap if abs(gap) > 1e-12 else float("nan"),
-        "n_loss_images": len(images),
+        "n_loss_images": int(new.shape[0]),
         "n_loss_tokens": int(counted.sum()),
     }
 
@@ -622,9 +673,10 @@ def train_sae_grid(
             dataset_path=dataset,
             token_selection=tokens,
         )
-        loss_images = []
+        loss_images = None
         if source is not None and hasattr(model, "generate") and n_loss_images:
-            loss_images = [source[i] for i in range(min(n_loss_images, n_eval_images, len(source)))]
+            count = min(n_loss_images, n_eval_images, len(source))
+            loss_images = describe_images(model, [source[i] for i in range(count)])
         for point in todo:
             training_sae = trainer.saes[point.name]
             metadata = dict(metadata_base)
@@ -645,7 +697,7 @@ def train_sae_grid(
             set_vision_metadata(sae, metadata)
             report: dict[str, Any] = held_out_report(sae, eval_rows) if len(eval_rows) else {}
             report["n_eval_images"] = int(n_eval_images)
-            if loss_images:
+            if loss_images is not None:
                 report.update(loss_recovered(model, sae, hook, loss_images, tokens=tokens))
             else:
                 report["loss_recovered"] = None
@@ -678,6 +730,8 @@ __all__ = [
     "grid_name",
     "grid_points",
     "held_out_report",
+    "Descriptions",
+    "describe_images",
     "loss_recovered",
     "parse_int_list",
     "train_sae_grid",
