@@ -49,9 +49,10 @@ def test_rows_are_the_towers_tokens_in_image_order(vlm, images, uninterrupted):
     assert [entry["images"] for entry in cache.shards] == [[0, 7], [7, 14], [14, 21], [21, 28], [28, 30]]
     assert cache.manifest["tower_fingerprint"] == vlm.vision.tower_fingerprint()
     assert cache.manifest["token_selection"] == "patches" and cache.manifest["d_model"][HOOKS[0]] == 128
-    rows = np.concatenate([np.asarray(cache.rows(HOOKS[0], e["shard"])) for e in cache.shards])
-    expected, _ = image_token_activations(vlm, HOOKS[0], list(images), image_processor_of(vlm), "patches")
-    torch.testing.assert_close(torch.from_numpy(rows), torch.cat(expected), rtol=1e-5, atol=1e-4)
+    for hook in HOOKS:  # both from one forward as far as the deeper hook
+        rows = np.concatenate([np.asarray(cache.rows(hook, e["shard"])) for e in cache.shards])
+        expected, _ = image_token_activations(vlm, hook, list(images), image_processor_of(vlm), "patches")
+        torch.testing.assert_close(torch.from_numpy(rows), torch.cat(expected), rtol=1e-5, atol=1e-4)
     index = np.concatenate([np.asarray(cache.index(e["shard"])) for e in cache.shards])
     assert index[:, 0].tolist() == [i for i in range(30) for _ in range(16)]
     assert index[:16, 1].tolist() == list(range(16))

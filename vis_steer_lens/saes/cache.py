@@ -40,7 +40,7 @@ from vis_steer_lens.activations import (
     TOKEN_SELECTIONS,
     batched,
     image_processor_of,
-    image_token_activations,
+    tower_inputs,
     vision_model,
 )
 from vis_steer_lens.atomic import atomic_path, atomic_write_text
@@ -239,6 +239,62 @@ def _write_manifest(root: Path, settings: dict[str, Any], extra: dict[str, Any])
     return manifest
 
 
+def token_positions(geometry: Any, tokens: str, device: Any) -> list[torch.Tensor]:
+    """Each image's selected token positions in the batch's flattened tokens (the geometry's).
+
+    ``"patches"``: row-major over the image's own grid; ``"prefix"``: its class and register
+    tokens; ``"all"``: every token of the image in the tower's order (as
+    :func:`~vis_steer_lens.activations.image_token_activations` selects them).
+    """
+    geometry = geometry.to(device)
+    positions = []
+    for image in range(geometry.n_images):
+        if tokens == "patches":
+            positions.append(geometry.patch_positions(image))
+        else:
+            span = geometry.image_positions(image)
+            chosen = torch.arange(span.start, span.stop, device=device)
+            positions.append(chosen[geometry.is_prefix[span]] if tokens == "prefix" else chosen)
+    return positions
+
+
+@torch.no_grad()
+def batch_token_activations(
+    model: Any, hooks: list[str], images: list[Any], image_processor: Any, tokens: str
+) -> dict[str, list[torch.Tensor]]:
+    """Each image's selected tokens at every hook, from one forward run as far as the deepest hook.
+
+    Returns:
+        ``{hook: [per image [n_i, d_hook]]}``.
+    """
+    vit = vision_model(model)
+    pixel_values, extra = tower_inputs(model, images, image_processor)
+    geometry = vit.image_geometry(pixel_values, **extra)
+    parsed = {hook: vit.parse_hook_name(hook) for hook in hooks}
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(name: str):
+        def keep(activation: torch.Tensor, hook: Any) -> None:  # TransformerLens passes `hook=`
+            captured[name] = activation.detach()
+
+        return keep
+
+    stops = [name.stop_at_layer for name in parsed.values()]
+    stop = None if any(layer is None for layer in stops) else max(stops)
+    vit.run_with_hooks(
+        pixel_values,
+        fwd_hooks=[(parsed[hook].name, capture(hook)) for hook in hooks],
+        stop_at_layer=stop,
+        **extra,
+    )
+    out = {}
+    for hook in hooks:
+        acts = parsed[hook].flatten(captured[hook])
+        flat = acts.reshape(-1, acts.shape[-1])
+        out[hook] = [flat[positions] for positions in token_positions(geometry, tokens, flat.device)]
+    return out
+
+
 def _shard_activations(
     model: Any,
     hooks: list[str],
@@ -258,14 +314,12 @@ def _shard_activations(
         ids, items = _read_batch(source, range(batch_ids[0], batch_ids[-1] + 1), skipped)
         if not items:
             continue
+        rows = batch_token_activations(model, hooks, items, image_processor, tokens)
         for hook in hooks:
-            # One forward per hook, stopped at the hook's layer; hooks of one layer cost one each.
-            rows, _ = image_token_activations(model, hook, items, image_processor, tokens)
-            per_hook[hook].append(torch.cat(rows).float().cpu())
-            if hook == hooks[0]:
-                for image_id, image_rows in zip(ids, rows, strict=True):
-                    n = image_rows.shape[0]
-                    index.append(np.stack([np.full(n, image_id), np.arange(n)], axis=1).astype(np.int64))
+            per_hook[hook].append(torch.cat(rows[hook]).float().cpu())
+        for image_id, image_rows in zip(ids, rows[hooks[0]], strict=True):
+            n = image_rows.shape[0]
+            index.append(np.stack([np.full(n, image_id), np.arange(n)], axis=1).astype(np.int64))
     return per_hook, index
 
 
@@ -414,6 +468,8 @@ __all__ = [
     "CACHE_DTYPES",
     "ActivationCache",
     "ActivationCacheError",
+    "batch_token_activations",
     "cache_activations",
     "shard_name",
+    "token_positions",
 ]

@@ -47,7 +47,7 @@ from vis_steer_lens.activations import (
 from vis_steer_lens.atomic import atomic_folder, atomic_write_text
 from vis_steer_lens.distributed import World, barrier, current_world, shard
 from vis_steer_lens.image_sources import as_image_source, open_image_source
-from vis_steer_lens.saes.cache import ActivationCache, ActivationCacheError
+from vis_steer_lens.saes.cache import ActivationCache, ActivationCacheError, token_positions
 from vis_steer_lens.saes.metadata import set_vision_metadata, vision_sae_metadata
 from vis_steer_lens.saes.trainer import ActivationStreamError, sae_quality, to_inference_sae
 from vis_steer_lens.store import ResumeMismatchError
@@ -278,20 +278,6 @@ class _CheckpointingTrainer(MultiSAETrainer):
         return steps
 
 
-def _selected_positions(geometry: Any, tokens: str, device: Any) -> torch.Tensor:
-    """Flat positions of the selected tokens of every image of a batch (as image_token_activations)."""
-    geometry = geometry.to(device)
-    positions = []
-    for image in range(geometry.n_images):
-        if tokens == "patches":
-            positions.append(geometry.patch_positions(image))
-        else:
-            span = geometry.image_positions(image)
-            chosen = torch.arange(span.start, span.stop, device=device)
-            positions.append(chosen[geometry.is_prefix[span]] if tokens == "prefix" else chosen)
-    return torch.cat(positions)
-
-
 @dataclass
 class Descriptions:
     """A VLM's greedy descriptions of some images, ready to be scored again under other hooks.
@@ -397,7 +383,7 @@ def loss_recovered(
         def edit(activation: torch.Tensor, hook: Any) -> torch.Tensor:
             x = hook_name.flatten(activation)
             flat = x.reshape(-1, x.shape[-1]).clone()
-            positions = _selected_positions(geometry, tokens, flat.device)
+            positions = torch.cat(token_positions(geometry, tokens, flat.device))
             if kind == "zero":
                 flat[positions] = 0
             else:
