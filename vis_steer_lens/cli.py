@@ -336,6 +336,132 @@ def cmd_mine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_ints(what: str):
+    def parse(text: str) -> list[int]:
+        from vis_steer_lens.saes.grid import GridSettingsError, parse_int_list
+
+        try:
+            return parse_int_list(text, what)
+        except GridSettingsError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
+def _subject_model(args: argparse.Namespace) -> Any:
+    """The model named by ``--model`` (any family HookedVLM loads), or the toy world's VLM."""
+    from vis_steer_lens.distributed import current_world, device_for
+
+    args.device = device_for(current_world(), resolve_device(args.device))
+    if args.model is None:
+        from vis_steer_lens import toy
+
+        _say(args, f"Loading the toy world's VLM on {args.device}...")
+        vlm = toy.load(device=args.device).vlm
+        if args.dtype is not None:
+            vlm.to(_dtype(args.dtype))
+        return vlm
+    from vis_steer_lens import HookedVLM
+
+    _say(args, f"Loading {args.model} on {args.device}...")
+    return HookedVLM.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype))
+
+
+def _training_images(args: argparse.Namespace) -> Any:
+    if args.images is None:
+        if args.model is not None:
+            raise SystemExit("--images is required with --model.")
+        from vis_steer_lens.toy import ToyImages
+
+        return ToyImages(seed=args.seed, n=args.n_images)
+    from vis_steer_lens.image_sources import as_image_source
+
+    return as_image_source(args.images)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from vis_steer_lens.distributed import current_world
+    from vis_steer_lens.runs import RunFolder
+    from vis_steer_lens.saes.cache import cache_activations
+
+    images = _training_images(args)
+    model = _subject_model(args)
+    out = RunFolder(args.run).activations_dir
+    cache = cache_activations(
+        model,
+        args.hooks,
+        images,
+        out,
+        tokens=args.tokens,
+        dtype=args.cache_dtype,
+        images_per_shard=args.images_per_shard,
+        batch_size=args.batch_size,
+        resume=not args.restart,
+        progress=not args.quiet,
+    )
+    if current_world().is_main:
+        manifest = cache.manifest
+        speed = manifest.get("throughput") or {}
+        rate = (
+            f"; {speed['images_per_s']:.1f} images/s, {speed['rows_per_s']:.0f} rows/s"
+            if speed.get("images_per_s")
+            else ""
+        )
+        print(
+            f"Cached {manifest['rows_done']} rows ({manifest['token_selection']} tokens) of "
+            f"{', '.join(manifest['hooks'])} over {manifest['images_done']} images in "
+            f"{len(manifest['shards'])} shards to {out}{rate}"
+        )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vis_steer_lens.distributed import current_world
+    from vis_steer_lens.runs import RunFolder
+    from vis_steer_lens.saes.cache import MANIFEST_FILE, ActivationCache
+    from vis_steer_lens.saes.grid import grid_points, train_sae_grid
+
+    grid_points(args.architecture, args.widths, args.k)  # bad grids fail before the model loads
+    run = RunFolder(args.run)
+    cached = (run.activations_dir / MANIFEST_FILE).is_file()
+    cache = ActivationCache.open(run.activations_dir) if cached else None
+    images = None if cached and args.images is None else _training_images(args)
+    model = _subject_model(args)
+    if cache is None:
+        _say(args, f"No activation cache in {run.activations_dir}; streaming activations from the tower.")
+    saes = train_sae_grid(
+        model,
+        args.hook,
+        run.saes_dir,
+        widths=args.widths,
+        ks=args.k,
+        architecture=args.architecture,
+        training_tokens=args.training_tokens,
+        cache=cache,
+        images=images,
+        tokens=args.tokens,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        n_eval_images=args.eval_images,
+        n_loss_images=args.loss_images,
+        checkpoint_every=args.checkpoint_every,
+        resume=not args.restart,
+        progress=not args.quiet,
+    )
+    if current_world().is_main:
+        for name, sae in saes.items():
+            report = sae.cfg.metadata.training_report
+            loss = report.get("loss_recovered")
+            print(
+                f"{run.saes_dir / name}: explained variance {report.get('explained_variance', float('nan')):.4f}, "
+                f"L0 {report.get('mean_l0', float('nan')):.1f}, dead {report.get('dead_fraction', float('nan')):.3f}, "
+                f"dense {report.get('dense_fraction', float('nan')):.3f}, loss recovered "
+                + ("n/a" if loss is None else f"{loss:.3f}")
+            )
+    return 0
+
+
 def cmd_toy_build(args: argparse.Namespace) -> int:
     from vis_steer_lens.toy.training import ToyTrainingConfig, train_toy_model
 
@@ -850,6 +976,80 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mine.add_argument("--seed", type=int, default=1, help="seed of the toy-world images")
     mine.set_defaults(func=cmd_mine)
+
+    def add_subject_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--run", required=True, help="run folder")
+        parser.add_argument("--model", help="hub id or folder of the subject model (default: the toy world)")
+        parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+        parser.add_argument(
+            "--dtype",
+            default=None,
+            choices=("float32", "bfloat16", "float16", "float64"),
+            help="weights' dtype",
+        )
+        parser.add_argument(
+            "--images",
+            help="image folder, saved dataset or Hugging Face dataset, as for mine (default: toy-world images)",
+        )
+        parser.add_argument("--n-images", type=_positive_int, default=2000, help="toy-world images")
+        parser.add_argument(
+            "--seed", type=int, default=1, help="seed of the toy-world images and of training"
+        )
+        parser.add_argument(
+            "--tokens",
+            choices=("patches", "prefix", "all"),
+            default="patches",
+            help="which tokens of each image",
+        )
+        parser.add_argument("--restart", action="store_true", help="start over instead of resuming")
+
+    cache = sub.add_parser(
+        "cache",
+        help="cache vision activations of one or more hooks as shards (resumable, torchrun)",
+        example=("vis-steer-lens cache --run run --hooks blocks.2.hook_resid_post --n-images 2000",),
+    )
+    add_subject_args(cache)
+    cache.add_argument("--hooks", nargs="+", required=True, help="vision hooks (any naming convention)")
+    cache.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass")
+    cache.add_argument("--images-per-shard", type=_positive_int, default=256, help="images per shard")
+    cache.add_argument(
+        "--cache-dtype", choices=("float32", "float16"), default="float32", help="dtype on disk"
+    )
+    cache.set_defaults(func=cmd_cache)
+
+    train = sub.add_parser(
+        "train",
+        help="train a grid of SAEs (widths x k) in one pass over the run's cached activations",
+        example=(
+            "vis-steer-lens train --run run --hook blocks.2.hook_resid_post --widths 256,512 --k 8,16 "
+            "--architecture batchtopk --training-tokens 200000",
+        ),
+    )
+    add_subject_args(train)
+    train.add_argument("--hook", required=True, help="the vision hook (cached, or streamed without a cache)")
+    train.add_argument(
+        "--widths", type=_grid_ints("--widths"), required=True, help="SAE widths, e.g. 256,512"
+    )
+    train.add_argument(
+        "--k", type=_grid_ints("--k"), required=True, help="active features per token, e.g. 8,16"
+    )
+    train.add_argument("--architecture", choices=("topk", "batchtopk", "matryoshka"), default="topk")
+    train.add_argument("--training-tokens", type=_positive_int, required=True, help="rows each SAE trains on")
+    train.add_argument("--batch-size", type=_positive_int, default=2048, help="rows per optimisation step")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    train.add_argument(
+        "--eval-images", type=_positive_int, default=64, help="held-out images (the first ones)"
+    )
+    train.add_argument(
+        "--loss-images",
+        type=int,
+        default=8,
+        help="held-out images whose descriptions measure the loss (0: skip)",
+    )
+    train.add_argument(
+        "--checkpoint-every", type=_positive_int, default=200, help="steps between checkpoints"
+    )
+    train.set_defaults(func=cmd_train)
 
     explain = sub.add_parser(
         "explain",

@@ -21,6 +21,8 @@ run; every reader shows what is there::
       scorer_agreement.csv                     Spearman correlation between scorers (``compare``)
       sweeps/<axis>.csv, <axis>.html           ablations along one axis (``sweep``)
       dashboard/, neuronpedia/                 exports (``dashboard``)
+      activations/                             cached vision activations, sharded (``cache``)
+      saes/<architecture>-w<width>-k<k>/       SAELens folders of a trained grid (``train``)
 
 ``<name>`` is the method, with the control direction appended for controls
 (``steering``, ``topk``, ``hybrid``, ``steering-permuted``, ``ground-truth``; see :func:`run_name`).
@@ -97,6 +99,16 @@ class RunFolder:
     @property
     def mined_dir(self) -> Path:
         return self.root / "mined"
+
+    @property
+    def activations_dir(self) -> Path:
+        """Cached vision activations (:mod:`vis_steer_lens.saes.cache`)."""
+        return self.root / "activations"
+
+    @property
+    def saes_dir(self) -> Path:
+        """SAEs trained on the run's activations (:mod:`vis_steer_lens.saes.grid`)."""
+        return self.root / "saes"
 
     @property
     def explanations_dir(self) -> Path:

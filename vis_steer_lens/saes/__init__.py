@@ -1,11 +1,13 @@
 """Vision SAEs as ``sae_lens.SAE`` objects: metadata, loading, conversion, a release registry, training."""
 
+from vis_steer_lens.saes.cache import ActivationCache, ActivationCacheError, cache_activations
 from vis_steer_lens.saes.dictionary_learning import (
     DictionaryLearningFormatError,
     hook_name_from_submodule,
     is_dictionary_learning_folder,
     load_dictionary_learning_sae,
 )
+from vis_steer_lens.saes.grid import GridSettingsError, loss_recovered, train_sae_grid
 from vis_steer_lens.saes.loading import (
     SAESourceError,
     load_sae,
@@ -49,6 +51,12 @@ __all__ = [
     "SaevFormatError",
     "is_saev_folder",
     "load_saev_sae",
+    "ActivationCache",
+    "ActivationCacheError",
+    "GridSettingsError",
+    "cache_activations",
+    "loss_recovered",
+    "train_sae_grid",
     "SAEForVLMFormatError",
     "load_sae_for_vlm",
     "FeatureIndexError",
