@@ -349,7 +349,8 @@ def _grid_ints(what: str):
 
 
 def _subject_model(args: argparse.Namespace) -> Any:
-    """The model named by ``--model`` (any family HookedVLM loads), or the toy world's VLM."""
+    """The model named by ``--model`` (a VLM, or a vision-only tower: :func:`_load_subject_model`),
+    or the toy world's VLM."""
     from vis_steer_lens.distributed import current_world, device_for
 
     args.device = device_for(current_world(), resolve_device(args.device))
@@ -361,10 +362,8 @@ def _subject_model(args: argparse.Namespace) -> Any:
         if args.dtype is not None:
             vlm.to(_dtype(args.dtype))
         return vlm
-    from vis_steer_lens import HookedVLM
-
     _say(args, f"Loading {args.model} on {args.device}...")
-    return HookedVLM.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype))
+    return _load_subject_model(args.model, args.device, _dtype(args.dtype))
 
 
 def _training_images(args: argparse.Namespace) -> Any:

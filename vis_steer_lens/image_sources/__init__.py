@@ -32,7 +32,14 @@ from vis_steer_lens.image_sources.decoding import (
     load_image,
     to_rgb,
 )
-from vis_steer_lens.image_sources.sources import DatasetImages, FolderImages, ImageSource, ListImages
+from vis_steer_lens.image_sources.sources import (
+    SKIPS_LOGGED,
+    DatasetImages,
+    FolderImages,
+    ImageSource,
+    ListImages,
+    read_batch,
+)
 from vis_steer_lens.image_sources.spec import (
     HUB_PROBE_TIMEOUT,
     as_image_source,
@@ -54,5 +61,7 @@ __all__ = [
     "load_image",
     "open_image_source",
     "open_images",
+    "read_batch",
+    "SKIPS_LOGGED",
     "to_rgb",
 ]

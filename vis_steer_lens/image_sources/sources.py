@@ -21,10 +21,13 @@ from vis_steer_lens.image_sources.decoding import (
     ImageSourceError,
     UnreadableImageError,
     load_image,
+    to_rgb,
 )
 
 logger = logging.getLogger(__name__)
 
+#: Unreadable images of one run logged by name; later ones are only counted.
+SKIPS_LOGGED = 10
 #: Image files a folder source lists.
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 #: Entries named in a folder's ``describe()`` (all of them are in ``FolderImages.not_listed``).
@@ -395,3 +398,32 @@ class ListImages(ImageSource):
 
 
 #: A Hugging Face hub dataset id: ``owner/name`` (one slash, no path-like start).
+
+
+def read_batch(
+    source: ImageSource, indices: range, skipped: list[dict[str, Any]]
+) -> tuple[list[int], list[Any]]:
+    """The readable images among ``indices``: their ids and items (PIL images decoded and made RGB
+    now, one at a time). Each unreadable one is appended to ``skipped`` as ``{"index", "name", "reason"}``
+    and logged, the first :data:`SKIPS_LOGGED` of a run by name (mining and caching both read this way)."""
+    ids: list[int] = []
+    items: list[Any] = []
+    for index in indices:
+        try:
+            item = source[index]
+            if isinstance(item, Image.Image):
+                item = to_rgb(item)
+        except UnreadableImageError as err:
+            reason = err.reason
+        except IMAGE_DECODE_ERRORS as err:
+            reason = f"it cannot be decoded ({type(err).__name__}: {err})"
+        else:
+            ids.append(index)
+            items.append(item)
+            continue
+        skipped.append({"index": index, "name": source.image_name(index), "reason": reason})
+        if len(skipped) <= SKIPS_LOGGED:
+            logger.warning("Skipping unreadable image %s: %s", skipped[-1]["name"], reason)
+            if len(skipped) == SKIPS_LOGGED:
+                logger.warning("Further unreadable images are counted, not logged (meta['skipped_images']).")
+    return ids, items

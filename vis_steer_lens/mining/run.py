@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from vis_steer_lens.activations import (
@@ -25,13 +24,11 @@ from vis_steer_lens.activations import (
 from vis_steer_lens.atomic import FileWriteError
 from vis_steer_lens.distributed import World, barrier, contiguous_shard, current_world, gather_objects
 from vis_steer_lens.image_sources import (
-    IMAGE_DECODE_ERRORS,
     FolderImages,
     ImageSource,
     NoReadableImageError,
-    UnreadableImageError,
     as_image_source,
-    to_rgb,
+    read_batch,
 )
 from vis_steer_lens.memory import auto_batch_size, check_batch_size, mining_bytes_per_image
 from vis_steer_lens.mining.persistence import (
@@ -48,8 +45,6 @@ from vis_steer_lens.store import ResumeMismatchError
 
 #: Under a launcher, each rank's part of the run: ``<out_dir>/shards/rank-00000`` ...
 SHARDS_DIR = "shards"
-#: Unreadable images logged one by one; the rest are counted (all are in ``meta["skipped_images"]``).
-_SKIPS_LOGGED = 10
 #: Largest block of dense SAE codes (numbers) held at once while mining: 32 MiB in float32 (at
 #: least one image: 128 MiB for an 8192-feature SAE over 4096 patches).
 CODE_BLOCK_ELEMENTS = 1 << 23
@@ -74,34 +69,6 @@ def _save_before_failing(mined: MinedActivations, out_dir: str | os.PathLike) ->
             mined.images_processed,
             out_dir,
         )
-
-
-def _read_batch(
-    source: ImageSource, indices: range, skipped: list[dict[str, Any]]
-) -> tuple[list[int], list[Any]]:
-    """The readable images among ``indices``: their ids and items (PIL images decoded and made RGB
-    now, one at a time). Each unreadable one is appended to ``skipped`` as ``{"index", "name", "reason"}``."""
-    ids: list[int] = []
-    items: list[Any] = []
-    for index in indices:
-        try:
-            item = source[index]
-            if isinstance(item, Image.Image):
-                item = to_rgb(item)
-        except UnreadableImageError as err:
-            reason = err.reason
-        except IMAGE_DECODE_ERRORS as err:
-            reason = f"it cannot be decoded ({type(err).__name__}: {err})"
-        else:
-            ids.append(index)
-            items.append(item)
-            continue
-        skipped.append({"index": index, "name": source.image_name(index), "reason": reason})
-        if len(skipped) <= _SKIPS_LOGGED:
-            logger.warning("Skipping unreadable image %s: %s", skipped[-1]["name"], reason)
-            if len(skipped) == _SKIPS_LOGGED:
-                logger.warning("Further unreadable images are counted, not logged (meta['skipped_images']).")
-    return ids, items
 
 
 def _contiguous_runs(ids: list[int], longest: int):
@@ -476,7 +443,7 @@ def _mine_block(
     try:
         for first in range(start, block.stop, batch_size):
             end = min(first + batch_size, block.stop)
-            ids, batch = _read_batch(source, range(first, end), skipped)
+            ids, batch = read_batch(source, range(first, end), skipped)
             if batch and packed:
                 if image_processor is None:
                     image_processor = image_processor_of(model, processor)

@@ -306,12 +306,12 @@ def _shard_activations(
     skipped: list[dict[str, Any]],
 ) -> tuple[dict[str, list[torch.Tensor]], list[np.ndarray]]:
     """One shard's rows per hook and its index blocks, batch by batch (batches aligned to the shard)."""
-    from vis_steer_lens.mining.run import _read_batch
+    from vis_steer_lens.image_sources import read_batch
 
     per_hook: dict[str, list[torch.Tensor]] = {hook: [] for hook in hooks}
     index: list[np.ndarray] = []
     for batch_ids in batched(images, batch_size):
-        ids, items = _read_batch(source, range(batch_ids[0], batch_ids[-1] + 1), skipped)
+        ids, items = read_batch(source, range(batch_ids[0], batch_ids[-1] + 1), skipped)
         if not items:
             continue
         rows = batch_token_activations(model, hooks, items, image_processor, tokens)
