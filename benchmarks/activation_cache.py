@@ -13,6 +13,8 @@ Three figures on the toy world's VLM (its ``blocks.2.hook_resid_post``, 16 patch
    the shuffled batches alone, the work the four SAEs share. The loss is left out
    (``n_loss_images=0``) so the pass itself is timed. On a CPU and the toy's 128-wide hook, each
    SAE's own steps dominate, so the ratio approaches 4; the shared reading is what one pass saves.
+   The same two runs streamed from the tower (no cache), where the forward the SAEs share is part
+   of every step, give the second ratio.
 3. **Peak memory of caching at N and 4N images**, each in a fresh subprocess: the peak resident
    memory's growth over the process's memory after loading the model (target: flat in N). It is
    bounded by one shard (256 images here), so N is above that.
@@ -122,6 +124,39 @@ def training_throughput(
     return figures
 
 
+def streamed_training(n_images: int, training_tokens: int, width: int, batch_size: int) -> dict:
+    """Seconds of one SAE (k = 16) and of the four in one pass, streamed from the tower (no cache):
+    there the tower's forward, which the four share, is part of every step."""
+    from vis_steer_lens import toy
+    from vis_steer_lens.image_sources import ListImages
+    from vis_steer_lens.saes.grid import train_sae_grid
+    from vis_steer_lens.toy import ToyImages
+
+    vlm = toy.load().vlm
+    rendered = ToyImages(seed=10, n=n_images)
+    images = ListImages([rendered[i] for i in range(n_images)], name=f"toy-stream-{n_images}")
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, ks in (("1 SAE", [16]), ("4 SAEs", KS)):
+            start = time.perf_counter()
+            train_sae_grid(
+                vlm,
+                HOOK,
+                Path(tmp) / label.replace(" ", "-"),
+                widths=[width],
+                ks=ks,
+                training_tokens=training_tokens,
+                batch_size=batch_size,
+                images=images,
+                n_eval_images=1,
+                n_loss_images=0,
+                resume=False,
+                progress=False,
+            )
+            seconds[label] = time.perf_counter() - start
+    return {**seconds, "time_ratio": seconds["4 SAEs"] / seconds["1 SAE"]}
+
+
 def cache_memory(n_images: int) -> dict:
     """Peak resident memory growth of caching ``n_images`` toy images (run in its own process)."""
     from vis_steer_lens import toy
@@ -166,6 +201,11 @@ def main() -> None:
         f"{train['4 SAEs']['samples_per_s']:.0f} samples/s (each SAE sees every one); 4 SAEs cost "
         f"{train['time_ratio']:.2f}x one (target <= 2) and {train['separate_ratio']:.2f}x four separate passes; "
         f"reading the batches alone {train['reading']['samples_per_s']:.0f} samples/s"
+    )
+    streamed = streamed_training(n, tokens, width=256 if args.small else 512, batch_size=512)
+    print(
+        f"streamed from the tower (no cache), {tokens} samples: 4 SAEs in one pass cost "
+        f"{streamed['time_ratio']:.2f}x one ({streamed['4 SAEs']:.1f} s vs {streamed['1 SAE']:.1f} s)"
     )
     small, large = _in_subprocess(n), _in_subprocess(4 * n)
     print(

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from sae_lens import SAE
 
 from vis_steer_lens.cli import main
@@ -122,3 +123,35 @@ def test_cache_under_torchrun_writes_the_shards_of_one_process(tmp_path):
     assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
     manifests = [json.loads((root / "manifest.json").read_text()) for root in (one, two)]
     assert manifests[0]["shards"] == manifests[1]["shards"] and manifests[1]["complete"]
+
+
+@pytest.mark.slow
+def test_train_under_torchrun_splits_the_grid_and_writes_the_saes_of_one_process(tmp_path):
+    cache = ["--quiet", "cache", "--hooks", HOOK, "--n-images", "40", "--images-per-shard", "10"]
+    train = ["--quiet", "train", "--hook", HOOK, "--widths", "32", "--k", "4,8", "--training-tokens", "256"]
+    train += ["--batch-size", "64", "--eval-images", "4", "--loss-images", "0"]
+    for run in ("one", "two"):
+        assert main([*cache, "--run", str(tmp_path / run)]) == 0
+    assert main([*train, "--run", str(tmp_path / "one")]) == 0
+    cli = Path(sys.executable).with_name("vis-steer-lens")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--no-python",
+    ]
+    command += ["--", str(cli), *train, "--run", str(tmp_path / "two")]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ("topk-w32-k4", "topk-w32-k8"):  # one grid point per rank, each as one process trains it
+        ours, theirs = (SAE.load_from_disk(str(tmp_path / run / "saes" / name)) for run in ("one", "two"))
+        for key, value in ours.state_dict().items():
+            torch.testing.assert_close(theirs.state_dict()[key], value, rtol=0, atol=0)
+    assert set(json.loads((tmp_path / "two" / "saes" / "grid.json").read_text())) == {
+        "topk-w32-k4",
+        "topk-w32-k8",
+    }
