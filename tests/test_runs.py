@@ -238,3 +238,35 @@ def test_sweep_writes_one_row_per_point_and_its_figure(run, capsys):
     assert "one SAE per hook layer" in cli_error(
         main, ["sweep", "--run", str(run.root), "--axis", "layer", "--features", FEATURES]
     )
+
+
+def test_clip_scorer_through_the_cli_joins_compare(run, tmp_path, capsys):
+    import pandas as pd
+
+    from tests.evaluate.tiny_models import tiny_clip
+
+    folder = tmp_path / "tiny-clip"
+    folder.mkdir()
+    model, processor = tiny_clip(folder)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    common = ["--quiet", "evaluate", "--run", str(run.root), "--scorer", "clip", "--clip-model", str(folder)]
+    assert main([*common, "--method", "steering", "--k-images", "3"]) == 0
+    scores = run.scores("clip")
+    explained = run.explanations(["steering"])
+    live = explained[explained["flag"].astype(object) != "dead"]
+    assert len(scores) == len(live) > 0 and scores["clip_similarity"].dropna().between(-1, 1).all()
+    assert (scores["n_images"] <= 3).all() and (scores["n_images"] > 0).any()
+    # Resumed, not recomputed: the same numbers on a rerun.
+    assert main([*common, "--method", "steering", "--k-images", "3"]) == 0
+    assert run.scores("clip")["clip_similarity"].tolist() == pytest.approx(
+        scores["clip_similarity"].tolist(), nan_ok=True
+    )
+    assert main(["compare", str(run.root)]) == 0
+    assert "CLIP" in capsys.readouterr().out
+    table = pd.read_csv(run.comparison_path)
+    assert {"clip", "clip_lo", "clip_hi"} <= set(table.columns)
+    assert table.loc[table["method_label"] == "steering", "clip"].between(-1, 1).all()
+    assert "could not load the CLIP model" in cli_error(
+        main, ["evaluate", "--run", str(run.root), "--scorer", "clip", "--clip-model", str(tmp_path / "none")]
+    )

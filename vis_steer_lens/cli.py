@@ -516,8 +516,20 @@ def _evaluate_other(args: argparse.Namespace) -> int:
             f"--features clear needs the run's ground truth: run `vis-steer-lens evaluate --run {run.root} "
             "--scorer ground_truth` first, or name the features (e.g. '0:512')."
         )
+    if args.scorer == "clip":  # a CLIP model that cannot load is said before the subject model loads
+        from vis_steer_lens.evaluate.clip_similarity import ClipSimilarityScorer
+
+        try:
+            similarity = ClipSimilarityScorer(args.clip_model)
+        except (OSError, ValueError) as err:
+            raise SystemExit(
+                f"--scorer clip could not load the CLIP model {args.clip_model!r} ({str(err).splitlines()[0]}); "
+                "pass --clip-model with a hub id you can download or a local folder of a CLIP/SigLIP model."
+            ) from None
     vlm, sae, _ = load_model_and_sae(args)
     run.claim(sae, vlm)
+    if args.scorer == "clip":
+        similarity.model.to(args.device)
     mined = MinedActivations.load(run.mined_dir)
     if args.features is not None:
         explanations = explanations[
@@ -535,10 +547,9 @@ def _evaluate_other(args: argparse.Namespace) -> int:
         variant = "union" if args.scorer == "segmentation_iou_union" else "first"
         scorer = SegmentationIoUScorer(segmenter, mined, variant=variant, k_images=args.k_images)
     elif args.scorer == "clip":
-        raise SystemExit(
-            "--scorer clip needs a CLIP model: use vis_steer_lens.ClipSimilarityScorer from Python "
-            "(no hub here); the CLI scores segmentation_iou, detection and likelihood."
-        )
+        from vis_steer_lens.evaluate.clip_similarity import ClipRunScorer
+
+        scorer = ClipRunScorer(similarity, mined, k_images=args.k_images)
     else:
         from vis_steer_lens.evaluate.vlm_scorers import DetectionScorer, LikelihoodScorer
 
@@ -911,8 +922,8 @@ def build_parser() -> argparse.ArgumentParser:
             "ground_truth",
         ),
         default="generation_auroc",
-        help="generation_auroc, segmentation_iou (the paper's; _union: every box's mask), detection or "
-        "likelihood score --method's explanations; ground_truth computes the world's ground truth "
+        help="generation_auroc, clip (CLIP similarity to the top images), segmentation_iou (the paper's; "
+        "_union: every box's mask), detection or likelihood score --method's explanations; ground_truth computes the world's ground truth "
         "for the run's SAE once (then compare adds accuracy and margins on the clear features)",
     )
     evaluate.add_argument(
@@ -928,7 +939,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sam", default="facebook/sam2.1-hiera-large", help="segmentation_iou: SAM or SAM 2 id"
     )
     evaluate.add_argument(
-        "--k-images", type=_positive_int, default=5, help="segmentation_iou: top images per feature"
+        "--k-images", type=_positive_int, default=5, help="segmentation_iou, clip: top images per feature"
+    )
+    evaluate.add_argument(
+        "--clip-model",
+        default="openai/clip-vit-large-patch14",
+        help="clip: a CLIP or SigLIP hub id or local folder (the paper's: CLIP ViT-L/14)",
     )
     evaluate.add_argument(
         "--n-pool",
