@@ -270,3 +270,43 @@ def test_clip_scorer_through_the_cli_joins_compare(run, tmp_path, capsys):
     assert "could not load the CLIP model" in cli_error(
         main, ["evaluate", "--run", str(run.root), "--scorer", "clip", "--clip-model", str(tmp_path / "none")]
     )
+
+
+@pytest.mark.slow
+def test_explain_selects_the_coefficient_by_segmentation_iou(tmp_path):
+    import ast
+
+    import numpy as np
+    import pandas as pd
+
+    from vis_steer_lens.evaluate.segmentation_iou import SegmentationIoUScorer
+    from vis_steer_lens.plugins import SEGMENTERS
+
+    root = tmp_path / "run"
+    assert main(["--quiet", "mine", "--run", str(root), "--n-images", "120", "--batch-size", "60"]) == 0
+    assert cli_error(
+        main, ["explain", "--run", str(root), "--method", "topk", "--select-by", "likelihood"]
+    ).startswith("error: --select-by chooses the run's auto steering coefficient")
+    explain = ["--quiet", "explain", "--run", str(root), "--features", FEATURES, "--max-new-tokens", "12"]
+    assert main([*explain, "--select-by", "segmentation_iou"]) == 0
+    run = RunFolder(root)
+    choice = run.coefficient()
+    assert choice.select_by == "segmentation_iou" and choice.held_out
+    assert not set(choice.sample) & set(range(6))  # validation features held out from those explained
+    # The chosen multiple is the argmax of the mean IoU over the grid, recomputed from the sweep's answers.
+    sweep = run.sweep()
+    scorer = SegmentationIoUScorer(SEGMENTERS.get("toy")(), run.mined())
+    means = []
+    for answers in sweep["explanations"]:
+        answers = ast.literal_eval(answers) if isinstance(answers, str) else answers  # a list, as csv text
+        rows = pd.DataFrame({"feature": choice.sample, "explanation": answers, "method": "steering"})
+        iou = scorer.score(rows.assign(direction="sae"), progress=False)["segmentation_iou"].to_numpy(float)
+        means.append(np.nanmean(iou) if np.isfinite(iou).any() else -np.inf)
+    assert choice.selected_scores == pytest.approx(
+        [m if np.isfinite(m) else np.nan for m in means], nan_ok=True
+    )
+    assert choice.multiple == choice.multiples[int(np.argmax(means))]
+    # A later explain of the run reuses it; another scorer is refused in one line.
+    assert "chosen by 'segmentation_iou'" in cli_error(
+        main, ["explain", "--run", str(root), "--features", FEATURES, "--select-by", "likelihood"]
+    )

@@ -13,4 +13,7 @@ DISPLAYS = ("mask", "heatmap")
 #: Empty images that steering can start from.
 EMPTY_IMAGES = ("white", "black", "gray", "mean", "zeros")
 
-__all__ = ["DIRECTIONS", "DISPLAYS", "EMPTY_IMAGES", "METHODS"]
+#: What chooses the auto steering coefficient's multiple: the distinct-answers rule, or a scorer.
+SELECT_BY = ("distinct", "segmentation_iou", "segmentation_iou_union", "likelihood", "detection")
+
+__all__ = ["DIRECTIONS", "DISPLAYS", "EMPTY_IMAGES", "METHODS", "SELECT_BY"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vis_steer_lens.atomic import atomic_path
-from vis_steer_lens.choices import DIRECTIONS, DISPLAYS, EMPTY_IMAGES, METHODS
+from vis_steer_lens.choices import DIRECTIONS, DISPLAYS, EMPTY_IMAGES, METHODS, SELECT_BY
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
@@ -155,6 +155,69 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_select_by(args: argparse.Namespace, run: Any, mined: Any) -> str | None:
+    """``explain --select-by``: the scorer that chooses the run's coefficient now, or None (checked
+    before any model loads)."""
+    if args.select_by is None:
+        return None
+    if args.method != "steering" or args.coefficient != "auto":
+        raise SystemExit(
+            f"--select-by chooses the run's auto steering coefficient; it was given with --method "
+            f"{args.method} --coefficient {args.coefficient}. Use --method steering --coefficient auto."
+        )
+    existing = run.coefficient()
+    if existing is not None:
+        if existing.select_by != args.select_by:
+            raise SystemExit(
+                f"Run {str(run.root)!r} steers at coefficient {existing.describe()}, chosen by "
+                f"{existing.select_by!r}, not {args.select_by!r}; drop --select-by, or start a new run folder."
+            )
+        return None  # the run's coefficient is reused; nothing to select
+    if args.select_by != "distinct" and mined is None:
+        raise SystemExit(
+            f"--select-by {args.select_by} scores the sweep's answers on the run's top images: run "
+            f"`vis-steer-lens mine --run {run.root}` first."
+        )
+    if args.select_by in ("likelihood", "detection") and args.model is not None and args.images is None:
+        raise SystemExit(
+            f"--select-by {args.select_by} with --model needs --images: the held-out image pool."
+        )
+    return args.select_by
+
+
+def _coefficient_selector(args: argparse.Namespace, name: str | None, vlm: Any, sae: Any, mined: Any) -> Any:
+    """The ``select_by`` of the run's calibration for ``explain --select-by NAME`` (None: the default rule)."""
+    from vis_steer_lens.evaluate.selection import make_selector
+    from vis_steer_lens.image_sources import as_image_source
+    from vis_steer_lens.plugins import SEGMENTERS
+    from vis_steer_lens.runs import reference_key
+
+    if name is None or name == "distinct":
+        return None
+    segmenter = images = pool_key = None
+    if name.startswith("segmentation_iou"):
+        from vis_steer_lens.evaluate.segmentation_iou import GroundingDinoSamSegmenter
+
+        segmenter_name = args.segmenter or ("toy" if args.model is None else "grounding-dino")
+        if segmenter_name == "grounding-dino":
+            segmenter = GroundingDinoSamSegmenter(device=args.device)
+        else:
+            segmenter = SEGMENTERS.get(segmenter_name)()
+    else:
+        if args.images is not None:
+            pool = as_image_source(args.images)
+        else:  # the toy world's fresh scenes (checked: no --model)
+            from vis_steer_lens.toy import ToyImages
+
+            pool = ToyImages(seed=args.seed + 404, n=1000)
+        count = min(1000, len(pool))
+        images = [pool[i] for i in range(count)]
+        pool_key = reference_key(pool.source_id, count)
+    return make_selector(
+        name, vlm, sae, mined, segmenter=segmenter, images=images, seed=args.seed, pool_key=pool_key
+    )
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from vis_steer_lens.distributed import current_world
     from vis_steer_lens.explain import make_explainer, parse_features
@@ -190,11 +253,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"--features live needs mined statistics (which features fired): run `vis-steer-lens mine --run "
             f"{run.root}` first, or name the features (e.g. --features 0:512)."
         )
+    select_name = _check_select_by(args, run, mined)
     live = mined.live_features(args.min_frequency) if mined is not None else None
     run.explanations_dir.mkdir(parents=True, exist_ok=True)
     vlm, sae, prompt = load_model_and_sae(args)
     run.claim(sae, vlm)  # a run holds one SAE and one model
     features = parse_features(args.features, sae.cfg.d_sae, live=live)
+    select_by = _coefficient_selector(args, select_name, vlm, sae, mined)
 
     coefficient, sweep_explainer = args.coefficient, None
     if args.method == "steering":  # the run's one coefficient, for the SAE direction and controls alike
@@ -212,6 +277,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.quiet,
             log=(lambda line: _say(args, line)) if current_world().is_main else None,
+            select_by=select_by,
+            explained=features,
         )
         coefficient = choice.coefficient
     elif args.method == "hybrid" and args.coefficient == "paper":
@@ -873,6 +940,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="steering: 'auto' (the run's coefficient, chosen by a sweep on the first steering explain and "
         "reused by every later one, controls included), 'paper' (the paper's fixed 100) or a number; "
         "hybrid: a multiple of each image's patch norm ('auto': 1.0)",
+    )
+    explain.add_argument(
+        "--select-by",
+        default=None,
+        choices=SELECT_BY,
+        help="what picks the auto coefficient's multiple: the distinct-answers rule (the default) or a "
+        "scorer's mean on held-out validation features (the paper's: segmentation_iou); kept in the run",
+    )
+    explain.add_argument(
+        "--segmenter",
+        default=None,
+        help="--select-by segmentation_iou: grounding-dino, or a plug-in's (default: toy without --model)",
+    )
+    explain.add_argument(
+        "--images",
+        default=None,
+        help="--select-by likelihood/detection: the held-out image pool (default: fresh toy scenes)",
     )
     explain.add_argument("--direction", choices=DIRECTIONS, default="sae", help="the SAE's, or a control")
     explain.add_argument(
