@@ -224,19 +224,21 @@ def test_sweep_writes_one_row_per_point_and_its_figure(run, capsys):
         == 0
     )
     table = pd.read_csv(run.root / "sweeps" / "base-image.csv")
-    assert table["value"].tolist() == ["white", "black", "gray", "mean", "zeros"]
+    assert table["value"].tolist() == ["white", "black", "gray", "mean", "zeros", "noise", "zero-at-hook"]
+    assert table["steer_on"].tolist() == ["activation"] * 6 + ["zero"]
     assert (table["n_features"] == 6).all() and table["segmentation_iou"].between(0, 1).all()
     assert (run.root / "sweeps" / "base-image.html").is_file()
     assert "white" in capsys.readouterr().out
     assert main(["--quiet", "sweep", "--run", str(run.root), "--axis", "target", "--features", FEATURES]) == 0
     target = pd.read_csv(run.root / "sweeps" / "target.csv")
-    assert target["value"].tolist() == ["steering", "hybrid", "hybrid-permuted"]
+    assert target["value"].tolist() == ["steering", "reconstruction", "hybrid", "hybrid-permuted"]
+    assert target["steer_on"].fillna("").tolist() == ["activation", "reconstruction", "", ""]
     # This run's coefficient was fixed (100): no patch norm to sweep multiples of. No SAE per layer.
     assert "patch norm" in cli_error(
         main, ["sweep", "--run", str(run.root), "--axis", "coefficient", "--features", FEATURES]
     )
-    assert "one SAE per hook layer" in cli_error(
-        main, ["sweep", "--run", str(run.root), "--axis", "layer", "--features", FEATURES]
+    assert "HOOK=PATH pairs" in cli_error(
+        main, ["sweep", "--run", str(run.root), "--axis", "layer", "--saes", "blocks.1.hook_resid_post"]
     )
 
 
@@ -310,3 +312,21 @@ def test_explain_selects_the_coefficient_by_segmentation_iou(tmp_path):
     assert "chosen by 'segmentation_iou'" in cli_error(
         main, ["explain", "--run", str(root), "--features", FEATURES, "--select-by", "likelihood"]
     )
+
+
+@pytest.mark.slow
+def test_the_layer_sweep_scores_each_layer_s_own_sae(run, capsys):
+    import pandas as pd
+
+    # The toy world trains its SAEs of the other layers once into the run (tiny here: a test).
+    args = ["--quiet", "sweep", "--run", str(run.root), "--axis", "layer", "--layer-sae-tokens", "4096"]
+    args += ["--n-ground-truth", "120", "--max-features", "4", "--max-new-tokens", "8"]
+    assert main(args) == 0
+    table = pd.read_csv(run.root / "sweeps" / "layer.csv")
+    assert table["value"].tolist() == [f"blocks.{i}.hook_resid_post" for i in range(4)]
+    assert table["layer"].tolist() == [0, 1, 2, 3] and (table["n_features"] <= 4).all()
+    assert {"n_live", "accuracy", "n_concepts_named"} <= set(table.columns)
+    assert table["accuracy"].dropna().between(0, 1).all()
+    assert (run.root / "sweeps" / "layer.html").is_file()
+    assert len(list((run.root / "sweeps" / "saes").iterdir())) == 3  # kept for the next sweep
+    assert "blocks.3.hook_resid_post" in capsys.readouterr().out

@@ -742,8 +742,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sweep_points(args.axis, run)  # an axis the run cannot sweep is said before loading the model
     except SweepError as err:
         raise SystemExit(str(err)) from None
+    layer_sources = _layer_sae_sources(args) if args.axis == "layer" else None
     vlm, sae, prompt = load_model_and_sae(args)
     run.claim(sae, vlm)
+    if args.axis == "layer":
+        return _sweep_layers(args, run, vlm, sae, prompt, layer_sources)
     mined = run.mined() if run.has_mined() else None
     spec = args.features
     if spec is None:
@@ -775,6 +778,76 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise SystemExit(str(err)) from None
     print(format_sweep(table))
     print(f"\nWritten to {run.root / 'sweeps' / (args.axis + '.csv')} and its .html figure.")
+    return 0
+
+
+def _layer_sae_sources(args: argparse.Namespace) -> dict[str, str] | None:
+    """``sweep --axis layer``: ``--saes HOOK=PATH ...`` as ``{hook: path}``, or ``None`` for the world's
+    own layer SAEs (the toy world's); refused in one line on another model without ``--saes``."""
+    if not args.saes:
+        if args.model is not None:
+            raise SystemExit(
+                "--axis layer needs one SAE per layer and a run holds one: pass --saes HOOK=PATH ... (an SAE "
+                "of this model at each other hook); only the toy world trains its own."
+            )
+        return None
+    sources = {}
+    for item in args.saes:
+        hook, sep, path = item.partition("=")
+        if not sep or not hook or not path:
+            raise SystemExit(
+                f"--saes takes HOOK=PATH pairs (e.g. blocks.2.hook_resid_post=saes/l2); got {item!r}."
+            )
+        sources[hook] = path
+    return sources
+
+
+def _sweep_layers(args: argparse.Namespace, run: Any, vlm: Any, sae: Any, prompt: str, sources: Any) -> int:
+    """``sweep --axis layer``: the run's SAE and one SAE per other layer, each scored on its own features."""
+    from vis_steer_lens import load_sae
+    from vis_steer_lens.evaluate.ablations import SweepError, format_sweep, run_layer_sweep
+    from vis_steer_lens.explain import parse_features
+    from vis_steer_lens.plugins import GROUND_TRUTH_BUILDERS, LAYER_SAES
+
+    if sources is None:  # the toy world's SAEs of its other layers, trained once into the run
+        provider = LAYER_SAES.get("toy")
+        _say(args, "Loading (or training, once per run) the toy world's SAEs of the other layers...")
+        layer_saes = provider(
+            vlm,
+            exclude=[run.coefficient().hook_name],
+            cache_dir=run.root / "sweeps" / "saes",
+            total_training_samples=args.layer_sae_tokens,
+            progress=not args.quiet,
+        )
+    else:
+        layer_saes = {hook: load_sae(path, model=vlm, device=args.device) for hook, path in sources.items()}
+    name = args.ground_truth or ("toy" if args.model is None else None)
+    builder = GROUND_TRUTH_BUILDERS.get(name) if name else None
+    features = None
+    if builder is None:
+        try:
+            features = parse_features(args.features or "0:64", int(sae.cfg.d_sae))
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+    try:
+        table = run_layer_sweep(
+            run,
+            vlm,
+            sae,
+            layer_saes,
+            ground_truth_builder=builder,
+            features=features,
+            n_ground_truth=args.n_ground_truth,
+            max_features=args.max_features,
+            prompt=prompt,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+    except SweepError as err:
+        raise SystemExit(str(err)) from None
+    print(format_sweep(table))
+    print(f"\nWritten to {run.root / 'sweeps' / 'layer.csv'} and its .html figure.")
     return 0
 
 
@@ -1102,6 +1175,7 @@ def build_parser() -> argparse.ArgumentParser:
         example=(
             "vis-steer-lens sweep --run run --axis base-image",
             "vis-steer-lens sweep --run run --axis coefficient --features clear",
+            "vis-steer-lens sweep --run run --axis layer --saes blocks.2.hook_resid_post=saes/l2",
         ),
     )
     _add_model_args(sweep)
@@ -1118,6 +1192,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--segmenter",
         default=None,
         help="segmenter of the IoU column (default: toy without --model; 'none': no IoU)",
+    )
+    sweep.add_argument(
+        "--saes",
+        nargs="+",
+        default=None,
+        help="--axis layer: HOOK=PATH of an SAE at each other layer (default on the toy world: its own, "
+        "trained once into RUN/sweeps/saes)",
+    )
+    sweep.add_argument(
+        "--layer-sae-tokens",
+        type=_positive_int,
+        default=800_000,
+        help="--axis layer on the toy world: training tokens of each layer's SAE (the shipped SAE's recipe)",
+    )
+    sweep.add_argument(
+        "--ground-truth",
+        default=None,
+        help="--axis layer: the plug-in whose ground truth scores each layer (default: toy without --model)",
+    )
+    sweep.add_argument(
+        "--n-ground-truth", type=_positive_int, default=2000, help="--axis layer: fresh scenes per layer"
+    )
+    sweep.add_argument(
+        "--max-features",
+        type=_positive_int,
+        default=None,
+        help="--axis layer: explain at most this many clear features per layer (default: all)",
     )
     sweep.add_argument("--max-new-tokens", type=_positive_int, default=40, help="generation cap")
     sweep.add_argument("--seed", type=int, default=0)
