@@ -224,17 +224,109 @@ def test_sweep_writes_one_row_per_point_and_its_figure(run, capsys):
         == 0
     )
     table = pd.read_csv(run.root / "sweeps" / "base-image.csv")
-    assert table["value"].tolist() == ["white", "black", "gray", "mean", "zeros"]
+    assert table["value"].tolist() == ["white", "black", "gray", "mean", "zeros", "noise", "zero-at-hook"]
+    assert table["steer_on"].tolist() == ["activation"] * 6 + ["zero"]
     assert (table["n_features"] == 6).all() and table["segmentation_iou"].between(0, 1).all()
     assert (run.root / "sweeps" / "base-image.html").is_file()
     assert "white" in capsys.readouterr().out
     assert main(["--quiet", "sweep", "--run", str(run.root), "--axis", "target", "--features", FEATURES]) == 0
     target = pd.read_csv(run.root / "sweeps" / "target.csv")
-    assert target["value"].tolist() == ["steering", "hybrid", "hybrid-permuted"]
+    assert target["value"].tolist() == ["steering", "reconstruction", "hybrid", "hybrid-permuted"]
+    assert target["steer_on"].fillna("").tolist() == ["activation", "reconstruction", "", ""]
     # This run's coefficient was fixed (100): no patch norm to sweep multiples of. No SAE per layer.
     assert "patch norm" in cli_error(
         main, ["sweep", "--run", str(run.root), "--axis", "coefficient", "--features", FEATURES]
     )
-    assert "one SAE per hook layer" in cli_error(
-        main, ["sweep", "--run", str(run.root), "--axis", "layer", "--features", FEATURES]
+    assert "HOOK=PATH pairs" in cli_error(
+        main, ["sweep", "--run", str(run.root), "--axis", "layer", "--saes", "blocks.1.hook_resid_post"]
     )
+
+
+def test_clip_scorer_through_the_cli_joins_compare(run, tmp_path, capsys):
+    import pandas as pd
+
+    from tests.evaluate.tiny_models import tiny_clip
+
+    folder = tmp_path / "tiny-clip"
+    folder.mkdir()
+    model, processor = tiny_clip(folder)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    common = ["--quiet", "evaluate", "--run", str(run.root), "--scorer", "clip", "--clip-model", str(folder)]
+    assert main([*common, "--method", "steering", "--k-images", "3"]) == 0
+    scores = run.scores("clip")
+    explained = run.explanations(["steering"])
+    live = explained[explained["flag"].astype(object) != "dead"]
+    assert len(scores) == len(live) > 0 and scores["clip_similarity"].dropna().between(-1, 1).all()
+    assert (scores["n_images"] <= 3).all() and (scores["n_images"] > 0).any()
+    # Resumed, not recomputed: the same numbers on a rerun.
+    assert main([*common, "--method", "steering", "--k-images", "3"]) == 0
+    assert run.scores("clip")["clip_similarity"].tolist() == pytest.approx(
+        scores["clip_similarity"].tolist(), nan_ok=True
+    )
+    assert main(["compare", str(run.root)]) == 0
+    assert "CLIP" in capsys.readouterr().out
+    table = pd.read_csv(run.comparison_path)
+    assert {"clip", "clip_lo", "clip_hi"} <= set(table.columns)
+    assert table.loc[table["method_label"] == "steering", "clip"].between(-1, 1).all()
+    assert "could not load the CLIP model" in cli_error(
+        main, ["evaluate", "--run", str(run.root), "--scorer", "clip", "--clip-model", str(tmp_path / "none")]
+    )
+
+
+@pytest.mark.slow
+def test_explain_selects_the_coefficient_by_segmentation_iou(tmp_path):
+    import ast
+
+    import numpy as np
+    import pandas as pd
+
+    from vis_steer_lens.evaluate.segmentation_iou import SegmentationIoUScorer
+    from vis_steer_lens.plugins import SEGMENTERS
+
+    root = tmp_path / "run"
+    assert main(["--quiet", "mine", "--run", str(root), "--n-images", "120", "--batch-size", "60"]) == 0
+    assert cli_error(
+        main, ["explain", "--run", str(root), "--method", "topk", "--select-by", "likelihood"]
+    ).startswith("error: --select-by chooses the run's auto steering coefficient")
+    explain = ["--quiet", "explain", "--run", str(root), "--features", FEATURES, "--max-new-tokens", "12"]
+    assert main([*explain, "--select-by", "segmentation_iou"]) == 0
+    run = RunFolder(root)
+    choice = run.coefficient()
+    assert choice.select_by == "segmentation_iou" and choice.held_out
+    assert not set(choice.sample) & set(range(6))  # validation features held out from those explained
+    # The chosen multiple is the argmax of the mean IoU over the grid, recomputed from the sweep's answers.
+    sweep = run.sweep()
+    scorer = SegmentationIoUScorer(SEGMENTERS.get("toy")(), run.mined())
+    means = []
+    for answers in sweep["explanations"]:
+        answers = ast.literal_eval(answers) if isinstance(answers, str) else answers  # a list, as csv text
+        rows = pd.DataFrame({"feature": choice.sample, "explanation": answers, "method": "steering"})
+        iou = scorer.score(rows.assign(direction="sae"), progress=False)["segmentation_iou"].to_numpy(float)
+        means.append(np.nanmean(iou) if np.isfinite(iou).any() else -np.inf)
+    assert choice.selected_scores == pytest.approx(
+        [m if np.isfinite(m) else np.nan for m in means], nan_ok=True
+    )
+    assert choice.multiple == choice.multiples[int(np.argmax(means))]
+    # A later explain of the run reuses it; another scorer is refused in one line.
+    assert "chosen by 'segmentation_iou'" in cli_error(
+        main, ["explain", "--run", str(root), "--features", FEATURES, "--select-by", "likelihood"]
+    )
+
+
+@pytest.mark.slow
+def test_the_layer_sweep_scores_each_layer_s_own_sae(run, capsys):
+    import pandas as pd
+
+    # The toy world trains its SAEs of the other layers once into the run (tiny here: a test).
+    args = ["--quiet", "sweep", "--run", str(run.root), "--axis", "layer", "--layer-sae-tokens", "4096"]
+    args += ["--n-ground-truth", "120", "--max-features", "4", "--max-new-tokens", "8"]
+    assert main(args) == 0
+    table = pd.read_csv(run.root / "sweeps" / "layer.csv")
+    assert table["value"].tolist() == [f"blocks.{i}.hook_resid_post" for i in range(4)]
+    assert table["layer"].tolist() == [0, 1, 2, 3] and (table["n_features"] <= 4).all()
+    assert {"n_live", "accuracy", "n_concepts_named"} <= set(table.columns)
+    assert table["accuracy"].dropna().between(0, 1).all()
+    assert (run.root / "sweeps" / "layer.html").is_file()
+    assert len(list((run.root / "sweeps" / "saes").iterdir())) == 3  # kept for the next sweep
+    assert "blocks.3.hook_resid_post" in capsys.readouterr().out

@@ -11,6 +11,11 @@ DIRECTIONS = ("sae", "random_norm_matched", "permuted")
 #: Ways to show the top images.
 DISPLAYS = ("mask", "heatmap")
 #: Empty images that steering can start from.
-EMPTY_IMAGES = ("white", "black", "gray", "mean", "zeros")
+EMPTY_IMAGES = ("white", "black", "gray", "mean", "zeros", "noise")
+#: Seed of the ``"noise"`` empty image (uniform pixel noise): the same image in every run.
+NOISE_SEED = 0
 
-__all__ = ["DIRECTIONS", "DISPLAYS", "EMPTY_IMAGES", "METHODS"]
+#: What chooses the auto steering coefficient's multiple: the distinct-answers rule, or a scorer.
+SELECT_BY = ("distinct", "segmentation_iou", "segmentation_iou_union", "likelihood", "detection")
+
+__all__ = ["DIRECTIONS", "DISPLAYS", "EMPTY_IMAGES", "METHODS", "NOISE_SEED", "SELECT_BY"]

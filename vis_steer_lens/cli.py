@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vis_steer_lens.atomic import atomic_path
-from vis_steer_lens.choices import DIRECTIONS, DISPLAYS, EMPTY_IMAGES, METHODS
+from vis_steer_lens.choices import DIRECTIONS, DISPLAYS, EMPTY_IMAGES, METHODS, SELECT_BY
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
@@ -174,6 +174,69 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_select_by(args: argparse.Namespace, run: Any, mined: Any) -> str | None:
+    """``explain --select-by``: the scorer that chooses the run's coefficient now, or None (checked
+    before any model loads)."""
+    if args.select_by is None:
+        return None
+    if args.method != "steering" or args.coefficient != "auto":
+        raise SystemExit(
+            f"--select-by chooses the run's auto steering coefficient; it was given with --method "
+            f"{args.method} --coefficient {args.coefficient}. Use --method steering --coefficient auto."
+        )
+    existing = run.coefficient()
+    if existing is not None:
+        if existing.select_by != args.select_by:
+            raise SystemExit(
+                f"Run {str(run.root)!r} steers at coefficient {existing.describe()}, chosen by "
+                f"{existing.select_by!r}, not {args.select_by!r}; drop --select-by, or start a new run folder."
+            )
+        return None  # the run's coefficient is reused; nothing to select
+    if args.select_by != "distinct" and mined is None:
+        raise SystemExit(
+            f"--select-by {args.select_by} scores the sweep's answers on the run's top images: run "
+            f"`vis-steer-lens mine --run {run.root}` first."
+        )
+    if args.select_by in ("likelihood", "detection") and args.model is not None and args.images is None:
+        raise SystemExit(
+            f"--select-by {args.select_by} with --model needs --images: the held-out image pool."
+        )
+    return args.select_by
+
+
+def _coefficient_selector(args: argparse.Namespace, name: str | None, vlm: Any, sae: Any, mined: Any) -> Any:
+    """The ``select_by`` of the run's calibration for ``explain --select-by NAME`` (None: the default rule)."""
+    from vis_steer_lens.evaluate.selection import make_selector
+    from vis_steer_lens.image_sources import as_image_source
+    from vis_steer_lens.plugins import SEGMENTERS
+    from vis_steer_lens.runs import reference_key
+
+    if name is None or name == "distinct":
+        return None
+    segmenter = images = pool_key = None
+    if name.startswith("segmentation_iou"):
+        from vis_steer_lens.evaluate.segmentation_iou import GroundingDinoSamSegmenter
+
+        segmenter_name = args.segmenter or ("toy" if args.model is None else "grounding-dino")
+        if segmenter_name == "grounding-dino":
+            segmenter = GroundingDinoSamSegmenter(device=args.device)
+        else:
+            segmenter = SEGMENTERS.get(segmenter_name)()
+    else:
+        if args.images is not None:
+            pool = as_image_source(args.images)
+        else:  # the toy world's fresh scenes (checked: no --model)
+            from vis_steer_lens.toy import ToyImages
+
+            pool = ToyImages(seed=args.seed + 404, n=1000)
+        count = min(1000, len(pool))
+        images = [pool[i] for i in range(count)]
+        pool_key = reference_key(pool.source_id, count)
+    return make_selector(
+        name, vlm, sae, mined, segmenter=segmenter, images=images, seed=args.seed, pool_key=pool_key
+    )
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from vis_steer_lens.distributed import current_world
     from vis_steer_lens.explain import make_explainer, parse_features
@@ -209,11 +272,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
             f"--features live needs mined statistics (which features fired): run `vis-steer-lens mine --run "
             f"{run.root}` first, or name the features (e.g. --features 0:512)."
         )
+    select_name = _check_select_by(args, run, mined)
     live = mined.live_features(args.min_frequency) if mined is not None else None
     run.explanations_dir.mkdir(parents=True, exist_ok=True)
     vlm, sae, prompt = load_model_and_sae(args)
     run.claim(sae, vlm)  # a run holds one SAE and one model
     features = parse_features(args.features, sae.cfg.d_sae, live=live)
+    select_by = _coefficient_selector(args, select_name, vlm, sae, mined)
 
     coefficient, sweep_explainer = args.coefficient, None
     if args.method == "steering":  # the run's one coefficient, for the SAE direction and controls alike
@@ -231,6 +296,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=not args.quiet,
             log=(lambda line: _say(args, line)) if current_world().is_main else None,
+            select_by=select_by,
+            explained=features,
         )
         coefficient = choice.coefficient
     elif args.method == "hybrid" and args.coefficient == "paper":
@@ -661,8 +728,20 @@ def _evaluate_other(args: argparse.Namespace) -> int:
             f"--features clear needs the run's ground truth: run `vis-steer-lens evaluate --run {run.root} "
             "--scorer ground_truth` first, or name the features (e.g. '0:512')."
         )
+    if args.scorer == "clip":  # a CLIP model that cannot load is said before the subject model loads
+        from vis_steer_lens.evaluate.clip_similarity import ClipSimilarityScorer
+
+        try:
+            similarity = ClipSimilarityScorer(args.clip_model)
+        except (OSError, ValueError) as err:
+            raise SystemExit(
+                f"--scorer clip could not load the CLIP model {args.clip_model!r} ({str(err).splitlines()[0]}); "
+                "pass --clip-model with a hub id you can download or a local folder of a CLIP/SigLIP model."
+            ) from None
     vlm, sae, _ = load_model_and_sae(args)
     run.claim(sae, vlm)
+    if args.scorer == "clip":
+        similarity.model.to(args.device)
     mined = MinedActivations.load(run.mined_dir)
     if args.features is not None:
         explanations = explanations[
@@ -680,10 +759,9 @@ def _evaluate_other(args: argparse.Namespace) -> int:
         variant = "union" if args.scorer == "segmentation_iou_union" else "first"
         scorer = SegmentationIoUScorer(segmenter, mined, variant=variant, k_images=args.k_images)
     elif args.scorer == "clip":
-        raise SystemExit(
-            "--scorer clip needs a CLIP model: use vis_steer_lens.ClipSimilarityScorer from Python "
-            "(no hub here); the CLI scores segmentation_iou, detection and likelihood."
-        )
+        from vis_steer_lens.evaluate.clip_similarity import ClipRunScorer
+
+        scorer = ClipRunScorer(similarity, mined, k_images=args.k_images)
     else:
         from vis_steer_lens.evaluate.vlm_scorers import DetectionScorer, LikelihoodScorer
 
@@ -809,8 +887,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sweep_points(args.axis, run)  # an axis the run cannot sweep is said before loading the model
     except SweepError as err:
         raise SystemExit(str(err)) from None
+    layer_sources = _layer_sae_sources(args) if args.axis == "layer" else None
     vlm, sae, prompt = load_model_and_sae(args)
     run.claim(sae, vlm)
+    if args.axis == "layer":
+        return _sweep_layers(args, run, vlm, sae, prompt, layer_sources)
     mined = run.mined() if run.has_mined() else None
     spec = args.features
     if spec is None:
@@ -842,6 +923,76 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise SystemExit(str(err)) from None
     print(format_sweep(table))
     print(f"\nWritten to {run.root / 'sweeps' / (args.axis + '.csv')} and its .html figure.")
+    return 0
+
+
+def _layer_sae_sources(args: argparse.Namespace) -> dict[str, str] | None:
+    """``sweep --axis layer``: ``--saes HOOK=PATH ...`` as ``{hook: path}``, or ``None`` for the world's
+    own layer SAEs (the toy world's); refused in one line on another model without ``--saes``."""
+    if not args.saes:
+        if args.model is not None:
+            raise SystemExit(
+                "--axis layer needs one SAE per layer and a run holds one: pass --saes HOOK=PATH ... (an SAE "
+                "of this model at each other hook); only the toy world trains its own."
+            )
+        return None
+    sources = {}
+    for item in args.saes:
+        hook, sep, path = item.partition("=")
+        if not sep or not hook or not path:
+            raise SystemExit(
+                f"--saes takes HOOK=PATH pairs (e.g. blocks.2.hook_resid_post=saes/l2); got {item!r}."
+            )
+        sources[hook] = path
+    return sources
+
+
+def _sweep_layers(args: argparse.Namespace, run: Any, vlm: Any, sae: Any, prompt: str, sources: Any) -> int:
+    """``sweep --axis layer``: the run's SAE and one SAE per other layer, each scored on its own features."""
+    from vis_steer_lens import load_sae
+    from vis_steer_lens.evaluate.ablations import SweepError, format_sweep, run_layer_sweep
+    from vis_steer_lens.explain import parse_features
+    from vis_steer_lens.plugins import GROUND_TRUTH_BUILDERS, LAYER_SAES
+
+    if sources is None:  # the toy world's SAEs of its other layers, trained once into the run
+        provider = LAYER_SAES.get("toy")
+        _say(args, "Loading (or training, once per run) the toy world's SAEs of the other layers...")
+        layer_saes = provider(
+            vlm,
+            exclude=[run.coefficient().hook_name],
+            cache_dir=run.root / "sweeps" / "saes",
+            total_training_samples=args.layer_sae_tokens,
+            progress=not args.quiet,
+        )
+    else:
+        layer_saes = {hook: load_sae(path, model=vlm, device=args.device) for hook, path in sources.items()}
+    name = args.ground_truth or ("toy" if args.model is None else None)
+    builder = GROUND_TRUTH_BUILDERS.get(name) if name else None
+    features = None
+    if builder is None:
+        try:
+            features = parse_features(args.features or "0:64", int(sae.cfg.d_sae))
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
+    try:
+        table = run_layer_sweep(
+            run,
+            vlm,
+            sae,
+            layer_saes,
+            ground_truth_builder=builder,
+            features=features,
+            n_ground_truth=args.n_ground_truth,
+            max_features=args.max_features,
+            prompt=prompt,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+    except SweepError as err:
+        raise SystemExit(str(err)) from None
+    print(format_sweep(table))
+    print(f"\nWritten to {run.root / 'sweeps' / 'layer.csv'} and its .html figure.")
     return 0
 
 
@@ -1084,6 +1235,23 @@ def build_parser() -> argparse.ArgumentParser:
         "reused by every later one, controls included), 'paper' (the paper's fixed 100) or a number; "
         "hybrid: a multiple of each image's patch norm ('auto': 1.0)",
     )
+    explain.add_argument(
+        "--select-by",
+        default=None,
+        choices=SELECT_BY,
+        help="what picks the auto coefficient's multiple: the distinct-answers rule (the default) or a "
+        "scorer's mean on held-out validation features (the paper's: segmentation_iou); kept in the run",
+    )
+    explain.add_argument(
+        "--segmenter",
+        default=None,
+        help="--select-by segmentation_iou: grounding-dino, or a plug-in's (default: toy without --model)",
+    )
+    explain.add_argument(
+        "--images",
+        default=None,
+        help="--select-by likelihood/detection: the held-out image pool (default: fresh toy scenes)",
+    )
     explain.add_argument("--direction", choices=DIRECTIONS, default="sae", help="the SAE's, or a control")
     explain.add_argument(
         "--prompt", default=None, help="prompt preset: default, paper, toy (default: toy for the toy world)"
@@ -1132,8 +1300,8 @@ def build_parser() -> argparse.ArgumentParser:
             "ground_truth",
         ),
         default="generation_auroc",
-        help="generation_auroc, segmentation_iou (the paper's; _union: every box's mask), detection or "
-        "likelihood score --method's explanations; ground_truth computes the world's ground truth "
+        help="generation_auroc, clip (CLIP similarity to the top images), segmentation_iou (the paper's; "
+        "_union: every box's mask), detection or likelihood score --method's explanations; ground_truth computes the world's ground truth "
         "for the run's SAE once (then compare adds accuracy and margins on the clear features)",
     )
     evaluate.add_argument(
@@ -1149,7 +1317,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--sam", default="facebook/sam2.1-hiera-large", help="segmentation_iou: SAM or SAM 2 id"
     )
     evaluate.add_argument(
-        "--k-images", type=_positive_int, default=5, help="segmentation_iou: top images per feature"
+        "--k-images", type=_positive_int, default=5, help="segmentation_iou, clip: top images per feature"
+    )
+    evaluate.add_argument(
+        "--clip-model",
+        default="openai/clip-vit-large-patch14",
+        help="clip: a CLIP or SigLIP hub id or local folder (the paper's: CLIP ViT-L/14)",
     )
     evaluate.add_argument(
         "--n-pool",
@@ -1223,6 +1396,7 @@ def build_parser() -> argparse.ArgumentParser:
         example=(
             "vis-steer-lens sweep --run run --axis base-image",
             "vis-steer-lens sweep --run run --axis coefficient --features clear",
+            "vis-steer-lens sweep --run run --axis layer --saes blocks.2.hook_resid_post=saes/l2",
         ),
     )
     _add_model_args(sweep)
@@ -1239,6 +1413,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--segmenter",
         default=None,
         help="segmenter of the IoU column (default: toy without --model; 'none': no IoU)",
+    )
+    sweep.add_argument(
+        "--saes",
+        nargs="+",
+        default=None,
+        help="--axis layer: HOOK=PATH of an SAE at each other layer (default on the toy world: its own, "
+        "trained once into RUN/sweeps/saes)",
+    )
+    sweep.add_argument(
+        "--layer-sae-tokens",
+        type=_positive_int,
+        default=800_000,
+        help="--axis layer on the toy world: training tokens of each layer's SAE (the shipped SAE's recipe)",
+    )
+    sweep.add_argument(
+        "--ground-truth",
+        default=None,
+        help="--axis layer: the plug-in whose ground truth scores each layer (default: toy without --model)",
+    )
+    sweep.add_argument(
+        "--n-ground-truth", type=_positive_int, default=2000, help="--axis layer: fresh scenes per layer"
+    )
+    sweep.add_argument(
+        "--max-features",
+        type=_positive_int,
+        default=None,
+        help="--axis layer: explain at most this many clear features per layer (default: all)",
     )
     sweep.add_argument("--max-new-tokens", type=_positive_int, default=40, help="generation cap")
     sweep.add_argument("--seed", type=int, default=0)

@@ -105,6 +105,10 @@ GROUND_TRUTH_BUILDERS: Registry[Callable[..., Any]] = Registry("ground truth bui
 #: Segmenters of the segmentation IoU: ``name -> factory(**kwargs) -> Segmenter``
 #: (see :class:`vis_steer_lens.evaluate.segmentation_iou.Segmenter`).
 SEGMENTERS: Registry[Callable[..., Any]] = Registry("segmenter")
+#: SAEs at other layers of a world's own model, for ``sweep --axis layer``:
+#: ``name -> provider(model, *, exclude, cache_dir, total_training_samples, progress) -> {hook: SAE}``
+#: (trained once and kept in ``cache_dir``, or loaded from it).
+LAYER_SAES: Registry[Callable[..., Any]] = Registry("layer SAE provider")
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -112,6 +116,7 @@ __all__ = [
     "GROUND_TRUTHS",
     "GROUND_TRUTH_BUILDERS",
     "IMAGE_SOURCES",
+    "LAYER_SAES",
     "Registry",
     "SEGMENTERS",
     "UnknownPluginItemError",

@@ -198,3 +198,45 @@ def test_large_images_are_shrunk_with_thumbnails(tmp_path):
     with Image.open(small) as c:
         assert small.suffix == ".png" and c.size == (32, 48)  # never enlarged
         assert c.convert("RGB").getpixel((5, 5)) == (200, 10, 10)  # colours kept exactly
+
+
+def test_the_run_s_sweeps_get_a_page_linked_from_the_index(results_dir, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from vis_steer_lens import RunFolder
+    from vis_steer_lens.evaluate.ablations import write_sweep
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(results_dir, run_dir)
+    # Without sweeps: no page and no link.
+    bare = export_dashboard(run_dir, tmp_path / "bare")
+    assert not (tmp_path / "bare" / "sweeps.html").exists() and "sweeps.html" not in bare.read_text()
+    run = RunFolder(run_dir)
+    base = pd.DataFrame(
+        {
+            "axis": "base-image",
+            "value": ["white", "noise", "zero-at-hook"],
+            "n_features": [8, 8, 8],
+            "accuracy": [0.625, 0.25, 0.5],
+            "accuracy_lo": [0.3, 0.0, 0.2],
+            "accuracy_hi": [0.9, 0.5, 0.8],
+            "examples": ["red <circle> | blue", "square", "dotted"],
+        }
+    )
+    write_sweep(run, "base-image", base)
+    write_sweep(run, "layer", base.assign(axis="layer", value=["blocks.0", "blocks.1", "blocks.2"]))
+    out = tmp_path / "dashboard"
+    index = export_dashboard(run_dir, out)
+    assert '<a href="sweeps.html">' in index.read_text()
+    page = (out / "sweeps.html").read_text()
+    # One section per axis, in the axes' order, each a table of its points and a link to its figure.
+    assert page.index('id="sweep-base-image"') < page.index('id="sweep-layer"')
+    assert page.count("<tr>") == 2 + 2 * 3
+    assert "<td>zero-at-hook</td>" in page and '<td class="num">0.625</td>' in page
+    assert "red &lt;circle&gt; | blue" in page  # answers are escaped
+    for href in re.findall(r'href="([^"]+\.html)"', page):
+        if href != "index.html":
+            assert (out / href).resolve().is_file(), href
+    assert len(re.findall(r'href="[^"]*sweeps/(base-image|layer)\.html"', page)) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from vis_steer_lens import RunFolder
@@ -93,3 +94,60 @@ def test_a_fixed_or_paper_coefficient_is_the_run_s_without_a_sweep(toy_mined, tm
     fixed, _ = calibrate_run(RunFolder(tmp_path / "fixed"), vlm, sae, 7.5, prompt="toy", **SWEEP)
     assert (fixed.coefficient, fixed.rule) == (7.5, "fixed")
     assert RunFolder(tmp_path / "fixed").sweep() is None
+
+
+def test_a_scorer_chooses_the_run_s_multiple_on_held_out_features(toy_mined, tmp_path):
+    vlm, sae, mined = toy_mined
+    run = RunFolder(tmp_path / "run")
+    mined.save(run.mined_dir)
+    multiples = (1.0, 2.0, 8.0, 32.0)
+    scored_rows = []
+
+    def prefer_8x(rows):  # a constructed scorer: its mean peaks at 8x the patch norm
+        scored_rows.append(rows["feature"].tolist())
+        multiple = rows["coefficient"].iloc[0] / patch_norm
+        return -abs(np.log2(multiple) - 3.0)
+
+    prefer_8x.name = "constructed"
+    from vis_steer_lens.explain import SteeringExplainer
+
+    patch_norm = SteeringExplainer(vlm, sae, 1.0, prompt="toy").patch_norm()
+    live = mined.live_features()
+    explained = live[: len(live) // 2]
+    settings = {**SWEEP, "multiples": multiples}
+    choice, _ = calibrate_run(
+        run, vlm, sae, "auto", prompt="toy", select_by=prefer_8x, explained=explained, **settings
+    )
+    scores = [-abs(np.log2(m) - 3.0) for m in multiples]
+    assert choice.multiple == multiples[int(np.argmax(scores))] == 8.0
+    assert choice.select_by == "constructed" and choice.selected_scores == pytest.approx(scores)
+    # The validation sample is held out from the features the command explains.
+    assert choice.held_out and not set(choice.sample) & set(explained)
+    assert all(rows == choice.sample for rows in scored_rows)
+    assert run.coefficient() == choice and "by mean constructed on held-out" in choice.describe()
+    # Another scorer on the same run is refused; none reuses the run's choice.
+    other = lambda rows: 0.0  # noqa: E731
+    other.name = "likelihood"
+    with pytest.raises(CoefficientMismatchError, match="chosen by 'constructed'"):
+        calibrate_run(run, vlm, sae, "auto", prompt="toy", select_by=other, **settings)
+    assert calibrate_run(run, vlm, sae, "auto", prompt="toy", **settings)[0] == choice
+
+
+def test_without_a_scorer_the_distinct_answers_rule_chooses_as_before(toy_mined, tmp_path):
+    from vis_steer_lens.explain import SteeringExplainer
+
+    vlm, sae, mined = toy_mined
+    run = RunFolder(tmp_path / "run")
+    mined.save(run.mined_dir)
+    live = mined.live_features()
+    choice, _ = calibrate_run(run, vlm, sae, "auto", prompt="toy", explained=live[:2], **SWEEP)
+    assert "selected_score" not in run.sweep() and choice.select_by == "distinct"
+    # Not held out: the same sample as before scorers could choose, and the same multiple as the
+    # explainer's own distinct-answers rule on it.
+    assert not choice.held_out and choice.sample == sample_features(live, SWEEP["sample_size"], 0)
+    explainer = SteeringExplainer(
+        vlm, sae, "auto", prompt="toy", sweep_multiples=SWEEP["multiples"], max_new_tokens=6, batch_size=8
+    )
+    table = explainer.calibrate(choice.sample)
+    assert choice.multiple == table.loc[table["chosen"], "multiple"].iloc[0]
+    assert choice.coefficient == pytest.approx(explainer.chosen_coefficient)

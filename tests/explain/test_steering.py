@@ -247,3 +247,38 @@ def test_on_text_streams_each_answer_token_by_token(vlm, sae):
         assert all(len(a) <= len(b) for a, b in zip(texts, texts[1:], strict=False))
     assert max(len(t) for t in streamed.values()) > 1, "no answer took more than one token"
     assert exp._on_text is None  # the callback does not outlive the call
+
+
+def test_noise_is_a_seeded_image_of_uniform_pixels(vlm, sae):
+    noise = explainer(vlm, sae, empty_image="noise")
+    again = explainer(vlm, sae, empty_image="noise")
+    assert torch.equal(noise._pixels, again._pixels)  # the same noise in every run
+    # Spread over the normalised range, unlike any flat image.
+    assert noise._pixels.std() > 0.05 and noise._pixels.min() < 0 < noise._pixels.max()
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+def test_steering_on_zero_or_the_reconstruction_at_the_hook(vlm, sae, reuse_prefix):
+    directions = sae.W_dec[:3].detach()
+
+    def soft(**kwargs):
+        steer = explainer(vlm, sae, reuse_prefix=reuse_prefix, **kwargs)
+        with torch.no_grad():
+            return steer.steered_image_features(directions, [40.0] * 3)
+
+    # On zeros at the hook, the empty image below it no longer matters: the direction alone.
+    assert torch.allclose(soft(steer_on="zero"), soft(steer_on="zero", empty_image="black"), atol=1e-5)
+    assert not torch.allclose(soft(), soft(empty_image="black"), atol=1e-3)
+    # On the reconstruction: the full tower with decode(encode(x)) + direction put in at the hook by hand.
+    steer = explainer(vlm, sae)
+    delta = 40.0 * directions.unsqueeze(1)  # [3, 1, d_in]
+
+    def replace(act, hook):
+        return sae.decode(sae.encode(act)) + delta.to(act.dtype)
+
+    with torch.no_grad(), vlm.hooks(fwd_hooks=[(HOOK, replace)]):
+        expected = vlm.encode_images(steer._pixels.expand(3, -1, -1, -1))
+    recon = soft(steer_on="reconstruction")
+    assert torch.allclose(recon, expected, atol=1e-4) and not torch.allclose(recon, soft(), atol=1e-4)
+    with pytest.raises(ValueError, match="steer_on must be one of"):
+        explainer(vlm, sae, steer_on="sae")

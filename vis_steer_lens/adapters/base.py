@@ -7,11 +7,12 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from vis_steer_lens.choices import EMPTY_IMAGES
+from vis_steer_lens.choices import EMPTY_IMAGES, NOISE_SEED
 from vis_steer_lens.families import UnsupportedModelError
 from vis_steer_lens.geometry import ImageGeometry
 from vis_steer_lens.hook_names import HookNameMap
@@ -327,9 +328,12 @@ class VLMAdapter:
 
     def empty_image(self, kind: str, processor: Any = None) -> Image.Image:
         """The empty image as a PIL image of :attr:`empty_image_size` (``"mean"`` and ``"zeros"``: the
-        processor's mean colour; ``"zeros"`` is made exact by :meth:`empty_image_inputs`)."""
+        processor's mean colour; ``"zeros"`` is made exact by :meth:`empty_image_inputs`; ``"noise"``:
+        uniform pixel noise, seeded by :data:`~vis_steer_lens.choices.NOISE_SEED`)."""
         if kind not in EMPTY_IMAGES:
             raise ValueError(f"Unknown empty image {kind!r}; choose one of {EMPTY_IMAGES}.")
+        if kind == "noise":
+            return _noise_image(self.empty_image_size)
         if kind in ("mean", "zeros") and processor is not None:
             image_processor = getattr(processor, "image_processor", processor)
             colour = tuple(int(round(255 * m)) for m in image_processor.image_mean)
@@ -364,13 +368,22 @@ class VLMAdapter:
             image = Image.new("RGB", (224, 224), (0, 0, 0))
             pixel_values = image_processor(images=[image], return_tensors="pt")["pixel_values"]
             return torch.zeros_like(pixel_values[:1], dtype=dtype)
-        if kind == "mean":
+        if kind == "noise":
+            image = _noise_image(224)
+        elif kind == "mean":
             colour = tuple(int(round(255 * m)) for m in image_processor.image_mean)
+            image = Image.new("RGB", (224, 224), colour)
         else:
             colour = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128)}[kind]
-        image = Image.new("RGB", (224, 224), colour)
+            image = Image.new("RGB", (224, 224), colour)
         pixel_values = image_processor(images=[image], return_tensors="pt")["pixel_values"]
         return pixel_values[:1].to(dtype)
+
+
+def _noise_image(size: int) -> Image.Image:
+    """A ``size`` x ``size`` RGB image of uniform pixel noise, the same for every call."""
+    pixels = np.random.default_rng(NOISE_SEED).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    return Image.fromarray(pixels, mode="RGB")
 
 
 def load_tower_weights(

@@ -3,6 +3,7 @@
 Layout of ``out_dir``::
 
     index.html              feature table: live features, filters, sorting, search, the run's summary
+    sweeps.html             the run's sweeps (RUN/sweeps/<axis>.csv) as tables, figures in sweeps/<axis>.html
     feature.html            one viewer for every feature: feature.html#F loads F's chunk of data
     data/index.js           window.VSL_INDEX = {...}: one compact row per feature, and the run's summary
     data/common.js          window.VSL_COMMON = {...}: run metadata, feature ids, coefficient sweep, prompts
@@ -34,6 +35,7 @@ from PIL import Image
 
 from vis_steer_lens.atomic import atomic_path, atomic_write_text
 from vis_steer_lens.dashboard.results import DashboardResults, _clean, method_agreement
+from vis_steer_lens.dashboard.sweeps import sweep_tables, write_sweeps_page
 from vis_steer_lens.display import MASK_FILL
 from vis_steer_lens.evaluate.ground_truth import GROUND_TRUTH_METHOD
 from vis_steer_lens.runs import RunFolder
@@ -523,8 +525,16 @@ def export_dashboard(
         ),
     )
     atomic_write_text(out / "feature.html", _page("Feature", _FEATURE_BODY, _FEATURE_JS))
+    sweeps = write_sweeps_page(results.root, out, _CSS)
+    link = (
+        '<p id="sweeps-link"><a href="sweeps.html">Sweeps (ablations)</a>: '
+        + ", ".join(sweep_tables(results.root))
+        + "</p>"
+        if sweeps is not None
+        else ""
+    )
     index = out / "index.html"
-    atomic_write_text(index, _page("Features", _INDEX_BODY, _INDEX_JS))
+    atomic_write_text(index, _page("Features", _INDEX_BODY.replace("__SWEEPS_LINK__", link), _INDEX_JS))
     return index
 
 
@@ -598,6 +608,7 @@ details { margin: .3em 0; } summary { cursor: pointer; }
 _INDEX_BODY = """
 <h1>SAE features</h1>
 <div class="meta" id="meta"></div>
+__SWEEPS_LINK__
 <div id="summary"></div>
 <div class="controls">
   <input id="search" type="search" placeholder="Search feature id, explanation, concept">

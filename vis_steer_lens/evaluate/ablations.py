@@ -9,18 +9,23 @@ with a registered segmenter (the toy world's by default).
 Axes:
 
 * ``base-image``: the empty image steered (:data:`vis_steer_lens.choices.EMPTY_IMAGES`: white,
-  black, gray, the processor's mean colour, and ``zeros``, the zero embedding at the tower's input),
-  at the run's coefficient.
+  black, gray, the processor's mean colour, ``zeros`` (zero pixel values at the tower's input),
+  ``noise`` (uniform pixel noise, seeded)), and ``zero-at-hook`` (the residual at the SAE's hook
+  replaced by zeros before the direction is added: the direction alone), at the run's coefficient.
 * ``coefficient``: multiples of the hook's mean patch norm (the run's calibration unit).
-* ``target``: steering the feature's SAE direction (``steering``), the hybrid with the feature's
+* ``target``: steering the feature's SAE direction on the empty image's activation
+  (``steering``) or on its SAE reconstruction (``reconstruction``), the hybrid with the feature's
   own direction (``hybrid``), and the control that keeps the feature's top images and steers
   another feature's direction in the hybrid (``hybrid-permuted``).
-* ``layer``: one SAE per hook layer; not built yet (the command says so).
+* ``layer``: one SAE per hook layer (:func:`run_layer_sweep`): the run's SAE and the others given
+  (or, on a world whose plug-in provides them, e.g. the toy world, its SAEs of the other layers).
+  Features differ per SAE, so each point explains its own SAE's clear features (from the world's
+  ground truth, built per SAE) and scores the share whose concept is named.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,12 +39,15 @@ from vis_steer_lens.evaluate.metrics import bootstrap_mean_ci
 AXES = ("base-image", "coefficient", "layer", "target")
 #: Coefficient multiples of the hook's mean patch norm tried on the ``coefficient`` axis.
 COEFFICIENT_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-#: Points of the ``target`` axis: (label, method, direction).
+#: Points of the ``target`` axis: (label, method, direction, what steering adds the direction to).
 TARGETS = (
-    ("steering", "steering", "sae"),
-    ("hybrid", "hybrid", "sae"),
-    ("hybrid-permuted", "hybrid", "permuted"),
+    ("steering", "steering", "sae", "activation"),
+    ("reconstruction", "steering", "sae", "reconstruction"),
+    ("hybrid", "hybrid", "sae", "activation"),
+    ("hybrid-permuted", "hybrid", "permuted", "activation"),
 )
+#: The base-image point that zeroes the residual at the hook (steering's ``steer_on="zero"``).
+ZERO_AT_HOOK = "zero-at-hook"
 
 
 class SweepError(ValueError):
@@ -54,11 +62,8 @@ def sweep_points(axis: str, run: Any) -> list[tuple[str, dict[str, Any]]]:
             patch norm; any axis before the run has a coefficient).
     """
     choice = run.coefficient()
-    if axis == "layer":
-        raise SweepError(
-            "--axis layer needs one SAE per hook layer, which this run does not hold (a run has one SAE); "
-            "train one per layer (benchmarks/toy_sae_layers.py) and sweep their runs. Not built yet."
-        )
+    if axis not in AXES:
+        raise SweepError(f"Unknown axis {axis!r}; choose one of {AXES}.")
     if choice is None:
         raise SweepError(
             f"The sweep steers at the run's coefficient: {run.root} has none; run `vis-steer-lens explain "
@@ -69,9 +74,13 @@ def sweep_points(axis: str, run: Any) -> list[tuple[str, dict[str, Any]]]:
         "direction": "sae",
         "coefficient": choice.coefficient,
         "empty_image": choice.empty_image,
+        "steer_on": "activation",
     }
+    if axis == "layer":  # one point per SAE; the points are the SAEs (run_layer_sweep)
+        return [(choice.hook_name, base)]
     if axis == "base-image":
-        return [(kind, {**base, "empty_image": kind}) for kind in EMPTY_IMAGES]
+        points = [(kind, {**base, "empty_image": kind}) for kind in EMPTY_IMAGES]
+        return [*points, (ZERO_AT_HOOK, {**base, "steer_on": "zero"})]
     if axis == "coefficient":
         if not choice.patch_norm:
             raise SweepError(
@@ -81,8 +90,8 @@ def sweep_points(axis: str, run: Any) -> list[tuple[str, dict[str, Any]]]:
         return [(f"{m:g}x", {**base, "coefficient": m * choice.patch_norm}) for m in COEFFICIENT_MULTIPLES]
     if axis == "target":
         return [
-            (label, {**base, "method": method, "direction": direction})
-            for label, method, direction in TARGETS
+            (label, {**base, "method": method, "direction": direction, "steer_on": steer_on})
+            for label, method, direction, steer_on in TARGETS
         ]
     raise SweepError(f"Unknown axis {axis!r}; choose one of {AXES}.")
 
@@ -138,6 +147,7 @@ def run_sweep(
             raise SweepError(
                 f"The {value} point explains from the run's top images: run `mine` on {run.root} first."
             )
+        steering_only = {"steer_on": point["steer_on"]} if point["method"] == "steering" else {}
         explainer = make_explainer(
             point["method"],
             vlm,
@@ -150,6 +160,7 @@ def run_sweep(
             prompt=prompt,
             max_new_tokens=max_new_tokens,
             seed=seed,
+            **steering_only,
         )
         answers = explainer.explain(features, progress=progress)
         answers = answers[answers["flag"].astype(object) != "dead"] if "flag" in answers else answers
@@ -159,32 +170,165 @@ def run_sweep(
             "method": point["method"],
             "direction": point["direction"],
             "empty_image": point["empty_image"],
+            "steer_on": point["steer_on"] if point["method"] == "steering" else "",
             "coefficient": point["coefficient"] if point["method"] == "steering" else float("nan"),
             "n_features": int(len(answers)),
         }
         if clear is not None:
-            shown = answers[answers["feature"].astype(int).isin(clear.index)]
-            correct = [
-                float(isinstance(t, str) and truth.is_correct(t, clear[int(f)]))
-                for f, t in zip(shown["feature"], shown["explanation"], strict=True)
-            ]
-            mean, lo, hi = bootstrap_mean_ci(correct, seed=seed)
-            row.update(
-                {
-                    "n_clear": len(correct),
-                    "n_correct": int(sum(correct)),
-                    "accuracy": mean,
-                    "accuracy_lo": lo,
-                    "accuracy_hi": hi,
-                }
-            )
+            row.update(_accuracy_columns(answers, truth, clear, seed))
         if segmenter is not None and mined is not None:
             scored = SegmentationIoUScorer(segmenter, mined).score(answers, progress=False)
             mean, lo, hi = bootstrap_mean_ci(scored["segmentation_iou"].to_numpy(float), seed=seed)
             row.update({"segmentation_iou": mean, "segmentation_iou_lo": lo, "segmentation_iou_hi": hi})
         row["examples"] = " | ".join(str(t) for t in answers["explanation"].head(5))
         rows.append(row)
-    table = pd.DataFrame(rows)
+    return write_sweep(run, axis, pd.DataFrame(rows))
+
+
+def run_layer_sweep(
+    run: Any,
+    vlm: Any,
+    sae: Any,
+    layer_saes: Mapping[str, Any],
+    *,
+    ground_truth_builder: Any = None,
+    features: Sequence[int] | None = None,
+    n_ground_truth: int = 2000,
+    max_features: int | None = None,
+    prompt: str = "default",
+    max_new_tokens: int = 40,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The ``layer`` axis: explain each layer's SAE's features by steering and score each layer.
+
+    Features differ per SAE, so each point explains its own SAE's features: with a ground-truth
+    builder (a world that knows each feature's concept, e.g. the toy world's), its clear features,
+    scored by the share whose concept the answer names (and how many distinct concepts are named);
+    without one, ``features`` (ids, the same for every SAE). Each layer steers at the run's
+    multiple of that layer's own mean patch norm (a fixed coefficient of the run, as given).
+
+    Args:
+        run: The :class:`~vis_steer_lens.RunFolder` (its coefficient; its ground truth for its SAE).
+        vlm: The subject HookedVLM.
+        sae: The run's SAE (one point).
+        layer_saes: ``hook -> SAE`` of the other layers.
+        ground_truth_builder: ``builder(vlm, sae, *, n_images, seed, progress) -> GroundTruth``
+            (``plugins.GROUND_TRUTH_BUILDERS``), or ``None``.
+        features: Without a builder: the feature ids explained at every layer.
+        n_ground_truth: Fresh scenes each layer's ground truth is built on.
+        max_features: Explain at most this many clear features per layer (a seeded sample).
+        prompt: Prompt preset.
+        max_new_tokens: Generation cap.
+        batch_size: Features per batch.
+        seed: Seeds the samples.
+        progress: Show progress bars.
+
+    Returns:
+        One row per layer, in layer order: ``axis, value`` (the hook), ``layer, coefficient,
+        multiple, n_live, n_features``, with ground truth the accuracy columns, and ``examples``.
+
+    Raises:
+        SweepError: Without other layers' SAEs, without a coefficient, or with neither a
+            ground-truth builder nor features.
+    """
+    from vis_steer_lens.explain.steering import SteeringExplainer
+    from vis_steer_lens.explain.sweep import sample_features
+    from vis_steer_lens.saes.validation import check_sae_steers
+
+    choice = run.coefficient()
+    if choice is None:
+        raise SweepError(
+            f"The sweep steers at the run's coefficient: {run.root} has none; run `vis-steer-lens explain "
+            f"--run {run.root} --method steering` first."
+        )
+    if not layer_saes:
+        raise SweepError("--axis layer needs SAEs of other layers (--saes HOOK=PATH ...); none were given.")
+    if ground_truth_builder is None and not features:
+        raise SweepError("--axis layer without ground truth explains the same feature ids: pass --features.")
+    saes = {check_sae_steers(sae, vlm): sae}
+    for label, layer_sae in layer_saes.items():
+        try:
+            hook = check_sae_steers(layer_sae, vlm, method="the layer sweep")
+        except ValueError as err:
+            raise SweepError(f"The SAE given for {label}: {err}") from None
+        saes.setdefault(hook, layer_sae)
+    order = sorted(saes, key=lambda hook: (vlm.vision.parse_hook_name(hook).layer or 0, hook))
+    rows = []
+    for hook in order:
+        layer_sae = saes[hook]
+        truth = run.ground_truth() if layer_sae is sae else None
+        if truth is None and ground_truth_builder is not None:
+            truth = ground_truth_builder(vlm, layer_sae, n_images=n_ground_truth, seed=303, progress=progress)
+        explainer = SteeringExplainer(
+            vlm,
+            layer_sae,
+            1.0,
+            empty_image=choice.empty_image,
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        norm = explainer.patch_norm()
+        if choice.multiple is not None and layer_sae is not sae:
+            explainer.coefficient = choice.multiple * norm
+        else:
+            explainer.coefficient = choice.coefficient
+        if truth is not None:
+            clear = truth.clear_concepts()
+            chosen = [int(f) for f in clear.index]
+            n_live = len(truth.table)
+        else:
+            clear, n_live = None, None
+            chosen = [int(f) for f in features if int(f) < int(layer_sae.cfg.d_sae)]
+        if max_features is not None:
+            chosen = sample_features(chosen, max_features, seed)
+        answers = (
+            explainer.explain(chosen, progress=progress)
+            if chosen
+            else pd.DataFrame({"feature": [], "explanation": []})
+        )
+        row: dict[str, Any] = {
+            "axis": "layer",
+            "value": hook,
+            "layer": vlm.vision.parse_hook_name(hook).layer,
+            "coefficient": float(explainer.coefficient),
+            "multiple": float(explainer.coefficient) / norm if norm else float("nan"),
+            "n_live": n_live,
+            "n_features": int(len(answers)),
+        }
+        if clear is not None:
+            row.update(_accuracy_columns(answers, truth, clear, seed))
+        row["examples"] = " | ".join(str(t) for t in answers["explanation"].head(5))
+        rows.append(row)
+    return write_sweep(run, "layer", pd.DataFrame(rows))
+
+
+def _accuracy_columns(answers: pd.DataFrame, truth: Any, clear: pd.Series, seed: int) -> dict[str, Any]:
+    """Ground-truth columns of one point: the share of clear features whose concept the answer names
+    (with a bootstrap interval), and how many distinct clear concepts some answer names."""
+    shown = answers[answers["feature"].astype(int).isin(clear.index)]
+    correct = [
+        float(isinstance(t, str) and truth.is_correct(t, clear[int(f)]))
+        for f, t in zip(shown["feature"], shown["explanation"], strict=True)
+    ]
+    named = {clear[int(f)] for f, ok in zip(shown["feature"], correct, strict=True) if ok}
+    mean, lo, hi = bootstrap_mean_ci(correct, seed=seed)
+    return {
+        "n_clear": len(correct),
+        "n_correct": int(sum(correct)),
+        "accuracy": mean,
+        "accuracy_lo": lo,
+        "accuracy_hi": hi,
+        "n_concepts": int(clear[clear.index.isin(shown["feature"].astype(int))].nunique()),
+        "n_concepts_named": len(named),
+    }
+
+
+def write_sweep(run: Any, axis: str, table: pd.DataFrame) -> pd.DataFrame:
+    """Write a sweep's table and figure to ``RUN/sweeps/<axis>.csv`` and ``.html``; return the table."""
     folder = run.root / "sweeps"
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / f"{axis}.csv") as tmp:
@@ -227,8 +371,10 @@ def sweep_points_figure(table: pd.DataFrame):
 
 
 def format_sweep(table: pd.DataFrame) -> str:
-    """A sweep's table as text: one line per point."""
-    lines = [f"{'value':<18}{'n':>5}{'GT accuracy':>24}{'seg. IoU':>24}  examples"]
+    """A sweep's table as text: one line per point (concepts named: distinct clear concepts some
+    answer names, of those among the explained features)."""
+    width = max([18, *(len(str(v)) + 2 for v in table["value"])])
+    lines = [f"{'value':<{width}}{'n':>5}{'GT accuracy':>24}{'named':>8}{'seg. IoU':>24}  examples"]
     for _, row in table.iterrows():
         cells = ""
         for column in ("accuracy", "segmentation_iou"):
@@ -238,7 +384,12 @@ def format_sweep(table: pd.DataFrame) -> str:
                 if column in row and not pd.isna(value)
                 else f"{'':>24}"
             )
-        lines.append(f"{row['value']:<18}{int(row['n_features']):>5}{cells}  {str(row['examples'])[:60]}")
+            if column == "accuracy":
+                named = row.get("n_concepts_named", np.nan)
+                cells += f"{int(named):>4}/{int(row['n_concepts']):<3}" if not pd.isna(named) else f"{'':>8}"
+        lines.append(
+            f"{row['value']:<{width}}{int(row['n_features']):>5}{cells}  {str(row['examples'])[:60]}"
+        )
     return "\n".join(lines)
 
 
@@ -247,7 +398,10 @@ __all__ = [
     "COEFFICIENT_MULTIPLES",
     "TARGETS",
     "SweepError",
+    "ZERO_AT_HOOK",
     "format_sweep",
+    "run_layer_sweep",
     "run_sweep",
+    "write_sweep",
     "sweep_points_figure",
 ]

@@ -165,3 +165,70 @@ class ClipSimilarityScorer:
                 }
             )
         return pd.DataFrame(rows)
+
+
+class ClipRunScorer:
+    """The CLIP similarity as a per-explanation scorer of a run: resumable, one row per explanation.
+
+    Each explanation is compared with its feature's top mined images (those where it fired), so
+    ``evaluate --scorer clip`` writes ``RUN/scores/<name>.clip.jsonl`` and ``compare`` shows a
+    ``clip`` column beside the other scorers.
+
+    Args:
+        similarity: The :class:`ClipSimilarityScorer` (its model and processor).
+        mined: The run's :class:`~vis_steer_lens.MinedActivations` (top images per feature).
+        k_images: Top images compared per feature.
+    """
+
+    name = "clip"
+
+    def __init__(self, similarity: ClipSimilarityScorer, mined: Any, *, k_images: int = 5) -> None:
+        if k_images < 1:
+            raise ValueError(f"k_images must be a positive number of top images; got {k_images}.")
+        self.similarity = similarity
+        self.mined = mined
+        self.k_images = int(k_images)
+
+    def _images(self, feature: int) -> list[Any]:
+        tops = [t for t in self.mined.top_images(int(feature)) if t[1] > 0][: self.k_images]
+        return [self.mined.image(int(image_id)) for image_id, _, _ in tops]
+
+    def score(
+        self,
+        explanations: pd.DataFrame,
+        progress: bool = True,
+        out_path: Any = None,
+        desc: str | None = None,
+    ) -> pd.DataFrame:
+        """Score every explanation row (rows of dead features are left out), resuming from ``out_path``.
+
+        Returns:
+            One row per explanation: the key columns, ``method_label``, ``is_control``,
+            ``explanation``, ``clip_similarity`` (mean cosine over the top images, in [-1, 1];
+            NaN for an empty answer or a feature with no top image) and ``n_images``.
+        """
+        from vis_steer_lens.evaluate.scoring import rows_frame, score_rows
+
+        def chunk(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            frame = pd.DataFrame(rows)
+            frame["explanation"] = [t if isinstance(t, str) else "" for t in frame["explanation"]]
+            scored = self.similarity.score(frame, self._images, progress=False)
+            out = []
+            for row, sim, n in zip(rows, scored["clip_similarity"], scored["n_images"], strict=True):
+                empty = not isinstance(row["explanation"], str) or not row["explanation"].strip()
+                out.append(
+                    {**row, "clip_similarity": float("nan") if empty else float(sim), "n_images": int(n)}
+                )
+            return out
+
+        rows = score_rows(
+            explanations,
+            chunk,
+            settings={"scorer": self.name, "model": str(self.similarity.name), "k_images": self.k_images},
+            sae_id=str(self.mined.sae_id) if self.mined is not None else "",
+            chunk_size=16,
+            out_path=out_path,
+            progress=progress,
+            desc=desc or self.name,
+        )
+        return rows_frame(rows, ["clip_similarity", "n_images"])

@@ -13,6 +13,10 @@ Rules (:attr:`CoefficientChoice.rule`):
   image (:data:`DEFAULT_MULTIPLES`), :data:`DEFAULT_SAMPLE_SIZE` sampled live features
   explained at each; the centre of the range of multiples that change the answer without
   breaking it wins (:mod:`vis_steer_lens.explain.sweep`).
+  With ``select_by`` (a scorer, e.g. the segmentation IoU or the likelihood), the multiple whose
+  rows score best on average wins instead, on validation features held out from those the
+  command explains, as the paper chooses its coefficient by the mean IoU on held-out features;
+  the choice records the scorer (:attr:`CoefficientChoice.select_by`).
 * ``"fixed"``: an explicit number.
 * ``"paper"``: the authors' protocol, a fixed coefficient of :data:`PAPER_COEFFICIENT` on the
   stored (unit-norm) decoder rows (Ferrando et al., CVPR 2026, ran 100 and 200).
@@ -39,6 +43,8 @@ from vis_steer_lens.explain.sweep import (
 PAPER_COEFFICIENT = 100.0
 #: Names a coefficient may be given by, besides a number.
 COEFFICIENT_RULES = ("auto", "paper")
+#: The default way the sweep chooses its multiple: the distinct-answers rule (:func:`sweep_table`).
+DISTINCT = "distinct"
 
 
 class CoefficientMismatchError(ValueError):
@@ -61,6 +67,12 @@ class CoefficientChoice:
         sample: With the sweep, the features it explained.
         pool: With the sweep, what they were sampled from (e.g. ``"427 live features"``).
         multiples: With the sweep, the multiples it tried.
+        select_by: With the sweep, what chose the multiple: ``"distinct"`` (the distinct-answers
+            rule) or a scorer's name.
+        selected_scores: With a scorer, its mean over the sample's rows per multiple (in
+            ``multiples``' order).
+        held_out: With a scorer, whether the sample was drawn from live features other than
+            those the calibrating command explained (False when no other feature was live).
     """
 
     coefficient: float
@@ -74,6 +86,9 @@ class CoefficientChoice:
     sample: list[int] = field(default_factory=list)
     pool: str | None = None
     multiples: list[float] = field(default_factory=list)
+    select_by: str = DISTINCT
+    selected_scores: list[float] = field(default_factory=list)
+    held_out: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,10 +104,15 @@ class CoefficientChoice:
     def describe(self) -> str:
         """One line: the coefficient and how it was chosen."""
         if self.rule == "sweep":
+            by = (
+                ""
+                if self.select_by == DISTINCT
+                else f" by mean {self.select_by} on {'held-out ' if self.held_out else ''}validation features"
+            )
             return (
                 f"{self.coefficient:.4g} ({self.multiple:g}x the mean patch norm {self.patch_norm:.4g} at "
                 f"{self.hook_name} on the {self.empty_image} image), chosen by the sweep over "
-                f"{', '.join(f'{m:g}x' for m in self.multiples)} on {len(self.sample)} of {self.pool}"
+                f"{', '.join(f'{m:g}x' for m in self.multiples)} on {len(self.sample)} of {self.pool}{by}"
             )
         if self.rule == "paper":
             return f"{self.coefficient:g} (the paper's fixed coefficient)"
@@ -129,6 +149,8 @@ def calibrate_run(
     seed: int = 0,
     progress: bool = True,
     log: Any = print,
+    select_by: Any = None,
+    explained: Sequence[int] | None = None,
 ) -> tuple[CoefficientChoice, Any]:
     """The run's steering coefficient: the one it already has, or one chosen now and kept.
 
@@ -154,6 +176,14 @@ def calibrate_run(
         seed: Seeds the sample.
         progress: Show the sweep's progress bar.
         log: Where the one-line report goes (``None``: nowhere).
+        select_by: ``None`` (the distinct-answers rule, the default) or a scorer choosing the
+            multiple: a callable ``rows -> float`` over one multiple's sweep rows, higher is
+            better, whose ``name`` attribute names it in the record
+            (:func:`~vis_steer_lens.explain.sweep.scorer_selector` makes one from any
+            per-explanation scorer). A run that already has a coefficient refuses another
+            scorer than the one that chose it.
+        explained: The features the calibrating command explains; with ``select_by`` the
+            validation sample is drawn from the other live features (held out), as the paper's.
 
     Returns:
         ``(choice, explainer)``: the choice, and the sweep's
@@ -171,9 +201,16 @@ def calibrate_run(
     hook_name = check_sae_steers(sae, vlm, method="steering (and its coefficient sweep)")
     prompt_id = prompt if isinstance(prompt, str) else prompt.prompt_id
     sae_id = sae_identity(sae)
+    select_name = DISTINCT if select_by is None else str(getattr(select_by, "name", "custom"))
     existing = run.coefficient()
     if existing is not None:
         _check_same_setup(run, existing, sae_id, empty_image, prompt_id)
+        if select_by is not None and existing.select_by != select_name:
+            raise CoefficientMismatchError(
+                f"Run {str(run.root)!r} steers at coefficient {existing.describe()}, chosen by "
+                f"{existing.select_by!r}; every steering row of a run uses that one, so selecting by "
+                f"{select_name!r} is refused. Drop --select-by, or start a new run folder."
+            )
         wanted = PAPER_COEFFICIENT if requested == "paper" else requested
         if wanted != "auto" and float(wanted) != existing.coefficient:
             raise CoefficientMismatchError(
@@ -209,6 +246,12 @@ def calibrate_run(
             f"No feature of the SAE fired in {run.mined_dir} (min frequency {min_frequency}); nothing to "
             "calibrate the steering coefficient on. Mine more images or lower --min-frequency."
         )
+    held_out = False
+    if select_by is not None and explained is not None:
+        # Validation features held out from those this command explains, when any other is live.
+        others = sorted(set(pool) - {int(f) for f in explained})
+        if others:
+            pool, held_out = others, True
     sample = sample_features(pool, sample_size, seed)
     explainer = SteeringExplainer(
         vlm,
@@ -220,6 +263,7 @@ def calibrate_run(
         batch_size=batch_size,
         sweep_multiples=tuple(multiples),
         seed=seed,
+        select_by=select_by,
     )
     if log is not None:
         log(
@@ -236,14 +280,19 @@ def calibrate_run(
         sample=sample,
         pool=pool_text.split(" (")[0],
         multiples=[float(m) for m in multiples],
+        select_by=select_name,
+        selected_scores=[float(v) for v in table["selected_score"]] if "selected_score" in table else [],
+        held_out=held_out,
         **common,
     )
     explainer.coefficient = choice.coefficient
     run.save_coefficient(choice, table, sweep_figure(table, hook_name))
     if log is not None:
+        column = "score" if select_by is None else "selected_score"
+        label = "score" if select_by is None else f"mean {select_name}"
         lines = [
-            f"  {m:>5g}x  score {s:.3f}{'  <- chosen' if c else ''}"
-            for m, s, c in zip(table["multiple"], table["score"], table["chosen"], strict=True)
+            f"  {m:>5g}x  {label} {s:.3f}{'  <- chosen' if c else ''}"
+            for m, s, c in zip(table["multiple"], table[column], table["chosen"], strict=True)
         ]
         log("\n".join(lines))
         log(f"Steering coefficient of this run: {choice.describe()}; saved to {run.calibration_dir}.")
@@ -268,6 +317,7 @@ def _check_same_setup(
 __all__ = [
     "COEFFICIENT_RULES",
     "DEFAULT_MULTIPLES",
+    "DISTINCT",
     "DEFAULT_SAMPLE_SIZE",
     "PAPER_COEFFICIENT",
     "WORKING_SHARE",

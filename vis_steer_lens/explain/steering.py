@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 DEFAULT_SWEEP = DEFAULT_MULTIPLES
 #: Features the ``"auto"`` sweep explains at each multiple (see :mod:`.sweep`).
 DEFAULT_SWEEP_FEATURES = DEFAULT_SAMPLE_SIZE
+#: What the direction is added to at the hook: the empty image's activation (the paper's), its SAE
+#: reconstruction, or zeros (the zero embedding at the hook).
+STEER_ON = ("activation", "reconstruction", "zero")
 
 
 class SteeringExplainer(Explainer):
@@ -91,6 +94,11 @@ class SteeringExplainer(Explainer):
             ``feature`` and ``explanation``), e.g. :func:`~vis_steer_lens.explain.sweep.scorer_selector`
             of a :class:`~vis_steer_lens.SegmentationIoUScorer` (the paper selects by mean IoU on
             held-out features). The best-scoring multiple is chosen (the smaller one on ties).
+        steer_on: What the direction is added to at the hook (:data:`STEER_ON`): ``"activation"``
+            (the empty image's own, the paper's), ``"reconstruction"`` (the SAE's reconstruction
+            of it, ``decode(encode(x))``: steering inside the SAE's model of the activation) or
+            ``"zero"`` (the residual at the hook replaced by zeros, every token: the direction
+            alone). The mean patch norm (:meth:`patch_norm`) stays the empty image's own.
     """
 
     method = "steering"
@@ -114,6 +122,7 @@ class SteeringExplainer(Explainer):
         sweep_features: int = DEFAULT_SWEEP_FEATURES,
         seed: int = 0,
         select_by: Any = None,
+        steer_on: str = "activation",
     ):
         super().__init__(
             model, sae, prompt=get_prompt(prompt), batch_size=batch_size, direction=direction, seed=seed
@@ -129,6 +138,9 @@ class SteeringExplainer(Explainer):
         self.sweep_multiples = tuple(sweep_multiples)
         self.sweep_features = sweep_features
         self.select_by = select_by
+        if steer_on not in STEER_ON:
+            raise ValueError(f"steer_on must be one of {STEER_ON}, got {steer_on!r}.")
+        self.steer_on = steer_on
         self.calibration: pd.DataFrame | None = None
         # Sweep rows by (feature, direction feature, coefficient), reused when explaining at the choice.
         self._sweep_rows: dict[tuple[int, int, float], dict[str, Any]] = {}
@@ -334,7 +346,20 @@ class SteeringExplainer(Explainer):
                 "stop_at_sentence_end": self.stop_at_sentence_end,
             }
         )
+        if self.steer_on != "activation":  # recorded only when set, so earlier runs still resume
+            config["steer_on"] = self.steer_on
         return config
+
+    def _steering_base(self, act: torch.Tensor) -> torch.Tensor:
+        """What the direction is added to at the hook (``steer_on``), the shape of ``act``."""
+        if self.steer_on == "zero":
+            return torch.zeros_like(act)
+        if self.steer_on == "reconstruction":
+            flat = act.flatten(2) if act.ndim > 3 else act  # [batch, tokens, d_in]
+            weight = self.sae.W_dec
+            recon = self.sae.decode(self.sae.encode(flat.to(device=weight.device, dtype=weight.dtype)))
+            return recon.reshape(act.shape).to(device=act.device, dtype=act.dtype)
+        return act
 
     def steered_image_features(self, directions: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
         """The empty image's soft tokens with each row steered, before any text: what the language
@@ -355,6 +380,7 @@ class SteeringExplainer(Explainer):
             delta = delta * self._positions.to(vlm.device).view(1, -1, 1)
 
         def add(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            act = self._steering_base(act)
             if self._packed:  # [1, batch * tokens, ...] or AnyRes crops: copy i's tokens are contiguous
                 rows = act.reshape(batch, -1, *act.shape[2:])
                 return (rows + self._hook.unflatten(delta, rows).to(act.dtype)).reshape(act.shape)

@@ -132,10 +132,10 @@ def scorer_selector(scorer: Any, column: str | None = None):
 
     def select(rows: pd.DataFrame) -> float:
         scored = scorer.score(rows.assign(method="steering", direction="sae"), progress=False)
-        return (
-            float(np.nanmean(scored[column or scorer.name].to_numpy(float))) if len(scored) else float("nan")
-        )
+        values = scored[column or scorer.name].to_numpy(float) if len(scored) else np.array([])
+        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
+    select.name = scorer.name  # recorded in the run's coefficient choice
     return select
 
 

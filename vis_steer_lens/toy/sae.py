@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,11 @@ DEFAULT_HOOK = "blocks.0.hook_resid_post"
 #: The shipped SAE's width and TopK k (the same README comparison).
 DEFAULT_D_SAE = 1024
 DEFAULT_K = 32
+#: Hooks of the toy tower's other layers that ``sweep --axis layer`` trains an SAE at (the residual
+#: stream after each block; the shipped SAE reads the first).
+LAYER_HOOKS = tuple(f"blocks.{layer}.hook_resid_post" for layer in range(4))
+#: Training tokens of each layer SAE (the shipped SAE's recipe; ~2-3 min per layer on 2 cores).
+LAYER_SAE_TOKENS = 800_000
 
 
 def toy_pixel_stream(seed: int, image_processor: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -100,3 +106,45 @@ def train_toy_sae(
         progress=progress,
         **kwargs,
     )
+
+
+def toy_layer_saes(
+    vlm: Any,
+    *,
+    exclude: Sequence[str] = (),
+    cache_dir: str | Path,
+    total_training_samples: int = LAYER_SAE_TOKENS,
+    hooks: Sequence[str] = LAYER_HOOKS,
+    progress: bool = True,
+) -> dict[str, SAE]:
+    """One toy SAE per layer (:data:`LAYER_HOOKS` but ``exclude``), trained with the shipped recipe
+    once and kept in ``cache_dir/<hook>-<tokens>``, loaded from there on later calls.
+
+    Args:
+        vlm: The toy HookedVLM.
+        exclude: Hooks left out (the run's own SAE's).
+        cache_dir: Folder of the trained SAEs.
+        total_training_samples: Patch tokens each SAE trains on.
+        hooks: The hooks to train at.
+        progress: Show training progress bars.
+
+    Returns:
+        ``hook -> SAE`` in layer order.
+    """
+    from vis_steer_lens.atomic import atomic_folder
+    from vis_steer_lens.saes.loading import load_sae
+
+    out = {}
+    for hook in hooks:
+        if hook in exclude:
+            continue
+        folder = Path(cache_dir) / f"{hook}-{total_training_samples}"
+        if not folder.is_dir():
+            sae, _ = train_toy_sae(
+                vlm, hook, total_training_samples=total_training_samples, progress=progress
+            )
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_folder(folder) as tmp:
+                sae.save_model(str(tmp))
+        out[hook] = load_sae(folder, model=vlm, device=str(vlm.device))
+    return out
