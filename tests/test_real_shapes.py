@@ -196,6 +196,8 @@ def test_released_models_and_token_fitting():
         "qwen2.5-vl-7b": "qwen2_5_vl",
         "llava-1.5-7b": "llava",
         "paligemma2-3b-448": "paligemma",
+        "llava-v1.6-mistral-7b": "llava_next",
+        "llava-onevision-7b": "llava_onevision",
     }
     gemma = {"<pad>": 0, "<start_of_turn>": 105, "<start_of_image>": 255_999, "<image_soft_token>": 262_144}
     assert fit_token_ids(gemma, 262_208) == gemma
