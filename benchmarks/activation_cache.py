@@ -202,7 +202,8 @@ def main() -> None:
         f"{train['time_ratio']:.2f}x one (target <= 2) and {train['separate_ratio']:.2f}x four separate passes; "
         f"reading the batches alone {train['reading']['samples_per_s']:.0f} samples/s"
     )
-    streamed = streamed_training(n, tokens, width=256 if args.small else 512, batch_size=512)
+    # Enough images for the training tokens at the toy's 16 patches each, plus the held-out one.
+    streamed = streamed_training(tokens // 16 + 8, tokens, width=256 if args.small else 512, batch_size=512)
     print(
         f"streamed from the tower (no cache), {tokens} samples: 4 SAEs in one pass cost "
         f"{streamed['time_ratio']:.2f}x one ({streamed['4 SAEs']:.1f} s vs {streamed['1 SAE']:.1f} s)"
