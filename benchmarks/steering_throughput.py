@@ -60,6 +60,7 @@ import torch
 
 from vis_steer_lens.explain import SteeringExplainer
 from vis_steer_lens.explain.text import explanation_and_flag
+from vis_steer_lens.testing import TINY_FAMILIES
 
 
 def toy_setup(device: str):
@@ -226,16 +227,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--family",
-        choices=[
-            "gemma3",
-            "internvl3",
-            "qwen2_vl",
-            "qwen2_5_vl",
-            "llava",
-            "paligemma",
-            "llava_next",
-            "llava_onevision",
-        ],
+        choices=list(TINY_FAMILIES),
         default="gemma3",
         help="gemma3: the toy VLM (a Gemma 3); the others: a tiny random model of the family",
     )

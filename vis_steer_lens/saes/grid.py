@@ -48,7 +48,7 @@ from vis_steer_lens.atomic import atomic_folder, atomic_write_text
 from vis_steer_lens.distributed import World, barrier, current_world, shard
 from vis_steer_lens.image_sources import as_image_source, open_image_source
 from vis_steer_lens.saes.cache import ActivationCache, ActivationCacheError, token_positions
-from vis_steer_lens.saes.metadata import set_vision_metadata, vision_sae_metadata
+from vis_steer_lens.saes.metadata import set_vision_metadata, tower_sae_metadata
 from vis_steer_lens.saes.trainer import ActivationStreamError, sae_quality, to_inference_sae
 from vis_steer_lens.store import ResumeMismatchError
 
@@ -647,18 +647,7 @@ def train_sae_grid(
             with mock.patch.object(multi_sae_trainer_module, "tqdm", functools.partial(tqdm, disable=True)):
                 trainer.fit()
 
-        metadata_base = vision_sae_metadata(
-            hook,
-            vit.cfg.model_name,
-            n_layers=vit.cfg.n_layers,
-            family=vit.cfg.family,
-            tower_fingerprint=vit.tower_fingerprint(),
-            image_size=vit.cfg.image_size,
-            patch_size=vit.cfg.patch_size,
-            context_size=vit.cfg.n_patches,
-            dataset_path=dataset,
-            token_selection=tokens,
-        )
+        metadata_base = tower_sae_metadata(vit, hook, dataset_path=dataset, token_selection=tokens)
         loss_images = None
         if source is not None and hasattr(model, "generate") and n_loss_images:
             count = min(n_loss_images, n_eval_images, len(source))

@@ -69,6 +69,25 @@ def vision_sae_metadata(
     return metadata
 
 
+def tower_sae_metadata(
+    vit: Any, hook_name: str, *, dataset_path: Any, token_selection: str
+) -> dict[str, Any]:
+    """:func:`vision_sae_metadata` of an SAE trained on ``vit`` (a HookedViT): its model, family,
+    depth, fingerprint and image geometry, with where the images came from and which tokens."""
+    return vision_sae_metadata(
+        hook_name,
+        vit.cfg.model_name,
+        n_layers=vit.cfg.n_layers,
+        family=vit.cfg.family,
+        tower_fingerprint=vit.tower_fingerprint(),
+        image_size=vit.cfg.image_size,
+        patch_size=vit.cfg.patch_size,
+        context_size=vit.cfg.n_patches,
+        dataset_path=dataset_path,
+        token_selection=token_selection,
+    )
+
+
 def set_vision_metadata(sae: SAE, metadata: dict[str, Any] | SAEMetadata) -> SAE:
     """Merge metadata fields into ``sae.cfg.metadata`` in place (given fields win).
 

@@ -20,7 +20,7 @@ from vis_steer_lens.activations import (
     iter_images,
     vision_model,
 )
-from vis_steer_lens.saes.metadata import vision_sae_metadata
+from vis_steer_lens.saes.metadata import tower_sae_metadata
 from vis_steer_lens.saes.trainer import sae_quality, train_sae_on_activations
 
 logger = logging.getLogger(__name__)
@@ -160,18 +160,7 @@ def train_sae(
         select_patches,
         tokens=tokens,
     )
-    metadata = vision_sae_metadata(
-        hook,
-        vit.cfg.model_name,
-        n_layers=vit.cfg.n_layers,
-        family=vit.cfg.family,
-        tower_fingerprint=vit.tower_fingerprint(),
-        image_size=vit.cfg.image_size,
-        patch_size=vit.cfg.patch_size,
-        context_size=vit.cfg.n_patches,
-        dataset_path=dataset_name,
-        token_selection=tokens,
-    )
+    metadata = tower_sae_metadata(vit, hook, dataset_path=dataset_name, token_selection=tokens)
     try:
         sae, log = train_sae_on_activations(
             stream,
