@@ -330,3 +330,44 @@ def test_the_layer_sweep_scores_each_layer_s_own_sae(run, capsys):
     assert (run.root / "sweeps" / "layer.html").is_file()
     assert len(list((run.root / "sweeps" / "saes").iterdir())) == 3  # kept for the next sweep
     assert "blocks.3.hook_resid_post" in capsys.readouterr().out
+
+
+def test_ranks_saving_the_same_coefficient_at_once_never_collide(tmp_path):
+    """Under a launcher every rank calibrates and saves the same choice: each write goes through a
+    temporary file of its own, so no rank renames away another's (a shared temporary name did)."""
+    import threading
+
+    import pandas as pd
+
+    from vis_steer_lens.explain.calibration import CoefficientChoice
+
+    run = RunFolder(tmp_path)
+    choice = CoefficientChoice(
+        coefficient=12.5,
+        rule="fixed",
+        sae_id="s",
+        hook_name="blocks.0.hook_resid_post",
+        empty_image="white",
+        prompt_id="toy",
+    )
+    sweep = pd.DataFrame({"multiple": [1.0, 2.0], "distinct_fraction": [0.5, 0.75]})
+    errors: list[BaseException] = []
+
+    def save_many() -> None:
+        try:
+            for _ in range(200):
+                run.save_coefficient(choice, sweep)
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=save_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert run.coefficient().coefficient == 12.5 and run.sweep()["multiple"].tolist() == [1.0, 2.0]
+    assert sorted(p.name for p in run.calibration_dir.iterdir()) == [
+        "coefficient-sweep.csv",
+        "coefficient.json",
+    ]

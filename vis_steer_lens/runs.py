@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from vis_steer_lens.atomic import atomic_path, atomic_write_text
 from vis_steer_lens.explain.labels import method_label
 from vis_steer_lens.jsonl import read_jsonl
 
@@ -381,14 +382,16 @@ class RunFolder:
     def save_coefficient(self, choice: Any, sweep: pd.DataFrame | None = None, figure: Any = None) -> None:
         """Keep the run's steering coefficient, and the sweep table and figure that chose it."""
         self.calibration_dir.mkdir(parents=True, exist_ok=True)
+        # Each file through a temporary file of its own: under a launcher every rank calibrates the
+        # same way and saves the same choice, and no rank may rename another's half-written file.
         if sweep is not None:
-            sweep.to_csv(self.calibration_sweep_path, index=False)
+            with atomic_path(self.calibration_sweep_path, sync=False) as tmp:
+                sweep.to_csv(tmp, index=False)
         if figure is not None:
-            figure.write_html(self.calibration_sweep_path.with_suffix(".html"), include_plotlyjs=True)
+            with atomic_path(self.calibration_sweep_path.with_suffix(".html"), sync=False) as tmp:
+                figure.write_html(tmp, include_plotlyjs=True)
         # The record last: a run has a coefficient only once its sweep is saved.
-        tmp = self.coefficient_path.with_suffix(".json.tmp")
-        tmp.write_text(choice.to_json())
-        tmp.replace(self.coefficient_path)
+        atomic_write_text(self.coefficient_path, choice.to_json())
 
     def sweep(self) -> pd.DataFrame | None:
         """The run's coefficient sweep (or, in runs written before it, a method's own), or ``None``."""
